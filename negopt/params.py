@@ -1,0 +1,252 @@
+"""Typed schema for ``params.yaml``, validated when a stage starts.
+
+One pydantic model per section; ``extra="forbid"`` so a misspelt key fails instead of being
+ignored. :func:`load_params` turns a ``ValidationError`` into one message that names every bad key
+(``sft.learning_rate: Input should be greater than 0``) and the file it came from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Pos = Annotated[float, Field(gt=0)]
+NonNeg = Annotated[float, Field(ge=0)]
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+METHODS = ("none", "generic", "ground_truth", "sft", "rl")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Base(Section):
+    seed: NonNegInt = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class Paths(Section):
+    raw: str = "data/raw"
+    clean: str = "data/clean"
+    tiny_models: str = "models/tiny"
+    sft: str = "models/sft"
+    rl: str = "models/rl"
+    images: str = "data/images"
+    metrics: str = "metrics"
+    plots: str = "plots"
+    report: str = "report"
+    checkpoints: str = "checkpoints"
+
+
+class SampleSource(Section):
+    rows: Annotated[int, Field(ge=2000)] = 3000
+    seed: NonNegInt = 0
+
+
+class HfSource(Section):
+    dataset: str = "mikeogezi/negopt_full"
+    revision: str = "main"
+    split: str = "train"
+
+
+class PlaygroundSource(Section):
+    base_url: str = "https://playground.com"
+    endpoint: str = "/api/images/search"
+    query: str = ""
+    user_id: str = ""
+    limit: PosInt = 250
+    max_pages: PosInt = 20
+    max_rows: PosInt = 5000
+    requests_per_second: Pos = 1.0
+    max_retries: NonNegInt = 5
+    backoff_base: NonNeg = 1.0
+    timeout: Pos = 30.0
+
+
+class CleanRules(Section):
+    min_prompt_chars: NonNegInt = 3
+    max_prompt_chars: PosInt = 1000
+    min_negative_chars: NonNegInt = 3
+    max_negative_chars: PosInt = 1000
+    min_likes: NonNegInt = 0
+    nsfw_filter: bool = False
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> CleanRules:
+        if self.min_prompt_chars > self.max_prompt_chars:
+            raise ValueError("min_prompt_chars must be <= max_prompt_chars")
+        if self.min_negative_chars > self.max_negative_chars:
+            raise ValueError("min_negative_chars must be <= max_negative_chars")
+        return self
+
+
+class Split(Section):
+    train: Fraction = 0.8
+    val: Fraction = 0.1
+    test: Fraction = 0.1
+    seed: NonNegInt = 42
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> Split:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must sum to 1, got {total:g}")
+        return self
+
+
+class Data(Section):
+    source: str = "sample"
+    sample: SampleSource = SampleSource()
+    hf: HfSource = HfSource()
+    playground: PlaygroundSource = PlaygroundSource()
+    clean: CleanRules = CleanRules()
+    split: Split = Split()
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, v: str) -> str:
+        if v in ("sample", "hf", "playground") or (v.startswith("file:") and len(v) > 5):
+            return v
+        raise ValueError(f"unknown source {v!r}: use sample, hf, playground or file:<path>")
+
+
+class TinyBuild(Section):
+    seed: NonNegInt = 0
+    t5_vocab_size: Annotated[int, Field(ge=300)] = 1000
+    sd_vocab_size: Annotated[int, Field(ge=300)] = 1000
+
+
+class Profile(Section):
+    """Where each component of a profile comes from: a local path or a hub id."""
+
+    policy: str
+    sd: str
+    clip_name: str
+    clip_pretrained: str
+    clip_config: str = ""
+    aesthetic: str
+    inception: str
+    inception_input_size: Annotated[int, Field(ge=75)] = 299
+    image_size: Annotated[int, Field(ge=8)] = 512
+    num_inference_steps: PosInt = 50
+    guidance_scale: NonNeg = 7.5
+
+
+class Models(Section):
+    tiny_build: TinyBuild = TinyBuild()
+    tiny: Profile
+    paper: Profile
+
+
+class Sft(Section):
+    task_prefix: str = "negative prompt: "
+    max_source_length: PosInt = 64
+    max_target_length: PosInt = 64
+    learning_rate: Pos = 2e-3
+    max_steps: PosInt = 600
+    batch_size: PosInt = 32
+    warmup_steps: NonNegInt = 30
+    weight_decay: NonNeg = 0.0
+    eval_steps: PosInt = 100
+    save_steps: PosInt = 100
+    num_beams: PosInt = 1
+    do_sample: bool = False
+    max_new_tokens: PosInt = 48
+
+
+class RewardWeights(Section):
+    aesthetic: float = 1.0
+    clip: float = 1.0
+    fidelity: float = 1.0
+
+
+class Rl(Section):
+    algo: Literal["rloo", "ppo"] = "rloo"
+    steps: PosInt = 200
+    batch_prompts: PosInt = 8
+    k: Annotated[int, Field(ge=2)] = 4
+    learning_rate: Pos = 1e-4
+    kl_coef: NonNeg = 0.2
+    temperature: Pos = 1.0
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+    max_new_tokens: PosInt = 32
+    clip_range: Pos = 0.2
+    ppo_epochs: PosInt = 2
+    max_grad_norm: Pos = 1.0
+    checkpoint_every: PosInt = 50
+    reward: RewardWeights = RewardWeights()
+    eval_prompts: PosInt = 128
+    eval_seed: NonNegInt = 1234
+
+
+class Generate(Section):
+    methods: list[Literal[METHODS]] = list(METHODS)  # type: ignore[valid-type]
+    generic_negative: str = "ugly, blurry, low quality"
+    num_prompts: PosInt = 64
+    seeds_per_prompt: PosInt = 2
+    batch_size: PosInt = 32
+    seed: NonNegInt = 0
+
+
+class Evaluate(Section):
+    is_splits: PosInt = 10
+    batch_size: PosInt = 64
+
+
+class Compare(Section):
+    candidates: list[Literal[METHODS]] = ["sft", "rl"]  # type: ignore[valid-type]
+    baselines: list[Literal[METHODS]] = ["none", "generic", "ground_truth"]  # type: ignore[valid-type]
+    grid_prompts: PosInt = 8
+
+
+class Params(Section):
+    profile: Literal["tiny", "paper"] = "tiny"
+    base: Base = Base()
+    paths: Paths = Paths()
+    data: Data = Data()
+    models: Models
+    sft: Sft = Sft()
+    rl: Rl = Rl()
+    generate: Generate = Generate()
+    evaluate: Evaluate = Evaluate()
+    compare: Compare = Compare()
+
+    @property
+    def active(self) -> Profile:
+        """The model profile that ``profile`` selects."""
+        return getattr(self.models, self.profile)
+
+
+class ParamsError(ValueError):
+    """params.yaml failed validation; the message names each bad key."""
+
+
+def format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid parameters"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        lines.append(f"  {key}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def validate_params(raw: dict, source: str = "params.yaml") -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(format_errors(err, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: not found (run from the project root, where params.yaml lives)")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level")
+    return validate_params(raw, str(path))
