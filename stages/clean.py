@@ -1,0 +1,33 @@
+"""Stage clean: ``<paths.raw>/pairs.parquet`` -> ``<paths.clean>/{train,val,test}.parquet``.
+
+Normalises text, drops bad rows by reason (never crashes on one), splits grouped by normalised
+prompt, and writes ``<paths.metrics>/data.json`` (rows in/out, dropped by reason, split sizes,
+negative-length statistics).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from negopt.data.clean import run_clean
+from negopt.io import write_json
+from negopt.runtime import start_stage
+
+
+def main() -> None:
+    params = start_stage()
+    paths = params.paths
+    raw = Path(paths.raw) / "pairs.parquet"
+    if not raw.exists():
+        raise SystemExit(f"clean: {raw} not found; run the scrape stage first (dvc repro scrape)")
+    report = run_clean(raw, paths.clean, params.data.clean, params.data.split)
+    if report["rows_train"] == 0:
+        raise SystemExit(f"clean: no training rows left ({report['dropped']}); loosen data.clean bounds")
+    write_json(Path(paths.metrics) / "data.json", report)
+    print(f"clean: {report['rows_in']} rows in, {report['rows_out']} out "
+          f"(train {report['rows_train']}, val {report['rows_val']}, test {report['rows_test']}); "
+          f"dropped {report['dropped']}")
+
+
+if __name__ == "__main__":
+    main()

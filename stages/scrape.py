@@ -1,0 +1,30 @@
+"""Stage scrape: load pairs from ``data.source`` into ``<paths.raw>/pairs.parquet`` (13 columns).
+
+Writes ``<paths.metrics>/scrape.json`` (source, rows fetched, pages, retries). The playground source
+keeps its resumable state under ``<paths.checkpoints>/scrape`` (a DVC ``persist`` output).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from negopt.data.sources import load_source
+from negopt.io import write_json, write_parquet
+from negopt.runtime import start_stage
+
+
+def main() -> None:
+    params = start_stage()
+    paths = params.paths
+    checkpoint_dir = Path(paths.checkpoints) / "scrape"
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)  # a declared DVC output, even when unused
+    df, stats = load_source(params.data, checkpoint_dir=checkpoint_dir)
+    if df.empty:
+        raise SystemExit(f"scrape: data.source={params.data.source} gave no rows; nothing to clean")
+    write_parquet(Path(paths.raw) / "pairs.parquet", df)
+    write_json(Path(paths.metrics) / "scrape.json", stats)
+    print(f"scrape: {len(df)} rows from {params.data.source} -> {paths.raw}/pairs.parquet")
+
+
+if __name__ == "__main__":
+    main()
