@@ -26,3 +26,42 @@ def shared_pairs() -> Path:
     if not path.exists():
         pytest.skip("../shared/data/pairs_dflip3k.jsonl not present")
     return path
+
+
+# --- the tiny model zoo (helper "models"), built once per session and shared by every test ---------------
+TINY_TEXTS = [
+    f"{subject} {style}, {extra}"
+    for subject in ("a portrait of a cat", "a castle on a hill", "a city street at night", "a bowl of fruit 2024")
+    for style in ("oil painting", "photo, 8k, highly detailed", "anime style")
+    for extra in ("ugly, blurry, low quality", "deformed hands, watermark, text", "lowres, jpeg artifacts")
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(tmp_path_factory) -> Path:
+    """The tiny zoo built from a small text list (seed 0): t5/, sd/, clip/, aesthetic/, inception/."""
+    from negopt.models.tiny import build_tiny_zoo
+
+    out = tmp_path_factory.mktemp("zoo") / "tiny"
+    build_tiny_zoo(TINY_TEXTS, out, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_params(tiny_zoo):
+    """params.yaml with profile=tiny and models.tiny pointing into the session's tiny zoo."""
+    from negopt.params import load_params
+
+    p = load_params(ROOT / "params.yaml")
+    z = tiny_zoo
+    tiny = p.models.tiny.model_copy(
+        update=dict(
+            policy=str(z / "t5"),
+            sd=str(z / "sd"),
+            clip_pretrained=str(z / "clip" / "open_clip_model.safetensors"),
+            clip_config=str(z / "clip" / "negopt-tiny-clip.json"),
+            aesthetic=str(z / "aesthetic" / "model.safetensors"),
+            inception=str(z / "inception" / "weights.pt"),
+        )
+    )
+    return p.model_copy(update=dict(profile="tiny", models=p.models.model_copy(update=dict(tiny=tiny))))

@@ -1,0 +1,68 @@
+"""Images from (prompt, negative prompt, seed) triples through a diffusers StableDiffusionPipeline.
+
+The pipeline is called, not re-implemented. Each image gets its own ``torch.Generator`` seeded with its
+seed, so an image depends only on its (prompt, negative, seed) and not on the batch it ran in: batched
+calls equal single calls, and methods compared on the same seeds differ only by the negative prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from negopt.params import Profile
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] ``[N, 3, H, W]`` -> uint8 on the CPU (round half up, like PIL's conversion)."""
+    return (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+@torch.no_grad()
+def generate_images(
+    pipe,
+    prompts: Sequence[str],
+    negatives: Sequence[str],
+    seeds: Sequence[int],
+    profile: Profile,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Generate one image per (prompt, negative, seed); returns uint8 ``[N, 3, H, W]`` on the CPU.
+
+    1. check the three lists line up; 2. per batch, one generator per image on the pipeline's device;
+    3. call the pipeline with the profile's steps, guidance and size; 4. convert to uint8.
+    An empty negative string means "no negative prompt" (the pipeline's unconditional embedding of "").
+    """
+    prompts, negatives, seeds = list(prompts), list(negatives), [int(s) for s in seeds]
+    if not (len(prompts) == len(negatives) == len(seeds)):
+        raise ValueError(
+            f"generate_images: prompts ({len(prompts)}), negatives ({len(negatives)}) and seeds ({len(seeds)}) "
+            "must have the same length"
+        )
+    if batch_size < 1:
+        raise ValueError(f"generate_images: batch_size must be >= 1, got {batch_size}")
+    size = profile.image_size
+    if not prompts:
+        return torch.empty(0, 3, size, size, dtype=torch.uint8)
+    pipe.set_progress_bar_config(disable=True)  # one bar for the whole job below, not one per batch
+    gen_device = pipe.device  # noise is drawn where the latents live, one generator per image
+    out: list[torch.Tensor] = []
+    starts = range(0, len(prompts), batch_size)
+    for start in tqdm(starts, desc="generate", unit="batch", disable=not progress):
+        end = start + batch_size
+        generators = [torch.Generator(gen_device).manual_seed(s) for s in seeds[start:end]]
+        result = pipe(
+            prompt=prompts[start:end],
+            negative_prompt=negatives[start:end],
+            generator=generators,
+            num_inference_steps=profile.num_inference_steps,
+            guidance_scale=profile.guidance_scale,
+            height=size,
+            width=size,
+            output_type="pt",
+        )
+        out.append(to_uint8(result.images))
+    return torch.cat(out)

@@ -1,0 +1,236 @@
+"""Image metrics: Inception Score, LAION aesthetic score, CLIP score, and per-image RL reward terms.
+
+Images are uint8 ``[N, 3, H, W]`` tensors (any device; results come back on the CPU as float32).
+
+- Inception Score: torch-fidelity (``isc=True``, ``logits_unbiased``, its fixed shuffle seed), never
+  re-derived. ``profile.inception_input_size`` picks the real 299 px ``inception-v3-compat`` or a
+  registered subclass with a smaller input (75 px for the tiny profile; same weights layout).
+- Aesthetic: the CLIP image embedding, L2-normalised, through the LAION MLP (scores ~1-10 with real weights).
+- CLIP score: ``max(100 * cos(image, text), 0)`` (the torchmetrics convention).
+- Fidelity reward term: ``KL(p(y|x) || p(y))`` from the same Inception posterior the IS uses, so that the
+  batch mean of the term is log IS when ``p(y)`` is the batch marginal. The marginal is the batch mean by
+  default; RL should pass a fixed marginal (e.g. from SFT samples) so one image's reward does not depend
+  on the other images in its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+PAPER_INCEPTION = "inception-v3-compat"
+_INCEPTION_CLASSES: dict[int, type[FeatureExtractorInceptionV3]] = {299: FeatureExtractorInceptionV3}
+
+
+def inception_extractor(input_size: int) -> tuple[str, type[FeatureExtractorInceptionV3]]:
+    """The torch-fidelity extractor name and class for an Inception input size (registered on first use).
+
+    299 is the real ``inception-v3-compat``; any other size (>= 75, the smallest InceptionV3 accepts) is a
+    subclass that only changes ``INPUT_IMAGE_SIZE``, so the same state dict serves both.
+    """
+    if input_size == 299:
+        return PAPER_INCEPTION, FeatureExtractorInceptionV3
+    if input_size < 75:
+        raise ValueError(
+            f"inception_input_size must be >= 75 (InceptionV3's smallest input), got {input_size}"
+        )
+    name = f"negopt-inception-v3-{input_size}"
+    if input_size not in _INCEPTION_CLASSES:
+        cls = type(f"FeatureExtractorInceptionV3_{input_size}", (FeatureExtractorInceptionV3,), {})
+        cls.INPUT_IMAGE_SIZE = input_size
+        _INCEPTION_CLASSES[input_size] = cls
+    cls = _INCEPTION_CLASSES[input_size]
+    if name not in FEATURE_EXTRACTORS_REGISTRY:
+        register_feature_extractor(name, cls)
+    return name, FEATURE_EXTRACTORS_REGISTRY[name]
+
+
+def check_inception_weights(path: str) -> None:
+    """Fail clearly on a missing file, and refuse pickled code before torch-fidelity loads it unrestricted."""
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"Inception weights not found at {path} (profile field `inception`)")
+    torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
+def build_inception(weights_path: str, input_size: int, device: torch.device | None = None) -> nn.Module:
+    """The torch-fidelity Inception extractor returning ``logits_unbiased`` (eval mode, no grad)."""
+    check_inception_weights(weights_path)
+    name, cls = inception_extractor(input_size)
+    model = cls(name, ["logits_unbiased"], feature_extractor_weights_path=weights_path)
+    return model.to(device or torch.device("cpu"))
+
+
+def inception_kl(probs: torch.Tensor, marginal: torch.Tensor) -> torch.Tensor:
+    """Per-image ``KL(p(y|x) || p(y)) = sum_y p log(p / p(y))``; probs ``[N, C]``, marginal ``[C]`` -> ``[N]``."""
+    p = probs.double()
+    q = marginal.double().reshape(1, -1)
+    # 0 * log 0 = 0: where p is 0 the term vanishes whatever q is.
+    terms = torch.where(
+        p > 0, p * (p.clamp_min(1e-300).log() - q.clamp_min(1e-300).log()), torch.zeros_like(p)
+    )
+    return terms.sum(dim=1).to(probs.dtype)
+
+
+class _UInt8Images(torch.utils.data.Dataset):
+    """A Dataset view of a uint8 ``[N, 3, H, W]`` tensor: the input torch-fidelity accepts."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i]
+
+
+def _check_uint8(images: torch.Tensor, who: str) -> None:
+    if not (
+        torch.is_tensor(images) and images.dtype == torch.uint8 and images.dim() == 4 and images.shape[1] == 3
+    ):
+        shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
+        dtype = getattr(images, "dtype", None)
+        raise ValueError(f"{who}: expected uint8 images [N, 3, H, W], got {shape} {dtype}")
+
+
+def inception_score(
+    images: torch.Tensor,
+    weights_path: str,
+    input_size: int,
+    splits: int = 10,
+    batch_size: int = 64,
+    device: torch.device | None = None,
+) -> tuple[float, float]:
+    """Inception Score (mean, std over ``splits``) through ``torch_fidelity.calculate_metrics(isc=True)``."""
+    import torch_fidelity
+
+    _check_uint8(images, "inception_score")
+    if len(images) < splits:
+        raise ValueError(
+            f"inception_score: {len(images)} images cannot fill {splits} splits (evaluate.is_splits)"
+        )
+    check_inception_weights(weights_path)
+    name, _ = inception_extractor(input_size)
+    device = device or torch.device("cpu")
+    out = torch_fidelity.calculate_metrics(
+        input1=_UInt8Images(images.cpu()),
+        isc=True,
+        isc_splits=splits,
+        feature_extractor=name,
+        feature_extractor_weights_path=weights_path,
+        batch_size=batch_size,
+        cuda=device.type == "cuda",
+        cache=False,
+        save_cpu_ram=True,  # no DataLoader worker processes: the images are already in memory
+        verbose=False,
+    )
+    return float(out["inception_score_mean"]), float(out["inception_score_std"])
+
+
+class ImageScorer:
+    """Aesthetic, CLIP and Inception scores on uint8 images; models load once and stay on ``device``."""
+
+    def __init__(
+        self,
+        clip_model: nn.Module,
+        clip_tokenizer,
+        aesthetic_mlp: nn.Module,
+        inception: nn.Module,
+        device: torch.device | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        self.device = device or torch.device("cpu")
+        self.clip = clip_model.to(self.device).eval()
+        self.tokenizer = clip_tokenizer
+        self.aesthetic_mlp = aesthetic_mlp.to(self.device).eval()
+        self.inception = inception.to(self.device).eval()
+        self.batch_size = batch_size
+        cfg = getattr(self.clip.visual, "preprocess_cfg", {})
+        size = cfg.get("size", getattr(self.clip.visual, "image_size", 224))
+        self.clip_size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+        self.mean = torch.tensor(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073)), device=self.device)
+        self.std = torch.tensor(cfg.get("std", (0.26862954, 0.26130258, 0.27577711)), device=self.device)
+
+    def _batches(self, n: int) -> list[slice]:
+        return [slice(i, i + self.batch_size) for i in range(0, n, self.batch_size)]
+
+    def clip_pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> CLIP input: resize (bicubic, antialiased) to the CLIP size and normalise."""
+        x = images.to(self.device).float() / 255.0
+        if tuple(x.shape[-2:]) != self.clip_size:
+            x = F.interpolate(x, size=self.clip_size, mode="bicubic", align_corners=False, antialias=True)
+            x = x.clamp(0, 1)
+        return (x - self.mean.view(1, 3, 1, 1)) / self.std.view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised CLIP image embeddings ``[N, D]`` (on ``device``)."""
+        _check_uint8(images, "image_embeddings")
+        parts = [
+            self.clip.encode_image(self.clip_pixels(images[s])).float() for s in self._batches(len(images))
+        ]
+        return F.normalize(torch.cat(parts), dim=-1)
+
+    @torch.no_grad()
+    def text_embeddings(self, prompts: Sequence[str]) -> torch.Tensor:
+        """L2-normalised CLIP text embeddings ``[N, D]`` (on ``device``)."""
+        prompts = list(prompts)
+        parts = []
+        for s in self._batches(len(prompts)):
+            tokens = self.tokenizer(prompts[s]).to(self.device)
+            parts.append(self.clip.encode_text(tokens).float())
+        return F.normalize(torch.cat(parts), dim=-1)
+
+    @torch.no_grad()
+    def aesthetic_from_embeddings(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """The LAION MLP on L2-normalised embeddings ``[N, D]`` -> ``[N]``."""
+        emb = F.normalize(embeddings.to(self.device).float(), dim=-1)
+        return self.aesthetic_mlp(emb).reshape(-1).float().cpu()
+
+    def aesthetic(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-image aesthetic score ``[N]``."""
+        return self.aesthetic_from_embeddings(self.image_embeddings(images))
+
+    @staticmethod
+    def clip_from_embeddings(image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+        """``max(100 * cos, 0)`` row by row ``[N]``."""
+        cos = F.cosine_similarity(image_emb.float(), text_emb.float(), dim=-1)
+        return (100.0 * cos).clamp_min(0).cpu()
+
+    def clip_score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """Per-image CLIP score against its own prompt ``[N]``."""
+        if len(prompts) != len(images):
+            raise ValueError(f"clip_score: {len(images)} images but {len(prompts)} prompts")
+        return self.clip_from_embeddings(self.image_embeddings(images), self.text_embeddings(prompts))
+
+    @torch.no_grad()
+    def inception_probs(self, images: torch.Tensor) -> torch.Tensor:
+        """Inception class posterior ``softmax(logits_unbiased)`` ``[N, C]`` (the IS's own features)."""
+        _check_uint8(images, "inception_probs")
+        parts = []
+        for s in self._batches(len(images)):
+            (logits,) = self.inception(images[s].to(self.device))
+            parts.append(logits.double().softmax(dim=1).float().cpu())
+        return torch.cat(parts)
+
+    def reward_terms(
+        self, images: torch.Tensor, prompts: Sequence[str], marginal: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Per-image ``aesthetic``, ``clip`` and ``fidelity`` (Inception KL to ``marginal``, batch mean if None)."""
+        if len(prompts) != len(images):
+            raise ValueError(f"reward_terms: {len(images)} images but {len(prompts)} prompts")
+        img_emb = self.image_embeddings(images)
+        probs = self.inception_probs(images)
+        q = probs.mean(dim=0) if marginal is None else marginal.cpu().float()
+        return {
+            "aesthetic": self.aesthetic_from_embeddings(img_emb),
+            "clip": self.clip_from_embeddings(img_emb, self.text_embeddings(prompts)),
+            "fidelity": inception_kl(probs, q),
+        }

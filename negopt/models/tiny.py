@@ -1,0 +1,352 @@
+"""Builders for the tiny offline profile: small random-initialised models saved in each library's format.
+
+No machine here reaches a model hub, so the tiny profile builds every component from a config with a
+fixed seed and saves it the way the real weights are stored (``save_pretrained`` folders, an open_clip
+checkpoint, the LAION MLP state dict, a torch-fidelity Inception state dict). The loader then uses the
+*same* code path for tiny files and real hub ids. Tiny numbers prove the machinery, not image quality.
+
+Layout written by :func:`build_tiny_zoo` (params.yaml ``models.tiny`` points into it)::
+
+    t5/                                    policy (helper "sft": negopt.models.policy.build_tiny_t5)
+    sd/                                    diffusers StableDiffusionPipeline (save_pretrained)
+    clip/negopt-tiny-clip.json             open_clip model config (registered by name)
+    clip/open_clip_model.safetensors       open_clip state dict
+    aesthetic/model.safetensors            LAION aesthetic MLP sized to the CLIP embed dim
+    inception/weights.pt                   torch-fidelity InceptionV3 state dict (random, ~92 MB)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from negopt.io import atomic_dir, atomic_path, write_text
+
+TINY_CLIP_NAME = "negopt-tiny-clip"
+SD_SPECIALS = (
+    "<|startoftext|>",
+    "<|endoftext|>",
+)  # bos id 0, eos = pad id 1 (eos id 2 would hit a legacy path)
+SD_MAX_LENGTH = 32
+
+# open_clip config for a ~0.2 M-parameter ViT + text transformer (REFERENCE.md "Tiny open_clip").
+TINY_CLIP_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 16, "patch_size": 8},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
+}
+
+
+class AestheticMLP(nn.Module):
+    """The LAION "improved aesthetic predictor" head; key layout matches sac+logos+ava1-l14-linearMSE.pth."""
+
+    def __init__(self, input_size: int = 768) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.layers = nn.Sequential(
+            nn.Linear(input_size, 1024),
+            nn.Dropout(0.2),
+            nn.Linear(1024, 128),
+            nn.Dropout(0.2),
+            nn.Linear(128, 64),
+            nn.Dropout(0.1),
+            nn.Linear(64, 16),
+            nn.Linear(16, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+# --- Stable Diffusion -----------------------------------------------------------------------------
+
+
+def build_sd_tokenizer(texts: Sequence[str], vocab_size: int = 1000, max_length: int = SD_MAX_LENGTH):
+    """A CLIPTokenizer with a BPE vocabulary trained on ``texts`` (CLIP's normaliser and pre-tokeniser)."""
+    from tokenizers import Tokenizer, models, trainers
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import CLIPTokenizer
+
+    # Borrow the exact normaliser / pre-tokeniser CLIPTokenizer uses, so training sees the same words.
+    template = CLIPTokenizer(vocab={s: i for i, s in enumerate(SD_SPECIALS)}, merges=[])
+    bpe = Tokenizer(
+        models.BPE(unk_token=SD_SPECIALS[1], end_of_word_suffix="</w>", continuing_subword_prefix="")
+    )
+    bpe.normalizer = template.backend_tokenizer.normalizer
+    bpe.pre_tokenizer = template.backend_tokenizer.pre_tokenizer
+    # Every byte and byte+</w> gets a fixed id up front (passed as "special" tokens so the trainer numbers
+    # them first): bytes never seen at a word end (e.g. digits) would otherwise encode as unk, and the
+    # trainer would number the others in hash-map order, which breaks ties between equally frequent merges
+    # differently from run to run.
+    base = sorted({ch + end for ch in ByteLevel.alphabet() for end in ("", "</w>")})
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[*SD_SPECIALS, *base],
+        end_of_word_suffix="</w>",
+        show_progress=False,
+    )
+    bpe.train_from_iterator(list(texts), trainer=trainer)
+    state = json.loads(bpe.to_str())["model"]
+    vocab: dict[str, int] = dict(state["vocab"])
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]]
+    tok = CLIPTokenizer(vocab=vocab, merges=merges)
+    tok.model_max_length = max_length
+    return tok
+
+
+def build_tiny_sd(texts: Sequence[str], out_dir: str | Path, vocab_size: int = 1000, seed: int = 0) -> Path:
+    """Build a tiny StableDiffusionPipeline (64x64 images, 8x8 latents) and ``save_pretrained`` it."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = build_sd_tokenizer(texts, vocab_size)
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=SD_MAX_LENGTH,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    torch.manual_seed(seed + 1)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    torch.manual_seed(seed + 2)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(16, 16, 32, 32),
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=64,
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    out_dir = Path(out_dir)
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
+
+
+# --- CLIP, aesthetic head, Inception --------------------------------------------------------------
+
+
+def register_clip_config(config_path: str | Path) -> str:
+    """Register an open_clip model config file; its stem is the model name open_clip knows it by."""
+    import open_clip
+
+    config_path = Path(config_path)
+    if config_path.stem not in open_clip.list_models():
+        open_clip.add_model_config(config_path)
+    return config_path.stem
+
+
+def build_tiny_clip(out_dir: str | Path, seed: int = 0, name: str = TINY_CLIP_NAME) -> tuple[Path, Path]:
+    """Write ``<name>.json`` and ``open_clip_model.safetensors``; returns (config path, weights path)."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config_path = out_dir / f"{name}.json"
+    write_text(config_path, json.dumps(TINY_CLIP_CONFIG, indent=2) + "\n")
+    register_clip_config(config_path)
+    torch.manual_seed(seed)
+    model = open_clip.create_model(name, pretrained=None)
+    weights = out_dir / "open_clip_model.safetensors"
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(weights) as tmp:
+        save_file(state, str(tmp))
+    return config_path, weights
+
+
+def build_aesthetic(out_path: str | Path, embed_dim: int, seed: int = 0) -> Path:
+    """A random LAION-layout aesthetic MLP for a CLIP with ``embed_dim``-wide embeddings (safetensors)."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    mlp = AestheticMLP(embed_dim)
+    with atomic_path(out_path) as tmp:
+        save_file({k: v.contiguous() for k, v in mlp.state_dict().items()}, str(tmp))
+    return Path(out_path)
+
+
+def random_inception_state_dict(
+    seed: int = 0, input_size: int = 75, logit_std: float = 3.0
+) -> dict[str, torch.Tensor]:
+    """A random state dict for torch-fidelity's InceptionV3 whose logits are not degenerate.
+
+    Kaiming-normal convs and an fc with std 0.02 alone give near-uniform posteriors (IS ~1.00001 here):
+    with identity BatchNorms every pooled feature is a mean of positive activations, so all images share
+    one dominant feature direction. A deterministic data-dependent init fixes that: BN statistics from
+    one seeded batch of smooth random images (as the real BNs hold ImageNet statistics), the fc made
+    orthogonal to the mean feature, and scaled so logits have std ``logit_std`` on that batch.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    net = _inception_shell(input_size)
+    for name, value in net.state_dict().items():
+        if name.endswith("conv.weight"):
+            fan_in = value[0].numel()
+            value.copy_(torch.randn(value.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
+        elif name == "fc.weight":
+            value.copy_(torch.randn(value.shape, generator=gen) * 0.02)
+        elif name == "fc.bias":
+            value.zero_()
+    calib = _smooth_images(32, 64, gen)
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # float sums in one fixed order: the same weights whatever the caller's threads
+    try:
+        _calibrate(net, calib, bns, logit_std)
+    finally:
+        torch.set_num_threads(threads)
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def _calibrate(net: nn.Module, calib: torch.Tensor, bns: list[nn.BatchNorm2d], logit_std: float) -> None:
+    with torch.no_grad():
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average: one batch gives exactly its statistics
+        net.train()
+        net.features_list = ["2048"]
+        net(calib)
+        net.eval()
+        (feats,) = net(calib)
+        mean = torch.nn.functional.normalize(feats.mean(0), dim=0)
+        w = net.fc.weight
+        w -= torch.outer(w @ mean, mean)  # remove the shared direction: logits then follow the image
+        w *= logit_std / (feats @ w.T).std()
+    for bn in bns:
+        bn.momentum = 0.1  # back to torch's default so the saved module is an ordinary one
+
+
+def _smooth_images(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
+    """``n`` uint8 images of low-frequency colour noise (grids of 2-16 cells, bilinearly upsampled)."""
+    out = []
+    for i in range(n):
+        cells = 2 ** (1 + i % 4)
+        grid = torch.rand(1, 3, cells, cells, generator=gen) * 255
+        out.append(
+            torch.nn.functional.interpolate(grid, size=(size, size), mode="bilinear", align_corners=False)
+        )
+    return torch.cat(out).round().clamp(0, 255).to(torch.uint8)
+
+
+def _inception_shell(input_size: int) -> nn.Module:
+    """torch-fidelity's InceptionV3 extractor without its constructor (which insists on loading weights)."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    net = FeatureExtractorInceptionV3.__new__(FeatureExtractorInceptionV3)
+    nn.Module.__init__(net)
+    _inception_layers(net)
+    net.name, net.features_list = "negopt-inception-init", ["logits_unbiased"]
+    net.feature_extractor_internal_dtype = torch.float32
+    net.INPUT_IMAGE_SIZE = input_size  # instance attribute shadows the class's 299
+    return net
+
+
+def _inception_layers(m: nn.Module) -> None:
+    """The module tree of torch-fidelity's FeatureExtractorInceptionV3.__init__, without the weight load."""
+    from torch_fidelity import feature_extractor_inceptionv3 as fe
+
+    m.Conv2d_1a_3x3 = fe.BasicConv2d(3, 32, kernel_size=3, stride=2)
+    m.Conv2d_2a_3x3 = fe.BasicConv2d(32, 32, kernel_size=3)
+    m.Conv2d_2b_3x3 = fe.BasicConv2d(32, 64, kernel_size=3, padding=1)
+    m.MaxPool_1 = nn.MaxPool2d(kernel_size=3, stride=2)
+    m.Conv2d_3b_1x1 = fe.BasicConv2d(64, 80, kernel_size=1)
+    m.Conv2d_4a_3x3 = fe.BasicConv2d(80, 192, kernel_size=3)
+    m.MaxPool_2 = nn.MaxPool2d(kernel_size=3, stride=2)
+    m.Mixed_5b = fe.InceptionA(192, pool_features=32)
+    m.Mixed_5c = fe.InceptionA(256, pool_features=64)
+    m.Mixed_5d = fe.InceptionA(288, pool_features=64)
+    m.Mixed_6a = fe.InceptionB(288)
+    m.Mixed_6b = fe.InceptionC(768, channels_7x7=128)
+    m.Mixed_6c = fe.InceptionC(768, channels_7x7=160)
+    m.Mixed_6d = fe.InceptionC(768, channels_7x7=160)
+    m.Mixed_6e = fe.InceptionC(768, channels_7x7=192)
+    m.Mixed_7a = fe.InceptionD(768)
+    m.Mixed_7b = fe.InceptionE_1(1280)
+    m.Mixed_7c = fe.InceptionE_2(2048)
+    m.AvgPool = nn.AdaptiveAvgPool2d(output_size=(1, 1))
+    m.fc = nn.Linear(2048, 1008)
+
+
+def build_inception(out_path: str | Path, seed: int = 0, input_size: int = 75) -> Path:
+    """Save the random Inception state dict with torch.save (torch-fidelity's own format)."""
+    with atomic_path(out_path) as tmp:
+        torch.save(random_inception_state_dict(seed, input_size), tmp)
+    return Path(out_path)
+
+
+# --- the whole zoo --------------------------------------------------------------------------------
+
+
+def build_tiny_zoo(
+    texts: Sequence[str],
+    out_dir: str | Path,
+    seed: int = 0,
+    t5_vocab_size: int = 1000,
+    sd_vocab_size: int = 1000,
+    inception_input_size: int = 75,
+) -> dict[str, Path]:
+    """Build every tiny component into ``out_dir`` (replaced atomically as a whole); returns their paths."""
+    from negopt.models.policy import build_tiny_t5  # helper "sft" owns the T5 builder
+
+    texts = [t for t in texts if isinstance(t, str) and t.strip()]
+    if not texts:
+        raise ValueError(
+            "build_tiny_zoo: no texts to train the tokenizers on (is data/clean/train.parquet empty?)"
+        )
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        build_tiny_t5(texts, tmp / "t5", vocab_size=t5_vocab_size, seed=seed)
+        build_tiny_sd(texts, tmp / "sd", vocab_size=sd_vocab_size, seed=seed)
+        build_tiny_clip(tmp / "clip", seed=seed)
+        build_aesthetic(tmp / "aesthetic" / "model.safetensors", TINY_CLIP_CONFIG["embed_dim"], seed=seed)
+        build_inception(tmp / "inception" / "weights.pt", seed=seed, input_size=inception_input_size)
+    return {
+        "policy": out_dir / "t5",
+        "sd": out_dir / "sd",
+        "clip_config": out_dir / "clip" / f"{TINY_CLIP_NAME}.json",
+        "clip_pretrained": out_dir / "clip" / "open_clip_model.safetensors",
+        "aesthetic": out_dir / "aesthetic" / "model.safetensors",
+        "inception": out_dir / "inception" / "weights.pt",
+    }

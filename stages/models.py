@@ -1,0 +1,85 @@
+"""Stage models: build the tiny zoo offline, or check that the paper profile's weights are on disk.
+
+tiny:  trains the tokenizers on paths.clean/train.parquet (prompts and negatives), builds every random
+       component with models.tiny_build.seed, and writes paths.tiny_models (replaced atomically).
+paper: builds nothing; fails before any work starts, listing every weight that is not available
+       offline and how to fetch it. When paths.tiny_models is absent (DVC removes it before the run)
+       a small marker is written there, because dvc.yaml declares it as this stage's output.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from negopt.io import atomic_dir, write_json
+from negopt.models.check import format_table
+from negopt.models.loader import MissingWeightsError, check_profile, require_profile
+from negopt.models.tiny import build_tiny_zoo
+from negopt.runtime import start_stage
+
+
+def train_texts(clean_dir: str) -> list[str]:
+    """Prompts and negatives of the train split: the text both tiny tokenizers learn their vocabulary from."""
+    path = Path(clean_dir) / "train.parquet"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} not found: run `python stages/scrape.py && python stages/clean.py` first"
+        )
+    df = pd.read_parquet(path, columns=["prompt", "negative_prompt"])
+    texts = [t for col in ("prompt", "negative_prompt") for t in df[col].dropna().astype(str)]
+    if not texts:
+        raise ValueError(f"{path} has no text: loosen data.clean rules")
+    return texts
+
+
+def check_tiny_paths(params) -> None:
+    """The tiny profile must point into paths.tiny_models, or the loader would read stale files."""
+    root = Path(params.paths.tiny_models).resolve()
+    p = params.models.tiny
+    for field in ("policy", "sd", "clip_pretrained", "clip_config", "aesthetic", "inception"):
+        value = getattr(p, field)
+        if value and root not in Path(value).resolve().parents:
+            raise ValueError(
+                f"models.tiny.{field} = {value!r} is outside paths.tiny_models ({root}); fix params.yaml"
+            )
+
+
+def main() -> None:
+    params = start_stage()
+    if params.profile == "paper":
+        try:
+            require_profile(params)
+        except MissingWeightsError as err:
+            print(err, file=sys.stderr)
+            sys.exit(1)
+        if not Path(params.paths.tiny_models).exists():  # the declared output; keep a tiny zoo built by hand
+            with atomic_dir(params.paths.tiny_models) as tmp:
+                write_json(
+                    tmp / "PAPER_PROFILE.json", {"note": "profile=paper uses hub weights; no tiny zoo built"}
+                )
+        print(format_table(check_profile(params), "paper"))
+        return
+
+    check_tiny_paths(params)
+    build = params.models.tiny_build
+    start = time.perf_counter()
+    build_tiny_zoo(
+        train_texts(params.paths.clean),
+        params.paths.tiny_models,
+        seed=build.seed,
+        t5_vocab_size=build.t5_vocab_size,
+        sd_vocab_size=build.sd_vocab_size,
+    )
+    statuses = check_profile(params, "tiny")
+    print(format_table(statuses, "tiny"))
+    print(f"tiny zoo built in {time.perf_counter() - start:.1f} s")
+    if not all(s.available for s in statuses):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
