@@ -1,0 +1,104 @@
+"""Per-method image metrics: Inception Score (mean and std over splits), mean aesthetic, mean CLIP score.
+
+Reads the images and the manifest the generate stage wrote; every score comes from ``negopt.metrics``
+so the numbers are the ones RL optimised and the paper reports.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from negopt.generate import MANIFEST
+
+
+def read_manifest(images_dir: str | Path) -> pd.DataFrame:
+    path = Path(images_dir) / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run the generate stage first (python stages/generate.py)")
+    return pd.read_parquet(path)
+
+
+def load_images(images_dir: str | Path, files: list[str]) -> torch.Tensor:
+    """PNG files -> uint8 ``[N, 3, H, W]`` (the images-as-tensors convention)."""
+    from PIL import Image
+
+    arrays = [np.asarray(Image.open(Path(images_dir) / f).convert("RGB")) for f in files]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def batched_mean(fn, images: torch.Tensor, batch_size: int, *extra: list[str]) -> float:
+    """Mean of a per-image score computed in batches (so the paper profile's ViT-L fits in memory)."""
+    scores = [
+        fn(images[i : i + batch_size], *(e[i : i + batch_size] for e in extra)).float().cpu()
+        for i in range(0, len(images), batch_size)
+    ]
+    return float(torch.cat(scores).mean())
+
+
+def evaluate_method(
+    scorer,
+    images: torch.Tensor,
+    prompts: list[str],
+    inception_weights: str,
+    inception_input_size: int,
+    is_splits: int,
+    batch_size: int,
+    device: torch.device | None = None,
+) -> dict[str, float | int]:
+    """The metric row of one method."""
+    from negopt.metrics import inception_score
+
+    if len(images) < is_splits:
+        raise ValueError(
+            f"evaluate.is_splits={is_splits} exceeds the {len(images)} images of a method: "
+            "lower evaluate.is_splits or raise generate.num_prompts / generate.seeds_per_prompt"
+        )
+    is_mean, is_std = inception_score(
+        images,
+        inception_weights,
+        inception_input_size,
+        splits=is_splits,
+        batch_size=batch_size,
+        device=device,
+    )
+    return {
+        "inception_score": float(is_mean),
+        "inception_score_std": float(is_std),
+        "aesthetic": batched_mean(scorer.aesthetic, images, batch_size),
+        "clip_score": batched_mean(scorer.clip_score, images, batch_size, prompts),
+        "n_images": len(images),
+    }
+
+
+def evaluate_all(
+    manifest: pd.DataFrame,
+    images_dir: str | Path,
+    scorer,
+    inception_weights: str,
+    inception_input_size: int,
+    is_splits: int,
+    batch_size: int,
+    device: torch.device | None = None,
+) -> dict[str, dict[str, float | int]]:
+    """``{method: metrics}`` in the manifest's method order."""
+    out = {}
+    methods = list(dict.fromkeys(manifest["method"]))
+    for method in tqdm(methods, desc="evaluate", unit="method"):
+        rows = manifest[manifest["method"] == method]
+        images = load_images(images_dir, rows["file"].tolist())
+        out[method] = evaluate_method(
+            scorer,
+            images,
+            rows["prompt"].astype(str).tolist(),
+            inception_weights,
+            inception_input_size,
+            is_splits,
+            batch_size,
+            device,
+        )
+    return out

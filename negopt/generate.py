@@ -1,0 +1,241 @@
+"""Images per method for the comparison: the same test prompts and seeds, only the negative differs.
+
+Methods: ``none`` (empty negative), ``generic`` (``generate.generic_negative``), ``ground_truth`` (the
+test row's own negative), ``sft`` / ``rl`` (greedy negatives from the trained models). The work is a
+flat *plan* of items cut into fixed batches; accelerate splits the *batches* between processes, so
+every image is generated in the same batch whatever the process count, and a sharded run writes the
+same files as a single process (each image also has its own seeded generator).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from negopt.io import atomic_path, write_parquet
+from negopt.params import METHODS, Params
+
+MANIFEST = "manifest.parquet"
+MODEL_METHODS = ("sft", "rl")  # methods whose negatives come from a trained model
+
+# generate_fn(prompts, negatives, seeds) -> uint8 [N, 3, H, W]; injectable so the plan is testable without SD.
+GenerateFn = Callable[[list[str], list[str], list[int]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    method: str
+    prompt_idx: int
+    prompt: str
+    negative: str
+    seed: int
+    file: str  # relative to paths.images: <method>/<prompt_idx>_<seed>.png
+
+
+def image_seed(seed: int, prompt_idx: int, j: int) -> int:
+    """The j-th diffusion seed of a prompt: a hash of (seed, prompt_idx, j), stable when counts change."""
+    return int(np.random.SeedSequence([seed, prompt_idx, j]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def prompt_seeds(seed: int, num_prompts: int, seeds_per_prompt: int) -> list[list[int]]:
+    return [[image_seed(seed, i, j) for j in range(seeds_per_prompt)] for i in range(num_prompts)]
+
+
+def load_test_prompts(test_parquet: str | Path, num_prompts: int) -> pd.DataFrame:
+    """The first ``num_prompts`` rows (prompt, negative_prompt) of the clean test split, in file order."""
+    path = Path(test_parquet)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run the clean stage first (python stages/clean.py)")
+    df = pd.read_parquet(path, columns=["prompt", "negative_prompt"])
+    if len(df) < num_prompts:
+        raise ValueError(
+            f"generate.num_prompts={num_prompts} but {path} has only {len(df)} rows: lower generate.num_prompts"
+        )
+    return df.iloc[:num_prompts].reset_index(drop=True)
+
+
+def method_model_path(params: Params, method: str) -> Path:
+    return Path(params.paths.sft if method == "sft" else params.paths.rl)
+
+
+def check_method_models(params: Params, methods: Sequence[str]) -> None:
+    """Fail before any work if a model-based method has no trained model on disk."""
+    problems = []
+    for method in methods:
+        if method not in MODEL_METHODS:
+            continue
+        path = method_model_path(params, method)
+        if not (path / "config.json").exists():
+            problems.append(
+                f"generate.methods lists {method!r} but {path} (paths.{method}) holds no trained model: "
+                f"run `python stages/{method}.py` (or `dvc repro {method}`), or drop {method!r} from generate.methods"
+            )
+    if problems:
+        raise FileNotFoundError("\n".join(problems))
+
+
+def model_negatives(params: Params, method: str, prompts: list[str], device: torch.device) -> list[str]:
+    """Greedy negatives from models/sft or models/rl, formatted exactly as in training."""
+    from negopt.models.loader import load_policy
+    from negopt.sft import generate_negatives
+
+    model, tokenizer = load_policy(str(method_model_path(params, method)), device=device)
+    return generate_negatives(
+        model,
+        tokenizer,
+        prompts,
+        params.sft.task_prefix,
+        params.sft.max_source_length,
+        params.sft.max_new_tokens,
+        num_beams=1,
+        do_sample=False,
+        batch_size=64,
+    )
+
+
+def method_negatives(
+    method: str,
+    prompts: list[str],
+    ground_truth: list[str],
+    generic: str,
+    model_fn: Callable[[str, list[str]], list[str]] | None = None,
+) -> list[str]:
+    """The negative prompt of each prompt under ``method``; ``model_fn(method, prompts)`` serves sft / rl."""
+    if method == "none":
+        return [""] * len(prompts)
+    if method == "generic":
+        return [generic] * len(prompts)
+    if method == "ground_truth":
+        return list(ground_truth)
+    if method in MODEL_METHODS:
+        if model_fn is None:
+            raise ValueError(f"method {method!r} needs a model_fn to produce its negatives")
+        return list(model_fn(method, prompts))
+    raise ValueError(f"unknown method {method!r}: use one of {METHODS}")
+
+
+def build_plan(prompts: list[str], negatives: dict[str, list[str]], seeds: list[list[int]]) -> list[WorkItem]:
+    """Method-major list of work items: every method gets the same prompts and the same seeds."""
+    plan = []
+    for method, negs in negatives.items():
+        for i, prompt in enumerate(prompts):
+            for s in seeds[i]:
+                plan.append(WorkItem(method, i, prompt, negs[i], s, f"{method}/{i}_{s}.png"))
+    return plan
+
+
+def make_batches(plan: list[WorkItem], batch_size: int) -> list[list[WorkItem]]:
+    return [plan[i : i + batch_size] for i in range(0, len(plan), batch_size)]
+
+
+def save_png(image: torch.Tensor, path: str | Path) -> None:
+    """uint8 [3, H, W] -> PNG (lossless, no timestamp chunk, so the bytes are reproducible)."""
+    from PIL import Image
+
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(image.permute(1, 2, 0).contiguous().numpy()).save(tmp, format="PNG")
+
+
+def render_batches(
+    batches: list[list[WorkItem]], generate_fn: GenerateFn, images_dir: str | Path, progress: bool = True
+) -> list[WorkItem]:
+    """Generate and save each batch; returns the items written."""
+    done: list[WorkItem] = []
+    for batch in tqdm(batches, desc="generate", unit="batch", disable=not progress):
+        images = generate_fn([w.prompt for w in batch], [w.negative for w in batch], [w.seed for w in batch])
+        for item, image in zip(batch, images, strict=True):
+            save_png(image, Path(images_dir) / item.file)
+        done.extend(batch)
+    return done
+
+
+def manifest_frame(plan: list[WorkItem]) -> pd.DataFrame:
+    return pd.DataFrame([asdict(w) for w in plan], columns=list(WorkItem.__dataclass_fields__))
+
+
+def clear_outputs(images_dir: str | Path) -> None:
+    """Remove a previous run's method folders and manifest (DVC does it too; plain runs need it)."""
+    images_dir = Path(images_dir)
+    for method in METHODS:
+        if (images_dir / method).is_dir():
+            shutil.rmtree(images_dir / method)
+    (images_dir / MANIFEST).unlink(missing_ok=True)
+
+
+def pipeline_dtype(device: torch.device) -> torch.dtype:
+    """bf16 where the GPU has it, else fp16 on GPU; float32 on CPU (half precision is slow or unsupported)."""
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def use_sdpa(pipe) -> None:
+    """PyTorch's fused scaled-dot-product attention in the UNet and VAE (flash / memory-efficient on GPU).
+
+    diffusers picks it by default under torch 2; setting it explicitly keeps a config or an older
+    default from silently falling back to the slow unfused attention.
+    """
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    for module in (pipe.unet, pipe.vae):
+        module.set_attn_processor(AttnProcessor2_0())
+
+
+def generate_all(params: Params, state, device: torch.device) -> pd.DataFrame | None:
+    """The whole stage on one of ``state.num_processes`` processes; the main one returns the manifest.
+
+    The main process builds the plan (negatives need the models) and broadcasts it, so every process
+    works from one plan; each renders its share of the batches; the main process checks every file
+    exists and writes the manifest last, so a manifest always describes a complete image set.
+    """
+    from accelerate.utils import broadcast_object_list, gather_object
+
+    g = params.generate
+    methods = list(dict.fromkeys(g.methods))
+    images_dir = Path(params.paths.images)
+    check_method_models(params, methods)
+    payload: list = [None]
+    if state.is_main_process:
+        clear_outputs(images_dir)
+        test = load_test_prompts(Path(params.paths.clean) / "test.parquet", g.num_prompts)
+        prompts = test["prompt"].astype(str).tolist()
+        gt = test["negative_prompt"].fillna("").astype(str).tolist()
+        negatives = {
+            m: method_negatives(
+                m, prompts, gt, g.generic_negative, lambda mm, p: model_negatives(params, mm, p, device)
+            )
+            for m in methods
+        }
+        payload = [build_plan(prompts, negatives, prompt_seeds(g.seed, g.num_prompts, g.seeds_per_prompt))]
+    plan: list[WorkItem] = broadcast_object_list(payload)[0]
+    with state.split_between_processes(make_batches(plan, g.batch_size)) as mine:
+        mine = list(mine)
+    if mine:
+        from negopt.diffusion import generate_images
+        from negopt.models.loader import load_sd_pipeline
+
+        profile = params.active
+        pipe = load_sd_pipeline(profile, device, pipeline_dtype(device))
+        use_sdpa(pipe)
+
+        def generate_fn(prompts: list[str], negatives: list[str], seeds: list[int]) -> torch.Tensor:
+            return generate_images(pipe, prompts, negatives, seeds, profile, batch_size=len(prompts))
+
+        render_batches(mine, generate_fn, images_dir, progress=state.is_local_main_process)
+    written = gather_object([w.file for b in mine for w in b])
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+    missing = sorted({w.file for w in plan} - set(written))
+    if missing or not all((images_dir / w.file).exists() for w in plan):
+        raise RuntimeError(f"generate: {len(missing)} planned images were not written, e.g. {missing[:3]}")
+    manifest = manifest_frame(plan)
+    write_parquet(images_dir / MANIFEST, manifest)
+    return manifest

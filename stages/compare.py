@@ -1,0 +1,43 @@
+"""Stage `compare`: relative gains (metrics/comparison.json), bar-chart data for `dvc plots`, and the
+self-contained HTML report (report/index.html)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from negopt.compare import gains_markdown, metrics_markdown, save_pngs, write_comparison
+from negopt.evaluate import read_manifest
+from negopt.io import read_json
+from negopt.report import render_report, write_report
+from negopt.runtime import start_stage
+
+
+def main() -> None:
+    params = start_stage()
+    paths, cfg = params.paths, params.compare
+    eval_path = Path(paths.metrics) / "eval.json"
+    if not eval_path.exists():
+        raise FileNotFoundError(
+            f"{eval_path} not found: run the evaluate stage first (python stages/evaluate.py)"
+        )
+    eval_metrics = read_json(eval_path)
+    comparison, pngs = write_comparison(
+        eval_metrics,
+        list(cfg.candidates),
+        list(cfg.baselines),
+        Path(paths.metrics) / "comparison.json",
+        Path(paths.plots) / "comparison",
+    )
+    save_pngs(pngs, Path(paths.report) / "plots")
+    page = render_report(
+        eval_metrics, comparison, read_manifest(paths.images), paths.images, pngs, cfg.grid_prompts
+    )
+    write_report(Path(paths.report) / "index.html", page)
+    print(metrics_markdown(eval_metrics))
+    print()
+    print(gains_markdown(comparison))
+    print(f"\ncompare: report -> {Path(paths.report) / 'index.html'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Stage `evaluate`: Inception Score, aesthetic and CLIP score per method -> metrics/eval.json."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from negopt.evaluate import evaluate_all, read_manifest
+from negopt.io import write_json
+from negopt.runtime import resolve_device, start_stage
+
+
+def main() -> None:
+    params = start_stage()
+    from negopt.models.loader import load_scorer
+
+    device = resolve_device(params.base.device)
+    profile = params.active
+    start = time.perf_counter()
+    manifest = read_manifest(params.paths.images)
+    scorer = load_scorer(profile, device)
+    results = evaluate_all(
+        manifest,
+        params.paths.images,
+        scorer,
+        profile.inception,
+        profile.inception_input_size,
+        params.evaluate.is_splits,
+        params.evaluate.batch_size,
+        device,
+    )
+    out = Path(params.paths.metrics) / "eval.json"
+    write_json(out, results)
+    for method, m in results.items():
+        print(
+            f"{method:>12}: IS {m['inception_score']:.4f} ± {m['inception_score_std']:.4f}  "
+            f"aesthetic {m['aesthetic']:.5f}  CLIP {m['clip_score']:.3f}  (n={m['n_images']})"
+        )
+    print(f"evaluate: {len(manifest)} images in {time.perf_counter() - start:.1f} s -> {out}")
+
+
+if __name__ == "__main__":
+    main()

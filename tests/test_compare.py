@@ -1,0 +1,105 @@
+"""compare: relative gains on a crafted eval.json, checked against percentages worked out by hand."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from negopt.compare import compare_methods, format_gain, gains_markdown, relative_gain, write_comparison
+
+
+def row(is_, aes, clip, std=0.1, n=20):
+    return {
+        "inception_score": is_,
+        "inception_score_std": std,
+        "aesthetic": aes,
+        "clip_score": clip,
+        "n_images": n,
+    }
+
+
+@pytest.fixture
+def eval_metrics():
+    return {
+        "none": row(2.0, -4.0, 20.0),
+        "generic": row(2.4, 5.0, 25.0),
+        "ground_truth": row(1.6, 4.0, 0.0),
+        "sft": row(2.5, -3.0, 18.0),
+        "rl": row(3.0, 5.0, 22.0),
+    }
+
+
+def test_relative_gain_by_hand():
+    assert relative_gain(2.5, 2.0) == pytest.approx(25.0)
+    assert relative_gain(1.5, 2.0) == pytest.approx(-25.0)
+    # |base| in the denominator: -3 is better than -4, so the gain is positive (+1 / 4).
+    assert relative_gain(-3.0, -4.0) == pytest.approx(25.0)
+    assert relative_gain(1.0, 0.0) is None
+
+
+def test_format_gain():
+    assert format_gain(24.84) == "+24.8%" and format_gain(-10.0) == "-10.0%" and format_gain(None) == "n/a"
+    # A random Inception's IS moves by ~1e-5: (1.000012 - 1.0) / 1.0 = +0.0012 % must not print as +0.0 %.
+    assert format_gain(relative_gain(1.000012, 1.0)) == "+0.0012%"
+
+
+def test_compare_crafted_eval(eval_metrics):
+    c = compare_methods(eval_metrics, ["sft", "rl"], ["none", "generic", "ground_truth"])
+    assert list(c) == ["sft", "rl"]
+    assert list(c["sft"]) == ["vs_none", "vs_generic", "vs_ground_truth"]
+    # sft vs none: IS (2.5-2)/2 = +25 %, aesthetic (-3+4)/4 = +25 %, CLIP (18-20)/20 = -10 %
+    assert c["sft"]["vs_none"] == pytest.approx(
+        {"inception_score": 25.0, "aesthetic": 25.0, "clip_score": -10.0}
+    )
+    # sft vs generic: IS 0.1/2.4 = 4.1667 %, aesthetic -8/5 = -160 %, CLIP -7/25 = -28 %
+    assert c["sft"]["vs_generic"] == pytest.approx(
+        {"inception_score": 100 * 0.1 / 2.4, "aesthetic": -160.0, "clip_score": -28.0}
+    )
+    # rl vs ground_truth: IS 1.4/1.6 = 87.5 %, aesthetic 1/4 = 25 %, CLIP baseline 0 -> undefined
+    gt = c["rl"]["vs_ground_truth"]
+    assert gt["inception_score"] == pytest.approx(87.5)
+    assert gt["aesthetic"] == pytest.approx(25.0)
+    assert gt["clip_score"] is None
+    # rl vs none: aesthetic (5+4)/4 = +225 %
+    assert c["rl"]["vs_none"]["aesthetic"] == pytest.approx(225.0)
+
+
+def test_markdown_table(eval_metrics):
+    md = gains_markdown(compare_methods(eval_metrics, ["sft"], ["none", "ground_truth"]))
+    lines = md.splitlines()
+    assert lines[0] == "| candidate | baseline | Inception Score | Aesthetic | CLIP score |"
+    assert lines[2] == "| sft | none | +25.0% | +25.0% | -10.0% |"
+    # IS (2.5-1.6)/1.6 = 56.25 %, aesthetic (-3-4)/4 = -175 %, CLIP against 0 is n/a
+    assert lines[3] == "| sft | ground_truth | +56.2% | -175.0% | n/a |"
+    assert len(lines) == 4
+
+
+def test_missing_methods_skipped_then_error(eval_metrics, capsys):
+    partial = {k: v for k, v in eval_metrics.items() if k != "rl"}
+    c = compare_methods(partial, ["sft", "rl"], ["none"])
+    assert list(c) == ["sft"]
+    assert "rl" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="compare.candidates"):
+        compare_methods({"none": partial["none"]}, ["sft", "rl"], ["none"])
+
+
+def test_write_comparison_files(eval_metrics, tmp_path):
+    comparison, pngs = write_comparison(
+        eval_metrics, ["sft", "rl"], ["none"], tmp_path / "metrics" / "comparison.json", tmp_path / "plots"
+    )
+    on_disk = json.loads((tmp_path / "metrics" / "comparison.json").read_text())
+    assert on_disk["rl"]["vs_none"]["inception_score"] == pytest.approx(50.0)  # (3-2)/2
+    assert on_disk == json.loads(json.dumps(comparison))
+    is_rows = json.loads((tmp_path / "plots" / "inception_score.json").read_text())
+    assert is_rows == [
+        {"method": m, "inception_score": eval_metrics[m]["inception_score"]} for m in eval_metrics
+    ]
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "aesthetic.json",
+        "clip_score.json",
+        "inception_score.json",
+    ]
+    assert set(pngs) == {"inception_score", "aesthetic", "clip_score"}
+    assert all(png.startswith(b"\x89PNG\r\n\x1a\n") for png in pngs.values())
+    assert not list((tmp_path / "metrics").glob(".*"))  # no temp files left behind

@@ -1,0 +1,84 @@
+"""evaluate: per-method rows from the manifest, with a stand-in scorer whose scores are known by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+import negopt.metrics
+from negopt.evaluate import evaluate_all, load_images, read_manifest
+
+
+class FakeScorer:
+    """aesthetic = mean pixel / 255; clip = prompt length (so the expected means are easy to work out)."""
+
+    def aesthetic(self, images):
+        return images.float().mean(dim=(1, 2, 3)) / 255
+
+    def clip_score(self, images, prompts):
+        assert len(images) == len(prompts)
+        return torch.tensor([float(len(p)) for p in prompts])
+
+
+@pytest.fixture
+def images_dir(tmp_path):
+    rows = []
+    for method, level in (("none", 0), ("sft", 255)):
+        (tmp_path / method).mkdir()
+        for i, prompt in enumerate(["ab", "abcd", "abcdef"]):
+            value = level if i < 2 else 51  # two flat images at `level`, one at 51
+            Image.fromarray(np.full((4, 4, 3), value, dtype=np.uint8)).save(tmp_path / f"{method}/{i}_0.png")
+            rows.append(
+                dict(
+                    method=method,
+                    prompt_idx=i,
+                    prompt=prompt,
+                    negative="",
+                    seed=0,
+                    file=f"{method}/{i}_0.png",
+                )
+            )
+    pd.DataFrame(rows).to_parquet(tmp_path / "manifest.parquet")
+    return tmp_path
+
+
+def test_load_images_round_trip(images_dir):
+    x = load_images(images_dir, ["sft/0_0.png", "sft/2_0.png"])
+    assert x.dtype == torch.uint8 and x.shape == (2, 3, 4, 4)
+    assert x[0].unique().tolist() == [255] and x[1].unique().tolist() == [51]
+
+
+def test_evaluate_all_by_hand(images_dir, monkeypatch):
+    seen = {}
+
+    def fake_is(images, weights_path, input_size, splits, batch_size, device):
+        seen[len(seen)] = (images.shape, weights_path, input_size, splits)
+        return 1.0 + images.float().mean().item() / 255, 0.25
+
+    monkeypatch.setattr(negopt.metrics, "inception_score", fake_is)
+    out = evaluate_all(
+        read_manifest(images_dir), images_dir, FakeScorer(), "w.pt", 75, is_splits=3, batch_size=2
+    )
+    assert list(out) == ["none", "sft"]
+    # none: pixels (0, 0, 51) -> aesthetic (0 + 0 + 0.2) / 3; sft: (1 + 1 + 0.2) / 3; clip = mean(2, 4, 6) = 4
+    assert out["none"]["aesthetic"] == pytest.approx(0.2 / 3)
+    assert out["sft"]["aesthetic"] == pytest.approx(2.2 / 3)
+    assert out["none"]["clip_score"] == pytest.approx(4.0) and out["sft"]["clip_score"] == pytest.approx(4.0)
+    assert (
+        out["sft"]["inception_score"] == pytest.approx(1 + 2.2 / 3)
+        and out["sft"]["inception_score_std"] == 0.25
+    )
+    assert out["none"]["n_images"] == 3
+    assert seen[0] == ((3, 3, 4, 4), "w.pt", 75, 3)
+    with pytest.raises(ValueError, match="evaluate.is_splits=10"):
+        evaluate_all(
+            read_manifest(images_dir), images_dir, FakeScorer(), "w.pt", 75, is_splits=10, batch_size=2
+        )
+
+
+def test_missing_manifest_names_the_stage(tmp_path):
+    with pytest.raises(FileNotFoundError, match="generate stage"):
+        read_manifest(tmp_path)

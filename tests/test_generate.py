@@ -1,0 +1,224 @@
+"""generate: a deterministic plan (same prompts and seeds for every method), and sharded == single."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from negopt.generate import (
+    MANIFEST,
+    build_plan,
+    check_method_models,
+    load_test_prompts,
+    make_batches,
+    manifest_frame,
+    method_negatives,
+    prompt_seeds,
+    render_batches,
+)
+from negopt.params import validate_params
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = [
+    "a red fox in snow",
+    "portrait of an old sailor",
+    "a castle at dusk",
+    "neon city street",
+    "a bowl of fruit",
+]
+GT = ["blurry", "deformed hands", "low contrast", "watermark", "overexposed"]
+
+
+def test_seeds_deterministic_distinct_and_prefix_stable():
+    a = prompt_seeds(0, 4, 3)
+    assert a == prompt_seeds(0, 4, 3)
+    assert len({s for row in a for s in row}) == 12  # no seed repeats across prompts or within one
+    assert all(0 <= s < 2**31 for row in a for s in row)
+    # More prompts or more seeds per prompt keep the old seeds, so experiments stay comparable.
+    assert prompt_seeds(0, 6, 3)[:4] == a
+    assert [row[:3] for row in prompt_seeds(0, 4, 5)] == a
+    assert prompt_seeds(1, 4, 3) != a
+
+
+def test_method_negatives():
+    assert method_negatives("none", PROMPTS[:2], GT[:2], "ugly") == ["", ""]
+    assert method_negatives("generic", PROMPTS[:2], GT[:2], "ugly") == ["ugly", "ugly"]
+    assert method_negatives("ground_truth", PROMPTS[:2], GT[:2], "ugly") == GT[:2]
+    calls = []
+
+    def model_fn(method, prompts):
+        calls.append((method, list(prompts)))
+        return [f"{method}:{p[:3]}" for p in prompts]
+
+    assert method_negatives("rl", PROMPTS[:2], GT[:2], "ugly", model_fn) == ["rl:a r", "rl:por"]
+    assert calls == [("rl", PROMPTS[:2])]
+    with pytest.raises(ValueError, match="model_fn"):
+        method_negatives("sft", PROMPTS[:2], GT[:2], "ugly")
+    with pytest.raises(ValueError, match="unknown method"):
+        method_negatives("best", PROMPTS[:2], GT[:2], "ugly")
+
+
+def test_plan_same_prompts_and_seeds_for_every_method():
+    seeds = prompt_seeds(7, 3, 2)
+    negatives = {"none": ["", "", ""], "ground_truth": GT[:3]}
+    plan = build_plan(PROMPTS[:3], negatives, seeds)
+    assert len(plan) == 2 * 3 * 2
+    by_method = {m: [(w.prompt_idx, w.prompt, w.seed) for w in plan if w.method == m] for m in negatives}
+    assert by_method["none"] == by_method["ground_truth"]
+    assert by_method["none"] == [(i, PROMPTS[i], s) for i in range(3) for s in seeds[i]]
+    gt = [w for w in plan if w.method == "ground_truth"]
+    assert [w.negative for w in gt] == [GT[0], GT[0], GT[1], GT[1], GT[2], GT[2]]
+    assert gt[3].file == f"ground_truth/1_{seeds[1][1]}.png"
+    assert len({w.file for w in plan}) == len(plan)
+    assert plan == build_plan(PROMPTS[:3], negatives, prompt_seeds(7, 3, 2))
+    batches = make_batches(plan, 5)
+    assert [len(b) for b in batches] == [5, 5, 2] and [w for b in batches for w in b] == plan
+    m = manifest_frame(plan)
+    assert list(m.columns) == ["method", "prompt_idx", "prompt", "negative", "seed", "file"]
+    assert m["file"].tolist() == [w.file for w in plan]
+
+
+def test_load_test_prompts(tmp_path):
+    path = tmp_path / "test.parquet"
+    pd.DataFrame({"prompt": PROMPTS, "negative_prompt": GT, "likes": range(5)}).to_parquet(path)
+    df = load_test_prompts(path, 3)
+    assert df["prompt"].tolist() == PROMPTS[:3] and df["negative_prompt"].tolist() == GT[:3]
+    with pytest.raises(ValueError, match="generate.num_prompts=9"):
+        load_test_prompts(path, 9)
+    with pytest.raises(FileNotFoundError, match="clean stage"):
+        load_test_prompts(tmp_path / "nope.parquet", 1)
+
+
+def project_params(tmp: Path, methods: list[str]) -> dict:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["paths"].update(
+        clean=str(tmp / "data/clean"),
+        sft=str(tmp / "models/sft"),
+        rl=str(tmp / "models/rl"),
+        images=str(tmp / "data/images"),
+    )
+    raw["models"]["tiny"]["sd"] = str(tmp / "models/tiny/sd")
+    raw["generate"].update(methods=methods, num_prompts=3, seeds_per_prompt=2, batch_size=4, seed=3)
+    raw["base"]["device"] = "cpu"
+    return raw
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    params = validate_params(project_params(tmp_path, ["none", "rl"]))
+    with pytest.raises(FileNotFoundError, match=r"'rl'.*paths\.rl.*stages/rl\.py"):
+        check_method_models(params, ["none", "rl"])
+    check_method_models(params, ["none", "generic"])  # no model needed
+
+
+def test_render_batches_fake_generator(tmp_path):
+    """Each image lands at its item's file; pixels come from that item's (prompt, negative, seed)."""
+    import torch
+    from PIL import Image
+
+    def fake(prompts, negatives, seeds):
+        return torch.stack(
+            [
+                torch.full((3, 4, 4), (s + len(n)) % 256, dtype=torch.uint8)
+                for n, s in zip(negatives, seeds, strict=True)
+            ]
+        )
+
+    plan = build_plan(PROMPTS[:2], {"none": ["", ""], "generic": ["xx", "xx"]}, [[1, 2], [3, 4]])
+    done = render_batches(make_batches(plan, 3), fake, tmp_path, progress=False)
+    assert done == plan
+    for w in plan:
+        pixels = Image.open(tmp_path / w.file)
+        assert pixels.size == (4, 4) and pixels.getpixel((0, 0)) == ((w.seed + len(w.negative)),) * 3
+
+
+@pytest.fixture(scope="module")
+def mini_project(tmp_path_factory):
+    """A tiny SD, a random tiny T5 as the sft model, and a 5-row test split."""
+    from negopt.models.policy import build_tiny_t5
+    from negopt.models.tiny import build_tiny_sd
+
+    base = tmp_path_factory.mktemp("gen")
+    texts = PROMPTS + GT
+    build_tiny_sd(texts * 20, base / "models/tiny/sd", vocab_size=300, seed=0)
+    build_tiny_t5(texts * 20, base / "models/sft", vocab_size=300, seed=0)
+    (base / "data/clean").mkdir(parents=True)
+    pd.DataFrame({"prompt": PROMPTS, "negative_prompt": GT}).to_parquet(base / "data/clean/test.parquet")
+    return base
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sharded_equals_single_process(mini_project, tmp_path):
+    """Two processes under `accelerate launch` (gloo on CPU) write byte-identical images and manifest."""
+    import torch
+    from accelerate import PartialState
+
+    from negopt.generate import generate_all
+
+    methods = ["none", "ground_truth", "sft"]  # 18 images in 5 batches of 4: an uneven 3 / 2 split
+    single = validate_params(project_params(mini_project, methods))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(
+        1
+    )  # like each launched process (OMP_NUM_THREADS=1); 2-core CI boxes thrash otherwise
+    try:
+        manifest = generate_all(single, PartialState(), torch.device("cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    assert len(manifest) == 3 * 3 * 2
+    assert manifest.groupby("method")["seed"].apply(tuple).nunique() == 1  # same seeds for every method
+    # sft negatives are the model's greedy outputs for the same prompts, repeated per seed.
+    from negopt.models.loader import load_policy
+    from negopt.sft import generate_negatives
+
+    model, tok = load_policy(str(mini_project / "models/sft"))
+    direct = generate_negatives(
+        model,
+        tok,
+        PROMPTS[:3],
+        single.sft.task_prefix,
+        single.sft.max_source_length,
+        single.sft.max_new_tokens,
+    )
+    assert manifest[manifest["method"] == "sft"]["negative"].tolist() == [n for n in direct for _ in range(2)]
+
+    sharded_dir = tmp_path / "sharded"
+    raw = project_params(mini_project, methods)
+    raw["paths"]["images"] = str(sharded_dir)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",  # torchrun under the hood; `--cpu` alone would start one process (no MPI here)
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        str(ROOT / "stages/generate.py"),
+    ]
+    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "on 2 process(es)" in res.stdout
+    images = Path(single.paths.images)
+    pd.testing.assert_frame_equal(pd.read_parquet(sharded_dir / MANIFEST), pd.read_parquet(images / MANIFEST))
+    for f in manifest["file"]:
+        assert (sharded_dir / f).read_bytes() == (images / f).read_bytes(), f

@@ -1,0 +1,139 @@
+"""report: the HTML holds the metric table, the gains, the charts and the image grid, all inlined."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+import subprocess
+import tempfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from negopt.compare import compare_methods
+from negopt.report import render_report, write_report
+
+METHODS = ["none", "generic", "sft"]
+NEGATIVES = {"none": "", "generic": "ugly, blurry", "sft": "<b>bad</b> & worse"}
+
+
+def row(is_, aes, clip):
+    return {
+        "inception_score": is_,
+        "inception_score_std": 0.05,
+        "aesthetic": aes,
+        "clip_score": clip,
+        "n_images": 6,
+    }
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """3 prompts x 2 seeds x 3 methods of 8x8 PNGs, each a flat colour unique to its cell."""
+    rows = []
+    for m_i, method in enumerate(METHODS):
+        for p in range(3):
+            for seed in (11, 7):
+                file = f"{method}/{p}_{seed}.png"
+                (tmp_path / method).mkdir(exist_ok=True)
+                colour = np.full((8, 8, 3), (40 * m_i, 50 * p, seed), dtype=np.uint8)
+                Image.fromarray(colour).save(tmp_path / file)
+                rows.append(
+                    dict(
+                        method=method,
+                        prompt_idx=p,
+                        prompt=f"prompt {p} <x>",
+                        negative=NEGATIVES[method],
+                        seed=seed,
+                        file=file,
+                    )
+                )
+    manifest = pd.DataFrame(rows)
+    eval_metrics = {"none": row(2.0, 4.0, 20.0), "generic": row(2.2, 4.4, 21.0), "sft": row(2.5, 5.0, 19.0)}
+    comparison = compare_methods(eval_metrics, ["sft"], ["none", "generic"])
+    charts = {"inception_score": (tmp_path / "none/0_7.png").read_bytes()}
+    page = render_report(eval_metrics, comparison, manifest, tmp_path, charts, grid_prompts=2)
+    return page, tmp_path
+
+
+def test_tables(setup):
+    page, _ = setup
+    assert page.startswith("<!DOCTYPE html>")
+    metrics = re.search(r"<table class='metrics'>.*?</table>", page).group(0)
+    assert metrics.count("<tr>") == 1 + 3  # header + one row per method
+    assert "<td>sft</td><td class='num'>2.5 &plusmn; 0.05</td>" in metrics
+    gains = re.search(r"<table class='gains'>.*?</table>", page).group(0)
+    # sft vs none: IS +25 %, aesthetic +25 %, CLIP (19-20)/20 = -5 %
+    assert "<td>sft</td><td>none</td><td class='num pos'>+25.0%</td><td class='num pos'>+25.0%</td>" in gains
+    assert "<td class='num neg'>-5.0%</td>" in gains
+
+
+def test_grid_rows_columns_and_inlined_images(setup):
+    page, images_dir = setup
+    grid = re.search(r"<table class='grid'>.*?</table>", page).group(0)
+    assert grid.count("<tr>") == 1 + 2  # header + grid_prompts rows
+    assert "<th>none</th><th>generic</th><th>sft</th>" in grid
+    srcs = re.findall(r"<img src='([^']*)'", grid)
+    assert len(srcs) == 2 * 3
+    # Row p, column m shows the prompt's smallest seed (7), inlined byte for byte.
+    expected = [(images_dir / f"{m}/{p}_7.png").read_bytes() for p in range(2) for m in METHODS]
+    assert [base64.b64decode(s.removeprefix("data:image/png;base64,")) for s in srcs] == expected
+    # Negatives under images, HTML-escaped; the empty one is labelled.
+    assert "&lt;b&gt;bad&lt;/b&gt; &amp; worse" in grid and "<b>bad</b>" not in grid
+    assert "<i>(empty)</i>" in grid
+    assert "prompt 0 &lt;x&gt;" in grid and "prompt 2" not in grid
+
+
+def test_self_contained(setup):
+    page, _ = setup
+    srcs = re.findall(r"src='([^']*)'", page)
+    assert len(srcs) == 2 * 3 + 1  # grid + one chart
+    assert all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "href=" not in page
+
+
+def test_large_images_inlined_as_jpeg_thumbnails(tmp_path):
+    from negopt.report import thumbnail_uri
+
+    big = tmp_path / "big.png"
+    Image.fromarray(np.full((512, 512, 3), 200, dtype=np.uint8)).save(big)
+    uri = thumbnail_uri(big)
+    assert uri.startswith("data:image/jpeg;base64,")
+    thumb = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    assert thumb.size == (256, 256)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed")
+def test_renders_in_headless_chromium(setup, tmp_path):
+    page, _ = setup
+    html_path = tmp_path / "report" / "index.html"
+    write_report(html_path, page)
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tempfile.mkdtemp()}",
+            f"--screenshot={shot}",
+            "--window-size=1000,1200",
+            html_path.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    assert pixels.shape[:2] == (1200, 1000)
+    # A blank page is one colour; the rendered tables and images are not.
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20
