@@ -24,5 +24,56 @@ def params_check(path: Path = typer.Option(Path("params.yaml"), help="params fil
     typer.echo(f"{path}: ok (profile={p.profile})")
 
 
+@models_app.command("check")
+def models_check(
+    profile: str = typer.Option(None, "--profile", help="tiny or paper (default: params.yaml's profile)"),
+    path: Path = typer.Option(Path("params.yaml"), help="params file"),
+) -> None:
+    """Print each component of a profile, its source, availability and parameter count (offline only)."""
+    from negopt.models.check import format_table
+    from negopt.models.loader import check_profile
+    from negopt.params import ParamsError, load_params
+
+    try:
+        p = load_params(path)
+    except ParamsError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    name = profile or p.profile
+    if name not in ("tiny", "paper"):
+        typer.echo(f"--profile: unknown profile {name!r}; use tiny or paper", err=True)
+        raise typer.Exit(2)
+    statuses = check_profile(p, name)
+    typer.echo(format_table(statuses, name))
+    if not all(s.available for s in statuses):
+        raise typer.Exit(1)
+
+
+@app.command("suggest")
+def suggest_cmd(
+    prompt: str = typer.Argument(..., help="the text-to-image prompt"),
+    model: Path = typer.Option(None, "--model", help="model folder (default: newest of paths.rl, paths.sft)"),
+    num: int = typer.Option(1, "--num", min=1, help="how many negatives; more than 1 samples (top-p)"),
+    seed: int = typer.Option(0, "--seed", help="sampling seed"),
+    path: Path = typer.Option(Path("params.yaml"), "--params", help="params file (model paths, task prefix)"),
+) -> None:
+    """Print negative prompts for PROMPT from a trained policy, one per line."""
+    from negopt.params import ParamsError
+    from negopt.suggest import NoModelError, newest_model, read_params, suggest
+
+    try:
+        p = read_params(path)
+        candidates = [Path(p.paths.rl), Path(p.paths.sft)] if p else [Path("models/rl"), Path("models/sft")]
+        chosen = model if model is not None else newest_model(candidates)
+        if not (chosen / "config.json").is_file():
+            raise NoModelError(f"--model {chosen}: not a trained model folder (no config.json)")
+    except (ParamsError, NoModelError) as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"model: {chosen}", err=True)
+    for negative in suggest(prompt, chosen, num=num, sft=p.sft if p else None, seed=seed):
+        typer.echo(negative)
+
+
 if __name__ == "__main__":
     app()

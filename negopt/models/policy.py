@@ -84,6 +84,8 @@ def load_policy(name_or_path: str | Path, device: torch.device | None = None):
     transformers' hub lookup error.
     """
     name = str(name_or_path)
+    if not name:
+        raise ValueError("load_policy: empty model name; set models.<profile>.policy in params.yaml")
     local = Path(name)
     if not local.exists() and (name.startswith((".", "/")) or local.parts[0] in ("models", "checkpoints")):
         raise FileNotFoundError(

@@ -1,0 +1,212 @@
+"""Supervised fine-tuning of the policy: prompt -> negative prompt, and its evaluation.
+
+Training goes through transformers' `Seq2SeqTrainer` (checkpoints, resume, schedule, progress bar);
+ROUGE on test comes from `rouge_score`, scored against a trivial baseline that always answers the
+most frequent training negative, so the gain over "say the usual thing" is visible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from rouge_score import rouge_scorer
+from tqdm.auto import tqdm
+from transformers import (
+    DataCollatorForSeq2Seq,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    TrainerCallback,
+    TrainerState,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from negopt.io import write_json, write_text
+
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
+FINGERPRINT = "fingerprint.json"
+
+
+def format_source(prompt: str, task_prefix: str) -> str:
+    """The encoder input used everywhere (SFT, RL, suggest): the task prefix, then the prompt."""
+    return f"{task_prefix}{prompt.strip()}"
+
+
+def encode_pairs(tokenizer, prompts: Sequence[str], negatives: Sequence[str], task_prefix: str,
+                 max_source_length: int, max_target_length: int) -> list[dict[str, list[int]]]:
+    """Tokenise (prompt, negative) pairs into the features `DataCollatorForSeq2Seq` pads per batch."""
+    sources = [format_source(p, task_prefix) for p in prompts]
+    enc = tokenizer(sources, max_length=max_source_length, truncation=True)
+    labels = tokenizer(text_target=list(negatives), max_length=max_target_length, truncation=True)["input_ids"]
+    return [{"input_ids": i, "attention_mask": a, "labels": y}
+            for i, a, y in zip(enc["input_ids"], enc["attention_mask"], labels, strict=True)]
+
+
+class LiveCallback(TrainerCallback):
+    """Forward the trainer's logs to dvclive at the trainer's own step.
+
+    Not dvclive's `DVCLiveCallback`: it is deprecated, advances one dvclive step per log call (so train
+    and eval losses land on different x values) and dumps every TrainingArguments field as params.
+    """
+
+    NAMES = {"loss": "train/loss", "eval_loss": "eval/loss", "learning_rate": "train/learning_rate"}
+
+    def __init__(self, live) -> None:
+        self.live = live
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or not state.is_world_process_zero:
+            return
+        self.live.step = state.global_step
+        for key, name in self.NAMES.items():
+            if key in logs:
+                self.live.log_metric(name, float(logs[key]))
+
+
+def run_fingerprint(settings: dict[str, Any], train_features: list[dict]) -> str:
+    """Hash of what makes a checkpoint reusable: settings that shape training, and the training data.
+
+    max_steps, eval and save intervals are left out on purpose: raising max_steps must resume.
+    """
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for f in train_features:
+        h.update(json.dumps([f["input_ids"], f["labels"]]).encode())
+    return h.hexdigest()[:16]
+
+
+def prepare_checkpoints(ckpt_dir: str | Path, fingerprint: str, max_steps: int | None = None) -> str | None:
+    """Return the checkpoint to resume from, after dropping checkpoints of a different run.
+
+    Checkpoints past `max_steps` (a longer earlier run) are dropped too: their weights are not what
+    a shorter run would produce.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    marker = ckpt_dir / FINGERPRINT
+    if ckpt_dir.exists():
+        old = json.loads(marker.read_text())["fingerprint"] if marker.exists() else None
+        for sub in ckpt_dir.glob("checkpoint-*"):
+            # Resuming a run with other data or hyper-parameters would silently mix two trainings.
+            step = sub.name.split("-")[-1]
+            if old != fingerprint or not step.isdigit() or (max_steps is not None and int(step) > max_steps):
+                shutil.rmtree(sub)
+    write_json(marker, {"fingerprint": fingerprint})
+    return get_last_checkpoint(str(ckpt_dir))
+
+
+def training_settings(sft, seed: int, base_model: str) -> dict[str, Any]:
+    """The settings that shape a training run (for the checkpoint fingerprint)."""
+    keys = ("task_prefix", "max_source_length", "max_target_length", "learning_rate", "batch_size",
+            "warmup_steps", "weight_decay")
+    return {**{k: getattr(sft, k) for k in keys}, "seed": seed, "base_model": base_model}
+
+
+def train_sft(model, tokenizer, train_features: list[dict], eval_features: list[dict], sft, ckpt_dir: str | Path,
+              seed: int, use_cpu: bool, callbacks: list[TrainerCallback] | None = None,
+              resume_from: str | None = None) -> dict[str, Any]:
+    """Fine-tune `model` in place with `Seq2SeqTrainer`, optionally resuming from a checkpoint folder.
+
+    `sft` is the params `Sft` section. Returns train_loss (last logged window), eval_loss on
+    `eval_features`, the step trained to and the step resumed from (0 for a fresh run).
+    """
+    args = Seq2SeqTrainingArguments(
+        output_dir=str(ckpt_dir), max_steps=sft.max_steps, per_device_train_batch_size=sft.batch_size,
+        per_device_eval_batch_size=max(sft.batch_size, 64), learning_rate=sft.learning_rate,
+        warmup_steps=sft.warmup_steps, weight_decay=sft.weight_decay, eval_strategy="steps",
+        eval_steps=sft.eval_steps, save_strategy="steps", save_steps=sft.save_steps, save_total_limit=2,
+        logging_steps=max(1, min(sft.eval_steps, 20)), logging_first_step=True, seed=seed, data_seed=seed,
+        report_to="none", use_cpu=use_cpu, dataloader_num_workers=0, disable_tqdm=False,
+        predict_with_generate=False)  # eval = teacher-forced loss; ROUGE is scored on test afterwards
+    trainer = Seq2SeqTrainer(
+        model=model, args=args, train_dataset=train_features, eval_dataset=eval_features,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
+        processing_class=tokenizer, callbacks=callbacks)
+    done = TrainerState.load_from_json(str(Path(resume_from) / "trainer_state.json")) if resume_from else None
+    if done is not None and done.global_step >= sft.max_steps:
+        # Already trained (a re-run after the last save): resuming would still run one more step in
+        # transformers 5, so load the finished weights and state instead.
+        model.load_state_dict(type(model).from_pretrained(resume_from).state_dict())
+        trainer.state = done
+    else:
+        trainer.train(resume_from_checkpoint=resume_from)
+    eval_loss = trainer.evaluate()["eval_loss"]
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    resumed = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
+    return {"train_loss": float(losses[-1]) if losses else float("nan"), "eval_loss": float(eval_loss),
+            "global_step": int(trainer.state.global_step), "resumed_from_step": resumed}
+
+
+@torch.no_grad()
+def generate_negatives(model, tokenizer, prompts: Sequence[str], task_prefix: str, max_source_length: int,
+                       max_new_tokens: int, num_beams: int = 1, do_sample: bool = False, batch_size: int = 64,
+                       seed: int | None = None, progress: bool = False, **generate_kwargs) -> list[str]:
+    """One negative prompt per prompt, in order; extra kwargs (top_p, temperature) go to `generate`."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    out: list[str] = []
+    starts = range(0, len(prompts), batch_size)
+    for i in tqdm(starts, desc="generate", disable=not progress):
+        batch = [format_source(p, task_prefix) for p in prompts[i:i + batch_size]]
+        enc = tokenizer(batch, max_length=max_source_length, truncation=True, padding=True,
+                        return_tensors="pt").to(model.device)
+        ids = model.generate(**enc, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample,
+                             **generate_kwargs)
+        out += [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+    model.train(was_training)
+    return out
+
+
+def most_frequent(texts: Sequence[str]) -> str:
+    """The most frequent text; ties go to the alphabetically first, so the baseline is deterministic."""
+    if not texts:
+        raise ValueError("most_frequent: no texts")
+    counts = Counter(texts)
+    return min(counts, key=lambda t: (-counts[t], t))
+
+
+def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F-measure in [0, 1] (rouge_score, Porter stemming), one pair per row."""
+    if len(predictions) != len(references) or not predictions:
+        raise ValueError(f"rouge: need equal, non-zero lengths, got {len(predictions)} and {len(references)}")
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
+    totals = dict.fromkeys(ROUGE_KEYS, 0.0)
+    for pred, ref in zip(predictions, references, strict=True):
+        for key, s in scorer.score(ref, pred).items():
+            totals[key] += s.fmeasure
+    return {k: v / len(predictions) for k, v in totals.items()}
+
+
+def score_sft(predictions: Sequence[str], references: Sequence[str], train_negatives: Sequence[str]) -> dict:
+    """ROUGE of the predictions, and of the most-frequent-training-negative baseline, on the same rows."""
+    scores = rouge(predictions, references)
+    baseline = rouge([most_frequent(train_negatives)] * len(references), references)
+    scores.update({f"{k}_baseline_most_frequent": v for k, v in baseline.items()})
+    return scores
+
+
+def write_model_card(out_dir: str | Path, base_model: str, data: dict[str, Any], params: dict[str, Any],
+                     metrics: dict[str, Any], examples: list[tuple[str, str]] = ()) -> Path:
+    """A short README.md: what the model is, what it was trained on, with which params, how it scores."""
+    lines = ["# negopt SFT policy", "",
+             f"Seq2seq model fine-tuned from `{base_model}` to map a text-to-image prompt to a negative prompt "
+             "(NegOpt step 1, arXiv 2403.07605).", "",
+             "```python", "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer",
+             "model = AutoModelForSeq2SeqLM.from_pretrained(path); tokenizer = AutoTokenizer.from_pretrained(path)",
+             f"# input: {params.get('task_prefix', '')!r} + prompt", "```", "", "## Data", ""]
+    lines += [f"- {k}: {v}" for k, v in data.items()]
+    lines += ["", "## Parameters", ""] + [f"- {k}: {v!r}" for k, v in params.items()]
+    lines += ["", "## Metrics (ROUGE F-measure in [0, 1] on test)", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
+    if examples:
+        lines += ["", "## Examples (test)", "", "| prompt | generated negative |", "|---|---|"]
+        lines += [f"| {p[:80].replace('|', '/')} | {n[:80].replace('|', '/')} |" for p, n in examples]
+    path = Path(out_dir) / "README.md"
+    write_text(path, "\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,99 @@
+"""Stage sft: fine-tune the profile's T5 on (prompt -> negative prompt), score ROUGE on test.
+
+Reads paths.clean/{train,val,test}.parquet and the profile's policy; writes paths.sft (model,
+tokenizer, model card), metrics/sft.json, dvclive/sft (loss curves) and resumable checkpoints under
+paths.checkpoints/sft.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+from dvclive import Live
+
+from negopt.io import atomic_dir, write_json
+from negopt.models.loader import load_policy
+from negopt.runtime import resolve_device, start_stage
+from negopt.sft import (
+    LiveCallback,
+    encode_pairs,
+    generate_negatives,
+    prepare_checkpoints,
+    run_fingerprint,
+    score_sft,
+    train_sft,
+    training_settings,
+    write_model_card,
+)
+
+LIVE_DIR = "dvclive/sft"
+
+
+def read_split(clean_dir: str, name: str) -> pd.DataFrame:
+    path = Path(clean_dir) / f"{name}.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: produce it with `python stages/scrape.py && python stages/clean.py`")
+    df = pd.read_parquet(path, columns=["prompt", "negative_prompt"])
+    if df.empty:
+        raise ValueError(f"{path} has no rows: loosen data.clean rules or change data.split")
+    return df
+
+
+def main() -> None:
+    params = start_stage()
+    sft, paths, seed = params.sft, params.paths, params.base.seed
+    device = resolve_device(params.base.device)
+    train = read_split(paths.clean, "train")
+    val = read_split(paths.clean, "val").head(sft.max_eval_samples)
+    test = read_split(paths.clean, "test").head(sft.max_test_samples)
+
+    model, tokenizer = load_policy(params.active.policy, device)
+
+    def features(df: pd.DataFrame) -> list[dict]:
+        return encode_pairs(tokenizer, df.prompt.tolist(), df.negative_prompt.tolist(), sft.task_prefix,
+                            sft.max_source_length, sft.max_target_length)
+
+    train_f, val_f = features(train), features(val)
+    ckpt_dir = Path(paths.checkpoints) / "sft"
+    fingerprint = run_fingerprint(training_settings(sft, seed, params.active.policy), train_f)
+    resume = prepare_checkpoints(ckpt_dir, fingerprint, sft.max_steps)
+    if resume:
+        print(f"sft: resuming from {resume}")
+
+    live = Live(LIVE_DIR, dvcyaml=False, save_dvc_exp=False, resume=resume is not None)
+    t0 = time.perf_counter()
+    result = train_sft(model, tokenizer, train_f, val_f, sft, ckpt_dir, seed, use_cpu=device.type == "cpu",
+                       callbacks=[LiveCallback(live)], resume_from=resume)
+    train_seconds = time.perf_counter() - t0
+
+    predictions = generate_negatives(model, tokenizer, test.prompt.tolist(), sft.task_prefix,
+                                     sft.max_source_length, sft.max_new_tokens, num_beams=sft.num_beams,
+                                     do_sample=sft.do_sample, seed=seed, progress=True,
+                                     repetition_penalty=sft.repetition_penalty)
+    scores = score_sft(predictions, test.negative_prompt.tolist(), train.negative_prompt.tolist())
+    metrics = {"eval_loss": result["eval_loss"], **scores, "train_loss": result["train_loss"],
+               "n_train": len(train), "n_val": len(val), "n_test": len(test), "steps": result["global_step"],
+               "resumed_from_step": result["resumed_from_step"], "train_seconds": round(train_seconds, 1)}
+
+    for key in ("eval_loss", "rouge1", "rouge2", "rougeL", "rougeL_baseline_most_frequent"):
+        live.summary[key] = metrics[key]
+    live.end()
+
+    with atomic_dir(paths.sft) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_model_card(tmp, params.active.policy,
+                         data={"source": params.data.source, "train rows": len(train), "val rows": len(val),
+                               "test rows": len(test)},
+                         params=sft.model_dump() | {"seed": seed}, metrics=metrics,
+                         examples=list(zip(test.prompt.tolist()[:5], predictions[:5], strict=True)))
+    write_json(Path(paths.metrics) / "sft.json", metrics)
+    print(f"sft: rougeL {metrics['rougeL']:.3f} vs most-frequent baseline "
+          f"{metrics['rougeL_baseline_most_frequent']:.3f}; eval_loss {metrics['eval_loss']:.3f}; "
+          f"{train_seconds:.0f} s training")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""SFT: formatting, ROUGE and its baseline, training, checkpoints / resume, and the stage's outputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, TrainerCallback
+
+from negopt.models.policy import build_tiny_t5, load_policy
+from negopt.params import Sft
+from negopt.sft import (
+    encode_pairs,
+    format_source,
+    generate_negatives,
+    most_frequent,
+    prepare_checkpoints,
+    rouge,
+    score_sft,
+    train_sft,
+)
+
+# A category -> negative mapping the tiny model can learn in a few dozen steps.
+MAPPING = {"photo of a car": "cartoon, painting", "anime girl": "realistic, 3d",
+           "mountain landscape": "people, text", "portrait of a man": "bad anatomy, extra fingers"}
+PROMPTS = [f"{p} {i}" for i in range(12) for p in MAPPING]
+NEGATIVES = [MAPPING[p.rsplit(" ", 1)[0]] for p in PROMPTS]
+PREFIX = "negative prompt: "
+FAST = dict(learning_rate=3e-3, batch_size=8, warmup_steps=0, max_source_length=24, max_target_length=16)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a loaded machine OpenMP spin-waits make
+    two threads several times slower; restore the setting for other modules."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def t5_dir(tmp_path_factory):
+    return build_tiny_t5(PROMPTS + NEGATIVES, tmp_path_factory.mktemp("t5") / "t5", vocab_size=400, seed=0)
+
+
+def features(tok):
+    return encode_pairs(tok, PROMPTS, NEGATIVES, PREFIX, FAST["max_source_length"], FAST["max_target_length"])
+
+
+def test_format_source_prefixes_and_strips():
+    assert format_source("  a cat \n", "negative prompt: ") == "negative prompt: a cat"
+    assert format_source("a cat", "") == "a cat"
+
+
+def test_encode_pairs_truncates_and_ends_with_eos(t5_dir):
+    tok = AutoTokenizer.from_pretrained(t5_dir)
+    [f] = encode_pairs(tok, ["photo of a car " * 20], ["cartoon"], PREFIX, 10, 16)
+    assert len(f["input_ids"]) == len(f["attention_mask"]) == 10 and f["input_ids"][-1] == 1
+    assert f["labels"][-1] == 1 and tok.decode(f["labels"], skip_special_tokens=True).strip() == "cartoon"
+
+
+def test_most_frequent_breaks_ties_alphabetically():
+    assert most_frequent(["b", "a", "b", "a", "c"]) == "a"  # a and b both twice
+    assert most_frequent(["x", "y", "y"]) == "y"
+    with pytest.raises(ValueError):
+        most_frequent([])
+
+
+def test_rouge_matches_hand_counts():
+    # unigrams: 2 of 3 shared -> P = R = F = 2/3; no shared bigram; LCS = 1 word -> F = 1/3
+    s = rouge(["bad hands blurry"], ["blurry bad anatomy"])
+    assert s["rouge1"] == pytest.approx(2 / 3) and s["rouge2"] == 0 and s["rougeL"] == pytest.approx(1 / 3)
+    assert rouge(["a b c"], ["a b c"]) == {"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0}
+    with pytest.raises(ValueError):
+        rouge(["a"], [])
+
+
+def test_score_sft_baseline_uses_most_frequent_training_negative():
+    # baseline answers "text" everywhere: F1 1 on the first row, 0 on the second -> mean 0.5
+    s = score_sft(["cartoon", "cartoon"], ["text", "cartoon"], ["text", "text", "cartoon"])
+    assert s["rouge1"] == pytest.approx(0.5) and s["rouge1_baseline_most_frequent"] == pytest.approx(0.5)
+    s = score_sft(["text", "cartoon"], ["text", "cartoon"], ["text", "text", "cartoon"])
+    assert s["rougeL"] == 1.0 and s["rougeL_baseline_most_frequent"] == pytest.approx(0.5)
+
+
+def fixed_batch_loss(model, tok) -> float:
+    batch = DataCollatorForSeq2Seq(tok, model=model, label_pad_token_id=-100)(features(tok)[:16])
+    model.eval()
+    with torch.no_grad():
+        return model(**batch).loss.item()
+
+
+def test_training_lowers_loss_on_fixed_batch_and_learns_mapping(t5_dir, tmp_path):
+    model, tok = load_policy(str(t5_dir))
+    before = fixed_batch_loss(model, tok)
+    sft = Sft(**FAST, max_steps=60, eval_steps=60, save_steps=60)
+    result = train_sft(model, tok, features(tok), features(tok)[:8], sft, tmp_path / "ckpt", seed=0, use_cpu=True)
+    after = fixed_batch_loss(model, tok)
+    assert after < 0.5 * before, (before, after)
+    assert result["global_step"] == 60 and result["resumed_from_step"] == 0
+    assert math.isfinite(result["eval_loss"]) and math.isfinite(result["train_loss"])
+    out = generate_negatives(model, tok, ["anime girl 99", "mountain landscape 99"], PREFIX, 24, 8)
+    assert rouge(out, ["realistic, 3d", "people, text"])["rouge1"] > 0.5, out
+
+
+class CountSteps(TrainerCallback):
+    def __init__(self):
+        self.steps = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps.append(state.global_step)
+
+
+def test_interrupted_run_resumes_from_last_checkpoint(t5_dir, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    sft = Sft(**FAST, max_steps=6, eval_steps=6, save_steps=3)
+    model, tok = load_policy(str(t5_dir))
+    assert prepare_checkpoints(ckpt, "fp-a") is None
+    train_sft(model, tok, features(tok), features(tok)[:8], sft, ckpt, seed=0, use_cpu=True)
+    resume = prepare_checkpoints(ckpt, "fp-a")  # the "interrupted" run stopped at step 6
+    assert resume is not None and resume.endswith("checkpoint-6")
+
+    model, tok = load_policy(str(t5_dir))  # a fresh process would start from the base model again
+    counter = CountSteps()
+    more = sft.model_copy(update={"max_steps": 10})
+    result = train_sft(model, tok, features(tok), features(tok)[:8], more, ckpt, seed=0, use_cpu=True,
+                       callbacks=[counter], resume_from=resume)
+    assert counter.steps == [7, 8, 9, 10]  # only the missing steps ran
+    assert result["resumed_from_step"] == 6 and result["global_step"] == 10
+
+    # a re-run once training is complete trains nothing and returns the finished weights
+    finished = prepare_checkpoints(ckpt, "fp-a")
+    assert finished.endswith("checkpoint-10")
+    fresh, tok = load_policy(str(t5_dir))
+    counter = CountSteps()
+    again = train_sft(fresh, tok, features(tok), features(tok)[:8], more, ckpt, seed=0, use_cpu=True,
+                      callbacks=[counter], resume_from=finished)
+    assert counter.steps == [] and again["global_step"] == 10
+    assert torch.equal(fresh.shared.weight, model.shared.weight)
+    assert again["eval_loss"] == pytest.approx(result["eval_loss"])
+
+
+def test_checkpoints_of_another_run_are_dropped(tmp_path):
+    (tmp_path / "checkpoint-5").mkdir(parents=True)
+    (tmp_path / "checkpoint-5" / "trainer_state.json").write_text("{}")
+    assert prepare_checkpoints(tmp_path, "fp-a") is None  # no fingerprint yet: not ours
+    assert not (tmp_path / "checkpoint-5").exists()
+    assert json.loads((tmp_path / "fingerprint.json").read_text()) == {"fingerprint": "fp-a"}
+    for step in (5, 10):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert prepare_checkpoints(tmp_path, "fp-a", max_steps=10).endswith("checkpoint-10")
+    # a shorter run must not reuse weights trained for longer
+    assert prepare_checkpoints(tmp_path, "fp-a", max_steps=8).endswith("checkpoint-5")
+    assert not (tmp_path / "checkpoint-10").exists()
+
+
+def test_stage_writes_model_card_metrics_and_loss_curves(root, t5_dir, tmp_path, monkeypatch):
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["sft"].update(FAST, max_steps=30, eval_steps=15, save_steps=15, max_new_tokens=8, max_test_samples=6)
+    raw["models"]["tiny"]["policy"] = str(t5_dir)
+    raw["base"]["device"] = "cpu"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    clean = tmp_path / "data" / "clean"
+    clean.mkdir(parents=True)
+    frame = pd.DataFrame({"prompt": PROMPTS, "negative_prompt": NEGATIVES})
+    frame.iloc[:40].to_parquet(clean / "train.parquet")
+    frame.iloc[40:44].to_parquet(clean / "val.parquet")
+    frame.iloc[40:].to_parquet(clean / "test.parquet")  # 8 rows, capped to 6 by max_test_samples
+    monkeypatch.chdir(tmp_path)
+    spec = importlib.util.spec_from_file_location("stage_sft", root / "stages" / "sft.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    stage.main()
+
+    m = json.loads((tmp_path / "metrics" / "sft.json").read_text())
+    for key in ("eval_loss", "rouge1", "rouge2", "rougeL", "rougeL_baseline_most_frequent", "train_loss"):
+        assert math.isfinite(m[key]), key
+    for key in ("rouge1", "rouge2", "rougeL", "rougeL_baseline_most_frequent"):
+        assert 0.0 <= m[key] <= 1.0, key
+    assert m["eval_loss"] > 0 and (m["n_train"], m["n_val"], m["n_test"], m["steps"]) == (40, 4, 6, 30)
+    AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "models" / "sft")
+    AutoTokenizer.from_pretrained(tmp_path / "models" / "sft")
+    card = (tmp_path / "models" / "sft" / "README.md").read_text()
+    assert "rougeL_baseline_most_frequent" in card and "train rows: 40" in card
+    losses = pd.read_csv(tmp_path / "dvclive" / "sft" / "plots" / "metrics" / "train" / "loss.tsv", sep="\t")
+    evals = pd.read_csv(tmp_path / "dvclive" / "sft" / "plots" / "metrics" / "eval" / "loss.tsv", sep="\t")
+    assert losses.step.iloc[-1] == 30 and evals.step.tolist()[:2] == [15, 30]
