@@ -158,6 +158,9 @@ class Sft(Section):
     num_beams: PosInt = 1
     do_sample: bool = False
     max_new_tokens: PosInt = 48
+    repetition_penalty: Annotated[float, Field(ge=1.0, le=3.0)] = 1.3
+    max_eval_samples: PosInt = 512
+    max_test_samples: PosInt = 1000
 
 
 class RewardWeights(Section):
@@ -168,11 +171,11 @@ class RewardWeights(Section):
 
 class Rl(Section):
     algo: Literal["rloo", "ppo"] = "rloo"
-    steps: PosInt = 200
+    steps: PosInt = 150
     batch_prompts: PosInt = 8
     k: Annotated[int, Field(ge=2)] = 4
-    learning_rate: Pos = 1e-4
-    kl_coef: NonNeg = 0.2
+    learning_rate: Pos = 6e-4
+    kl_coef: NonNeg = 0.3
     temperature: Pos = 1.0
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
     max_new_tokens: PosInt = 32
@@ -181,7 +184,11 @@ class Rl(Section):
     max_grad_norm: Pos = 1.0
     checkpoint_every: PosInt = 50
     reward: RewardWeights = RewardWeights()
-    eval_prompts: PosInt = 128
+    reward_stats: Literal["fixed", "running"] = "fixed"
+    calibration_prompts: Annotated[int, Field(ge=2)] = 64
+    image_batch_size: PosInt = 16
+    eval_prompts: PosInt = 256
+    eval_seeds_per_prompt: Annotated[int, Field(ge=1, le=16)] = 4
     eval_seed: NonNegInt = 1234
 
 

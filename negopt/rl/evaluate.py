@@ -1,0 +1,77 @@
+"""SFT vs RL on held-out test prompts: same prompts, same diffusion seeds, greedy decoding.
+
+The comparison is *paired*: each test prompt gets ``rl.eval_seeds_per_prompt`` fixed seeds, used for
+both models' images, so ``gain_i = mean_seeds R_rl(i) - mean_seeds R_sft(i)`` removes the seeds' effect
+(which dominates a single image's reward). ``reward_test_gain_se`` is the standard error of the mean
+of those per-prompt differences (prompts are the independent units; seeds only average noise out). Both models are
+scored with one reward function (the same term statistics and Inception marginal).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from negopt.params import Params
+from negopt.rl.advantages import mean_and_se
+from negopt.rl.rewards import TERMS, RewardFn, score_triples
+from negopt.sft import generate_negatives
+
+
+def eval_plan(prompts: list[str], n: int, seed: int, seeds_per_prompt: int = 1) -> tuple[list[str], list[list[int]]]:
+    """``n`` distinct test prompts (a seeded draw) and ``seeds_per_prompt`` fixed diffusion seeds each."""
+    unique = list(dict.fromkeys(prompts))
+    rng = np.random.default_rng(seed)
+    pick = sorted(rng.choice(len(unique), size=min(n, len(unique)), replace=False).tolist())
+    seeds = rng.integers(0, 2**31 - 1, size=(len(pick), seeds_per_prompt)).tolist()
+    return [unique[i] for i in pick], seeds
+
+
+def distinct_share(texts: list[str]) -> float:
+    """Share of distinct strings: 1.0 when all differ, 1/n when one string is everywhere."""
+    return len(set(texts)) / len(texts) if texts else float("nan")
+
+
+def paired_summary(r_sft: torch.Tensor, r_rl: torch.Tensor) -> dict[str, float]:
+    """Means, standard errors and the paired gain with its standard error (both [n], same order)."""
+    m_sft, se_sft = mean_and_se(r_sft)
+    m_rl, se_rl = mean_and_se(r_rl)
+    gain, gain_se = mean_and_se(r_rl - r_sft)
+    return {"reward_test_sft": m_sft, "reward_test_sft_se": se_sft, "reward_test_rl": m_rl,
+            "reward_test_rl_se": se_rl, "reward_test_gain": gain, "reward_test_gain_se": gain_se}
+
+
+def greedy_negatives(model, tokenizer, prompts: list[str], params: Params) -> list[str]:
+    return generate_negatives(model, tokenizer, prompts, params.sft.task_prefix, params.sft.max_source_length,
+                              params.rl.max_new_tokens, num_beams=1, do_sample=False)
+
+
+def evaluate_rl(accelerator, sft_model, rl_model, tokenizer, pipe, reward_fn: RewardFn, test_prompts: list[str],
+                params: Params, n_examples: int = 5) -> tuple[dict[str, float], list[dict[str, str]]]:
+    """Score greedy SFT and RL negatives on the test plan; returns (metrics, examples).
+
+    metrics: the ``paired_summary`` keys, ``<term>_test_{sft,rl}`` (z units, the reward's terms),
+    ``<term>_raw_test_{sft,rl}``, ``distinct_negatives_{sft,rl}``, ``negative_chars_{sft,rl}``, ``n_test``.
+    """
+    prompts, seeds = eval_plan(test_prompts, params.rl.eval_prompts, params.rl.eval_seed,
+                               params.rl.eval_seeds_per_prompt)
+    neg_sft = greedy_negatives(sft_model, tokenizer, prompts, params)
+    neg_rl = greedy_negatives(rl_model, tokenizer, prompts, params)
+    n, s = len(prompts), params.rl.eval_seeds_per_prompt
+    flat_p = [p for p in prompts for _ in range(s)]
+    flat_s = [x for row in seeds for x in row]
+    flat_sft, flat_rl = [x for x in neg_sft for _ in range(s)], [x for x in neg_rl for _ in range(s)]
+    # one sharded job for both models: fewer pipeline calls, same seeds for the pair
+    scores = score_triples(accelerator, pipe, params.active, reward_fn, flat_p + flat_p, flat_sft + flat_rl,
+                           flat_s + flat_s, params.rl.image_batch_size)
+    per_prompt = scores["reward"].reshape(2, n, s).mean(dim=2)  # [model, prompt]: the unit of the paired test
+    metrics = paired_summary(per_prompt[0], per_prompt[1])
+    for t in TERMS:
+        for kind, suffix in (("z", ""), ("raw", "_raw")):
+            metrics[f"{t}{suffix}_test_sft"] = scores[f"{kind}/{t}"][: n * s].mean().item()
+            metrics[f"{t}{suffix}_test_rl"] = scores[f"{kind}/{t}"][n * s:].mean().item()
+    metrics |= {"distinct_negatives_sft": distinct_share(neg_sft), "distinct_negatives_rl": distinct_share(neg_rl),
+                "negative_chars_sft": float(np.mean([len(x) for x in neg_sft])),
+                "negative_chars_rl": float(np.mean([len(x) for x in neg_rl])), "n_test": n, "n_test_images": n * s}
+    examples = [{"prompt": p, "sft": a, "rl": b} for p, a, b in zip(prompts, neg_sft, neg_rl, strict=True)][:n_examples]
+    return metrics, examples

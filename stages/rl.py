@@ -1,0 +1,132 @@
+"""Stage rl: optimise the SFT policy with RLOO (or PPO) on the reward of generated images.
+
+Reads paths.clean/{train,test}.parquet, the SFT model (paths.sft) and the profile's SD pipeline and
+reward models; writes paths.rl (model, tokenizer, model card), metrics/rl.json, dvclive/rl (per-step
+curves) and resumable checkpoints under paths.checkpoints/rl. Shards rollouts over processes with
+``accelerate launch --multi_gpu --num_processes 2 stages/rl.py``, bit-identical to one process (on a
+machine without GPUs this starts 2 CPU processes on gloo; accelerate's ``--cpu`` alone starts one).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from accelerate import Accelerator
+from dvclive import Live
+
+from negopt.io import atomic_dir, write_json, write_text
+from negopt.models.loader import load_policy, load_scorer, load_sd_pipeline, require_profile
+from negopt.rl.evaluate import evaluate_rl
+from negopt.rl.loop import Components, run_rl
+from negopt.rl.rewards import weighted_sum_reward
+from negopt.runtime import start_stage
+
+LIVE_DIR = "dvclive/rl"
+
+
+def read_prompts(clean_dir: str, split: str) -> list[str]:
+    path = Path(clean_dir) / f"{split}.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: produce it with `python stages/scrape.py && python stages/clean.py`")
+    prompts = list(dict.fromkeys(pd.read_parquet(path, columns=["prompt"]).prompt.tolist()))
+    if not prompts:
+        raise ValueError(f"{path} has no prompts: loosen data.clean rules or change data.split")
+    return prompts
+
+
+def model_card(params, metrics: dict, examples: list[dict], seconds: dict) -> str:
+    rl = params.rl
+    rows = "\n".join(f"| {e['prompt']} | {e['sft']} | {e['rl']} |" for e in examples)
+    keys = ("reward_test_sft", "reward_test_rl", "reward_test_gain", "reward_test_gain_se", "distinct_negatives_rl")
+    return f"""# negopt RL policy
+
+Negative-prompt generator: the SFT model (`{params.paths.sft}`) optimised with {rl.algo.upper()} for
+{rl.steps} steps ({rl.batch_prompts} prompts x k={rl.k} samples per step) on the reward of images from
+the `{params.profile}` profile's Stable Diffusion pipeline (`{params.active.sd}`).
+
+Reward: `{rl.reward.aesthetic} * z(aesthetic) + {rl.reward.clip} * z(clip) + {rl.reward.fidelity} * z(fidelity)`,
+each term z-scored with statistics from SFT samples ({rl.reward_stats}); KL-to-SFT penalty
+`kl_coef = {rl.kl_coef}` in the reward. The KL penalty is the guard against reward hacking: with the
+tiny profile's random reward nets, a low KL coefficient or a high learning rate lets RL drift to
+degenerate negatives (repeated commas, byte fragments); the default keeps them readable.
+
+Test ({metrics['n_test']} held-out prompts x {rl.eval_seeds_per_prompt} fixed seeds, greedy decoding, paired per prompt):
+
+| metric | value |
+|---|---|
+""" + "\n".join(f"| {k} | {metrics[k]:.4g} |" for k in keys) + """
+
+Per-term test means (z units), SFT -> RL: """ + ", ".join(
+        f"{t} {metrics[f'{t}_test_sft']:.3f} -> {metrics[f'{t}_test_rl']:.3f}" for t in ("aesthetic", "clip", "fidelity")
+    ) + f"""
+
+Time (s): {json.dumps({k: round(v, 1) for k, v in seconds.items()})}
+
+| prompt | SFT negative | RL negative |
+|---|---|---|
+{rows}
+
+Parameters: `{json.dumps(rl.model_dump())}`, seed {params.base.seed}.
+"""
+
+
+def quiet_libraries() -> None:
+    """Long negatives exceed the tiny CLIP tokenizer's 32 tokens; the pipeline's per-call truncation
+    warning (listing every padded prompt) would bury the progress bar, so keep library logs at errors."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def main() -> None:
+    params = start_stage()
+    quiet_libraries()
+    require_profile(params)
+    # cpu=True also without CUDA: under `accelerate launch --multi_gpu` (how accelerate 1.x starts several CPU
+    # processes; its `--cpu --num_processes N` starts one) only cpu=True joins the gloo process group.
+    accelerator = Accelerator(cpu=params.base.device == "cpu" or not torch.cuda.is_available())
+    device = accelerator.device
+    train, test = read_prompts(params.paths.clean, "train"), read_prompts(params.paths.clean, "test")
+    policy, tokenizer = load_policy(params.paths.sft, device)
+    ref, _ = load_policy(params.paths.sft, device)
+    comp = Components(policy=policy, ref=ref, tokenizer=tokenizer, pipe=load_sd_pipeline(params.active, device),
+                      scorer=load_scorer(params.active, device), sft_dir=params.paths.sft)
+    sft_model = copy.deepcopy(ref)  # the reference stays untouched; evaluation reads a copy
+    if accelerator.is_main_process:
+        print(f"rl: {accelerator.num_processes} process(es), {params.rl.batch_prompts} prompts x k={params.rl.k} "
+              f"= {params.rl.batch_prompts * params.rl.k} images per step, {params.rl.steps} steps")
+
+    live = Live(LIVE_DIR, dvcyaml=False, save_dvc_exp=False, resume=True) if accelerator.is_main_process else None
+    t0 = time.perf_counter()
+    state = run_rl(params, comp, train, accelerator=accelerator, live=live)
+    train_seconds = time.perf_counter() - t0
+
+    reward_fn = weighted_sum_reward(comp.scorer, params.rl.reward.model_dump(), state.stats, state.marginal)
+    metrics, examples = evaluate_rl(accelerator, sft_model, policy, tokenizer, comp.pipe, reward_fn, test, params)
+    metrics |= {"steps": state.step, "train_seconds": round(train_seconds, 1),
+                **{f"train_seconds_{k}": round(v, 1) for k, v in state.seconds.items()},
+                "processes": accelerator.num_processes}
+    if not accelerator.is_main_process:
+        return
+    for e in examples:
+        print(f"rl example: {e['prompt']!r}\n    sft: {e['sft']!r}\n    rl:  {e['rl']!r}")
+    for key in ("reward_test_sft", "reward_test_rl", "reward_test_gain", "reward_test_gain_se", "distinct_negatives_rl"):
+        live.summary[key] = metrics[key]
+    live.end()
+    with atomic_dir(params.paths.rl) as tmp:
+        policy.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_text(Path(tmp) / "README.md", model_card(params, metrics, examples, state.seconds))
+    write_json(Path(params.paths.metrics) / "rl.json", metrics)
+    print(json.dumps({k: v for k, v in metrics.items() if k.startswith("reward_test")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

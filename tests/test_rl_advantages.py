@@ -1,0 +1,84 @@
+"""RLOO advantages, KL-penalised rewards and reward-term statistics against hand-computed values."""
+
+import math
+
+import pytest
+import torch
+
+from negopt.rl.advantages import (
+    TermStats,
+    kl_penalised_rewards,
+    mean_and_se,
+    rloo_advantages,
+    weighted_reward,
+)
+
+
+def test_rloo_one_group_by_hand():
+    # sum 12; baselines (12-r)/3 = 11/3, 10/3, 3, 2 -> advantages -8/3, -4/3, 0, 4
+    adv = rloo_advantages(torch.tensor([1.0, 2.0, 3.0, 6.0]), k=4)
+    assert torch.allclose(adv, torch.tensor([-8 / 3, -4 / 3, 0.0, 4.0]))
+
+
+def test_rloo_groups_are_independent_and_prompt_major():
+    # groups [1, 3] and [10, 4]: with k=2 the baseline is the other sample
+    adv = rloo_advantages(torch.tensor([1.0, 3.0, 10.0, 4.0]), k=2)
+    assert adv.tolist() == [-2.0, 2.0, 6.0, -6.0]
+
+
+def test_rloo_ignores_a_constant_per_group_shift():
+    # a per-prompt offset (e.g. a good diffusion seed) must not change the advantages
+    r = torch.tensor([0.5, -1.0, 2.0, 0.0, 1.0, 3.0])
+    shift = torch.tensor([5.0, 5.0, 5.0, -7.0, -7.0, -7.0])
+    assert torch.allclose(rloo_advantages(r, 3), rloo_advantages(r + shift, 3))
+
+
+def test_rloo_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="k=3"):
+        rloo_advantages(torch.zeros(4), k=3)
+    with pytest.raises(ValueError, match="rl.k"):
+        rloo_advantages(torch.zeros(4), k=1)
+
+
+def test_kl_penalty_by_hand():
+    # kl = logp - logp_ref = [1, 0]; penalised = r - 0.5 * kl = [0.5, 2.0]
+    pen, kl = kl_penalised_rewards(torch.tensor([1.0, 2.0]), torch.tensor([-3.0, -1.0]), torch.tensor([-4.0, -1.0]), 0.5)
+    assert pen.tolist() == [0.5, 2.0]
+    assert kl.tolist() == [1.0, 0.0]
+
+
+def test_term_stats_running_equals_pooled():
+    # [1,2,3] then [4,5]: pooled mean 3, population variance (4+1+0+1+4)/5 = 2
+    s = TermStats(names=("a",))
+    s.update({"a": torch.tensor([1.0, 2.0, 3.0])})
+    s.update({"a": torch.tensor([4.0, 5.0])})
+    assert s.count == 5
+    assert s.mean["a"] == pytest.approx(3.0)
+    assert s.std("a") == pytest.approx(math.sqrt(2.0))
+    z = s.standardise({"a": torch.tensor([5.0, 3.0])})["a"]
+    assert torch.allclose(z, torch.tensor([math.sqrt(2.0), 0.0], dtype=z.dtype), atol=1e-6)
+
+
+def test_term_stats_state_round_trip_and_empty_error():
+    s = TermStats(names=("a", "b"))
+    with pytest.raises(RuntimeError, match="calibration"):
+        s.std("a")
+    s.update({"a": torch.tensor([0.0, 2.0]), "b": torch.tensor([1.0, 1.0])})
+    t = TermStats()
+    t.load_state_dict(s.state_dict())
+    assert t.names == ("a", "b") and t.mean == {"a": 1.0, "b": 1.0} and t.std("a") == pytest.approx(1.0)
+    # a constant term stays finite thanks to eps
+    assert torch.isfinite(t.standardise({"a": torch.tensor([1.0]), "b": torch.tensor([2.0])})["b"]).all()
+
+
+def test_weighted_reward_by_hand():
+    z = {"aesthetic": torch.tensor([1.0, -1.0]), "clip": torch.tensor([0.5, 0.0]), "fidelity": torch.tensor([2.0, 1.0])}
+    r = weighted_reward(z, {"aesthetic": 3.0, "clip": 1.0, "fidelity": 0.0})
+    assert r.tolist() == [3.5, -3.0]
+
+
+def test_mean_and_se_by_hand():
+    # [1,2,3,4]: mean 2.5, sample variance 5/3, se = sqrt(5/3)/2
+    m, se = mean_and_se(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    assert m == pytest.approx(2.5)
+    assert se == pytest.approx(math.sqrt(5 / 3) / 2)

@@ -1,0 +1,188 @@
+"""The RL loop on a tiny zoo: a few steps, checkpoint, resume == uninterrupted; the pure helpers by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from negopt.params import validate_params
+from negopt.rl.distributed import gather_rows, map_sharded, shard_indices
+from negopt.rl.evaluate import distinct_share, eval_plan, paired_summary
+from negopt.rl.loop import step_plan, truncate_live
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = ["a red fox in snow", "portrait of an old sailor", "a castle at dusk", "neon city street",
+           "a bowl of fruit", "a misty forest", "a robot in a garden", "a sailing ship at sea"]
+NEGATIVES = ["blurry", "deformed hands", "low contrast", "watermark", "overexposed", "lowres", "text", "ugly"]
+
+
+def test_shard_indices_by_hand():
+    # 5 items, 2 ranks, micro-batches of 1: 3 + 2 items, both gather 3 rows
+    assert shard_indices(5, 0, 2) == ([0, 1, 2], 3)
+    assert shard_indices(5, 1, 2) == ([3, 4], 3)
+    # 10 items in micro-batches of 4 -> blocks [0-3] [4-7] [8-9]; 2 ranks get 2 blocks and 1 block
+    assert shard_indices(10, 0, 2, granularity=4) == (list(range(8)), 8)
+    assert shard_indices(10, 1, 2, granularity=4) == ([8, 9], 8)
+    # 32 items in micro-batches of 16: one micro-batch each, no padding
+    assert shard_indices(32, 1, 2, granularity=16) == (list(range(16, 32)), 16)
+    assert shard_indices(1, 1, 2) == ([], 1)  # an empty slice gathers padding only
+
+
+def test_map_sharded_single_process_runs_whole_micro_batches():
+    calls = []
+
+    def fn(idx):
+        calls.append(list(idx))
+        return {"x": torch.tensor(idx, dtype=torch.float)}
+
+    out = map_sharded(None, 5, fn, granularity=2)
+    assert out["x"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0] and calls == [[0, 1, 2, 3, 4]]
+    assert map_sharded(None, 0, fn) == {}
+
+
+def test_gather_rows_single_process_drops_padding():
+    assert gather_rows(None, torch.arange(4), 3).tolist() == [0, 1, 2]
+
+
+def test_step_plan_is_a_function_of_seed_and_step():
+    a = step_plan(0, 5, PROMPTS, 4)
+    assert a == step_plan(0, 5, PROMPTS, 4)
+    assert a != step_plan(0, 6, PROMPTS, 4) and a != step_plan(1, 5, PROMPTS, 4)
+    prompts, seeds, sample_seed = a
+    assert len(set(prompts)) == 4 and set(prompts) <= set(PROMPTS) and len(seeds) == 4
+    assert step_plan(0, 0, PROMPTS[:2], 4)[0].__len__() == 2  # fewer prompts than the batch: all of them
+
+
+def test_paired_summary_by_hand():
+    # gains [1, 3, 2]: mean 2, sample std 1, se 1/sqrt(3)
+    s = paired_summary(torch.tensor([0.0, 1.0, 2.0]), torch.tensor([1.0, 4.0, 4.0]))
+    assert s["reward_test_sft"] == pytest.approx(1.0) and s["reward_test_rl"] == pytest.approx(3.0)
+    assert s["reward_test_gain"] == pytest.approx(2.0)
+    assert s["reward_test_gain_se"] == pytest.approx(3**-0.5)
+    assert s["reward_test_sft_se"] == pytest.approx(3**-0.5)  # std 1 over 3 prompts
+
+
+def test_distinct_share_and_eval_plan():
+    assert distinct_share(["a", "a", "b", "c"]) == 0.75
+    assert distinct_share(["x"] * 4) == 0.25
+    prompts, seeds = eval_plan(PROMPTS + PROMPTS[:3], 5, seed=1)
+    assert len(set(prompts)) == 5 and (prompts, seeds) == eval_plan(PROMPTS + PROMPTS[:3], 5, seed=1)
+    assert len(eval_plan(PROMPTS, 100, 0)[0]) == len(PROMPTS)
+    _, seeds = eval_plan(PROMPTS, 3, seed=1, seeds_per_prompt=2)
+    assert len(seeds) == 3 and all(len(row) == 2 for row in seeds) and len({x for r in seeds for x in r}) == 6
+
+
+def test_truncate_live_drops_rows_from_the_resume_step(tmp_path):
+    tsv = tmp_path / "plots/metrics/train/reward.tsv"
+    tsv.parent.mkdir(parents=True)
+    tsv.write_text("step\treward\n0\t0.1\n1\t0.2\n2\t0.3\n")
+    truncate_live(tmp_path, 2)
+    assert tsv.read_text() == "step\treward\n0\t0.1\n1\t0.2\n"
+
+
+# --- the loop on a tiny zoo ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    from negopt.models.tiny import build_tiny_zoo
+
+    base = tmp_path_factory.mktemp("rl")
+    build_tiny_zoo((PROMPTS + NEGATIVES) * 20, base / "tiny", seed=0, t5_vocab_size=300, sd_vocab_size=300)
+    return base
+
+
+def rl_params(base: Path, run: str, **rl):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    tiny = base / "tiny"
+    raw["models"]["tiny"].update(policy=str(tiny / "t5"), sd=str(tiny / "sd"), aesthetic=str(tiny / "aesthetic/model.safetensors"),
+                                 inception=str(tiny / "inception/weights.pt"), image_size=32, num_inference_steps=2,
+                                 clip_config=str(tiny / "clip/negopt-tiny-clip.json"),
+                                 clip_pretrained=str(tiny / "clip/open_clip_model.safetensors"))
+    raw["paths"].update(sft=str(tiny / "t5"), checkpoints=str(base / run / "checkpoints"))
+    raw["base"].update(device="cpu", seed=3)
+    raw["rl"].update(dict(steps=3, batch_prompts=2, k=2, max_new_tokens=6, checkpoint_every=1, calibration_prompts=4,
+                          learning_rate=1e-3, eval_prompts=4) | rl)
+    return validate_params(raw)
+
+
+_SHARED: dict = {}
+
+
+def components(params):
+    """Fresh policy and reference; the SD pipeline and scorer are stateless, so loaded once."""
+    from negopt.models.loader import load_policy, load_scorer, load_sd_pipeline
+    from negopt.rl.loop import Components
+
+    dev = torch.device("cpu")
+    if params.paths.sft not in _SHARED:
+        _SHARED[params.paths.sft] = (load_sd_pipeline(params.active, dev), load_scorer(params.active, dev))
+    pipe, scorer = _SHARED[params.paths.sft]
+    policy, tok = load_policy(params.paths.sft, dev)
+    ref, _ = load_policy(params.paths.sft, dev)
+    return Components(policy, ref, tok, pipe, scorer, sft_dir=params.paths.sft)
+
+
+class FakeLive:
+    def __init__(self, d: Path) -> None:
+        self.dir, self.step, self.rows = str(d), 0, []
+
+    def log_metric(self, name: str, value: float) -> None:
+        self.rows.append((self.step, name, value))
+
+    def next_step(self) -> None:
+        self.step += 1
+
+
+def test_loop_runs_checkpoints_and_resumes_exactly(zoo):
+    from negopt.rl.loop import run_rl
+
+    full = rl_params(zoo, "full")
+    comp = components(full)
+    live = FakeLive(zoo / "full")
+    state = run_rl(full, comp, PROMPTS, live=live)
+    assert state.step == 3 and (Path(full.paths.checkpoints) / "rl/state.json").exists()
+    names = {n for _, n, _ in live.rows}
+    assert {"train/reward", "train/kl", "train/entropy", "train/negative_tokens", "train/aesthetic",
+            "train/clip", "train/fidelity", "train/loss"} <= names
+    assert sorted({s for s, _, _ in live.rows}) == [0, 1, 2]
+    sft_weights = components(full).policy.state_dict()
+    moved = any(not torch.equal(v, sft_weights[k]) for k, v in comp.policy.state_dict().items())
+    assert moved  # the update changed the policy
+
+    # stop after 2 steps, then resume with fresh objects: same weights as the uninterrupted run
+    part = rl_params(zoo, "part")
+    first = components(part)
+    assert run_rl(part, first, PROMPTS, stop_after=2).step == 2
+    again = components(part)
+    resumed = run_rl(part, again, PROMPTS)
+    assert resumed.step == 3
+    for k, v in comp.policy.state_dict().items():
+        assert torch.allclose(v, again.policy.state_dict()[k], atol=1e-6), k
+    assert resumed.stats.state_dict() == state.stats.state_dict()
+
+    # other settings invalidate the checkpoint instead of resuming it
+    other = rl_params(zoo, "part", kl_coef=0.5)
+    assert run_rl(other, components(other), PROMPTS, stop_after=1).step == 1
+
+
+def test_ppo_and_evaluation_run(zoo):
+    from negopt.rl.evaluate import evaluate_rl
+    from negopt.rl.loop import run_rl
+    from negopt.rl.rewards import weighted_sum_reward
+
+    params = rl_params(zoo, "ppo", algo="ppo", steps=1, reward_stats="running", eval_seeds_per_prompt=2)
+    comp = components(params)
+    state = run_rl(params, comp, PROMPTS)
+    assert state.stats.count == 4 + 4  # calibration batch + one step's running update
+    reward_fn = weighted_sum_reward(comp.scorer, params.rl.reward.model_dump(), state.stats, state.marginal)
+    metrics, examples = evaluate_rl(None, comp.ref, comp.policy, comp.tokenizer, comp.pipe, reward_fn, PROMPTS, params)
+    assert metrics["n_test"] == 4 and metrics["n_test_images"] == 8 and len(examples) == 4
+    for key in ("reward_test_sft", "reward_test_rl", "reward_test_gain", "reward_test_gain_se",
+                "aesthetic_test_rl", "clip_test_sft", "fidelity_test_rl", "distinct_negatives_rl"):
+        assert key in metrics
+    # the paired gain is the difference of the means, by construction of the same prompts and seeds
+    assert metrics["reward_test_gain"] == pytest.approx(metrics["reward_test_rl"] - metrics["reward_test_sft"], abs=1e-6)
