@@ -10,9 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from diffusers.utils import logging as diffusers_logging
 from tqdm.auto import tqdm
 
 from negopt.params import Profile
+
+# The pipeline warns, with the whole token list, every time a prompt exceeds the text encoder's
+# context (77 tokens for SD, 32 for the tiny one); truncation is expected here and floods the log.
+diffusers_logging.get_logger("diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion").setLevel("ERROR")
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

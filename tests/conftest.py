@@ -65,3 +65,15 @@ def tiny_params(tiny_zoo):
         )
     )
     return p.model_copy(update=dict(profile="tiny", models=p.models.model_copy(update=dict(tiny=tiny))))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on a loaded machine OpenMP spin-waits make
+    two threads several times slower; restore the setting for other modules."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -26,13 +26,7 @@ CPU = torch.device("cpu")
 COMPONENTS = ["policy", "sd", "clip", "aesthetic", "inception"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine, two OpenMP threads per process mostly wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,7 @@ TEXTS = [f"photo of a red car number {i}, sharp focus" for i in range(40)] + \
         [f"cartoon, painting, blurry, (worst quality:1.4) {i}" for i in range(40)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a loaded machine OpenMP spin-waits make
-    two threads several times slower; restore the setting for other modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

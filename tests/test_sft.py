@@ -34,14 +34,7 @@ PREFIX = "negative prompt: "
 FAST = dict(learning_rate=3e-3, batch_size=8, warmup_steps=0, max_source_length=24, max_target_length=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a loaded machine OpenMP spin-waits make
-    two threads several times slower; restore the setting for other modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import os
 import shutil
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from negopt.cli import app
@@ -20,14 +19,7 @@ PROMPTS = [f"{p} {i}" for i in range(16) for p in MAPPING]
 NEGATIVES = [MAPPING[p.rsplit(" ", 1)[0]] for p in PROMPTS]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a loaded machine OpenMP spin-waits make
-    two threads several times slower; restore the setting for other modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
