@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from negopt.models.policy import load_policy as load_policy  # re-exported: every stage imports it from here
 from negopt.params import Params, Profile
 
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
@@ -38,13 +39,6 @@ class ComponentStatus:
     )  # tensor elements in the weight files (BN statistics included); None when unavailable
     how_to: str = ""  # one line: how to fetch or point to it (empty when available)
     location: str = ""  # the resolved local folder or file
-
-
-def load_policy(name_or_path: str, device: torch.device | None = None):
-    """The seq2seq policy and its tokenizer (implemented by helper "sft" in negopt.models.policy)."""
-    from negopt.models.policy import load_policy as _load_policy
-
-    return _load_policy(name_or_path, device=device)
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
