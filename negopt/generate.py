@@ -82,22 +82,12 @@ def check_method_models(params: Params, methods: Sequence[str]) -> None:
 
 
 def model_negatives(params: Params, method: str, prompts: list[str], device: torch.device) -> list[str]:
-    """Greedy negatives from models/sft or models/rl, formatted exactly as in training."""
+    """Deterministic negatives from models/sft or models/rl: the deployed decode (``decode_negatives``)."""
     from negopt.models.loader import load_policy
-    from negopt.sft import generate_negatives
+    from negopt.sft import decode_negatives
 
     model, tokenizer = load_policy(str(method_model_path(params, method)), device=device)
-    return generate_negatives(
-        model,
-        tokenizer,
-        prompts,
-        params.sft.task_prefix,
-        params.sft.max_source_length,
-        params.sft.max_new_tokens,
-        num_beams=1,
-        do_sample=False,
-        batch_size=64,
-    )
+    return decode_negatives(model, tokenizer, prompts, params.sft, do_sample=False)
 
 
 def method_negatives(

@@ -18,8 +18,8 @@ from negopt.models.loader import load_policy
 from negopt.runtime import resolve_device, start_stage
 from negopt.sft import (
     LiveCallback,
+    decode_negatives,
     encode_pairs,
-    generate_negatives,
     prepare_checkpoints,
     run_fingerprint,
     score_sft,
@@ -68,10 +68,7 @@ def main() -> None:
                        callbacks=[LiveCallback(live)], resume_from=resume)
     train_seconds = time.perf_counter() - t0
 
-    predictions = generate_negatives(model, tokenizer, test.prompt.tolist(), sft.task_prefix,
-                                     sft.max_source_length, sft.max_new_tokens, num_beams=sft.num_beams,
-                                     do_sample=sft.do_sample, seed=seed, progress=True,
-                                     repetition_penalty=sft.repetition_penalty)
+    predictions = decode_negatives(model, tokenizer, test.prompt.tolist(), sft, seed=seed, progress=True)
     scores = score_sft(predictions, test.negative_prompt.tolist(), train.negative_prompt.tolist())
     metrics = {"eval_loss": result["eval_loss"], **scores, "train_loss": result["train_loss"],
                "n_train": len(train), "n_val": len(val), "n_test": len(test), "steps": result["global_step"],

@@ -102,6 +102,43 @@ def test_training_lowers_loss_on_fixed_batch_and_learns_mapping(t5_dir, tmp_path
     assert rouge(out, ["realistic, 3d", "people, text"])["rouge1"] > 0.5, out
 
 
+def test_decode_negatives_is_the_deployed_decode():
+    # every consumer (sft ROUGE, rl test reward, generate, suggest) must decode with the same settings
+    from types import SimpleNamespace
+
+    from negopt.sft import decode_negatives
+
+    seen = []
+
+    class Tok:
+        def __call__(self, texts, **kw):
+            seen.append(("encode", texts, kw["max_length"]))
+            return SimpleNamespace(to=lambda device: {"input_ids": torch.zeros(len(texts), 1, dtype=torch.long)})
+
+        def batch_decode(self, ids, skip_special_tokens):
+            return [" x "] * len(ids)
+
+    class Model:
+        training, device = False, "cpu"
+
+        def eval(self):
+            return self
+
+        def train(self, mode):
+            return self
+
+        def generate(self, input_ids, **kw):
+            seen.append(("generate", kw))
+            return input_ids
+
+    sft = Sft(repetition_penalty=1.7, num_beams=3, max_new_tokens=11, max_source_length=9, task_prefix="np: ")
+    assert decode_negatives(Model(), Tok(), ["a cat"], sft) == ["x"]
+    assert seen[0] == ("encode", ["np: a cat"], 9)
+    assert seen[1][1] == {"max_new_tokens": 11, "num_beams": 3, "do_sample": False, "repetition_penalty": 1.7}
+    decode_negatives(Model(), Tok(), ["a cat"], sft, max_new_tokens=5, do_sample=False)
+    assert seen[3][1]["max_new_tokens"] == 5 and seen[3][1]["repetition_penalty"] == 1.7
+
+
 class CountSteps(TrainerCallback):
     def __init__(self):
         self.steps = []
