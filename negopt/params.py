@@ -185,7 +185,8 @@ class Rl(Section):
     checkpoint_every: PosInt = 50
     reward: RewardWeights = RewardWeights()
     reward_stats: Literal["fixed", "running"] = "fixed"
-    calibration_prompts: Annotated[int, Field(ge=2)] = 64
+    reward_norm: Literal["group", "global"] = "group"
+    calibration_prompts: Annotated[int, Field(ge=2)] = 32
     image_batch_size: PosInt = 16
     eval_prompts: PosInt = 256
     eval_seeds_per_prompt: Annotated[int, Field(ge=1, le=16)] = 4

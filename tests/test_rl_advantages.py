@@ -59,6 +59,29 @@ def test_term_stats_running_equals_pooled():
     assert torch.allclose(z, torch.tensor([math.sqrt(2.0), 0.0], dtype=z.dtype), atol=1e-6)
 
 
+def test_term_stats_group_scale_by_hand():
+    # groups [1,3] and [10,14]: group means 2 and 12, within SS = 1+1 + 4+4 = 10 over df 1+1 -> std sqrt(5);
+    # a second batch [0,0,6] (one group of 3, mean 2, SS 4+4+16=24, df 2) pools to sqrt(34/4)
+    s = TermStats(names=("a",), norm="group")
+    s.update({"a": torch.tensor([1.0, 3.0, 10.0, 14.0])}, group_size=2)
+    assert s.within_std("a") == pytest.approx(math.sqrt(5.0))
+    assert s.mean["a"] == pytest.approx(7.0)
+    z = s.standardise({"a": torch.tensor([7.0 + math.sqrt(5.0)])})["a"]
+    assert z.item() == pytest.approx(1.0, abs=1e-6)
+    s.update({"a": torch.tensor([0.0, 0.0, 6.0])}, group_size=3)
+    assert s.within_df == 4 and s.within_std("a") == pytest.approx(math.sqrt(34 / 4))
+    t = TermStats()
+    t.load_state_dict(s.state_dict())
+    assert t.norm == "group" and t.within_std("a") == pytest.approx(math.sqrt(34 / 4))
+    with pytest.raises(ValueError, match="groups of 3"):
+        s.update({"a": torch.tensor([1.0, 2.0])}, group_size=3)
+    assert s.count == 7 and s.within_df == 4  # a rejected batch leaves the statistics as they were
+    with pytest.raises(RuntimeError, match="grouped"):
+        TermStats(names=("a",), norm="group").within_std("a")
+    with pytest.raises(ValueError, match="rl.reward_norm"):
+        TermStats(norm="median")
+
+
 def test_term_stats_state_round_trip_and_empty_error():
     s = TermStats(names=("a", "b"))
     with pytest.raises(RuntimeError, match="calibration"):

@@ -43,22 +43,44 @@ def rloo_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class TermStats:
-    """Mean and standard deviation per reward term, to z-score each term before weighting.
+    """Centre and scale per reward term, to z-score each term before weighting.
 
     The random tiny reward nets give terms on wildly different scales (aesthetic std ~5e-4,
-    CLIP std ~1), so without standardisation the weights would not mean what they say.
-    ``update`` merges a batch with Chan's parallel formula, so running statistics equal the
-    statistics of all data seen; ``fixed`` mode calls it once on a calibration batch.
+    CLIP std ~1), so without standardisation the weights would not mean what they say. Two scales:
+
+    - ``global``: the term's standard deviation over all images seen;
+    - ``group`` (default of ``rl.reward_norm``): the pooled standard deviation *within* groups of
+      ``k`` images that share a prompt and a diffusion seed and differ only in the negative,
+      ``sqrt(sum_g sum_i (x_gi - mean_g)^2 / sum_g (k - 1))``. This is the variation a negative
+      prompt can cause, the only part RLOO's baseline leaves in the advantages. Measured on the
+      tiny profile (``bench/bench_reward_signal.py``), the global scale is dominated by what the
+      prompt and seed do (CLIP's global std is 37x its within-group std) and by the Inception KL's
+      heavy tail, so under it "weight 1 each" let the noisiest term drown the others; under the
+      group scale each term moves the advantage by the same amount per typical within-group change.
+
+    The mean (the centre) is always the global mean. ``update`` merges a batch with Chan's parallel
+    formula, so running statistics equal the statistics of all data seen; ``fixed`` mode calls it
+    once on a calibration batch.
     """
 
-    def __init__(self, names: tuple[str, ...] = ("aesthetic", "clip", "fidelity"), eps: float = 1e-8) -> None:
+    def __init__(self, names: tuple[str, ...] = ("aesthetic", "clip", "fidelity"), eps: float = 1e-8,
+                 norm: str = "global") -> None:
+        if norm not in ("global", "group"):
+            raise ValueError(f"rl.reward_norm: expected 'global' or 'group', got {norm!r}")
         self.names = tuple(names)
         self.eps = eps
+        self.norm = norm
         self.count = 0
         self.mean = {n: 0.0 for n in self.names}
         self.m2 = {n: 0.0 for n in self.names}  # sum of squared deviations from the mean
+        self.within_df = 0  # sum over groups of (group size - 1)
+        self.within_ss = {n: 0.0 for n in self.names}  # sum of squared deviations from each group's mean
 
-    def update(self, terms: dict[str, torch.Tensor]) -> None:
+    def update(self, terms: dict[str, torch.Tensor], group_size: int | None = None) -> None:
+        """Merge a batch; ``group_size`` k: rows ``g*k .. g*k+k-1`` share a prompt and a seed."""
+        sizes = {terms[name].numel() for name in self.names}
+        if group_size is not None and group_size > 1 and any(n % group_size for n in sizes):
+            raise ValueError(f"{sorted(sizes)} values do not split into groups of {group_size}")
         n_b = None
         for name in self.names:
             x = terms[name].detach().double().reshape(-1)
@@ -71,26 +93,45 @@ class TermStats:
             delta = mean_b - self.mean[name]
             self.mean[name] += delta * n_b / n
             self.m2[name] += m2_b + delta**2 * self.count * n_b / n
+            if group_size is not None and group_size > 1:
+                g = x.reshape(-1, group_size)
+                self.within_ss[name] += ((g - g.mean(dim=1, keepdim=True)) ** 2).sum().item()
+        if group_size is not None and group_size > 1 and n_b:
+            self.within_df += n_b - n_b // group_size
         self.count += n_b or 0
 
     def std(self, name: str) -> float:
-        """Population standard deviation (``eps`` keeps a constant term finite)."""
+        """Population standard deviation over all values (``eps`` keeps a constant term finite)."""
         if self.count == 0:
             raise RuntimeError("TermStats: no data yet; call update() with a calibration batch first")
         return math.sqrt(self.m2[name] / self.count) + self.eps
 
+    def within_std(self, name: str) -> float:
+        """Pooled within-group standard deviation (unbiased: divides by the sum of ``k - 1``)."""
+        if self.within_df == 0:
+            raise RuntimeError("TermStats: no grouped data; call update(terms, group_size=k) with k >= 2")
+        return math.sqrt(self.within_ss[name] / self.within_df) + self.eps
+
+    def scale(self, name: str) -> float:
+        return self.within_std(name) if self.norm == "group" else self.std(name)
+
     def standardise(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {n: (terms[n] - self.mean[n]) / self.std(n) for n in self.names}
+        return {n: (terms[n] - self.mean[n]) / self.scale(n) for n in self.names}
 
     def state_dict(self) -> dict:
-        return {"names": list(self.names), "eps": self.eps, "count": self.count, "mean": dict(self.mean), "m2": dict(self.m2)}
+        return {"names": list(self.names), "eps": self.eps, "norm": self.norm, "count": self.count,
+                "mean": dict(self.mean), "m2": dict(self.m2), "within_df": self.within_df,
+                "within_ss": dict(self.within_ss)}
 
     def load_state_dict(self, state: dict) -> None:
         self.names = tuple(state["names"])
         self.eps = float(state["eps"])
+        self.norm = state.get("norm", "global")
         self.count = int(state["count"])
         self.mean = {k: float(v) for k, v in state["mean"].items()}
         self.m2 = {k: float(v) for k, v in state["m2"].items()}
+        self.within_df = int(state.get("within_df", 0))
+        self.within_ss = {k: float(v) for k, v in state.get("within_ss", dict.fromkeys(self.names, 0.0)).items()}
 
 
 def weighted_reward(z_terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:

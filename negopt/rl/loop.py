@@ -115,16 +115,17 @@ def update(policy, optimizer, ro: Rollout, advantages: torch.Tensor, logp_old: t
 
 
 def calibrate_rewards(accelerator, comp: Components, params: Params, prompts: list[str]) -> tuple[torch.Tensor, TermStats]:
-    """Inception marginal and term statistics from SFT samples (one sample, one seed per prompt)."""
+    """Inception marginal and term statistics from SFT samples: ``k`` per prompt sharing one seed."""
     from negopt.diffusion import generate_images
     from negopt.rl.distributed import map_sharded
 
+    k = params.rl.k
     rng = np.random.default_rng([params.base.seed, 2**31])  # a stream no training step uses
     pick = rng.choice(len(prompts), size=min(params.rl.calibration_prompts, len(prompts)), replace=False)
-    chosen = [prompts[i] for i in pick]
-    seeds = rng.integers(0, 2**31 - 1, size=len(chosen)).tolist()
-    ro, _ = rollout(comp, params.model_copy(update={"rl": params.rl.model_copy(update={"k": 1})}), chosen,
-                    int(rng.integers(0, 2**31 - 1)))
+    group_seeds = rng.integers(0, 2**31 - 1, size=len(pick)).tolist()
+    ro, _ = rollout(comp, params, [prompts[i] for i in pick], int(rng.integers(0, 2**31 - 1)))
+    chosen = [prompts[i] for i in pick for _ in range(k)]  # prompt-major, like the rollout
+    seeds = [s for s in group_seeds for _ in range(k)]
     images: dict[int, torch.Tensor] = {}
 
     mb = params.rl.image_batch_size
@@ -153,7 +154,7 @@ def calibrate_rewards(accelerator, comp: Components, params: Params, prompts: li
 
         return map_sharded(accelerator, len(chosen), work, granularity=mb)
 
-    return calibrate(all_probs, terms_for)
+    return calibrate(all_probs, terms_for, group_size=k, norm=params.rl.reward_norm)
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
@@ -281,7 +282,7 @@ def run_rl(params: Params, comp: Components, train_prompts: list[str], accelerat
         adv, penalised, kl = compute_advantages(rewards["reward"], extra["logp_old"], extra["logp_ref"], rl.kl_coef, rl.k)
         upd = update(comp.policy, optimizer, ro, adv, extra["logp_old"], params)
         if rl.reward_stats == "running":
-            state.stats.update({t: rewards[f"raw/{t}"] for t in TERMS})
+            state.stats.update({t: rewards[f"raw/{t}"] for t in TERMS}, group_size=rl.k)
         t3 = time.perf_counter()
         for name, dt in (("sample", t1 - t0), ("images", t2 - t1), ("update", t3 - t2)):
             state.seconds[name] += dt

@@ -9,10 +9,13 @@ The RL reward is a weighted sum of *standardised* terms::
 
 with ``w`` = ``rl.reward.*``. The raw terms live on unrelated scales (the random tiny aesthetic MLP
 varies by ~5e-4, CLIP scores by ~1), so z-scoring is what makes "weight 3 on aesthetics" mean three
-times as many standard deviations. ``mean_t, std_t`` and the Inception marginal ``p(y)`` of the
-fidelity term ``KL(p(y|x) || p(y))`` come from a calibration batch of SFT samples drawn before RL
-starts (``rl.reward_stats: fixed``); ``running`` keeps updating the statistics with every step's
-terms. Either way the test comparison scores SFT and RL with one and the same final normalisation.
+times as many standard deviations. ``std_t`` is by default (``rl.reward_norm: group``) the
+standard deviation of the term *across the k negatives of one prompt and seed*, the variation a
+negative can cause (see ``TermStats``); ``global`` uses the standard deviation over all images.
+``mean_t, std_t`` and the Inception marginal ``p(y)`` of the fidelity term ``KL(p(y|x) || p(y))``
+come from a calibration batch drawn before RL starts: ``k`` SFT samples for each of
+``rl.calibration_prompts`` prompts, one seed per prompt (``rl.reward_stats: fixed``); ``running``
+keeps updating the statistics with every step's terms. Either way the test comparison scores SFT and RL with one and the same final normalisation.
 """
 
 from __future__ import annotations
@@ -80,15 +83,17 @@ REWARD_FACTORIES: dict[str, Callable[..., RewardFn]] = {
 }
 
 
-def calibrate(probs: torch.Tensor, terms_fn: Callable[[torch.Tensor], dict[str, torch.Tensor]]) -> tuple[torch.Tensor, TermStats]:
+def calibrate(probs: torch.Tensor, terms_fn: Callable[[torch.Tensor], dict[str, torch.Tensor]], group_size: int,
+              norm: str = "group") -> tuple[torch.Tensor, TermStats]:
     """Fix the Inception marginal and the term statistics from calibration images.
 
-    probs: [M, C] Inception class probabilities of the calibration images; ``terms_fn(marginal)``
-    returns their raw terms given that marginal. Returns (marginal [C], statistics).
+    probs: [M, C] Inception class probabilities of the calibration images, ``M / group_size``
+    groups of ``group_size`` images that share a prompt and a seed; ``terms_fn(marginal)`` returns
+    their raw terms given that marginal. Returns (marginal [C], statistics with scale ``norm``).
     """
     marginal = probs.double().mean(0).float()  # [C]
-    stats = TermStats(TERMS)
-    stats.update(terms_fn(marginal))
+    stats = TermStats(TERMS, norm=norm)
+    stats.update(terms_fn(marginal), group_size=group_size)
     return marginal, stats
 
 
