@@ -50,12 +50,13 @@ Negative-prompt generator: the SFT model (`{params.paths.sft}`) optimised with {
 the `{params.profile}` profile's Stable Diffusion pipeline (`{params.active.sd}`).
 
 Reward: `{rl.reward.aesthetic} * z(aesthetic) + {rl.reward.clip} * z(clip) + {rl.reward.fidelity} * z(fidelity)`,
-each term z-scored with statistics from SFT samples ({rl.reward_stats}); KL-to-SFT penalty
+each term centred and scaled by its {rl.reward_norm} standard deviation ("group": across the k negatives of
+one prompt and seed) from SFT samples ({rl.reward_stats}); KL-to-SFT penalty
 `kl_coef = {rl.kl_coef}` in the reward. The KL penalty is the guard against reward hacking: with the
 tiny profile's random reward nets, a low KL coefficient or a high learning rate lets RL drift to
 degenerate negatives (repeated commas, byte fragments); the default keeps them readable.
 
-Test ({metrics['n_test']} held-out prompts x {rl.eval_seeds_per_prompt} fixed seeds, greedy decoding, paired per prompt):
+Test ({metrics['n_test']} held-out prompts x {rl.eval_seeds_per_prompt} fixed seeds, greedy decoding with `sft.repetition_penalty`, paired per prompt):
 
 | metric | value |
 |---|---|
