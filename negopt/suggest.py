@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from negopt.params import Params, Sft, load_params
-from negopt.sft import generate_negatives
+from negopt.sft import decode_negatives, generate_negatives
 
 # Sampling settings for --num > 1: diverse but still close to the model's preferred outputs.
 SAMPLE_TOP_P = 0.95
@@ -36,16 +36,15 @@ def read_params(path: str | Path = "params.yaml") -> Params | None:
 
 def suggest(prompt: str, model_path: str | Path, num: int = 1, sft: Sft | None = None,
             seed: int = 0) -> list[str]:
-    """`num` negative prompts for `prompt`: the deterministic decode for 1, nucleus samples for more."""
+    """`num` negative prompts for `prompt`: the deployed decode (``decode_negatives``) for 1, nucleus samples for more."""
     from negopt.models.policy import load_policy  # deferred: torch/transformers load only when needed
 
     if num < 1:
         raise ValueError(f"--num must be >= 1, got {num}")
     sft = sft or Sft()
     model, tokenizer = load_policy(str(model_path))
-    sampling = num > 1
+    if num == 1:
+        return decode_negatives(model, tokenizer, [prompt], sft, seed=seed)
     return generate_negatives(model, tokenizer, [prompt] * num, sft.task_prefix, sft.max_source_length,
-                              sft.max_new_tokens, num_beams=1 if sampling else sft.num_beams,
-                              do_sample=sampling or sft.do_sample, seed=seed,
-                              repetition_penalty=sft.repetition_penalty,
-                              **({"top_p": SAMPLE_TOP_P} if sampling else {}))
+                              sft.max_new_tokens, num_beams=1, do_sample=True, seed=seed,
+                              repetition_penalty=sft.repetition_penalty, top_p=SAMPLE_TOP_P)

@@ -126,12 +126,12 @@ class TermStats:
     def load_state_dict(self, state: dict) -> None:
         self.names = tuple(state["names"])
         self.eps = float(state["eps"])
-        self.norm = state.get("norm", "global")
+        self.norm = state["norm"]
         self.count = int(state["count"])
         self.mean = {k: float(v) for k, v in state["mean"].items()}
         self.m2 = {k: float(v) for k, v in state["m2"].items()}
-        self.within_df = int(state.get("within_df", 0))
-        self.within_ss = {k: float(v) for k, v in state.get("within_ss", dict.fromkeys(self.names, 0.0)).items()}
+        self.within_df = int(state["within_df"])
+        self.within_ss = {k: float(v) for k, v in state["within_ss"].items()}
 
 
 def weighted_reward(z_terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:

@@ -15,7 +15,8 @@ negative can cause (see ``TermStats``); ``global`` uses the standard deviation o
 ``mean_t, std_t`` and the Inception marginal ``p(y)`` of the fidelity term ``KL(p(y|x) || p(y))``
 come from a calibration batch drawn before RL starts: ``k`` SFT samples for each of
 ``rl.calibration_prompts`` prompts, one seed per prompt (``rl.reward_stats: fixed``); ``running``
-keeps updating the statistics with every step's terms. Either way the test comparison scores SFT and RL with one and the same final normalisation.
+keeps updating the statistics with every step's terms. Either way the test comparison scores SFT
+and RL with one and the same final normalisation.
 """
 
 from __future__ import annotations
