@@ -187,3 +187,29 @@ def test_ppo_and_evaluation_run(zoo):
         assert key in metrics
     # the paired gain is the difference of the means, by construction of the same prompts and seeds
     assert metrics["reward_test_gain"] == pytest.approx(metrics["reward_test_rl"] - metrics["reward_test_sft"], abs=1e-6)
+
+
+def test_calibration_groups_share_prompt_and_seed(zoo, monkeypatch):
+    # the within-group scale is only the negatives' effect if a group's k images share prompt and seed
+    import negopt.diffusion
+    from negopt.rl.loop import calibrate_rewards
+
+    params = rl_params(zoo, "calib", k=3, calibration_prompts=4, image_batch_size=5)
+    comp = components(params)
+    calls = []
+    real = negopt.diffusion.generate_images
+
+    def spy(pipe, prompts, negatives, seeds, profile, **kw):
+        calls.append((list(prompts), list(seeds)))
+        return real(pipe, prompts, negatives, seeds, profile, **kw)
+
+    monkeypatch.setattr(negopt.diffusion, "generate_images", spy)
+    marginal, stats = calibrate_rewards(None, comp, params, PROMPTS)
+    prompts = [p for c in calls for p in c[0]]
+    seeds = [s for c in calls for s in c[1]]
+    assert len(prompts) == 4 * 3 and [len(c[0]) for c in calls] == [5, 5, 2]  # micro-batches cut across groups
+    groups = [(prompts[i:i + 3], seeds[i:i + 3]) for i in range(0, 12, 3)]
+    assert all(len(set(p)) == 1 and len(set(s)) == 1 for p, s in groups)
+    assert len({p[0] for p, _ in groups}) == 4 and len({s[0] for _, s in groups}) == 4
+    assert stats.count == 12 and stats.within_df == 4 * 2 and stats.norm == "group"
+    assert marginal.shape[0] > 1 and torch.isclose(marginal.sum(), torch.tensor(1.0), atol=1e-4)
