@@ -78,8 +78,9 @@ class TermStats:
 
     def update(self, terms: dict[str, torch.Tensor], group_size: int | None = None) -> None:
         """Merge a batch; ``group_size`` k: rows ``g*k .. g*k+k-1`` share a prompt and a seed."""
+        grouped = group_size is not None and group_size > 1
         sizes = {terms[name].numel() for name in self.names}
-        if group_size is not None and group_size > 1 and any(n % group_size for n in sizes):
+        if grouped and any(n % group_size for n in sizes):
             raise ValueError(f"{sorted(sizes)} values do not split into groups of {group_size}")
         n_b = None
         for name in self.names:
@@ -93,10 +94,10 @@ class TermStats:
             delta = mean_b - self.mean[name]
             self.mean[name] += delta * n_b / n
             self.m2[name] += m2_b + delta**2 * self.count * n_b / n
-            if group_size is not None and group_size > 1:
+            if grouped:
                 g = x.reshape(-1, group_size)
                 self.within_ss[name] += ((g - g.mean(dim=1, keepdim=True)) ** 2).sum().item()
-        if group_size is not None and group_size > 1 and n_b:
+        if grouped and n_b:
             self.within_df += n_b - n_b // group_size
         self.count += n_b or 0
 
