@@ -1,12 +1,23 @@
 """Typed schema for ``params.yaml``, validated when a stage starts.
 
 One pydantic model per section; ``extra="forbid"`` so a misspelt key fails instead of being
-ignored. :func:`load_params` turns a ``ValidationError`` into one message that names every bad key
-(``sft.learning_rate: Input should be greater than 0``) and the file it came from.
+ignored, and ``strict=True`` so ``"400"`` is not an int and ``"yes"`` is not a bool (an int is still
+a valid float). :func:`load_params` turns a ``ValidationError`` into one message that names every bad
+key (``sft.learning_rate: Input should be greater than 0``) and the file it came from.
+
+Defaults: the values here are the defaults, and ``params.yaml`` repeats them so DVC can track each
+one; ``tests/test_params.py`` fails if the two disagree. Model profiles have no defaults (``tiny`` and
+``paper`` differ in every field), so there is nothing there to drift.
+
+Bounds that are real constraints (RLOO's ``k >= 2``, an image size that is a multiple of 8) fail at
+load time; recommendations (``rl.eval_prompts >= 128`` for a meaningful paired test) are
+:func:`recommendations`, printed as warnings at stage start so small smoke runs stay possible.
 """
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -23,7 +34,7 @@ METHODS = ("none", "generic", "ground_truth", "sft", "rl")
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Base(Section):
@@ -58,7 +69,7 @@ class HfSource(Section):
 class PlaygroundSource(Section):
     base_url: str = "https://playground.com"
     endpoint: str = "/api/images/search"
-    query: str = ""
+    query: str = "portrait"
     user_id: str = ""
     limit: PosInt = 250
     max_pages: PosInt = 20
@@ -129,13 +140,13 @@ class Profile(Section):
     sd: str
     clip_name: str
     clip_pretrained: str
-    clip_config: str = ""
+    clip_config: str  # "" for a model config open_clip ships
     aesthetic: str
     inception: str
-    inception_input_size: Annotated[int, Field(ge=75)] = 299
-    image_size: Annotated[int, Field(ge=8)] = 512
-    num_inference_steps: PosInt = 50
-    guidance_scale: NonNeg = 7.5
+    inception_input_size: Annotated[int, Field(ge=75)]
+    image_size: Annotated[int, Field(ge=8, multiple_of=8)]  # the VAE downsamples by 8
+    num_inference_steps: PosInt
+    guidance_scale: NonNeg
 
 
 class Models(Section):
@@ -149,7 +160,7 @@ class Sft(Section):
     max_source_length: PosInt = 64
     max_target_length: PosInt = 64
     learning_rate: Pos = 2e-3
-    max_steps: PosInt = 600
+    max_steps: PosInt = 400
     batch_size: PosInt = 32
     warmup_steps: NonNegInt = 30
     weight_decay: NonNeg = 0.0
@@ -188,14 +199,16 @@ class Rl(Section):
     reward_norm: Literal["group", "global"] = "group"
     calibration_prompts: Annotated[int, Field(ge=2)] = 32
     image_batch_size: PosInt = 16
-    eval_prompts: PosInt = 256
+    eval_prompts: PosInt = 256  # >= 128 recommended (see recommendations)
     eval_seeds_per_prompt: Annotated[int, Field(ge=1, le=16)] = 4
     eval_seed: NonNegInt = 1234
 
 
 class Generate(Section):
     methods: list[Literal[METHODS]] = list(METHODS)  # type: ignore[valid-type]
-    generic_negative: str = "ugly, blurry, low quality"
+    generic_negative: str = (
+        "ugly, blurry, low quality, lowres, deformed, bad anatomy, watermark, text, jpeg artifacts"
+    )
     num_prompts: PosInt = 64
     seeds_per_prompt: PosInt = 2
     batch_size: PosInt = 32
@@ -250,11 +263,42 @@ def validate_params(raw: dict, source: str = "params.yaml") -> Params:
         raise ParamsError(format_errors(err, source)) from None
 
 
+def recommendations(params: Params) -> list[str]:
+    """Settings that are valid but weaken a result; each line names the key and the advice."""
+    notes = []
+    if params.rl.eval_prompts < 128:
+        notes.append(f"rl.eval_prompts={params.rl.eval_prompts}: fewer than 128 test prompts give a weak paired "
+                     "test of the RL gain; fine for a smoke run, raise it for results")
+    return notes
+
+
+def warn_recommendations(params: Params) -> None:
+    for note in recommendations(params):
+        warnings.warn(note, UserWarning, stacklevel=2)
+
+
+class _Yaml12Floats(yaml.SafeLoader):
+    """PyYAML follows YAML 1.1, where ``1e-4`` (no dot) is a string; YAML 1.2, which DVC writes with
+    ``dvc exp run -S``, reads it as a float. Resolve floats the 1.2 way so strict typing accepts them."""
+
+
+_Yaml12Floats.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str):
+    """YAML with 1.2-style floats (see :class:`_Yaml12Floats`); ints stay ints."""
+    return yaml.load(text, Loader=_Yaml12Floats)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: not found (run from the project root, where params.yaml lives)")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_yaml(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping at the top level")
     return validate_params(raw, str(path))

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import torch
 
-from negopt.params import Params, load_params
+from negopt.params import Params, load_params, warn_recommendations
 
 
 def seed_everything(seed: int) -> None:
@@ -28,6 +28,7 @@ def resolve_device(choice: str = "auto") -> torch.device:
 def start_stage(params_path: str = "params.yaml") -> Params:
     """Validate params, seed everything, and keep the tiny profile off the network."""
     params = load_params(params_path)
+    warn_recommendations(params)
     if params.profile == "tiny":
         # The tiny profile is built locally; any hub call would be a bug, so make it fail loudly.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

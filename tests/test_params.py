@@ -50,3 +50,73 @@ def test_unknown_source_rejected(raw):
     bad["data"]["source"] = "ftp"
     with pytest.raises(ParamsError, match=r"data\.source"):
         validate_params(bad)
+
+
+def _defaults_vs_yaml(model_cls, data: dict, prefix: str = "") -> list[str]:
+    """Every schema default that params.yaml does not repeat exactly (or a schema field it lacks)."""
+    diffs = []
+    for name, field in model_cls.model_fields.items():
+        key = f"{prefix}{name}"
+        if name not in data:
+            diffs.append(f"{key}: missing from params.yaml")
+        elif isinstance(field.annotation, type) and hasattr(field.annotation, "model_fields"):
+            diffs += _defaults_vs_yaml(field.annotation, data[name], key + ".")
+        elif not field.is_required() and field.get_default(call_default_factory=True) != data[name]:
+            diffs.append(f"{key}: schema {field.default!r} vs params.yaml {data[name]!r}")
+    return diffs
+
+
+def test_schema_defaults_equal_params_yaml(root):
+    """One home for defaults: params.yaml repeats the schema's values (DVC tracks them), never others."""
+    from negopt.params import Params, read_yaml
+
+    assert _defaults_vs_yaml(Params, read_yaml((root / "params.yaml").read_text())) == []
+
+
+def test_drift_is_detected(raw):
+    from negopt.params import Params
+
+    drifted = copy.deepcopy(raw)
+    drifted["sft"]["max_steps"] = 600
+    assert _defaults_vs_yaml(Params, drifted) == ["sft.max_steps: schema 400 vs params.yaml 600"]
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [("sft", "max_steps", "400"), ("data", "clean", None), ("sft", "do_sample", "yes"),
+     ("rl", "k", 4.0), ("sft", "max_steps", True), ("rl", "learning_rate", "6e-4")],
+)
+def test_strict_types_name_the_key(raw, section, key, value):
+    bad = copy.deepcopy(raw)
+    if value is None:  # a section given as a scalar
+        bad[section][key] = "none"
+    else:
+        bad[section][key] = value
+    with pytest.raises(ParamsError, match=rf"{section}\.{key}"):
+        validate_params(bad)
+
+
+def test_yaml_floats_without_a_dot_are_floats(tmp_path, root):
+    """`dvc exp run -S rl.learning_rate=1e-05` writes YAML 1.2's 1e-05, a string to PyYAML."""
+    text = (root / "params.yaml").read_text().replace("learning_rate: 0.0006", "learning_rate: 1e-05")
+    assert "learning_rate: 1e-05" in text
+    (tmp_path / "params.yaml").write_text(text)
+    assert load_params(tmp_path / "params.yaml").rl.learning_rate == pytest.approx(1e-5)
+
+
+def test_image_size_must_be_a_multiple_of_8(raw):
+    bad = copy.deepcopy(raw)
+    bad["models"]["paper"]["image_size"] = 500
+    with pytest.raises(ParamsError, match=r"models\.paper\.image_size.*multiple of 8"):
+        validate_params(bad)
+
+
+def test_small_eval_is_a_warning_not_an_error(raw):
+    from negopt.params import recommendations
+
+    small = copy.deepcopy(raw)
+    small["rl"]["eval_prompts"] = 16
+    p = validate_params(small)  # valid: smoke runs stay possible
+    notes = recommendations(p)
+    assert len(notes) == 1 and notes[0].startswith("rl.eval_prompts=16")
+    assert recommendations(validate_params(raw)) == []
