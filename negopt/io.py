@@ -1,7 +1,9 @@
 """Atomic writes and small file helpers.
 
-Every output goes to a temporary sibling first and is renamed into place, so a crash never leaves a
-half-written file that a later stage (or DVC) would take for a finished one.
+Every output goes to a temporary sibling first, is flushed to disk (``fsync`` of the file, or of every
+file in a folder) and renamed into place, and the parent folder is fsynced after the rename. So a crash,
+even a power loss, never leaves a half-written file that a later stage (or DVC) would take for a
+finished one: a reader sees the old version or the new one.
 """
 
 from __future__ import annotations
@@ -21,6 +23,23 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def fsync_path(path: str | Path) -> None:
+    """Flush a file, or a folder's entries, to disk (a folder fsync makes renames inside it durable)."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if Path(path).is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file and folder under ``root`` (bottom-up), then ``root`` itself."""
+    for folder, _, files in os.walk(root, topdown=False):
+        for name in files:
+            fsync_path(Path(folder) / name)
+        fsync_path(folder)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temp path next to ``path``; on success rename it onto ``path``.
@@ -37,7 +56,9 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         # mkstemp creates 0600; give the final file the usual umask-derived mode.
         if tmp_path.exists():
             os.chmod(tmp_path, 0o666 & ~_UMASK)
+            fsync_path(tmp_path)
         os.replace(tmp_path, path)
+        fsync_path(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -51,6 +72,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
+        fsync_tree(tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             if old.exists():
@@ -60,6 +82,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(old)
         else:
             os.replace(tmp, path)
+        fsync_path(path.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
