@@ -1,4 +1,5 @@
 import copy
+import re
 
 import pytest
 import yaml
@@ -120,3 +121,54 @@ def test_small_eval_is_a_warning_not_an_error(raw):
     notes = recommendations(p)
     assert len(notes) == 1 and notes[0].startswith("rl.eval_prompts=16")
     assert recommendations(validate_params(raw)) == []
+
+
+def _leaves(data: dict, prefix: tuple = ()) -> list[tuple]:
+    out = []
+    for key, value in data.items():
+        out += _leaves(value, prefix + (key,)) if isinstance(value, dict) else [prefix + (key,)]
+    return out
+
+
+def _sections(data: dict, prefix: tuple = ()) -> list[tuple]:
+    out = [prefix] if prefix else []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out += _sections(value, prefix + (key,))
+    return out
+
+
+def _set(d: dict, path: tuple, value) -> dict:
+    d = copy.deepcopy(d)
+    node = d
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return d
+
+
+def test_every_key_rejects_a_wrong_type_naming_it(raw):
+    """A mapping is the wrong type for every leaf (str, number, bool, list): each error names its key."""
+    for path in _leaves(raw):
+        with pytest.raises(ParamsError, match=rf"{re.escape('.'.join(path))}:"):
+            validate_params(_set(raw, path, {"not": "a leaf"}))
+
+
+def test_every_section_rejects_an_unknown_key_naming_it(raw):
+    for path in _sections(raw):
+        with pytest.raises(ParamsError, match=rf"{re.escape('.'.join(path))}\.typo_key"):
+            validate_params(_set(raw, path + ("typo_key",), 1))
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [(("sft", "learning_rate"), -1e-3, "greater than 0"), (("rl", "learning_rate"), 0.0, "greater than 0"),
+     (("rl", "k"), 1, "greater than or equal to 2"), (("models", "tiny", "image_size"), 60, "multiple of 8"),
+     (("profile",), "huge", "'tiny' or 'paper'"), (("data", "split", "test"), 1.5, "less than or equal to 1"),
+     (("rl", "top_p"), 0.0, "greater than 0"), (("sft", "repetition_penalty"), 0.5, "greater than or equal to 1"),
+     (("base", "device"), "tpu", "'auto', 'cpu' or 'cuda'"), (("generate", "methods"), ["sft", "dalle"], "generate.methods.1")],
+)
+def test_out_of_range_values_name_the_key_and_the_bound(raw, path, value, message):
+    with pytest.raises(ParamsError) as err:
+        validate_params(_set(raw, path, value))
+    assert ".".join(path) in str(err.value) and message in str(err.value), str(err.value)
