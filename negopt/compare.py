@@ -13,6 +13,7 @@ import math
 import sys
 from pathlib import Path
 
+from negopt.errors import ParamsError
 from negopt.io import write_bytes, write_json
 
 # The metrics the paper compares, with the labels the table and plots use.
@@ -56,7 +57,7 @@ def compare_methods(
             }
             out.setdefault(cand, {})[f"vs_{base}"] = gains
     if not out:
-        raise ValueError(
+        raise ParamsError(
             f"compare: no candidate/baseline pair found in eval.json (methods there: {sorted(eval_metrics)}); "
             "set compare.candidates and compare.baselines to methods listed in generate.methods"
         )

@@ -13,14 +13,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from negopt.errors import ParamsError, require_input
 from negopt.generate import MANIFEST
 
 
 def read_manifest(images_dir: str | Path) -> pd.DataFrame:
-    path = Path(images_dir) / MANIFEST
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run the generate stage first (python stages/generate.py)")
-    return pd.read_parquet(path)
+    return pd.read_parquet(require_input(Path(images_dir) / MANIFEST, "generate"))
 
 
 def load_images(images_dir: str | Path, files: list[str]) -> torch.Tensor:
@@ -54,7 +52,7 @@ def evaluate_method(
     from negopt.metrics import inception_score
 
     if len(images) < is_splits:
-        raise ValueError(
+        raise ParamsError(
             f"evaluate.is_splits={is_splits} exceeds the {len(images)} images of a method: "
             "lower evaluate.is_splits or raise generate.num_prompts / generate.seeds_per_prompt"
         )

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from negopt.errors import MissingInputError, ParamsError, require_input
 from negopt.io import atomic_path, write_parquet
 from negopt.params import METHODS, Params
 
@@ -50,12 +51,10 @@ def prompt_seeds(seed: int, num_prompts: int, seeds_per_prompt: int) -> list[lis
 
 def load_test_prompts(test_parquet: str | Path, num_prompts: int) -> pd.DataFrame:
     """The first ``num_prompts`` rows (prompt, negative_prompt) of the clean test split, in file order."""
-    path = Path(test_parquet)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run the clean stage first (python stages/clean.py)")
+    path = require_input(test_parquet, "clean")
     df = pd.read_parquet(path, columns=["prompt", "negative_prompt"])
     if len(df) < num_prompts:
-        raise ValueError(
+        raise ParamsError(
             f"generate.num_prompts={num_prompts} but {path} has only {len(df)} rows: lower generate.num_prompts"
         )
     return df.iloc[:num_prompts].reset_index(drop=True)
@@ -75,10 +74,10 @@ def check_method_models(params: Params, methods: Sequence[str]) -> None:
         if not (path / "config.json").exists():
             problems.append(
                 f"generate.methods lists {method!r} but {path} (paths.{method}) holds no trained model: "
-                f"run `python stages/{method}.py` (or `dvc repro {method}`), or drop {method!r} from generate.methods"
+                f"run `dvc repro {method}`, or drop {method!r} from generate.methods"
             )
     if problems:
-        raise FileNotFoundError("\n".join(problems))
+        raise MissingInputError("\n".join(problems))
 
 
 def model_negatives(params: Params, method: str, prompts: list[str], device: torch.device) -> list[str]:

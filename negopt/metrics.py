@@ -23,6 +23,8 @@ from torch import nn
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
+from negopt.errors import MissingInputError
+
 PAPER_INCEPTION = "inception-v3-compat"
 _INCEPTION_CLASSES: dict[int, type[FeatureExtractorInceptionV3]] = {299: FeatureExtractorInceptionV3}
 
@@ -55,7 +57,7 @@ def check_inception_weights(path: str) -> None:
     from pathlib import Path
 
     if not Path(path).is_file():
-        raise FileNotFoundError(f"Inception weights not found at {path} (profile field `inception`)")
+        raise MissingInputError(f"Inception weights not found at {path} (profile field `inception`)")
     torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 
 

@@ -24,6 +24,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from negopt.errors import ParamsError
+
 Pos = Annotated[float, Field(gt=0)]
 NonNeg = Annotated[float, Field(ge=0)]
 PosInt = Annotated[int, Field(gt=0)]
@@ -242,10 +244,6 @@ class Params(Section):
     def active(self) -> Profile:
         """The model profile that ``profile`` selects."""
         return getattr(self.models, self.profile)
-
-
-class ParamsError(ValueError):
-    """params.yaml failed validation; the message names each bad key."""
 
 
 def format_errors(err: ValidationError, source: str) -> str:

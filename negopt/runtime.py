@@ -8,6 +8,7 @@ import random
 import numpy as np
 import torch
 
+from negopt.errors import ParamsError
 from negopt.params import Params, load_params, warn_recommendations
 
 
@@ -19,7 +20,7 @@ def seed_everything(seed: int) -> None:
 
 def resolve_device(choice: str = "auto") -> torch.device:
     if choice == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("base.device: cuda was asked for but no CUDA device is visible; use auto or cpu")
+        raise ParamsError("base.device: cuda was asked for but no CUDA device is visible; use auto or cpu")
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(choice)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from negopt.errors import UserError
 from negopt.params import Params, Sft, load_params
 from negopt.sft import decode_negatives, generate_negatives
 
@@ -11,7 +12,7 @@ from negopt.sft import decode_negatives, generate_negatives
 SAMPLE_TOP_P = 0.95
 
 
-class NoModelError(FileNotFoundError):
+class NoModelError(UserError, FileNotFoundError):
     """No trained policy where one was expected; the message says how to train one."""
 
 
@@ -24,8 +25,7 @@ def newest_model(candidates: list[Path]) -> Path:
     found = [p for p in candidates if is_model_dir(p)]
     if not found:
         names = ", ".join(str(p) for p in candidates)
-        raise NoModelError(f"no trained model in {names}: train one with `python stages/sft.py` "
-                           "(or `dvc repro sft`), or pass --model PATH")
+        raise NoModelError(f"no trained model in {names}: train one with `dvc repro sft`, or pass --model PATH")
     return max(found, key=lambda p: (p / "config.json").stat().st_mtime)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from negopt.data.clean import run_clean
+from negopt.errors import MissingInputError, require_input, run_stage
 from negopt.io import write_json
 from negopt.runtime import start_stage
 
@@ -17,12 +18,10 @@ from negopt.runtime import start_stage
 def main() -> None:
     params = start_stage()
     paths = params.paths
-    raw = Path(paths.raw) / "pairs.parquet"
-    if not raw.exists():
-        raise SystemExit(f"clean: {raw} not found; run the scrape stage first (dvc repro scrape)")
+    raw = require_input(Path(paths.raw) / "pairs.parquet", "scrape")
     report = run_clean(raw, paths.clean, params.data.clean, params.data.split)
     if report["rows_train"] == 0:
-        raise SystemExit(f"clean: no training rows left ({report['dropped']}); loosen data.clean bounds")
+        raise MissingInputError(f"clean: no training rows left ({report['dropped']}); loosen data.clean bounds")
     write_json(Path(paths.metrics) / "data.json", report)
     print(f"clean: {report['rows_in']} rows in, {report['rows_out']} out "
           f"(train {report['rows_train']}, val {report['rows_val']}, test {report['rows_test']}); "
@@ -30,4 +29,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

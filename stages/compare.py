@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from negopt.compare import gains_markdown, metrics_markdown, save_pngs, write_comparison
+from negopt.errors import require_input, run_stage
 from negopt.evaluate import read_manifest
 from negopt.io import read_json
 from negopt.report import render_report, write_report
@@ -15,12 +16,7 @@ from negopt.runtime import start_stage
 def main() -> None:
     params = start_stage()
     paths, cfg = params.paths, params.compare
-    eval_path = Path(paths.metrics) / "eval.json"
-    if not eval_path.exists():
-        raise FileNotFoundError(
-            f"{eval_path} not found: run the evaluate stage first (python stages/evaluate.py)"
-        )
-    eval_metrics = read_json(eval_path)
+    eval_metrics = read_json(require_input(Path(paths.metrics) / "eval.json", "evaluate"))
     comparison, pngs = write_comparison(
         eval_metrics,
         list(cfg.candidates),
@@ -40,4 +36,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from negopt.errors import run_stage
 from negopt.evaluate import evaluate_all, read_manifest
 from negopt.io import write_json
 from negopt.runtime import resolve_device, start_stage
@@ -40,4 +41,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

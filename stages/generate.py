@@ -13,6 +13,7 @@ from pathlib import Path
 
 from accelerate import PartialState
 
+from negopt.errors import run_stage
 from negopt.generate import MANIFEST, generate_all
 from negopt.runtime import resolve_device, start_stage
 
@@ -36,4 +37,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

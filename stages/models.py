@@ -9,12 +9,11 @@ paper: builds nothing; fails before any work starts, listing every weight that i
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-import pandas as pd
-
+from negopt.data.splits import read_split
+from negopt.errors import ParamsError, run_stage
 from negopt.io import atomic_dir, write_json
 from negopt.models.check import format_table
 from negopt.models.loader import MissingWeightsError, check_profile, require_profile
@@ -24,16 +23,8 @@ from negopt.runtime import start_stage
 
 def train_texts(clean_dir: str) -> list[str]:
     """Prompts and negatives of the train split: the text both tiny tokenizers learn their vocabulary from."""
-    path = Path(clean_dir) / "train.parquet"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} not found: run `python stages/scrape.py && python stages/clean.py` first"
-        )
-    df = pd.read_parquet(path, columns=["prompt", "negative_prompt"])
-    texts = [t for col in ("prompt", "negative_prompt") for t in df[col].dropna().astype(str)]
-    if not texts:
-        raise ValueError(f"{path} has no text: loosen data.clean rules")
-    return texts
+    df = read_split(clean_dir, "train")
+    return [t for col in ("prompt", "negative_prompt") for t in df[col].dropna().astype(str)]
 
 
 def check_tiny_paths(params) -> None:
@@ -43,7 +34,7 @@ def check_tiny_paths(params) -> None:
     for field in ("policy", "sd", "clip_pretrained", "clip_config", "aesthetic", "inception"):
         value = getattr(p, field)
         if value and root not in Path(value).resolve().parents:
-            raise ValueError(
+            raise ParamsError(
                 f"models.tiny.{field} = {value!r} is outside paths.tiny_models ({root}); fix params.yaml"
             )
 
@@ -51,11 +42,7 @@ def check_tiny_paths(params) -> None:
 def main() -> None:
     params = start_stage()
     if params.profile == "paper":
-        try:
-            require_profile(params)
-        except MissingWeightsError as err:
-            print(err, file=sys.stderr)
-            sys.exit(1)
+        require_profile(params)
         if not Path(params.paths.tiny_models).exists():  # the declared output; keep a tiny zoo built by hand
             with atomic_dir(params.paths.tiny_models) as tmp:
                 write_json(
@@ -78,8 +65,8 @@ def main() -> None:
     print(format_table(statuses, "tiny"))
     print(f"tiny zoo built in {time.perf_counter() - start:.1f} s")
     if not all(s.available for s in statuses):
-        sys.exit(1)
+        raise MissingWeightsError(f"the tiny zoo was built but is incomplete:\n{format_table(statuses, 'tiny')}")
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -14,11 +14,12 @@ import json
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
 from accelerate import Accelerator
 from dvclive import Live
 
+from negopt.data.splits import read_split
+from negopt.errors import run_stage
 from negopt.io import atomic_dir, write_json, write_text
 from negopt.models.loader import load_policy, load_scorer, load_sd_pipeline, require_profile
 from negopt.rl.evaluate import evaluate_rl
@@ -30,13 +31,8 @@ LIVE_DIR = "dvclive/rl"
 
 
 def read_prompts(clean_dir: str, split: str) -> list[str]:
-    path = Path(clean_dir) / f"{split}.parquet"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: produce it with `python stages/scrape.py && python stages/clean.py`")
-    prompts = list(dict.fromkeys(pd.read_parquet(path, columns=["prompt"]).prompt.tolist()))
-    if not prompts:
-        raise ValueError(f"{path} has no prompts: loosen data.clean rules or change data.split")
-    return prompts
+    """The split's distinct prompts, in file order."""
+    return list(dict.fromkeys(read_split(clean_dir, split, ("prompt",)).prompt.tolist()))
 
 
 def model_card(params, metrics: dict, examples: list[dict], seconds: dict) -> str:
@@ -130,4 +126,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from negopt.data.sources import load_source
+from negopt.errors import UserError, run_stage
 from negopt.io import write_json, write_parquet
 from negopt.runtime import start_stage
 
@@ -20,11 +21,11 @@ def main() -> None:
     checkpoint_dir.mkdir(parents=True, exist_ok=True)  # a declared DVC output, even when unused
     df, stats = load_source(params.data, checkpoint_dir=checkpoint_dir)
     if df.empty:
-        raise SystemExit(f"scrape: data.source={params.data.source} gave no rows; nothing to clean")
+        raise UserError(f"scrape: data.source={params.data.source} gave no rows; nothing to clean")
     write_parquet(Path(paths.raw) / "pairs.parquet", df)
     write_json(Path(paths.metrics) / "scrape.json", stats)
     print(f"scrape: {len(df)} rows from {params.data.source} -> {paths.raw}/pairs.parquet")
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -13,6 +13,8 @@ from pathlib import Path
 import pandas as pd
 from dvclive import Live
 
+from negopt.data.splits import read_split
+from negopt.errors import run_stage
 from negopt.io import atomic_dir, write_json
 from negopt.models.loader import load_policy
 from negopt.runtime import resolve_device, start_stage
@@ -29,16 +31,6 @@ from negopt.sft import (
 )
 
 LIVE_DIR = "dvclive/sft"
-
-
-def read_split(clean_dir: str, name: str) -> pd.DataFrame:
-    path = Path(clean_dir) / f"{name}.parquet"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: produce it with `python stages/scrape.py && python stages/clean.py`")
-    df = pd.read_parquet(path, columns=["prompt", "negative_prompt"])
-    if df.empty:
-        raise ValueError(f"{path} has no rows: loosen data.clean rules or change data.split")
-    return df
 
 
 def main() -> None:
@@ -93,4 +85,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -78,7 +78,8 @@ def test_stage_deps_are_exactly_its_imports(name):
     needed = code_closure(ROOT / script)
     declared = declared_code_deps(stage)
     missing, extra = sorted(needed - declared), sorted(declared - needed)
-    assert not missing, f"{name}: imported but not in deps (edits would not re-run it): {', '.join(missing)}"
+    assert not missing, (f"{name}: imported but not in deps (edits would not re-run it): {', '.join(missing)}; "
+                         "`python tests/test_dvc_deps.py` rewrites dvc.yaml")
     assert not extra, f"{name}: in deps but never imported (edits would re-run it): {', '.join(extra)}"
 
 
@@ -89,3 +90,31 @@ def test_closure_follows_function_level_and_from_imports(tmp_path):
     closure = code_closure(ROOT / "stages" / "compare.py")
     assert {"stages/compare.py", "negopt/__init__.py", "negopt/compare.py", "negopt/io.py"} <= closure
     assert not any(p.startswith("negopt/rl") for p in closure)
+
+
+def sync_dvc_yaml(path: Path = ROOT / "dvc.yaml") -> None:
+    """Rewrite each stage's code deps in dvc.yaml to its import closure (comments and data deps kept)."""
+    import re
+
+    lines, out, stage, i = path.read_text().splitlines(), [], None, 0
+    while i < len(lines):
+        line = lines[i]
+        m = re.match(r"^  (\w+):$", line)
+        stage = m.group(1) if m and m.group(1) in STAGES else stage
+        out.append(line)
+        i += 1
+        if stage and line.strip() == "deps:":
+            item = line[: len(line) - len(line.lstrip())] + "  - "
+            rest = []
+            while i < len(lines) and lines[i].startswith(item):
+                if not lines[i][len(item):].startswith(("negopt", "stages")):
+                    rest.append(lines[i])
+                i += 1
+            closure = code_closure(ROOT / f"stages/{stage}.py")
+            out += [f"{item}{p}" for p in sorted(closure, key=lambda p: (not p.startswith("stages"), p))] + rest
+            stage = None
+    path.write_text("\n".join(out) + "\n")
+
+
+if __name__ == "__main__":  # `python tests/test_dvc_deps.py`: fix dvc.yaml after adding an import
+    sync_dvc_yaml()

@@ -80,5 +80,5 @@ def test_evaluate_all_by_hand(images_dir, monkeypatch):
 
 
 def test_missing_manifest_names_the_stage(tmp_path):
-    with pytest.raises(FileNotFoundError, match="generate stage"):
+    with pytest.raises(FileNotFoundError, match="dvc repro generate"):
         read_manifest(tmp_path)

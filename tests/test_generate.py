@@ -92,7 +92,7 @@ def test_load_test_prompts(tmp_path):
     assert df["prompt"].tolist() == PROMPTS[:3] and df["negative_prompt"].tolist() == GT[:3]
     with pytest.raises(ValueError, match="generate.num_prompts=9"):
         load_test_prompts(path, 9)
-    with pytest.raises(FileNotFoundError, match="clean stage"):
+    with pytest.raises(FileNotFoundError, match="dvc repro clean"):
         load_test_prompts(tmp_path / "nope.parquet", 1)
 
 
@@ -112,7 +112,7 @@ def project_params(tmp: Path, methods: list[str]) -> dict:
 
 def test_missing_model_is_a_clear_error(tmp_path):
     params = validate_params(project_params(tmp_path, ["none", "rl"]))
-    with pytest.raises(FileNotFoundError, match=r"'rl'.*paths\.rl.*stages/rl\.py"):
+    with pytest.raises(FileNotFoundError, match=r"'rl'.*paths\.rl.*dvc repro rl"):
         check_method_models(params, ["none", "rl"])
     check_method_models(params, ["none", "generic"])  # no model needed
 

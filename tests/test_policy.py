@@ -57,9 +57,9 @@ def test_load_policy_generates_and_moves_to_device(t5_dir):
 
 
 def test_load_policy_missing_local_folder_says_how_to_build(tmp_path):
-    with pytest.raises(FileNotFoundError, match="stages/models.py"):
+    with pytest.raises(FileNotFoundError, match="dvc repro models"):
         load_policy(str(tmp_path / "nope"))
-    with pytest.raises(FileNotFoundError, match="stages/sft.py"):
+    with pytest.raises(FileNotFoundError, match="dvc repro sft"):
         load_policy("models/sft-that-does-not-exist")
 
 

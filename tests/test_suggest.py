@@ -61,7 +61,7 @@ def test_suggest_num_samples_n_lines_reproducibly(trained, project):
 def test_suggest_without_trained_model_fails_clearly(project):
     result = CliRunner().invoke(app, ["suggest", "a cat"])
     assert result.exit_code == 1
-    assert "no trained model" in result.stderr and "stages/sft.py" in result.stderr
+    assert "no trained model" in result.stderr and "dvc repro sft" in result.stderr
     result = CliRunner().invoke(app, ["suggest", "a cat", "--model", str(project / "nowhere")])
     assert result.exit_code == 1 and "not a trained model folder" in result.stderr
 

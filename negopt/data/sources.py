@@ -13,12 +13,13 @@ import pandas as pd
 
 from negopt.data.sample import generate_sample
 from negopt.data.schema import conform
+from negopt.errors import UserError
 from negopt.params import Data, HfSource
 
 REQUIRED = ("prompt", "negative_prompt")
 
 
-class SourceError(RuntimeError):
+class SourceError(UserError, RuntimeError):
     """A source cannot be read; the message names the param and the fix."""
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from negopt.errors import UserError
 from negopt.models.policy import load_policy as load_policy  # re-exported: every stage imports it from here
 from negopt.params import Params, Profile
 
@@ -25,7 +26,7 @@ SD_SUBFOLDERS = ("unet", "vae", "text_encoder")  # what the pipeline loads; the 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
-class MissingWeightsError(RuntimeError):
+class MissingWeightsError(UserError, RuntimeError):
     """A profile component is not available offline; the message lists every one and how to get it."""
 
 

@@ -19,6 +19,7 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
+from negopt.errors import MissingInputError
 from negopt.io import atomic_dir
 
 # T5's id layout: decoder_start = pad = 0, eos = 1, unk = 2 (the model config relies on these ids).
@@ -88,9 +89,9 @@ def load_policy(name_or_path: str | Path, device: torch.device | None = None):
         raise ValueError("load_policy: empty model name; set models.<profile>.policy in params.yaml")
     local = Path(name)
     if not local.exists() and (name.startswith((".", "/")) or local.parts[0] in ("models", "checkpoints")):
-        raise FileNotFoundError(
-            f"policy {name!r} not found: build the tiny zoo (python stages/models.py) or train it "
-            "(python stages/sft.py), or point params models.<profile>.policy at a hub id")
+        raise MissingInputError(
+            f"policy {name!r} not found: build the tiny zoo (`dvc repro models`) or train it "
+            "(`dvc repro sft`), or point params models.<profile>.policy at a hub id")
     tokenizer = AutoTokenizer.from_pretrained(name)
     model = AutoModelForSeq2SeqLM.from_pretrained(name)
     if device is not None:

@@ -1,0 +1,53 @@
+"""A user's mistake prints one message and exits 2 without a traceback; a bug keeps its traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from negopt.errors import MissingInputError, ParamsError, UserError, require_input, run_stage
+
+
+def test_run_stage_turns_a_user_error_into_one_line_and_exit_2(capsys):
+    def main():
+        raise MissingInputError("data/clean/train.parquet not found: run `dvc repro clean` first")
+
+    with pytest.raises(SystemExit) as ex:
+        run_stage(main)
+    assert ex.value.code == 2
+    assert capsys.readouterr().err == "error: data/clean/train.parquet not found: run `dvc repro clean` first\n"
+
+
+def test_run_stage_lets_a_bug_raise():
+    def main():
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError):
+        run_stage(main)
+
+
+def test_one_type_per_condition_and_fixes_name_dvc(tmp_path):
+    with pytest.raises(MissingInputError, match=r"run `dvc repro scrape` first"):
+        require_input(tmp_path / "pairs.parquet", "scrape")
+    assert issubclass(ParamsError, UserError) and issubclass(ParamsError, ValueError)
+    assert issubclass(MissingInputError, UserError) and issubclass(MissingInputError, FileNotFoundError)
+    from negopt.data.sources import SourceError
+    from negopt.models.loader import MissingWeightsError
+
+    assert issubclass(SourceError, UserError) and issubclass(MissingWeightsError, UserError)
+
+
+def test_a_file_without_negative_prompt_stops_scrape_with_one_message(root, tmp_path):
+    (tmp_path / "pairs.csv").write_text("prompt,negative\na cat,ugly\n")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"]["source"] = "file:pairs.csv"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = subprocess.run([sys.executable, str(root / "stages" / "scrape.py")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(root), "PATH": ""})
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: data.source=file:pairs.csv: missing required column(s) negative_prompt")
+    assert not (tmp_path / "data" / "raw" / "pairs.parquet").exists()
