@@ -51,28 +51,33 @@ def models_check(
 
 @app.command("suggest")
 def suggest_cmd(
-    prompt: str = typer.Argument(..., help="the text-to-image prompt"),
+    prompt: str = typer.Argument(None, help="the text-to-image prompt (or use --file)"),
+    file: Path = typer.Option(None, "--file", help="a text file of prompts, one per line"),
     model: Path = typer.Option(None, "--model", help="model folder (default: newest of paths.rl, paths.sft)"),
-    num: int = typer.Option(1, "--num", min=1, help="how many negatives; more than 1 samples (top-p)"),
-    seed: int = typer.Option(0, "--seed", help="sampling seed"),
-    path: Path = typer.Option(Path("params.yaml"), "--params", help="params file (model paths, task prefix)"),
+    num: int = typer.Option(1, "--num", min=1, help="negatives per prompt (beams, or samples if decode.do_sample)"),
+    seed: int = typer.Option(0, "--seed", help="sampling seed (used when decode.do_sample is true)"),
+    path: Path = typer.Option(Path("params.yaml"), "--params", help="params file (model paths, decode)"),
 ) -> None:
-    """Print negative prompts for PROMPT from a trained policy, one per line."""
-    from negopt.params import ParamsError
-    from negopt.suggest import NoModelError, newest_model, read_params, suggest
+    """Print negative prompts, one per line, in prompt order (``--num`` lines per prompt)."""
+    from negopt.errors import UserError
+    from negopt.suggest import NoModelError, newest_model, read_params, read_prompt_file, suggest
 
     try:
+        if (prompt is None) == (file is None):
+            raise UserError("give one PROMPT argument or --file prompts.txt, not both or neither")
+        prompts = [prompt] if prompt is not None else read_prompt_file(file)
         p = read_params(path)
         candidates = [Path(p.paths.rl), Path(p.paths.sft)] if p else [Path("models/rl"), Path("models/sft")]
         chosen = model if model is not None else newest_model(candidates)
         if not (chosen / "config.json").is_file():
             raise NoModelError(f"--model {chosen}: not a trained model folder (no config.json)")
-    except (ParamsError, NoModelError) as err:
+        typer.echo(f"model: {chosen}", err=True)
+        negatives = suggest(prompts, chosen, num=num, params=p, seed=seed)
+    except UserError as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"model: {chosen}", err=True)
-    for negative in suggest(prompt, chosen, num=num, sft=p.sft if p else None, seed=seed):
-        typer.echo(negative)
+    for negative in negatives:
+        typer.echo(negative.replace("\n", " "))  # one output line per negative, in order
 
 
 if __name__ == "__main__":

@@ -81,12 +81,10 @@ def check_method_models(params: Params, methods: Sequence[str]) -> None:
 
 
 def model_negatives(params: Params, method: str, prompts: list[str], device: torch.device) -> list[str]:
-    """Deterministic negatives from models/sft or models/rl: the deployed decode (``decode_negatives``)."""
-    from negopt.models.loader import load_policy
-    from negopt.sft import decode_negatives
+    """Negatives from models/sft or models/rl under the deployed decode (``negopt.decode``)."""
+    from negopt.decode import NegativePromptGenerator
 
-    model, tokenizer = load_policy(str(method_model_path(params, method)), device=device)
-    return decode_negatives(model, tokenizer, prompts, params.sft, do_sample=False)
+    return NegativePromptGenerator.from_params(method_model_path(params, method), params, device)(prompts)
 
 
 def method_negatives(

@@ -168,12 +168,19 @@ class Sft(Section):
     weight_decay: NonNeg = 0.0
     eval_steps: PosInt = 100
     save_steps: PosInt = 100
-    num_beams: PosInt = 1
-    do_sample: bool = False
-    max_new_tokens: PosInt = 48
-    repetition_penalty: Annotated[float, Field(ge=1.0, le=3.0)] = 1.3
     max_eval_samples: PosInt = 512
     max_test_samples: PosInt = 1000
+
+
+class Decode(Section):
+    """The deployed decode (negopt/decode.py): sft ROUGE, the rl test, generate, suggest, the Python API."""
+
+    num_beams: PosInt = 1
+    do_sample: bool = False  # true: nucleus samples at top_p / temperature
+    top_p: Annotated[float, Field(gt=0, le=1)] = 0.95
+    temperature: Pos = 1.0
+    max_new_tokens: PosInt = 48
+    repetition_penalty: Annotated[float, Field(ge=1.0, le=3.0)] = 1.3
 
 
 class RewardWeights(Section):
@@ -235,6 +242,7 @@ class Params(Section):
     data: Data = Data()
     models: Models
     sft: Sft = Sft()
+    decode: Decode = Decode()
     rl: Rl = Rl()
     generate: Generate = Generate()
     evaluate: Evaluate = Evaluate()

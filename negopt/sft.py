@@ -15,9 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from rouge_score import rouge_scorer
-from tqdm.auto import tqdm
 from transformers import (
     DataCollatorForSeq2Seq,
     Seq2SeqTrainer,
@@ -27,15 +25,11 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from negopt.io import write_json, write_text
+from negopt.decode import format_source
+from negopt.io import write_json
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
 FINGERPRINT = "fingerprint.json"
-
-
-def format_source(prompt: str, task_prefix: str) -> str:
-    """The encoder input used everywhere (SFT, RL, suggest): the task prefix, then the prompt."""
-    return f"{task_prefix}{prompt.strip()}"
 
 
 def encode_pairs(tokenizer, prompts: Sequence[str], negatives: Sequence[str], task_prefix: str,
@@ -141,43 +135,6 @@ def train_sft(model, tokenizer, train_features: list[dict], eval_features: list[
             "global_step": int(trainer.state.global_step), "resumed_from_step": resumed}
 
 
-@torch.no_grad()
-def generate_negatives(model, tokenizer, prompts: Sequence[str], task_prefix: str, max_source_length: int,
-                       max_new_tokens: int, num_beams: int = 1, do_sample: bool = False, batch_size: int = 64,
-                       seed: int | None = None, progress: bool = False, **generate_kwargs) -> list[str]:
-    """One negative prompt per prompt, in order; extra kwargs (top_p, temperature) go to `generate`."""
-    if seed is not None:
-        torch.manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    out: list[str] = []
-    starts = range(0, len(prompts), batch_size)
-    for i in tqdm(starts, desc="generate", disable=not progress):
-        batch = [format_source(p, task_prefix) for p in prompts[i:i + batch_size]]
-        enc = tokenizer(batch, max_length=max_source_length, truncation=True, padding=True,
-                        return_tensors="pt").to(model.device)
-        ids = model.generate(**enc, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample,
-                             **generate_kwargs)
-        out += [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
-    model.train(was_training)
-    return out
-
-
-def decode_negatives(model, tokenizer, prompts: Sequence[str], sft, max_new_tokens: int | None = None,
-                     do_sample: bool | None = None, seed: int | None = None, progress: bool = False) -> list[str]:
-    """How a trained policy is used: ``sft.num_beams``, ``sft.repetition_penalty`` and the task prefix.
-
-    One decode for the sft stage's ROUGE, the rl stage's test reward, generate and ``negopt suggest``,
-    so every number describes the negatives a user gets. Greedy output of a small model loops without
-    the repetition penalty (ROUGE-L on the sample fell from 0.45 to 0.18), which is why it is part of it.
-    ``sft`` is the ``sft`` params section; ``max_new_tokens`` and ``do_sample`` override it.
-    """
-    return generate_negatives(model, tokenizer, prompts, sft.task_prefix, sft.max_source_length,
-                              sft.max_new_tokens if max_new_tokens is None else max_new_tokens,
-                              num_beams=sft.num_beams, do_sample=sft.do_sample if do_sample is None else do_sample,
-                              seed=seed, progress=progress, repetition_penalty=sft.repetition_penalty)
-
-
 def most_frequent(texts: Sequence[str]) -> str:
     """The most frequent text; ties go to the alphabetically first, so the baseline is deterministic."""
     if not texts:
@@ -206,15 +163,15 @@ def score_sft(predictions: Sequence[str], references: Sequence[str], train_negat
     return scores
 
 
-def write_model_card(out_dir: str | Path, base_model: str, data: dict[str, Any], params: dict[str, Any],
-                     metrics: dict[str, Any], examples: list[tuple[str, str]] = ()) -> Path:
-    """A short README.md: what the model is, what it was trained on, with which params, how it scores."""
+def model_card_body(base_model: str, data: dict[str, Any], params: dict[str, Any], metrics: dict[str, Any],
+                    examples: list[tuple[str, str]] = ()) -> str:
+    """The card's text: what the model is, how to use it, what it was trained on, how it scores."""
     lines = ["# negopt SFT policy", "",
              f"Seq2seq model fine-tuned from `{base_model}` to map a text-to-image prompt to a negative prompt "
              "(NegOpt step 1, arXiv 2403.07605).", "",
-             "```python", "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer",
-             "model = AutoModelForSeq2SeqLM.from_pretrained(path); tokenizer = AutoTokenizer.from_pretrained(path)",
-             f"# input: {params.get('task_prefix', '')!r} + prompt", "```", "", "## Data", ""]
+             "```python", "from negopt import NegativePromptGenerator",
+             "gen = NegativePromptGenerator.from_pretrained(path)  # reads negopt.json: input format + decode",
+             "gen([\"portrait photo of an old fisherman\"])", "```", "", "## Data", ""]
     lines += [f"- {k}: {v}" for k, v in data.items()]
     lines += ["", "## Parameters", ""] + [f"- {k}: {v!r}" for k, v in params.items()]
     lines += ["", "## Metrics (ROUGE F-measure in [0, 1] on test)", "", "| metric | value |", "|---|---|"]
@@ -222,6 +179,4 @@ def write_model_card(out_dir: str | Path, base_model: str, data: dict[str, Any],
     if examples:
         lines += ["", "## Examples (test)", "", "| prompt | generated negative |", "|---|---|"]
         lines += [f"| {p[:80].replace('|', '/')} | {n[:80].replace('|', '/')} |" for p, n in examples]
-    path = Path(out_dir) / "README.md"
-    write_text(path, "\n".join(lines) + "\n")
-    return path
+    return "\n".join(lines) + "\n"

@@ -1,15 +1,11 @@
-"""`negopt suggest`: negative prompts for a prompt from the newest trained policy."""
+"""`negopt suggest`: negative prompts from the newest trained policy, through the deployed decode."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from negopt.errors import UserError
-from negopt.params import Params, Sft, load_params
-from negopt.sft import decode_negatives, generate_negatives
-
-# Sampling settings for --num > 1: diverse but still close to the model's preferred outputs.
-SAMPLE_TOP_P = 0.95
+from negopt.params import Params, load_params
 
 
 class NoModelError(UserError, FileNotFoundError):
@@ -30,21 +26,32 @@ def newest_model(candidates: list[Path]) -> Path:
 
 
 def read_params(path: str | Path = "params.yaml") -> Params | None:
-    """params.yaml if present (model paths, task prefix); None outside a project folder."""
+    """params.yaml if present (model paths, input format, decode); None outside a project folder."""
     return load_params(path) if Path(path).exists() else None
 
 
-def suggest(prompt: str, model_path: str | Path, num: int = 1, sft: Sft | None = None,
+def read_prompt_file(path: str | Path) -> list[str]:
+    """One prompt per non-empty line (surrounding whitespace dropped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--file {path}: no such file")
+    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise UserError(f"--file {path}: no prompts (one per line)")
+    return prompts
+
+
+def suggest(prompts: str | list[str], model_path: str | Path, num: int = 1, params: Params | None = None,
             seed: int = 0) -> list[str]:
-    """`num` negative prompts for `prompt`: the deployed decode (``decode_negatives``) for 1, nucleus samples for more."""
-    from negopt.models.policy import load_policy  # deferred: torch/transformers load only when needed
+    """``num`` negatives per prompt (prompt-major) from ``model_path`` under the deployed decode.
+
+    Inside a project the ``decode`` and ``sft`` params define the decode and input format (as for
+    generate and the rl test); elsewhere the model's own ``negopt.json`` does.
+    """
+    from negopt.decode import NegativePromptGenerator  # deferred: torch/transformers load only when needed
 
     if num < 1:
-        raise ValueError(f"--num must be >= 1, got {num}")
-    sft = sft or Sft()
-    model, tokenizer = load_policy(str(model_path))
-    if num == 1:
-        return decode_negatives(model, tokenizer, [prompt], sft, seed=seed)
-    return generate_negatives(model, tokenizer, [prompt] * num, sft.task_prefix, sft.max_source_length,
-                              sft.max_new_tokens, num_beams=1, do_sample=True, seed=seed,
-                              repetition_penalty=sft.repetition_penalty, top_p=SAMPLE_TOP_P)
+        raise UserError(f"--num must be >= 1, got {num}")
+    gen = (NegativePromptGenerator.from_params(model_path, params) if params is not None
+           else NegativePromptGenerator.from_pretrained(model_path))
+    return gen(prompts, num=num, seed=seed)

@@ -19,6 +19,7 @@ from accelerate import Accelerator
 from dvclive import Live
 
 from negopt.data.splits import read_split
+from negopt.decode import NegativePromptGenerator
 from negopt.errors import run_stage
 from negopt.io import atomic_dir, write_json, write_text
 from negopt.models.loader import load_policy, load_scorer, load_sd_pipeline, require_profile
@@ -52,7 +53,7 @@ one prompt and seed) from SFT samples ({rl.reward_stats}); KL-to-SFT penalty
 tiny profile's random reward nets, a low KL coefficient or a high learning rate lets RL drift to
 degenerate negatives (repeated commas, byte fragments); the default keeps them readable.
 
-Test ({metrics['n_test']} held-out prompts x {rl.eval_seeds_per_prompt} fixed seeds, greedy decoding with `sft.repetition_penalty`, paired per prompt):
+Test ({metrics['n_test']} held-out prompts x {rl.eval_seeds_per_prompt} fixed seeds, the deployed decode (`decode` params), paired per prompt):
 
 | metric | value |
 |---|---|
@@ -118,8 +119,8 @@ def main() -> None:
         live.summary[key] = metrics[key]
     live.end()
     with atomic_dir(params.paths.rl) as tmp:
-        policy.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        NegativePromptGenerator(policy, tokenizer, params.decode, params.sft.task_prefix,
+                                params.sft.max_source_length).save_pretrained(tmp)
         write_text(Path(tmp) / "README.md", model_card(params, metrics, examples, state.seconds))
     write_json(Path(params.paths.metrics) / "rl.json", metrics)
     print(json.dumps({k: v for k, v in metrics.items() if k.startswith("reward_test")}, indent=1))

@@ -14,20 +14,21 @@ import pandas as pd
 from dvclive import Live
 
 from negopt.data.splits import read_split
+from negopt.decode import NegativePromptGenerator
 from negopt.errors import run_stage
 from negopt.io import atomic_dir, write_json
+from negopt.model_card import write_model_card
 from negopt.models.loader import load_policy
 from negopt.runtime import resolve_device, start_stage
 from negopt.sft import (
     LiveCallback,
-    decode_negatives,
     encode_pairs,
+    model_card_body,
     prepare_checkpoints,
     run_fingerprint,
     score_sft,
     train_sft,
     training_settings,
-    write_model_card,
 )
 
 LIVE_DIR = "dvclive/sft"
@@ -60,7 +61,8 @@ def main() -> None:
                        callbacks=[LiveCallback(live)], resume_from=resume)
     train_seconds = time.perf_counter() - t0
 
-    predictions = decode_negatives(model, tokenizer, test.prompt.tolist(), sft, seed=seed, progress=True)
+    generator = NegativePromptGenerator(model, tokenizer, params.decode, sft.task_prefix, sft.max_source_length)
+    predictions = generator(test.prompt.tolist(), seed=seed, progress=True)
     scores = score_sft(predictions, test.negative_prompt.tolist(), train.negative_prompt.tolist())
     metrics = {"eval_loss": result["eval_loss"], **scores, "train_loss": result["train_loss"],
                "n_train": len(train), "n_val": len(val), "n_test": len(test), "steps": result["global_step"],
@@ -71,13 +73,15 @@ def main() -> None:
     live.end()
 
     with atomic_dir(paths.sft) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        write_model_card(tmp, params.active.policy,
-                         data={"source": params.data.source, "train rows": len(train), "val rows": len(val),
-                               "test rows": len(test)},
-                         params=sft.model_dump() | {"seed": seed}, metrics=metrics,
-                         examples=list(zip(test.prompt.tolist()[:5], predictions[:5], strict=True)))
+        generator.save_pretrained(tmp)
+        body = model_card_body(params.active.policy,
+                               data={"source": params.data.source, "train rows": len(train), "val rows": len(val),
+                                     "test rows": len(test)},
+                               params=sft.model_dump() | {"seed": seed}, metrics=metrics,
+                               examples=list(zip(test.prompt.tolist()[:5], predictions[:5], strict=True)))
+        write_model_card(tmp, "negopt-sft", params.active.policy, params.data.source,
+                         {k: metrics[k] for k in ("rouge1", "rouge2", "rougeL", "eval_loss")},
+                         f"negopt test split ({params.data.source})", body)
     write_json(Path(paths.metrics) / "sft.json", metrics)
     print(f"sft: rougeL {metrics['rougeL']:.3f} vs most-frequent baseline "
           f"{metrics['rougeL_baseline_most_frequent']:.3f}; eval_loss {metrics['eval_loss']:.3f}; "

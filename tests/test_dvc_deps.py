@@ -25,9 +25,20 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
+def _lazy_attribute_bodies(tree: ast.Module) -> set[int]:
+    """Nodes inside a module-level ``__getattr__`` (PEP 562): they run only when that attribute is read,
+    which stages never do (they import submodules), so ``negopt/__init__.py``'s lazy API is no dep."""
+    return {id(n) for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "__getattr__"
+            for n in ast.walk(f)}
+
+
 def _imported_modules(path: Path) -> set[str]:
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    lazy = _lazy_attribute_bodies(tree)
+    for node in ast.walk(tree):
+        if id(node) in lazy:
+            continue
         if isinstance(node, ast.Import):
             names |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

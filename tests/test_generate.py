@@ -179,19 +179,12 @@ def test_sharded_equals_single_process(mini_project, tmp_path):
     assert len(manifest) == 3 * 3 * 2
     assert manifest.groupby("method")["seed"].apply(tuple).nunique() == 1  # same seeds for every method
     # sft negatives are the model's greedy, repetition-penalised outputs for the same prompts, repeated per seed.
+    from negopt.decode import decode_negatives
     from negopt.models.loader import load_policy
-    from negopt.sft import generate_negatives
 
     model, tok = load_policy(str(mini_project / "models/sft"))
-    direct = generate_negatives(
-        model,
-        tok,
-        PROMPTS[:3],
-        single.sft.task_prefix,
-        single.sft.max_source_length,
-        single.sft.max_new_tokens,
-        repetition_penalty=single.sft.repetition_penalty,  # the deployed decode, as in the sft stage's ROUGE
-    )
+    direct = decode_negatives(model, tok, PROMPTS[:3], single.decode, single.sft.task_prefix,
+                              single.sft.max_source_length)  # the deployed decode, as in the sft stage's ROUGE
     assert manifest[manifest["method"] == "sft"]["negative"].tolist() == [n for n in direct for _ in range(2)]
 
     sharded_dir = tmp_path / "sharded"

@@ -165,7 +165,7 @@ def test_every_section_rejects_an_unknown_key_naming_it(raw):
     [(("sft", "learning_rate"), -1e-3, "greater than 0"), (("rl", "learning_rate"), 0.0, "greater than 0"),
      (("rl", "k"), 1, "greater than or equal to 2"), (("models", "tiny", "image_size"), 60, "multiple of 8"),
      (("profile",), "huge", "'tiny' or 'paper'"), (("data", "split", "test"), 1.5, "less than or equal to 1"),
-     (("rl", "top_p"), 0.0, "greater than 0"), (("sft", "repetition_penalty"), 0.5, "greater than or equal to 1"),
+     (("rl", "top_p"), 0.0, "greater than 0"), (("decode", "repetition_penalty"), 0.5, "greater than or equal to 1"),
      (("base", "device"), "tpu", "'auto', 'cpu' or 'cuda'"), (("generate", "methods"), ["sft", "dalle"], "generate.methods.1")],
 )
 def test_out_of_range_values_name_the_key_and_the_bound(raw, path, value, message):

@@ -12,12 +12,12 @@ import torch
 import yaml
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, TrainerCallback
 
+from negopt.decode import decode_negatives
 from negopt.models.policy import build_tiny_t5, load_policy
-from negopt.params import Sft
+from negopt.params import Decode, Sft
 from negopt.sft import (
     encode_pairs,
     format_source,
-    generate_negatives,
     most_frequent,
     prepare_checkpoints,
     rouge,
@@ -98,45 +98,9 @@ def test_training_lowers_loss_on_fixed_batch_and_learns_mapping(t5_dir, tmp_path
     assert after < 0.5 * before, (before, after)
     assert result["global_step"] == 60 and result["resumed_from_step"] == 0
     assert math.isfinite(result["eval_loss"]) and math.isfinite(result["train_loss"])
-    out = generate_negatives(model, tok, ["anime girl 99", "mountain landscape 99"], PREFIX, 24, 8)
+    out = decode_negatives(model, tok, ["anime girl 99", "mountain landscape 99"],
+                           Decode(max_new_tokens=8, repetition_penalty=1.0), PREFIX, 24)
     assert rouge(out, ["realistic, 3d", "people, text"])["rouge1"] > 0.5, out
-
-
-def test_decode_negatives_is_the_deployed_decode():
-    # every consumer (sft ROUGE, rl test reward, generate, suggest) must decode with the same settings
-    from types import SimpleNamespace
-
-    from negopt.sft import decode_negatives
-
-    seen = []
-
-    class Tok:
-        def __call__(self, texts, **kw):
-            seen.append(("encode", texts, kw["max_length"]))
-            return SimpleNamespace(to=lambda device: {"input_ids": torch.zeros(len(texts), 1, dtype=torch.long)})
-
-        def batch_decode(self, ids, skip_special_tokens):
-            return [" x "] * len(ids)
-
-    class Model:
-        training, device = False, "cpu"
-
-        def eval(self):
-            return self
-
-        def train(self, mode):
-            return self
-
-        def generate(self, input_ids, **kw):
-            seen.append(("generate", kw))
-            return input_ids
-
-    sft = Sft(repetition_penalty=1.7, num_beams=3, max_new_tokens=11, max_source_length=9, task_prefix="np: ")
-    assert decode_negatives(Model(), Tok(), ["a cat"], sft) == ["x"]
-    assert seen[0] == ("encode", ["np: a cat"], 9)
-    assert seen[1][1] == {"max_new_tokens": 11, "num_beams": 3, "do_sample": False, "repetition_penalty": 1.7}
-    decode_negatives(Model(), Tok(), ["a cat"], sft, max_new_tokens=5, do_sample=False)
-    assert seen[3][1]["max_new_tokens"] == 5 and seen[3][1]["repetition_penalty"] == 1.7
 
 
 class CountSteps(TrainerCallback):
@@ -193,7 +157,8 @@ def test_checkpoints_of_another_run_are_dropped(tmp_path):
 
 def test_stage_writes_model_card_metrics_and_loss_curves(root, t5_dir, tmp_path, monkeypatch):
     raw = yaml.safe_load((root / "params.yaml").read_text())
-    raw["sft"].update(FAST, max_steps=30, eval_steps=15, save_steps=15, max_new_tokens=8, max_test_samples=6)
+    raw["sft"].update(FAST, max_steps=30, eval_steps=15, save_steps=15, max_test_samples=6)
+    raw["decode"]["max_new_tokens"] = 8
     raw["models"]["tiny"]["policy"] = str(t5_dir)
     raw["base"]["device"] = "cpu"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
@@ -219,6 +184,15 @@ def test_stage_writes_model_card_metrics_and_loss_curves(root, t5_dir, tmp_path,
     AutoTokenizer.from_pretrained(tmp_path / "models" / "sft")
     card = (tmp_path / "models" / "sft" / "README.md").read_text()
     assert "rougeL_baseline_most_frequent" in card and "train rows: 40" in card
+    from huggingface_hub import ModelCard
+
+    meta = ModelCard(card).data  # the hub's own parser reads the YAML metadata
+    assert meta.base_model == str(t5_dir) and meta.pipeline_tag == "text2text-generation"
+    assert meta.data_license.startswith("synthetic sample") and meta.license == "apache-2.0"
+    results = {r.metric_type: r.metric_value for r in meta.eval_results}
+    assert results["rougeL"] == pytest.approx(m["rougeL"]) and set(results) == {"rouge1", "rouge2", "rougeL", "eval_loss"}
+    saved = json.loads((tmp_path / "models" / "sft" / "negopt.json").read_text())
+    assert saved["decode"]["max_new_tokens"] == 8 and saved["task_prefix"] == raw["sft"]["task_prefix"]
     losses = pd.read_csv(tmp_path / "dvclive" / "sft" / "plots" / "metrics" / "train" / "loss.tsv", sep="\t")
     evals = pd.read_csv(tmp_path / "dvclive" / "sft" / "plots" / "metrics" / "eval" / "loss.tsv", sep="\t")
     assert losses.step.iloc[-1] == 30 and evals.step.tolist()[:2] == [15, 30]

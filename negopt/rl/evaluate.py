@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from negopt.decode import decode_negatives
 from negopt.params import Params
 from negopt.rl.advantages import mean_and_se
 from negopt.rl.rewards import TERMS, RewardFn, score_triples
-from negopt.sft import decode_negatives
 
 
 def eval_plan(prompts: list[str], n: int, seed: int, seeds_per_prompt: int = 1) -> tuple[list[str], list[list[int]]]:
@@ -42,9 +42,9 @@ def paired_summary(r_sft: torch.Tensor, r_rl: torch.Tensor) -> dict[str, float]:
 
 
 def greedy_negatives(model, tokenizer, prompts: list[str], params: Params) -> list[str]:
-    """The deployed decode (repetition penalty included), greedy, capped at the length RL trained with."""
-    return decode_negatives(model, tokenizer, prompts, params.sft, max_new_tokens=params.rl.max_new_tokens,
-                            do_sample=False)
+    """The deployed decode (``decode`` params), exactly as generate and ``negopt suggest`` use it."""
+    return decode_negatives(model, tokenizer, prompts, params.decode, params.sft.task_prefix,
+                            params.sft.max_source_length)
 
 
 def evaluate_rl(accelerator, sft_model, rl_model, tokenizer, pipe, reward_fn: RewardFn, test_prompts: list[str],

@@ -33,13 +33,13 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from tqdm.auto import tqdm
 
+from negopt.decode import format_source
 from negopt.io import atomic_dir
 from negopt.params import Params
 from negopt.rl.advantages import TermStats, kl_penalised_rewards, rloo_advantages
 from negopt.rl.loss import policy_loss
 from negopt.rl.policy import Rollout, sample_rollout, sequence_logprobs
 from negopt.rl.rewards import TERMS, calibrate, score_triples, weighted_sum_reward
-from negopt.sft import format_source
 
 
 @dataclass

@@ -1,0 +1,135 @@
+"""One deployed decode: its generate() settings, and every consumer returning the same negative."""
+
+from __future__ import annotations
+
+import shutil
+from types import SimpleNamespace
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from negopt.decode import CONFIG, NegativePromptGenerator, decode_negatives, generate_kwargs
+from negopt.params import Decode
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+class _Tok:
+    def __init__(self, seen):
+        self.seen = seen
+
+    def __call__(self, texts, **kw):
+        self.seen.append(("encode", texts, kw["max_length"]))
+        return SimpleNamespace(to=lambda device: {"input_ids": torch.zeros(len(texts), 1, dtype=torch.long)})
+
+    def batch_decode(self, ids, skip_special_tokens):
+        return [f" n{i} " for i in range(len(ids))]
+
+
+class _Model:
+    training, device = False, torch.device("cpu")
+
+    def __init__(self, seen):
+        self.seen = seen
+
+    def eval(self):
+        return self
+
+    def train(self, mode):
+        return self
+
+    def generate(self, input_ids, **kw):
+        self.seen.append(("generate", kw))
+        return input_ids.repeat_interleave(kw["num_return_sequences"], dim=0)
+
+
+def test_decode_passes_every_setting_and_the_input_format():
+    seen = []
+    d = Decode(repetition_penalty=1.7, num_beams=3, max_new_tokens=11)
+    out = decode_negatives(_Model(seen), _Tok(seen), ["a cat", "a dog"], d, "np: ", 9)
+    assert out == ["n0", "n1"]  # stripped, in prompt order
+    assert seen[0] == ("encode", ["np: a cat", "np: a dog"], 9)
+    assert seen[1][1] == {"max_new_tokens": 11, "repetition_penalty": 1.7, "do_sample": False,
+                          "num_return_sequences": 1, "num_beams": 3}
+
+
+def test_num_means_beams_when_greedy_and_samples_when_sampling():
+    greedy = generate_kwargs(Decode(num_beams=1), num=4)
+    assert greedy["num_beams"] == 4 and greedy["num_return_sequences"] == 4 and not greedy["do_sample"]
+    assert "top_p" not in greedy and "temperature" not in greedy
+    sampled = generate_kwargs(Decode(do_sample=True, top_p=0.8, temperature=0.7), num=3)
+    assert sampled == {"max_new_tokens": 48, "repetition_penalty": 1.3, "do_sample": True, "num_return_sequences": 3,
+                       "num_beams": 1, "top_p": 0.8, "temperature": 0.7, "top_k": 0}
+
+
+def test_sampling_is_seeded_and_leaves_the_callers_rng_alone(tiny_zoo):
+    from negopt.models.policy import load_policy
+
+    model, tok = load_policy(str(tiny_zoo / "t5"))
+    d = Decode(do_sample=True, max_new_tokens=6)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a = decode_negatives(model, tok, ["a castle"], d, "negative prompt: ", 16, num=4, seed=5)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert a == decode_negatives(model, tok, ["a castle"], d, "negative prompt: ", 16, num=4, seed=5)
+    assert a != decode_negatives(model, tok, ["a castle"], d, "negative prompt: ", 16, num=4, seed=6)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, tiny_zoo, tiny_params):
+    """A project folder whose models/sft and models/rl are the tiny T5 saved with a non-default decode."""
+    import yaml
+
+    root = tmp_path_factory.mktemp("decode")
+    decode = {"num_beams": 2, "do_sample": False, "top_p": 0.95, "temperature": 1.0, "max_new_tokens": 7,
+              "repetition_penalty": 1.6}
+    raw = tiny_params.model_dump()
+    raw["decode"] = decode
+    raw["sft"]["task_prefix"] = "avoid: "
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    from negopt.params import load_params
+
+    params = load_params(root / "params.yaml")
+    gen = NegativePromptGenerator.from_params(tiny_zoo / "t5", params)
+    for name in ("sft", "rl"):
+        gen.save_pretrained(root / "models" / name)
+    return root, params
+
+
+def test_every_consumer_gives_the_same_negative(project, monkeypatch):
+    """sft ROUGE / the Python API, the rl test, generate's sft method and `negopt suggest` agree."""
+    from negopt.cli import app
+    from negopt.generate import model_negatives
+    from negopt.rl.evaluate import greedy_negatives
+
+    root, params = project
+    monkeypatch.chdir(root)
+    prompts = ["a portrait of a cat oil painting", "a city street at night"]
+    gen = NegativePromptGenerator.from_params("models/sft", params)
+    expected = gen(prompts)
+    direct = decode_negatives(gen.model, gen.tokenizer, prompts, params.decode, "avoid: ", params.sft.max_source_length)
+    assert expected == direct
+    assert greedy_negatives(gen.model, gen.tokenizer, prompts, params) == expected
+    assert model_negatives(params, "sft", prompts, torch.device("cpu")) == expected
+    (root / "prompts.txt").write_text("\n".join(prompts) + "\n\n")
+    result = CliRunner().invoke(app, ["suggest", "--file", "prompts.txt", "--model", "models/rl"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [n.replace("\n", " ") for n in expected]
+    # the settings matter: the default decode gives other output on the same model
+    assert NegativePromptGenerator.from_params("models/sft", params.model_copy(
+        update={"decode": Decode(max_new_tokens=3, repetition_penalty=1.0)}))(prompts) != expected
+
+
+def test_saved_config_travels_with_the_model(project, tmp_path):
+    """Outside a project, from_pretrained uses the decode and input format saved in negopt.json."""
+    root, params = project
+    folder = tmp_path / "copied"
+    shutil.copytree(root / "models" / "rl", folder)
+    gen = NegativePromptGenerator.from_pretrained(folder)
+    assert (folder / CONFIG).is_file()
+    assert gen.decode == params.decode and gen.task_prefix == "avoid: "
+    prompts = ["a bowl of fruit 2024"]
+    assert gen(prompts) == NegativePromptGenerator.from_params(root / "models" / "rl", params)(prompts)
+    kwargs = gen.pipeline_kwargs("a bowl of fruit 2024")
+    assert kwargs == {"prompt": prompts, "negative_prompt": gen(prompts)}
