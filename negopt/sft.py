@@ -7,7 +7,6 @@ most frequent training negative, so the gain over "say the usual thing" is visib
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections import Counter
@@ -26,6 +25,7 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from negopt.decode import format_source
+from negopt.fingerprint import fingerprint
 from negopt.io import write_json
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
@@ -68,13 +68,10 @@ def run_fingerprint(settings: dict[str, Any], train_features: list[dict]) -> str
 
     max_steps, eval and save intervals are left out on purpose: raising max_steps must resume.
     """
-    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for f in train_features:
-        h.update(json.dumps([f["input_ids"], f["labels"]]).encode())
-    return h.hexdigest()[:16]
+    return fingerprint(settings, (json.dumps([f["input_ids"], f["labels"]]).encode() for f in train_features))
 
 
-def prepare_checkpoints(ckpt_dir: str | Path, fingerprint: str, max_steps: int | None = None) -> str | None:
+def prepare_checkpoints(ckpt_dir: str | Path, run_id: str, max_steps: int | None = None) -> str | None:
     """Return the checkpoint to resume from, after dropping checkpoints of a different run.
 
     Checkpoints past `max_steps` (a longer earlier run) are dropped too: their weights are not what
@@ -87,9 +84,9 @@ def prepare_checkpoints(ckpt_dir: str | Path, fingerprint: str, max_steps: int |
         for sub in ckpt_dir.glob("checkpoint-*"):
             # Resuming a run with other data or hyper-parameters would silently mix two trainings.
             step = sub.name.split("-")[-1]
-            if old != fingerprint or not step.isdigit() or (max_steps is not None and int(step) > max_steps):
+            if old != run_id or not step.isdigit() or (max_steps is not None and int(step) > max_steps):
                 shutil.rmtree(sub)
-    write_json(marker, {"fingerprint": fingerprint})
+    write_json(marker, {"fingerprint": run_id})
     return get_last_checkpoint(str(ckpt_dir))
 
 

@@ -27,6 +27,7 @@ import requests
 from tqdm.auto import tqdm
 
 from negopt.data.schema import conform
+from negopt.fingerprint import fingerprint
 from negopt.io import append_jsonl, write_json
 from negopt.params import PlaygroundSource
 
@@ -192,10 +193,11 @@ class PlaygroundClient:
         raise AssertionError("unreachable")
 
     # -- checkpoint -----------------------------------------------------------------------------
-    def _fingerprint(self) -> dict:
+    def _fingerprint(self) -> str:
+        """Pages of another query or page size must not mix with these (max_pages may change: it resumes)."""
         c = self.cfg
-        return {"base_url": c.base_url, "endpoint": c.endpoint, "query": c.query, "user_id": c.user_id,
-                "limit": c.limit}
+        return fingerprint({"base_url": c.base_url, "endpoint": c.endpoint, "query": c.query, "user_id": c.user_id,
+                            "limit": c.limit})
 
     def _load_pages(self) -> list[dict]:
         """Pages of an earlier run of the same query; a torn last line (crash mid-write) is cut off."""

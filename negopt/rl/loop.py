@@ -20,7 +20,6 @@ Dropout stays off (``eval()``): the log-probs in the update are those of the sam
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
@@ -34,6 +33,8 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from tqdm.auto import tqdm
 
 from negopt.decode import format_source
+from negopt.fingerprint import file_chunks
+from negopt.fingerprint import fingerprint as run_fingerprint
 from negopt.io import atomic_dir
 from negopt.params import Params
 from negopt.rl.advantages import TermStats, kl_penalised_rewards, rloo_advantages
@@ -168,10 +169,7 @@ def fingerprint(params: Params, sft_dir: str) -> str:
     rl = params.rl.model_dump(exclude={"steps", "checkpoint_every", "eval_prompts", "eval_seed"})
     settings = {"rl": rl, "seed": params.base.seed, "profile": params.active.model_dump(),
                 "task_prefix": params.sft.task_prefix, "max_source_length": params.sft.max_source_length}
-    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for f in sorted(Path(sft_dir).glob("*.safetensors")):
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+    return run_fingerprint(settings, file_chunks(sorted(Path(sft_dir).glob("*.safetensors"))))
 
 
 def save_checkpoint(ckpt_dir: Path, policy, optimizer, state: RlState, fp: str) -> None:
