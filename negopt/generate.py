@@ -179,10 +179,13 @@ def generate_all(params: Params, state, device: torch.device) -> pd.DataFrame | 
     """The whole stage on one of ``state.num_processes`` processes; the main one returns the manifest.
 
     The main process builds the plan (negatives need the models) and broadcasts it, so every process
-    works from one plan; each renders its share of the batches; the main process checks every file
+    works from one plan; each renders its share of whole batches (``negopt.sharding.map_sharded``, as RL
+    rollouts do); the main process checks every file
     exists and writes the manifest last, so a manifest always describes a complete image set.
     """
-    from accelerate.utils import broadcast_object_list, gather_object
+    from accelerate.utils import broadcast_object_list
+
+    from negopt.sharding import map_sharded
 
     g = params.generate
     methods = list(dict.fromkeys(g.methods))
@@ -202,27 +205,32 @@ def generate_all(params: Params, state, device: torch.device) -> pd.DataFrame | 
         }
         payload = [build_plan(prompts, negatives, prompt_seeds(g.seed, g.num_prompts, g.seeds_per_prompt))]
     plan: list[WorkItem] = broadcast_object_list(payload)[0]
-    with state.split_between_processes(make_batches(plan, g.batch_size)) as mine:
-        mine = list(mine)
-    if mine:
+    batches = make_batches(plan, g.batch_size)
+    profile = params.active
+    loaded: list = []  # the pipeline, loaded on first use by this process
+
+    def render(idx: list[int]) -> dict[str, torch.Tensor]:
+        """This process's share of whole batches -> PNG files; returns the indices of the batches written."""
         from negopt.diffusion import generate_images
         from negopt.models.loader import load_sd_pipeline
 
-        profile = params.active
-        pipe = load_sd_pipeline(profile, device, pipeline_dtype(device))
-        use_sdpa(pipe)
+        if not loaded:
+            loaded.append(load_sd_pipeline(profile, device, pipeline_dtype(device)))
+            use_sdpa(loaded[0])
 
         def generate_fn(prompts: list[str], negatives: list[str], seeds: list[int]) -> torch.Tensor:
-            return generate_images(pipe, prompts, negatives, seeds, profile, batch_size=len(prompts))
+            return generate_images(loaded[0], prompts, negatives, seeds, profile, batch_size=len(prompts))
 
-        render_batches(mine, generate_fn, images_dir, progress=state.is_local_main_process)
-    written = gather_object([w.file for b in mine for w in b])
+        render_batches([batches[i] for i in idx], generate_fn, images_dir, progress=state.is_local_main_process)
+        return {"batch": torch.tensor(idx, dtype=torch.long)}
+
+    written = map_sharded(state, len(batches), render)["batch"] if batches else torch.empty(0, dtype=torch.long)
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
-    missing = sorted({w.file for w in plan} - set(written))
+    missing = sorted(set(range(len(batches))) - set(written.tolist()))
     if missing or not all((images_dir / w.file).exists() for w in plan):
-        raise RuntimeError(f"generate: {len(missing)} planned images were not written, e.g. {missing[:3]}")
+        raise RuntimeError(f"generate: planned batches {missing[:3]} were not written, or their files are gone")
     manifest = manifest_frame(plan)
     write_parquet(images_dir / MANIFEST, manifest)
     return manifest

@@ -9,9 +9,9 @@ import torch
 import yaml
 
 from negopt.params import validate_params
-from negopt.rl.distributed import gather_rows, map_sharded, shard_indices
 from negopt.rl.evaluate import distinct_share, eval_plan, paired_summary
 from negopt.rl.loop import step_plan, truncate_live
+from negopt.sharding import gather_rows, map_sharded, shard_indices
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["a red fox in snow", "portrait of an old sailor", "a castle at dusk", "neon city street",

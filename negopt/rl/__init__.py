@@ -2,7 +2,7 @@
 
 Pure maths (tested by hand): :mod:`advantages` (KL-penalised rewards, RLOO baseline, term statistics),
 :mod:`loss` (RLOO and PPO-clip). Model-facing: :mod:`policy` (sampling, decoder log-probs),
-:mod:`rewards` (plug-in reward functions), :mod:`distributed` (sharding over accelerate processes),
+:mod:`rewards` (plug-in reward functions), ``negopt.sharding`` (sharding over accelerate processes),
 :mod:`loop` (``run_rl``), :mod:`evaluate` (SFT vs RL on test prompts, paired).
 """
 

@@ -118,7 +118,7 @@ def update(policy, optimizer, ro: Rollout, advantages: torch.Tensor, logp_old: t
 def calibrate_rewards(accelerator, comp: Components, params: Params, prompts: list[str]) -> tuple[torch.Tensor, TermStats]:
     """Inception marginal and term statistics from SFT samples: ``k`` per prompt sharing one seed."""
     from negopt.diffusion import generate_images
-    from negopt.rl.distributed import map_sharded
+    from negopt.sharding import map_sharded
 
     k = params.rl.k
     rng = np.random.default_rng([params.base.seed, 2**31])  # a stream no training step uses

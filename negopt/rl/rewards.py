@@ -111,7 +111,7 @@ def score_triples(
     of processes.
     """
     from negopt.diffusion import generate_images
-    from negopt.rl.distributed import map_sharded
+    from negopt.sharding import map_sharded
 
     def micro_batch(idx: list[int]) -> dict[str, torch.Tensor]:
         p = [prompts[i] for i in idx]

@@ -1,4 +1,5 @@
-"""Sharding work over accelerate processes: each process takes a slice, results are gathered.
+"""Sharding work over accelerate processes, the one mechanism for every stage: each process takes a
+slice of whole micro-batches, results are gathered (RL rollouts and calibration, generate's images).
 
 Every process must see the same inputs (prompts, negatives, seeds); the gathered result is then the
 same on all of them, so the policy update that follows is identical on every rank.
@@ -18,7 +19,8 @@ import torch
 
 
 def world(accelerator) -> tuple[int, int]:
-    """(rank, world size); (0, 1) without accelerate."""
+    """(rank, world size); (0, 1) without accelerate. ``accelerator``: an ``Accelerator``, a
+    ``PartialState`` or None."""
     if accelerator is None:
         return 0, 1
     return accelerator.process_index, accelerator.num_processes
@@ -39,7 +41,9 @@ def gather_rows(accelerator, x: torch.Tensor, n: int) -> torch.Tensor:
     """Concatenate every rank's padded slice in rank order and drop the padding: [chunk, ...] -> [n, ...]."""
     if accelerator is None or accelerator.num_processes == 1:
         return x[:n]
-    full = accelerator.gather(x.to(accelerator.device).contiguous()).cpu()  # [world * chunk, ...]
+    from accelerate.utils import gather  # works for an Accelerator's and a bare PartialState's processes
+
+    full = gather(x.to(accelerator.device).contiguous()).cpu()  # [world * chunk, ...]
     # slices are contiguous blocks and only the last non-empty one is short, so the first n rows are real
     return full[:n]
 
