@@ -104,6 +104,8 @@ class Split(Section):
     val: Fraction = 0.1
     test: Fraction = 0.1
     seed: NonNegInt = 42
+    near_duplicate_threshold: Fraction = 0.5  # word-3-gram Jaccard that joins two prompts' group; 0 = exact only
+    group_by: Literal["", "model", "url", "sampler", "id"] = ""  # a column to group by instead of the prompt
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> Split:

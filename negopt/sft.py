@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rouge_score import rouge_scorer
 from transformers import (
     DataCollatorForSeq2Seq,
@@ -140,23 +141,46 @@ def most_frequent(texts: Sequence[str]) -> str:
     return min(counts, key=lambda t: (-counts[t], t))
 
 
-def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Mean ROUGE-1/2/L F-measure in [0, 1] (rouge_score, Porter stemming), one pair per row."""
+def rouge_rows(predictions: Sequence[str], references: Sequence[str]) -> dict[str, list[float]]:
+    """ROUGE-1/2/L F-measure in [0, 1] per row (rouge_score, Porter stemming)."""
     if len(predictions) != len(references) or not predictions:
         raise ValueError(f"rouge: need equal, non-zero lengths, got {len(predictions)} and {len(references)}")
     scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
-    totals = dict.fromkeys(ROUGE_KEYS, 0.0)
+    rows: dict[str, list[float]] = {k: [] for k in ROUGE_KEYS}
     for pred, ref in zip(predictions, references, strict=True):
         for key, s in scorer.score(ref, pred).items():
-            totals[key] += s.fmeasure
-    return {k: v / len(predictions) for k, v in totals.items()}
+            rows[key].append(s.fmeasure)
+    return rows
 
 
-def score_sft(predictions: Sequence[str], references: Sequence[str], train_negatives: Sequence[str]) -> dict:
-    """ROUGE of the predictions, and of the most-frequent-training-negative baseline, on the same rows."""
-    scores = rouge(predictions, references)
-    baseline = rouge([most_frequent(train_negatives)] * len(references), references)
-    scores.update({f"{k}_baseline_most_frequent": v for k, v in baseline.items()})
+def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F-measure in [0, 1], one pair per row."""
+    return {k: float(np.mean(v)) for k, v in rouge_rows(predictions, references).items()}
+
+
+def paired_gain(model: Sequence[float], baseline: Sequence[float]) -> tuple[float, float]:
+    """Mean of ``model - baseline`` over rows and its standard error ``std(ddof=1) / sqrt(n)``."""
+    d = np.asarray(model, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return float(d.mean()), se
+
+
+def score_sft(predictions: Sequence[str], references: Sequence[str], train_negatives: Sequence[str],
+              baselines: dict[str, Sequence[str]] | None = None) -> dict:
+    """ROUGE of the predictions and of each baseline on the same rows, with the paired ROUGE-L gain.
+
+    Baselines: ``most_frequent`` (the most frequent *training* negative, always) and any given in
+    ``baselines`` (e.g. ``retrieval``: the nearest training prompt's negative). For each,
+    ``rougeL_gain_over_<name>`` and its standard error come from the per-row differences.
+    """
+    rows = rouge_rows(predictions, references)
+    scores = {k: float(np.mean(v)) for k, v in rows.items()}
+    preds = {"most_frequent": [most_frequent(train_negatives)] * len(references), **(baselines or {})}
+    for name, baseline in preds.items():
+        base_rows = rouge_rows(baseline, references)
+        scores.update({f"{k}_baseline_{name}": float(np.mean(v)) for k, v in base_rows.items()})
+        gain, se = paired_gain(rows["rougeL"], base_rows["rougeL"])
+        scores[f"rougeL_gain_over_{name}"], scores[f"rougeL_gain_over_{name}_se"] = gain, se
     return scores
 
 

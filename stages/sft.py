@@ -19,6 +19,7 @@ from negopt.errors import run_stage
 from negopt.io import atomic_dir, write_json
 from negopt.model_card import write_model_card
 from negopt.models.loader import load_policy
+from negopt.retrieval import RetrievalIndex
 from negopt.runtime import resolve_device, start_stage
 from negopt.sft import (
     LiveCallback,
@@ -63,12 +64,14 @@ def main() -> None:
 
     generator = NegativePromptGenerator(model, tokenizer, params.decode, sft.task_prefix, sft.max_source_length)
     predictions = generator(test.prompt.tolist(), seed=seed, progress=True)
-    scores = score_sft(predictions, test.negative_prompt.tolist(), train.negative_prompt.tolist())
+    retrieval = RetrievalIndex(train.prompt.tolist(), train.negative_prompt.tolist())
+    scores = score_sft(predictions, test.negative_prompt.tolist(), train.negative_prompt.tolist(),
+                       baselines={"retrieval": retrieval.predict(test.prompt.tolist())})
     metrics = {"eval_loss": result["eval_loss"], **scores, "train_loss": result["train_loss"],
                "n_train": len(train), "n_val": len(val), "n_test": len(test), "steps": result["global_step"],
                "resumed_from_step": result["resumed_from_step"], "train_seconds": round(train_seconds, 1)}
 
-    for key in ("eval_loss", "rouge1", "rouge2", "rougeL", "rougeL_baseline_most_frequent"):
+    for key in ("eval_loss", "rouge1", "rouge2", "rougeL", "rougeL_baseline_most_frequent", "rougeL_baseline_retrieval"):
         live.summary[key] = metrics[key]
     live.end()
 
@@ -84,7 +87,8 @@ def main() -> None:
                          f"negopt test split ({params.data.source})", body)
     write_json(Path(paths.metrics) / "sft.json", metrics)
     print(f"sft: rougeL {metrics['rougeL']:.3f} vs most-frequent baseline "
-          f"{metrics['rougeL_baseline_most_frequent']:.3f}; eval_loss {metrics['eval_loss']:.3f}; "
+          f"{metrics['rougeL_baseline_most_frequent']:.3f}, retrieval {metrics['rougeL_baseline_retrieval']:.3f} "
+          f"(gain {metrics['rougeL_gain_over_retrieval']:+.3f} +- {metrics['rougeL_gain_over_retrieval_se']:.3f}); eval_loss {metrics['eval_loss']:.3f}; "
           f"{train_seconds:.0f} s training")
 
 

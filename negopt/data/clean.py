@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from negopt.data.neardup import near_duplicate_groups
 from negopt.data.nsfw import nsfw_mask
 from negopt.data.schema import COLUMNS, conform
 from negopt.io import atomic_path
@@ -178,23 +179,53 @@ def _hash_key(seed: int) -> str:
     return f"{seed % 2**64:016x}"  # pandas wants exactly 16 characters
 
 
-def _labels(codes: np.ndarray, uniques: pd.Index, split: Split) -> np.ndarray:
-    """"train" / "val" / "test" per row from the seeded hash of its prompt key (one hash per key).
+def _group_keys(keys: np.ndarray, threshold: float) -> np.ndarray:
+    """The key each prompt key's split is decided by: the smallest key of its near-duplicate group.
 
-    A prompt's split depends only on (prompt key, seed): stable under row order and under adding
-    or removing other rows. Fractions hold over prompts (groups), hence only roughly over rows.
+    Keys are sorted first, so the groups (and so the split) do not depend on row order.
     """
-    h = pd.util.hash_pandas_object(pd.Series(uniques, dtype="str").fillna(""), index=False,
+    if threshold <= 0 or len(keys) < 2:
+        return keys
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    rep = np.empty(len(keys), dtype=object)
+    rep[order] = sorted_keys[near_duplicate_groups(list(sorted_keys), threshold)]
+    return rep
+
+
+def _labels(codes: np.ndarray, uniques: pd.Index, split: Split) -> tuple[np.ndarray, dict[str, int]]:
+    """("train" / "val" / "test" per row, group counts) from the seeded hash of each row's group key.
+
+    ``codes`` index ``uniques`` (-1 for null): normalised prompts, or ``split.group_by`` values. Prompt
+    keys are first merged into near-duplicate groups (``split.near_duplicate_threshold``), so a template
+    re-run with a word changed stays on one side. A row's split depends only on (group key, seed):
+    stable under row order. Fractions hold over groups, hence only roughly over rows.
+    """
+    keys = pd.Series(uniques, dtype="str").fillna("").to_numpy(dtype=object)
+    used = np.unique(codes[codes >= 0])
+    if not split.group_by:
+        keys = keys.copy()
+        keys[used] = _group_keys(keys[used], split.near_duplicate_threshold)
+    h = pd.util.hash_pandas_object(pd.Series(keys, dtype="str"), index=False,
                                    hash_key=_hash_key(split.seed), categorize=False).to_numpy()
     u = (h >> np.uint64(11)).astype(np.float64) / float(2**53)  # top 53 bits: exact in a float64
     u = np.append(u, 0.0)[codes]  # code -1 (a null prompt) -> last slot
-    return np.where(u < split.train, "train", np.where(u < split.train + split.val, "val", "test"))
+    groups = len(set(keys[used]))
+    counts = {"split_keys": int(len(used)), "split_groups": int(groups),
+              "near_duplicates_merged": int(len(used) - groups) if not split.group_by else 0}
+    return np.where(u < split.train, "train", np.where(u < split.train + split.val, "val", "test")), counts
+
+
+def _split_codes(prompt: pd.Series, frame, split: Split) -> tuple[np.ndarray, pd.Index]:
+    """What rows are grouped by: the normalised prompt, or the ``split.group_by`` column of ``frame``."""
+    if split.group_by:
+        return _factorize(pd.Series(frame[split.group_by], dtype="str"))
+    return _factorize(dedup_key(prompt.astype("str")))
 
 
 def split_frame(df: pd.DataFrame, split: Split) -> dict[str, pd.DataFrame]:
-    """Seeded train/val/test split grouped by normalised prompt: no prompt crosses splits."""
-    codes, uniques = _factorize(dedup_key(df["prompt"].astype("str")))
-    names = _labels(codes, uniques, split)
+    """Seeded train/val/test split grouped by near-duplicate prompt (or a column): no group crosses splits."""
+    names, _ = _labels(*_split_codes(df["prompt"], df, split), split)
     return {name: df[names == name].reset_index(drop=True) for name in SPLITS}
 
 
@@ -251,7 +282,12 @@ def run_clean(raw_file: str | Path, out_dir: str | Path, rules: CleanRules, spli
         i = table.schema.get_field_index(col)
         table = table.set_column(i, table.schema.field(i), pa.array(values, type=table.schema.field(i).type))
     labels = np.full(len(c.alive), "", dtype=object)
-    labels[c.alive] = _labels(c.p_codes[c.alive], c.p_uniques, split)
+    if split.group_by:
+        codes, uniques = _split_codes(c.prompt, table.select([split.group_by]).to_pandas(), split)
+        codes = codes[c.alive]
+    else:
+        codes, uniques = c.p_codes[c.alive], c.p_uniques  # the keys cleaning already computed
+    labels[c.alive], groups = _labels(codes, uniques, split)
     split_rows = {}
     for name in SPLITS:
         mask = labels == name
@@ -260,6 +296,7 @@ def run_clean(raw_file: str | Path, out_dir: str | Path, rules: CleanRules, spli
             pq.write_table(table.filter(pa.array(mask)), tmp)
     report = data_report(len(c.alive), c.dropped, split_rows, c.n_len[c.alive],
                          unique_prompts=len(np.unique(c.p_codes[c.alive])))
+    report["split"] = {"group_by": split.group_by or "near-duplicate prompt", **groups}
     if report["rows_out"] + report["rows_dropped"] != report["rows_in"]:  # an invariant, not user input
         raise AssertionError(f"row accounting broken: {report}")
     return report
