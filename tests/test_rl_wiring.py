@@ -26,7 +26,15 @@ from negopt.metrics import inception_kl
 from negopt.params import validate_params
 from negopt.rl import evaluate as rl_evaluate
 from negopt.rl.advantages import mean_and_se
-from negopt.rl.loop import Components, calibrate_rewards, compute_advantages, rollout, run_rl, step_plan, update
+from negopt.rl.loop import (
+    Components,
+    calibrate_rewards,
+    compute_advantages,
+    rollout,
+    run_rl,
+    step_plan,
+    update,
+)
 from negopt.rl.policy import sequence_logprobs
 from negopt.rl.rewards import TERMS, calibrate, score_triples, weighted_sum_reward
 
