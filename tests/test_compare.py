@@ -63,6 +63,10 @@ def test_compare_crafted_eval(eval_metrics):
     assert gt["clip_score"] is None
     # rl vs none: aesthetic (5+4)/4 = +225 %
     assert c["rl"]["vs_none"]["aesthetic"] == pytest.approx(225.0)
+    # a method listed as candidate and baseline is compared with the others, never with itself
+    both = compare_methods(eval_metrics, ["sft", "rl"], ["sft", "none"])
+    assert list(both["sft"]) == ["vs_none"] and list(both["rl"]) == ["vs_sft", "vs_none"]
+    assert both["rl"]["vs_sft"]["inception_score"] == pytest.approx(20.0)  # (3 - 2.5) / 2.5
 
 
 def test_markdown_table(eval_metrics):

@@ -361,6 +361,9 @@ def test_evaluate_rl_same_seeds_for_both_models_and_per_prompt_means(fake_images
     assert metrics["reward_test_sft"] == pytest.approx(sft_mean) and metrics["reward_test_sft_se"] == pytest.approx(sft_se)
     assert metrics["n_test"] == 4 and metrics["n_test_images"] == 12
     assert metrics["negative_chars_sft"] == pytest.approx(float((idx + 1).mean()))
+    # per-term means over each model's own images (the fake's terms all equal its reward)
+    assert metrics["aesthetic_test_sft"] == pytest.approx(sft_mean) and metrics["clip_raw_test_rl"] == pytest.approx(
+        float((seed_mean + 2 * idx + 3).mean()))
     assert [e["prompt"] for e in examples] == prompts
 
 
