@@ -193,3 +193,11 @@ def test_run_clean_report_keeps_the_reason_table(tmp_path):
     rep = run_clean(tmp_path / "raw.parquet", tmp_path / "out", DISTINCT_RULES, Split(seed=0))
     assert rep["dropped"] == expected and rep["rows_dropped"] == 55 and rep["rows_out"] == 2
     assert rep["rows_in"] == len(df) == 57
+
+
+def test_length_bounds_are_inclusive():
+    # RULES: prompts of 3..40 chars and negatives of 3..40 chars are kept; one char beyond either end is not
+    rows = [("abc", "xyz"), ("p" * 40, "n" * 40), ("ab", "xyz"), ("q" * 41, "xyz"), ("abd", "xy"), ("abe", "m" * 41)]
+    kept, dropped = clean_frame(_frame(rows), RULES)
+    assert list(kept["prompt"]) == ["abc", "p" * 40]
+    assert [dropped[r] for r in ("short_prompt", "long_prompt", "short_negative", "long_negative")] == [1, 1, 1, 1]

@@ -226,3 +226,12 @@ def test_scorer_batches_do_not_change_results():
     a = ImageScorer(StubClip(), stub_tokenizer, hand_mlp(), StubInception(), batch_size=2).aesthetic(imgs)
     b = ImageScorer(StubClip(), stub_tokenizer, hand_mlp(), StubInception(), batch_size=5).aesthetic(imgs)
     assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_clip_pixels_normalise_by_the_preprocess_mean_and_std():
+    # stub preprocess: mean 0.5, std 0.25, size 4 (no resize): 255 -> (1 - 0.5) / 0.25 = 2, 0 -> -2, 51 -> -1.2
+    imgs = torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
+    imgs[0, 0], imgs[0, 2] = 255, 51
+    x = make_scorer().clip_pixels(imgs)
+    assert x.shape == (1, 3, 4, 4)
+    assert torch.allclose(x[0, :, 0, 0], torch.tensor([2.0, -2.0, -1.2]), atol=1e-6)

@@ -288,7 +288,16 @@ def test_run_rl_pairs_seeds_and_feeds_weighted_z_rewards_and_kl(fake_images, t5_
         seen.append((rewards.clone(), logp_old.clone(), logp_ref.clone(), kl_coef, k))
         return real(rewards, logp_old, logp_ref, kl_coef, k)
 
+    rolled = []
+    real_rollout = loop.rollout
+
+    def spy_rollout(*args, **kwargs):
+        ro, extra = real_rollout(*args, **kwargs)
+        rolled.append(extra)
+        return ro, extra
+
     monkeypatch.setattr(loop, "compute_advantages", spy)
+    monkeypatch.setattr(loop, "rollout", spy_rollout)
     state = run_rl(params, comp, PROMPTS)
     assert state.step == 2 and len(seen) == 2
     calib = fake_images.triples[:12]
@@ -306,6 +315,8 @@ def test_run_rl_pairs_seeds_and_feeds_weighted_z_rewards_and_kl(fake_images, t5_
         assert torch.allclose(rewards.double(), sum(WEIGHTS[t] * z[t] for t in TERMS), rtol=1e-4, atol=1e-5)
         assert kl_coef == 0.7 and k == 3
         assert (logp_old - logp_ref).abs().max() > 1e-2  # the frozen reference, not the policy
+        extra = rolled[1 + step]  # rolled[0] is the calibration rollout
+        assert torch.equal(logp_old, extra["logp_old"]) and torch.equal(logp_ref, extra["logp_ref"])  # KL sign
     steps_seeds = [s for _, _, s in fake_images.triples[12:21]], [s for _, _, s in fake_images.triples[21:30]]
     assert set(steps_seeds[0]) != set(steps_seeds[1])  # each step draws its own seeds
 
