@@ -192,7 +192,6 @@ def test_ppo_and_evaluation_run(zoo):
     for model, key in ((comp.ref, "sft"), (comp.policy, "rl")):
         assert [e[key] for e in examples] == decode_negatives(model, comp.tokenizer, shown, params.sft,
                                                               max_new_tokens=params.rl.max_new_tokens, do_sample=False)
-    assert metrics["reward_test_gain_se"] > 0
 
 
 def test_calibration_groups_share_prompt_and_seed(zoo, monkeypatch):
