@@ -151,3 +151,53 @@ def test_run_clean_equals_clean_then_split(tmp_path):
     assert rep["dropped"] == dropped and rep["rows_in"] == 800 == rep["rows_out"] + rep["rows_dropped"]
     assert rep["unique_prompts"] == dedup_key(kept["prompt"]).nunique()
     assert rep["negative_chars"]["max"] == kept["negative_prompt"].str.len().max()
+
+
+def distinct_drop_frame() -> tuple[pd.DataFrame, dict[str, int]]:
+    """Rows whose fates are known: reason number i of DROP_REASONS drops exactly i + 1 rows, so two
+    swapped reasons (or a row counted under the wrong rule) change the table, not only its total."""
+    kept = [("a kept prompt zero", "kept negative zero"), ("a kept prompt one", "kept negative one")]
+    rows = list(kept)
+    rows += [kept[0]]  # duplicate_exact: 1
+    rows += [(None, "blurry a"), ("   ", "blurry b")]  # empty_prompt: 2
+    rows += [("a cat one", ""), ("a cat two", None), ("a cat three", "  ")]  # empty_negative: 3
+    rows += [(p, "blurry") for p in ("ab", "cd", "ef", "gh")]  # short_prompt: 4
+    rows += [("x" * 41 + str(j), "blurry") for j in range(5)]  # long_prompt: 5
+    rows += [(f"a dog {j}", f"n{j}") for j in range(6)]  # short_negative: 6
+    rows += [(f"a cow {j}", "y" * 41 + str(j)) for j in range(7)]  # long_negative: 7
+    low_likes = [(f"a fox {j}", "blurry") for j in range(8)]  # low_likes: 8
+    rows += low_likes
+    rows += [(f"nude portrait {j}", "blurry") for j in range(9)]  # nsfw: 9
+    base = "a kept prompt one"  # duplicate_normalised: 10 case variants of a kept prompt
+    letters = [j for j, c in enumerate(base) if c != " "][1:11]
+    rows += [(base[:j] + base[j].upper() + base[j + 1:], "kept negative one") for j in letters]
+    likes = [0 if r in low_likes else 5 for r in rows]
+    expected = {r: i + 1 for i, r in enumerate(DROP_REASONS)}
+    return _frame(rows, likes=likes), expected
+
+
+DISTINCT_RULES = CleanRules(min_prompt_chars=3, max_prompt_chars=40, min_negative_chars=3, max_negative_chars=40,
+                            min_likes=2, nsfw_filter=True)
+
+
+def test_every_drop_reason_counted_under_its_own_name():
+    df, expected = distinct_drop_frame()
+    kept, dropped = clean_frame(df, DISTINCT_RULES)
+    assert dropped == expected
+    assert list(kept["prompt"]) == ["a kept prompt zero", "a kept prompt one"]
+
+
+def test_run_clean_report_keeps_the_reason_table(tmp_path):
+    df, expected = distinct_drop_frame()
+    df.to_parquet(tmp_path / "raw.parquet", index=False)
+    rep = run_clean(tmp_path / "raw.parquet", tmp_path / "out", DISTINCT_RULES, Split(seed=0))
+    assert rep["dropped"] == expected and rep["rows_dropped"] == 55 and rep["rows_out"] == 2
+    assert rep["rows_in"] == len(df) == 57
+
+
+def test_length_bounds_are_inclusive():
+    # RULES: prompts of 3..40 chars and negatives of 3..40 chars are kept; one char beyond either end is not
+    rows = [("abc", "xyz"), ("p" * 40, "n" * 40), ("ab", "xyz"), ("q" * 41, "xyz"), ("abd", "xy"), ("abe", "m" * 41)]
+    kept, dropped = clean_frame(_frame(rows), RULES)
+    assert list(kept["prompt"]) == ["abc", "p" * 40]
+    assert [dropped[r] for r in ("short_prompt", "long_prompt", "short_negative", "long_negative")] == [1, 1, 1, 1]

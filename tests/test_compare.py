@@ -63,6 +63,10 @@ def test_compare_crafted_eval(eval_metrics):
     assert gt["clip_score"] is None
     # rl vs none: aesthetic (5+4)/4 = +225 %
     assert c["rl"]["vs_none"]["aesthetic"] == pytest.approx(225.0)
+    # a method listed as candidate and baseline is compared with the others, never with itself
+    both = compare_methods(eval_metrics, ["sft", "rl"], ["sft", "none"])
+    assert list(both["sft"]) == ["vs_none"] and list(both["rl"]) == ["vs_sft", "vs_none"]
+    assert both["rl"]["vs_sft"]["inception_score"] == pytest.approx(20.0)  # (3 - 2.5) / 2.5
 
 
 def test_markdown_table(eval_metrics):
@@ -84,6 +88,36 @@ def test_missing_methods_skipped_then_error(eval_metrics, capsys):
         compare_methods({"none": partial["none"]}, ["sft", "rl"], ["none"])
 
 
+def bar_heights(png: bytes) -> list[int]:
+    """Decode a bar chart and return each bar's rank by height (left to right), from the pixels.
+
+    Bars are the runs of columns holding the bar colour #4c72b0; a bar's height is its count of
+    bar-coloured pixels in its middle column.
+    """
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    blue = (np.abs(img - np.array([76, 114, 176])).sum(-1) < 30)  # [H, W]
+    cols = blue.sum(0) > 0
+    runs, start = [], None
+    for x, on in enumerate([*cols, False]):
+        if on and start is None:
+            start = x
+        elif not on and start is not None:
+            runs.append((start, x))
+            start = None
+    heights = [int(blue[:, (a + b) // 2].sum()) for a, b in runs]
+    return [sorted(heights).index(h) for h in heights]
+
+
+def ranks(eval_metrics, metric) -> list[int]:
+    values = [eval_metrics[m][metric] for m in eval_metrics]
+    return [sorted(values).index(v) for v in values]
+
+
 def test_write_comparison_files(eval_metrics, tmp_path):
     comparison, pngs = write_comparison(
         eval_metrics, ["sft", "rl"], ["none"], tmp_path / "metrics" / "comparison.json", tmp_path / "plots"
@@ -101,5 +135,6 @@ def test_write_comparison_files(eval_metrics, tmp_path):
         "inception_score.json",
     ]
     assert set(pngs) == {"inception_score", "aesthetic", "clip_score"}
-    assert all(png.startswith(b"\x89PNG\r\n\x1a\n") for png in pngs.values())
+    for metric, png in pngs.items():
+        assert bar_heights(png) == ranks(eval_metrics, metric), metric
     assert not list((tmp_path / "metrics").glob(".*"))  # no temp files left behind

@@ -81,6 +81,107 @@ def test_repro_writes_every_declared_output(repo: Path):
     assert "changed" not in status, status
 
 
+@pytest.fixture(scope="module")
+def out(repo: Path, one_torch_thread):
+    """The repro's params (with the FAST overlay) and a reader of its JSON outputs."""
+    from negopt.params import load_params
+
+    params = load_params(repo / "params.yaml")
+    return params, lambda rel: json.loads((repo / rel).read_text())
+
+
+def test_scrape_and_clean_contents(repo: Path, out):
+    import pandas as pd
+
+    from negopt.data.clean import dedup_key
+
+    params, read = out
+    scrape, data = read("metrics/scrape.json"), read("metrics/data.json")
+    raw = pd.read_parquet(repo / "data/raw/pairs.parquet")
+    assert scrape["rows_fetched"] == len(raw) == params.data.sample.rows == data["rows_in"]
+    splits = {n: pd.read_parquet(repo / f"data/clean/{n}.parquet") for n in ("train", "val", "test")}
+    assert [data[f"rows_{n}"] for n in splits] == [len(df) for df in splits.values()]
+    assert sum(map(len, splits.values())) == data["rows_out"] == data["rows_in"] - data["rows_dropped"]
+    assert data["dropped"]["duplicate_exact"] > 0  # the synthetic sample carries duplicates by design
+    keys = {n: set(dedup_key(df["prompt"])) for n, df in splits.items()}
+    assert not (keys["train"] & keys["test"]) and not (keys["train"] & keys["val"]) and not (keys["val"] & keys["test"])
+
+
+def test_models_and_sft_contents(repo: Path, out, monkeypatch):
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    from negopt.models.loader import check_profile
+    from negopt.sft import most_frequent, rouge
+
+    params, read = out
+    train = pd.read_parquet(repo / "data/clean/train.parquet")
+    tok = AutoTokenizer.from_pretrained(repo / "models/tiny/t5")
+    prompt = train.prompt.iloc[0]
+    assert len(tok(prompt).input_ids) < len(prompt.encode())  # the BPE merges were learned from train text
+    monkeypatch.chdir(repo)  # the profile's paths are relative to the project root
+    assert all(s.available for s in check_profile(params, "tiny"))
+    sft = read("metrics/sft.json")
+    test = pd.read_parquet(repo / "data/clean/test.parquet").head(params.sft.max_test_samples)
+    base = rouge([most_frequent(train.negative_prompt.tolist())] * len(test), test.negative_prompt.tolist())
+    assert sft["rougeL_baseline_most_frequent"] == pytest.approx(base["rougeL"])  # the TRAIN split's answer
+    assert sft["n_test"] == len(test) and sft["steps"] == params.sft.max_steps
+
+
+def test_rl_contents(repo: Path, out):
+    import pandas as pd
+    from safetensors.torch import load_file
+
+    params, read = out
+    rl = read("metrics/rl.json")
+    test_prompts = pd.read_parquet(repo / "data/clean/test.parquet").prompt.nunique()
+    assert rl["n_test"] == min(params.rl.eval_prompts, test_prompts)
+    assert rl["n_test_images"] == rl["n_test"] * params.rl.eval_seeds_per_prompt and rl["steps"] == params.rl.steps
+    assert rl["reward_test_gain_se"] > 0
+    kl = pd.read_csv(repo / "dvclive/rl/plots/metrics/train/kl.tsv", sep="\t")
+    assert kl.step.tolist() == list(range(params.rl.steps))
+    assert kl.kl.iloc[1:].abs().max() > 0  # the reference stays the SFT model while the policy moves
+    sft_w, rl_w = load_file(repo / "models/sft/model.safetensors"), load_file(repo / "models/rl/model.safetensors")
+    assert sft_w.keys() == rl_w.keys() and any(not (sft_w[k] == rl_w[k]).all() for k in sft_w)
+
+
+def test_generate_evaluate_compare_contents(repo: Path, out, monkeypatch):
+    import numpy as np
+    import pandas as pd
+    import torch
+    from PIL import Image
+
+    from negopt.compare import compare_methods
+    from negopt.evaluate import load_images
+    from negopt.models.loader import load_scorer
+
+    params, read = out
+    g = params.generate
+    manifest = pd.read_parquet(repo / "data/images/manifest.parquet")
+    assert len(manifest) == len(g.methods) * g.num_prompts * g.seeds_per_prompt
+    keys = manifest.groupby("method")[["prompt", "seed"]].apply(lambda d: tuple(map(tuple, d.values)))
+    assert keys.nunique() == 1  # every method renders the same (prompt, seed) pairs
+    test = pd.read_parquet(repo / "data/clean/test.parquet").head(g.num_prompts)
+    by = {m: manifest[manifest.method == m].sort_values(["prompt_idx", "seed"]) for m in g.methods}
+    assert (by["none"].negative == "").all() and (by["generic"].negative == g.generic_negative).all()
+    assert by["ground_truth"].negative.tolist() == test.negative_prompt.tolist()
+    first = np.asarray(Image.open(repo / "data/images" / manifest.file.iloc[0]))
+    assert first.shape == (params.active.image_size, params.active.image_size, 3) and first.std() > 0
+    ev = read("metrics/eval.json")
+    assert list(ev) == list(g.methods) and all(ev[m]["n_images"] == len(by[m]) for m in g.methods)
+    assert all(ev[m]["inception_score"] >= 1.0 - 1e-6 for m in g.methods)
+    # the CLIP score of one method, recomputed image by image against each image's own prompt
+    monkeypatch.chdir(repo)
+    scorer = load_scorer(params.active, torch.device("cpu"))
+    rows = by["ground_truth"]
+    clip = scorer.clip_score(load_images(repo / "data/images", rows.file.tolist()), rows.prompt.tolist())
+    assert ev["ground_truth"]["clip_score"] == pytest.approx(float(clip.mean()), rel=1e-4, abs=1e-4)
+    comparison = read("metrics/comparison.json")
+    assert comparison == json.loads(json.dumps(compare_methods(ev, params.compare.candidates, params.compare.baselines)))
+    page = (repo / "report/index.html").read_text()
+    assert all(f"<th>{m}</th>" in page for m in g.methods) and page.count("<img src='data:image/") >= len(g.methods)
+
+
 def test_exp_run_with_override_changes_metrics(repo: Path):
     _run(["dvc", "exp", "run", "-S", "data.split.seed=7"], repo)
     diff = _run(["dvc", "metrics", "diff", "--json"], repo).stdout

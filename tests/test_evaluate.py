@@ -13,14 +13,18 @@ from negopt.evaluate import evaluate_all, load_images, read_manifest
 
 
 class FakeScorer:
-    """aesthetic = mean pixel / 255; clip = prompt length (so the expected means are easy to work out)."""
+    """aesthetic = mean pixel / 255; clip = prompt length * mean pixel / 255.
+
+    The CLIP stand-in depends on the image *and* its prompt, so scoring an image against another
+    image's prompt changes the method's mean (a prompt-only score would not: its mean ignores order).
+    """
 
     def aesthetic(self, images):
         return images.float().mean(dim=(1, 2, 3)) / 255
 
     def clip_score(self, images, prompts):
         assert len(images) == len(prompts)
-        return torch.tensor([float(len(p)) for p in prompts])
+        return torch.tensor([float(len(p)) for p in prompts]) * images.float().mean(dim=(1, 2, 3)) / 255
 
 
 @pytest.fixture
@@ -63,10 +67,12 @@ def test_evaluate_all_by_hand(images_dir, monkeypatch):
         read_manifest(images_dir), images_dir, FakeScorer(), "w.pt", 75, is_splits=3, batch_size=2
     )
     assert list(out) == ["none", "sft"]
-    # none: pixels (0, 0, 51) -> aesthetic (0 + 0 + 0.2) / 3; sft: (1 + 1 + 0.2) / 3; clip = mean(2, 4, 6) = 4
+    # none: pixels (0, 0, 51) -> aesthetic (0 + 0 + 0.2) / 3; sft: (1 + 1 + 0.2) / 3
     assert out["none"]["aesthetic"] == pytest.approx(0.2 / 3)
     assert out["sft"]["aesthetic"] == pytest.approx(2.2 / 3)
-    assert out["none"]["clip_score"] == pytest.approx(4.0) and out["sft"]["clip_score"] == pytest.approx(4.0)
+    # clip, prompts (ab, abcd, abcdef) paired with their own images: none (0 + 0 + 6 * 0.2) / 3,
+    # sft (2 * 1 + 4 * 1 + 6 * 0.2) / 3; reversed pairing would give sft (6 + 4 + 0.4) / 3
+    assert out["none"]["clip_score"] == pytest.approx(1.2 / 3) and out["sft"]["clip_score"] == pytest.approx(7.2 / 3)
     assert (
         out["sft"]["inception_score"] == pytest.approx(1 + 2.2 / 3)
         and out["sft"]["inception_score_std"] == 0.25

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -73,6 +74,32 @@ def test_inception_score_from_known_logits(monkeypatch, tmp_path):
     # One class only: p(y|x) = p(y), IS = 1.
     mean, _ = inception_score(_images([1, 1, 1, 1]), str(weights), input_size=75, splits=1)
     assert mean == pytest.approx(1.0, abs=1e-9)
+
+
+def test_inception_score_splits_by_hand(monkeypatch, tmp_path):
+    # splits > 1: torch-fidelity shuffles with its fixed seed (np.random.RandomState(2020)), cuts the N
+    # images into `splits` consecutive chunks, and reports the mean and population std of exp(mean KL) per chunk.
+    name = "negopt-test-stub"
+    if name not in FEATURE_EXTRACTORS_REGISTRY:
+        register_feature_extractor(name, StubExtractor)
+    monkeypatch.setattr(metrics, "inception_extractor", lambda size: (name, StubExtractor))
+    weights = tmp_path / "w.pt"
+    torch.save({}, weights)
+    classes = [0, 0, 0, 1, 1, 0, 1, 0]
+    order = np.random.RandomState(2020).permutation(len(classes))
+    p = torch.tensor([[0.9, 0.1] if classes[i] == 0 else [0.1, 0.9] for i in order], dtype=torch.float64)
+
+    def chunk_is(chunk):
+        q = chunk.mean(0, keepdim=True)
+        return math.exp((chunk * (chunk.log() - q.log())).sum(1).mean().item())
+
+    per_split = [chunk_is(p[:4]), chunk_is(p[4:])]
+    mean, std = inception_score(_images(classes), str(weights), input_size=75, splits=2)
+    assert mean == pytest.approx(float(np.mean(per_split)), rel=1e-6)
+    assert std == pytest.approx(float(np.std(per_split)), rel=1e-6)
+    assert std > 1e-3  # the two chunks differ, so a dropped `splits` (one chunk, std 0) shows
+    one, _ = inception_score(_images(classes), str(weights), input_size=75, splits=1)
+    assert one == pytest.approx(chunk_is(p), rel=1e-6) and abs(one - mean) > 1e-3
 
 
 def test_inception_score_refuses_bad_input(tmp_path):
@@ -199,3 +226,12 @@ def test_scorer_batches_do_not_change_results():
     a = ImageScorer(StubClip(), stub_tokenizer, hand_mlp(), StubInception(), batch_size=2).aesthetic(imgs)
     b = ImageScorer(StubClip(), stub_tokenizer, hand_mlp(), StubInception(), batch_size=5).aesthetic(imgs)
     assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_clip_pixels_normalise_by_the_preprocess_mean_and_std():
+    # stub preprocess: mean 0.5, std 0.25, size 4 (no resize): 255 -> (1 - 0.5) / 0.25 = 2, 0 -> -2, 51 -> -1.2
+    imgs = torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
+    imgs[0, 0], imgs[0, 2] = 255, 51
+    x = make_scorer().clip_pixels(imgs)
+    assert x.shape == (1, 3, 4, 4)
+    assert torch.allclose(x[0, :, 0, 0], torch.tensor([2.0, -2.0, -1.2]), atol=1e-6)

@@ -149,6 +149,10 @@ def test_models_check_cli(tmp_path, tiny_params):
     runner = CliRunner()
     ok = runner.invoke(app, ["models", "check", "--path", str(params_file)])
     assert ok.exit_code == 0, ok.output
-    assert "all components available" in ok.output and "23.89M" in ok.output
+    assert "all components available" in ok.output
+    # the aesthetic row's count, by hand: 32*1024+1024 + 1024*128+128 + 128*64+64 + 64*16+16 + 16+1 = 174305
+    assert sum(p.numel() for p in AestheticMLP(32).parameters()) == 174305
+    row = next(line for line in ok.output.splitlines() if line.startswith("aesthetic"))
+    assert row.split()[-2:] == ["yes", "174.31K"]
     bad = runner.invoke(app, ["models", "check", "--profile", "paper", "--path", str(params_file)])
     assert bad.exit_code == 1 and "MISSING" in bad.output and "inception" in bad.output

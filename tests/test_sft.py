@@ -70,14 +70,17 @@ def test_rouge_matches_hand_counts():
     s = rouge(["bad hands blurry"], ["blurry bad anatomy"])
     assert s["rouge1"] == pytest.approx(2 / 3) and s["rouge2"] == 0 and s["rougeL"] == pytest.approx(1 / 3)
     assert rouge(["a b c"], ["a b c"]) == {"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0}
+    # Porter stemming: "finger" and "fingers" are one word, so the score is 1 (0.5 without stemming)
+    assert rouge(["extra finger"], ["extra fingers"])["rouge1"] == 1.0
     with pytest.raises(ValueError):
         rouge(["a"], [])
 
 
 def test_score_sft_baseline_uses_most_frequent_training_negative():
-    # baseline answers "text" everywhere: F1 1 on the first row, 0 on the second -> mean 0.5
-    s = score_sft(["cartoon", "cartoon"], ["text", "cartoon"], ["text", "text", "cartoon"])
-    assert s["rouge1"] == pytest.approx(0.5) and s["rouge1_baseline_most_frequent"] == pytest.approx(0.5)
+    # train's most frequent is "text", test's is "cartoon": the baseline answers "text" everywhere,
+    # F1 1 on one row of three -> 1/3 (taken from the test references it would be 2/3)
+    s = score_sft(["cartoon", "cartoon", "cartoon"], ["cartoon", "cartoon", "text"], ["text", "text", "cartoon"])
+    assert s["rouge1"] == pytest.approx(2 / 3) and s["rouge1_baseline_most_frequent"] == pytest.approx(1 / 3)
     s = score_sft(["text", "cartoon"], ["text", "cartoon"], ["text", "text", "cartoon"])
     assert s["rougeL"] == 1.0 and s["rougeL_baseline_most_frequent"] == pytest.approx(0.5)
 
@@ -180,6 +183,11 @@ def test_stage_writes_model_card_metrics_and_loss_curves(root, t5_dir, tmp_path,
     for key in ("rouge1", "rouge2", "rougeL", "rougeL_baseline_most_frequent"):
         assert 0.0 <= m[key] <= 1.0, key
     assert m["eval_loss"] > 0 and (m["n_train"], m["n_val"], m["n_test"], m["steps"]) == (40, 4, 6, 30)
+    # train's 4 negatives tie (10 each) -> the alphabetically first; the 6 test rows' most frequent differs
+    test_refs = NEGATIVES[40:46]
+    assert most_frequent(NEGATIVES[:40]) == "bad anatomy, extra fingers" != most_frequent(test_refs)
+    expected = rouge(["bad anatomy, extra fingers"] * 6, test_refs)
+    assert m["rougeL_baseline_most_frequent"] == pytest.approx(expected["rougeL"])
     AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "models" / "sft")
     AutoTokenizer.from_pretrained(tmp_path / "models" / "sft")
     card = (tmp_path / "models" / "sft" / "README.md").read_text()

@@ -1,0 +1,391 @@
+"""The RL loop's wiring, with a fake diffusion pipeline and a fake scorer whose numbers are known by hand.
+
+``fake_generate`` replaces ``negopt.diffusion.generate_images``: each image encodes the index of its
+(prompt, negative, seed) triple in two pixels, so the fake scorer reads back exactly which prompt,
+negative and seed made it. The terms are then known functions of those::
+
+    aesthetic = len(negative) + (seed % 5)          (a negative and a seed effect)
+    clip      = 10 * [prompt given == prompt drawn] + len(negative) % 3
+    p(y|x)    = (q, 1 - q),  q = 0.1 + 0.4 * (seed % 1000) / 1000 + 0.08 * (len(negative) % 6);   fidelity = KL(p(y|x) || marginal)
+
+Weights and temperatures are never 1, so a loop that ignores them gives other numbers. The policy is a
+real tiny T5 (sampling and log-probs run for real); the reference is a perturbed copy so the KL is not 0.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import negopt.diffusion
+from negopt.metrics import inception_kl
+from negopt.params import validate_params
+from negopt.rl import evaluate as rl_evaluate
+from negopt.rl.advantages import mean_and_se
+from negopt.rl.loop import (
+    Components,
+    calibrate_rewards,
+    compute_advantages,
+    rollout,
+    run_rl,
+    step_plan,
+    update,
+)
+from negopt.rl.policy import sequence_logprobs
+from negopt.rl.rewards import TERMS, calibrate, score_triples, weighted_sum_reward
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = ["a red fox in snow", "portrait of an old sailor", "a castle at dusk", "neon city street",
+           "a bowl of fruit", "a misty forest", "a robot in a garden", "a sailing ship at sea"]
+NEGATIVES = ["blurry", "deformed hands", "low contrast", "watermark", "overexposed", "lowres", "text", "ugly"]
+WEIGHTS = {"aesthetic": 2.0, "clip": 0.5, "fidelity": 3.0}
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+# --- the fakes -------------------------------------------------------------------------------------
+
+
+class FakeImages:
+    """Stands in for ``generate_images``; records every call's (prompt, negative, seed) triples."""
+
+    def __init__(self) -> None:
+        self.triples: list[tuple[str, str, int]] = []
+        self.calls: list[list[tuple[str, str, int]]] = []
+
+    def __call__(self, pipe, prompts, negatives, seeds, profile, batch_size=32, progress=False):
+        assert len(prompts) == len(negatives) == len(seeds)
+        call = list(zip(prompts, negatives, [int(s) for s in seeds], strict=True))
+        self.calls.append(call)
+        images = torch.zeros(len(call), 3, 4, 4, dtype=torch.uint8)
+        for j, triple in enumerate(call):
+            idx = len(self.triples)
+            self.triples.append(triple)
+            images[j, 0, 0, 0], images[j, 1, 0, 0] = idx % 256, idx // 256
+        return images
+
+
+def aesthetic_of(neg: str, seed: int) -> float:
+    return len(neg) + seed % 5
+
+
+def clip_of(prompt_given: str, prompt_drawn: str, neg: str) -> float:
+    return 10.0 * (prompt_given == prompt_drawn) + len(neg) % 3
+
+
+def probs_of(neg: str, seed: int) -> torch.Tensor:
+    q = 0.1 + 0.4 * (seed % 1000) / 1000 + 0.08 * (len(neg) % 6)
+    return torch.tensor([q, 1 - q])
+
+
+class FakeScorer:
+    """Reads the triple back from the image; see the module docstring for the formulas."""
+
+    def __init__(self, fake: FakeImages) -> None:
+        self.fake = fake
+
+    def triple(self, img: torch.Tensor) -> tuple[str, str, int]:
+        return self.fake.triples[int(img[0, 0, 0]) + 256 * int(img[1, 0, 0])]
+
+    def inception_probs(self, images):
+        return torch.stack([probs_of(*self.triple(x)[1:]) for x in images])
+
+    def reward_terms(self, images, prompts, marginal=None):
+        assert len(images) == len(prompts)
+        ts = [self.triple(x) for x in images]
+        probs = self.inception_probs(images)
+        q = probs.mean(0) if marginal is None else marginal
+        return {"aesthetic": torch.tensor([aesthetic_of(n, s) for _, n, s in ts]),
+                "clip": torch.tensor([clip_of(p, pd, n) for p, (pd, n, _) in zip(prompts, ts, strict=True)]),
+                "fidelity": inception_kl(probs, q)}
+
+
+def hand_terms(triples, marginal: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The fake scorer's terms computed straight from the triples (prompt given = prompt drawn)."""
+    probs = torch.stack([probs_of(n, s) for _, n, s in triples])
+    return {"aesthetic": torch.tensor([aesthetic_of(n, s) for _, n, s in triples]),
+            "clip": torch.tensor([clip_of(p, p, n) for p, n, _ in triples]),
+            "fidelity": inception_kl(probs, marginal)}
+
+
+def hand_z(raw: dict[str, torch.Tensor], calib: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+    """(x - calibration mean) / pooled within-group std of the calibration terms (groups of k)."""
+    out = {}
+    for t in TERMS:
+        c = calib[t].double().reshape(-1, k)
+        within = math.sqrt(((c - c.mean(1, keepdim=True)) ** 2).sum().item() / (c.shape[0] * (k - 1)))
+        out[t] = (raw[t].double() - c.mean().item()) / within
+    return out
+
+
+@pytest.fixture
+def fake_images(monkeypatch) -> FakeImages:
+    fake = FakeImages()
+    monkeypatch.setattr(negopt.diffusion, "generate_images", fake)
+    return fake
+
+
+@pytest.fixture(scope="module")
+def t5_dir(tmp_path_factory):
+    from negopt.models.policy import build_tiny_t5
+
+    return build_tiny_t5((PROMPTS + NEGATIVES) * 10, tmp_path_factory.mktemp("t5") / "t5", vocab_size=300, seed=0)
+
+
+def make_params(tmp: Path, **rl):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["paths"].update(checkpoints=str(tmp / "checkpoints"))
+    raw["base"].update(device="cpu", seed=3)
+    raw["rl"].update(dict(steps=2, batch_prompts=3, k=3, max_new_tokens=5, checkpoint_every=10, calibration_prompts=4,
+                          image_batch_size=4, learning_rate=1e-2, kl_coef=0.7, temperature=0.7, eval_prompts=4,
+                          eval_seeds_per_prompt=3, reward=WEIGHTS) | rl)
+    return validate_params(raw)
+
+
+def make_components(t5_dir, fake: FakeImages) -> Components:
+    from negopt.models.loader import load_policy
+
+    policy, tok = load_policy(t5_dir, torch.device("cpu"))
+    ref, _ = load_policy(t5_dir, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # the frozen reference differs from the policy, so the KL is not 0 at step 0
+        for p in ref.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    return Components(policy=policy, ref=ref, tokenizer=tok, pipe=None, scorer=FakeScorer(fake), sft_dir=str(t5_dir))
+
+
+# --- the reward: standardised terms, weighted --------------------------------------------------------
+
+
+def test_weighted_sum_reward_is_weights_times_standardised_terms(fake_images):
+    scorer = FakeScorer(fake_images)
+    marginal = torch.tensor([0.25, 0.75])
+    # calibration: 2 groups of k=2; aesthetic (1, 3 | 5, 7): mean 4, within-group std sqrt((4 * 1) / 2) = sqrt(2)
+    calib = {"aesthetic": torch.tensor([1.0, 3.0, 5.0, 7.0]), "clip": torch.tensor([10.0, 12.0, 10.0, 11.0]),
+             "fidelity": torch.tensor([0.1, 0.3, 0.2, 0.2])}
+    _, stats = calibrate(torch.tensor([[0.5, 0.5]] * 4), lambda m: calib, group_size=2, norm="group")
+    triples = [("a red fox in snow", "blurry", 12), ("a castle at dusk", "ugly, text", 1003)]
+    images = fake_images(None, [t[0] for t in triples], [t[1] for t in triples],
+                         [t[2] for t in triples], None)
+    reward, info = weighted_sum_reward(scorer, WEIGHTS, stats, marginal)(images, [t[0] for t in triples], {})
+    raw = hand_terms(triples, marginal)
+    # by hand for the first image: aesthetic 6 + 2 = 8 -> z (8 - 4) / sqrt(2)
+    assert info["raw"]["aesthetic"].tolist() == [8.0, 13.0]
+    assert info["z"]["aesthetic"][0].item() == pytest.approx(4 / math.sqrt(2), rel=1e-6)
+    z = hand_z(raw, calib, 2)
+    expected = sum(WEIGHTS[t] * z[t] for t in TERMS)
+    assert torch.allclose(reward.double(), expected, rtol=1e-5)
+    for t in TERMS:
+        assert torch.allclose(info["z"][t].double(), z[t], rtol=1e-5), t
+
+
+def test_score_triples_scores_each_image_with_its_own_prompt_and_seed(fake_images):
+    scorer = FakeScorer(fake_images)
+    calib = {t: torch.tensor([0.0, 2.0, 1.0, 5.0]) for t in TERMS}
+    _, stats = calibrate(torch.tensor([[0.5, 0.5]] * 4), lambda m: calib, group_size=2)
+    marginal = torch.tensor([0.3, 0.7])
+    prompts, negatives, seeds = PROMPTS[:5], NEGATIVES[:5], [7, 11, 250, 999, 4]
+    out = score_triples(None, None, None, weighted_sum_reward(scorer, WEIGHTS, stats, marginal),
+                        prompts, negatives, seeds, batch_size=2)
+    assert [len(c) for c in fake_images.calls] == [2, 2, 1]  # micro-batches of 2
+    raw = hand_terms(list(zip(prompts, negatives, seeds, strict=True)), marginal)
+    for t in TERMS:  # clip 10 + ... everywhere: every image was scored against its own prompt
+        assert torch.allclose(out[f"raw/{t}"].double(), raw[t].double(), rtol=1e-6), t
+    z = hand_z(raw, calib, 2)
+    assert torch.allclose(out["reward"].double(), sum(WEIGHTS[t] * z[t] for t in TERMS), rtol=1e-5)
+
+
+def test_calibration_marginal_is_the_mean_posterior_of_the_calibration_images(fake_images, t5_dir, tmp_path):
+    params = make_params(tmp_path, calibration_prompts=4, k=3)
+    comp = make_components(t5_dir, fake_images)
+    marginal, stats = calibrate_rewards(None, comp, params, PROMPTS)
+    triples = fake_images.triples
+    assert len(triples) == 4 * 3
+    groups = [triples[i:i + 3] for i in range(0, 12, 3)]
+    assert all(len({p for p, _, _ in g}) == 1 and len({s for _, _, s in g}) == 1 for g in groups)
+    expected = torch.stack([probs_of(n, s) for _, n, s in triples]).mean(0)
+    assert torch.allclose(marginal, expected, atol=1e-6)
+    assert abs(marginal[0].item() - 0.5) > 1e-3  # the fixture is not accidentally uniform
+    # the statistics are those of the calibration terms under that marginal
+    raw = hand_terms(triples, expected)
+    for t in TERMS:
+        assert stats.mean[t] == pytest.approx(raw[t].double().mean().item(), rel=1e-5, abs=1e-7), t
+
+
+# --- advantages, rollout log-probs, update ------------------------------------------------------------
+
+
+def test_compute_advantages_subtracts_the_kl_before_the_baseline():
+    rewards = torch.tensor([1.0, 2.0, 4.0, 0.0])
+    logp_old = torch.tensor([-1.0, -2.0, -3.0, -1.0])
+    logp_ref = torch.tensor([-2.0, -2.0, -1.0, -1.0])
+    adv, penalised, kl = compute_advantages(rewards, logp_old, logp_ref, kl_coef=0.5, k=2)
+    # kl = (1, 0, -2, 0); penalised = (0.5, 2, 5, 0); RLOO with k=2: A_i = r_i - r_other
+    assert kl.tolist() == [1.0, 0.0, -2.0, 0.0]
+    assert penalised.tolist() == [0.5, 2.0, 5.0, 0.0]
+    assert adv.tolist() == [-1.5, 1.5, 5.0, -5.0]
+
+
+def test_rollout_logprobs_use_the_temperature_and_the_frozen_reference(fake_images, t5_dir, tmp_path):
+    params = make_params(tmp_path, temperature=0.7, k=2)
+    comp = make_components(t5_dir, fake_images)
+    ro, extra = rollout(comp, params, PROMPTS[:3], sample_seed=5)
+    assert len(ro.negatives) == 6
+    with torch.no_grad():
+        at_t, _ = sequence_logprobs(comp.policy, ro, 0.7)
+        at_1, _ = sequence_logprobs(comp.policy, ro, 1.0)
+        ref_t, _ = sequence_logprobs(comp.ref, ro, 0.7)
+    assert torch.allclose(extra["logp_old"], at_t, atol=1e-5)
+    assert not torch.allclose(at_t, at_1, atol=1e-3)  # the temperature matters for these samples
+    assert torch.allclose(extra["logp_ref"], ref_t, atol=1e-5)
+    assert (extra["logp_old"] - extra["logp_ref"]).abs().max() > 1e-2  # reference is not the policy
+
+
+def test_ppo_update_moves_the_ratio_from_the_rollout_logprobs(fake_images, t5_dir, tmp_path):
+    params = make_params(tmp_path, algo="ppo", ppo_epochs=3, learning_rate=5e-2, clip_range=0.1, k=2)
+    comp = make_components(t5_dir, fake_images)
+    ro, extra = rollout(comp, params, PROMPTS[:2], sample_seed=1)
+    optimizer = torch.optim.AdamW(comp.policy.parameters(), lr=params.rl.learning_rate, weight_decay=0.0)
+    adv = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    stats = update(comp.policy, optimizer, ro, adv, extra["logp_old"], params)
+    # the last epoch's ratio is against the rollout's log-probs, after two steps: it has moved
+    assert abs(stats["approx_kl"]) > 1e-4 and stats["clip_frac"] > 0
+    with torch.no_grad():
+        after, _ = sequence_logprobs(comp.policy, ro, params.rl.temperature)
+    moved = after - extra["logp_old"]
+    assert (moved[adv > 0] > moved[adv < 0].max()).all()  # positive advantages gained probability
+
+
+def test_rloo_update_raises_the_logprob_of_positive_advantages(fake_images, t5_dir, tmp_path):
+    params = make_params(tmp_path, algo="rloo", learning_rate=1e-2, k=2)
+    comp = make_components(t5_dir, fake_images)
+    ro, extra = rollout(comp, params, PROMPTS[:2], sample_seed=2)
+    optimizer = torch.optim.AdamW(comp.policy.parameters(), lr=params.rl.learning_rate, weight_decay=0.0)
+    adv = torch.tensor([2.0, -2.0, -2.0, 2.0])
+    update(comp.policy, optimizer, ro, adv, extra["logp_old"], params)
+    with torch.no_grad():
+        after, _ = sequence_logprobs(comp.policy, ro, params.rl.temperature)
+    moved = after - extra["logp_old"]
+    assert moved[adv > 0].min() > moved[adv < 0].max()
+
+
+# --- the loop: seed pairing and what reaches the update ------------------------------------------------
+
+
+def test_run_rl_pairs_seeds_and_feeds_weighted_z_rewards_and_kl(fake_images, t5_dir, tmp_path, monkeypatch):
+    import negopt.rl.loop as loop
+
+    params = make_params(tmp_path, steps=2, batch_prompts=3, k=3, calibration_prompts=4)
+    comp = make_components(t5_dir, fake_images)
+    seen = []
+    real = loop.compute_advantages
+
+    def spy(rewards, logp_old, logp_ref, kl_coef, k):
+        seen.append((rewards.clone(), logp_old.clone(), logp_ref.clone(), kl_coef, k))
+        return real(rewards, logp_old, logp_ref, kl_coef, k)
+
+    rolled = []
+    real_rollout = loop.rollout
+
+    def spy_rollout(*args, **kwargs):
+        ro, extra = real_rollout(*args, **kwargs)
+        rolled.append(extra)
+        return ro, extra
+
+    monkeypatch.setattr(loop, "compute_advantages", spy)
+    monkeypatch.setattr(loop, "rollout", spy_rollout)
+    state = run_rl(params, comp, PROMPTS)
+    assert state.step == 2 and len(seen) == 2
+    calib = fake_images.triples[:12]
+    calib_marginal = torch.stack([probs_of(n, s) for _, n, s in calib]).mean(0)
+    calib_terms = hand_terms(calib, calib_marginal)
+    for step in range(2):
+        triples = fake_images.triples[12 + 9 * step: 12 + 9 * (step + 1)]
+        prompts, image_seeds, _ = step_plan(params.base.seed, step, PROMPTS, 3)
+        # prompt-major: a prompt's k samples share its one seed; different prompts have different seeds
+        assert [p for p, _, _ in triples] == [p for p in prompts for _ in range(3)]
+        assert [s for _, _, s in triples] == [s for s in image_seeds for _ in range(3)]
+        assert len(set(image_seeds)) == 3
+        rewards, logp_old, logp_ref, kl_coef, k = seen[step]
+        z = hand_z(hand_terms(triples, calib_marginal), calib_terms, 3)
+        assert torch.allclose(rewards.double(), sum(WEIGHTS[t] * z[t] for t in TERMS), rtol=1e-4, atol=1e-5)
+        assert kl_coef == 0.7 and k == 3
+        assert (logp_old - logp_ref).abs().max() > 1e-2  # the frozen reference, not the policy
+        extra = rolled[1 + step]  # rolled[0] is the calibration rollout
+        assert torch.equal(logp_old, extra["logp_old"]) and torch.equal(logp_ref, extra["logp_ref"])  # KL sign
+    steps_seeds = [s for _, _, s in fake_images.triples[12:21]], [s for _, _, s in fake_images.triples[21:30]]
+    assert set(steps_seeds[0]) != set(steps_seeds[1])  # each step draws its own seeds
+
+
+# --- the test evaluation: same seeds for SFT and RL, averaged per prompt ---------------------------------
+
+
+class Named(torch.nn.Module):
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+
+def fake_decode(seen: list):
+    """Stands in for ``decode_negatives``: SFT answers 'x' * (i + 1), RL 'y' * (2i + 3) for prompt i."""
+
+    def decode(model, tokenizer, prompts, sft, max_new_tokens=None, do_sample=None, seed=None, progress=False):
+        seen.append((model.name, sft, max_new_tokens, do_sample))
+        if model.name == "sft":
+            return ["x" * (PROMPTS.index(p) + 1) for p in prompts]
+        return ["y" * (2 * PROMPTS.index(p) + 3) for p in prompts]
+
+    return decode
+
+
+def test_evaluate_rl_same_seeds_for_both_models_and_per_prompt_means(fake_images, tmp_path, monkeypatch):
+    seen: list = []
+    monkeypatch.setattr(rl_evaluate, "decode_negatives", fake_decode(seen))
+    params = make_params(tmp_path, eval_prompts=4, eval_seeds_per_prompt=3, image_batch_size=5)
+
+    def reward_fn(images, prompts, metadata):
+        # reward = a seed effect (large, shared by the pair) + len(negative): the paired gain is len_rl - len_sft
+        ts = [FakeScorer(fake_images).triple(x) for x in images]
+        assert [p for p, _, _ in ts] == list(prompts)
+        r = torch.tensor([float(s % 97) + len(n) for _, n, s in ts])
+        return r, {"raw": {t: r for t in TERMS}, "z": {t: r for t in TERMS}}
+
+    metrics, examples = rl_evaluate.evaluate_rl(None, Named("sft"), Named("rl"), None, None, reward_fn, PROMPTS,
+                                                params)
+    prompts, seeds = rl_evaluate.eval_plan(PROMPTS, 4, params.rl.eval_seed, 3)
+    n_img = 4 * 3
+    sft_t, rl_t = fake_images.triples[:n_img], fake_images.triples[n_img:]
+    assert [s for _, _, s in sft_t] == [s for _, _, s in rl_t] == [s for row in seeds for s in row]
+    assert [p for p, _, _ in rl_t] == [p for p in prompts for _ in range(3)]
+    assert {name for name, *_ in seen} == {"sft", "rl"}
+    assert all(cfg is params.sft and mnt == params.rl.max_new_tokens and ds is False for _, cfg, mnt, ds in seen)
+    # per-prompt means over the 3 seeds; the gain is len_rl - len_sft = (2i + 3) - (i + 1) = i + 2 for prompt i
+    idx = torch.tensor([PROMPTS.index(p) for p in prompts], dtype=torch.float64)
+    gain, gain_se = mean_and_se(idx + 2)
+    seed_mean = torch.tensor([sum(s % 97 for s in row) / 3 for row in seeds], dtype=torch.float64)
+    sft_mean, sft_se = mean_and_se(seed_mean + idx + 1)
+    assert metrics["reward_test_gain"] == pytest.approx(gain) and metrics["reward_test_gain_se"] == pytest.approx(gain_se)
+    assert metrics["reward_test_sft"] == pytest.approx(sft_mean) and metrics["reward_test_sft_se"] == pytest.approx(sft_se)
+    assert metrics["n_test"] == 4 and metrics["n_test_images"] == 12
+    assert metrics["negative_chars_sft"] == pytest.approx(float((idx + 1).mean()))
+    # per-term means over each model's own images (the fake's terms all equal its reward)
+    assert metrics["aesthetic_test_sft"] == pytest.approx(sft_mean) and metrics["clip_raw_test_rl"] == pytest.approx(
+        float((seed_mean + 2 * idx + 3).mean()))
+    assert [e["prompt"] for e in examples] == prompts
+
+
+def test_rl_test_decode_is_the_deployed_decode_with_its_repetition_penalty(t5_dir, tmp_path):
+    from negopt.models.loader import load_policy
+    from negopt.sft import decode_negatives
+
+    params = make_params(tmp_path, max_new_tokens=12)
+    params = params.model_copy(update={"sft": params.sft.model_copy(update={"repetition_penalty": 3.0})})
+    model, tok = load_policy(t5_dir, torch.device("cpu"))
+    got = rl_evaluate.greedy_negatives(model, tok, PROMPTS, params)
+    assert got == decode_negatives(model, tok, PROMPTS, params.sft, max_new_tokens=12, do_sample=False)
+    plain = params.sft.model_copy(update={"repetition_penalty": 1.0})
+    assert got != decode_negatives(model, tok, PROMPTS, plain, max_new_tokens=12, do_sample=False)

@@ -1,0 +1,266 @@
+"""Mutation testing for the science code: plant one curated bug at a time, run the fast tests, list survivors.
+
+Each mutant is one edit (an operator flipped, a constant changed, arguments swapped, a term dropped)
+that changes a published number: the RL objective and its seed pairing, the test evaluation, the image
+metrics, the drop-reason table, the SFT baseline. The edit is made in a scratch copy of the project
+(the worktree is never touched), the relevant *fast* unit tests run with ``-x``, and a mutant that
+passes them all is a survivor: either a missing test or an edit shown equivalent (``EQUIVALENT``).
+
+    python tools/mutate.py                       # all mutants, the tests of this checkout
+    python tools/mutate.py --only rl/ --only sft # a subset (substring of file or description)
+    python tools/mutate.py --tests-from 6806169  # the same mutants against an older commit's tests
+    python tools/mutate.py --list                # print the mutants and exit
+
+A mutant whose target text is not in the file (the code was rewritten) is reported ``n/a``, never run:
+update its ``old`` text rather than delete it. Slow tests (the tiny-zoo RL loop, SFT training) are not
+run per mutant; ``.ci/run`` runs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    file: str
+    old: str
+    new: str
+    what: str
+
+
+M = Mutant
+MUTANTS: list[Mutant] = [
+    # --- the RL objective -------------------------------------------------------------------------
+    M("negopt/rl/loop.py", "logp_ref, _ = sequence_logprobs(comp.ref, ro, rl.temperature)",
+      "logp_ref, _ = sequence_logprobs(comp.policy, ro, rl.temperature)", "reference log-probs from the policy (KL 0)"),
+    M("negopt/rl/loop.py", "logp_old, entropy = sequence_logprobs(comp.policy, ro, rl.temperature)",
+      "logp_old, entropy = sequence_logprobs(comp.policy, ro)", "temperature missing from the rollout log-probs"),
+    M("negopt/rl/loop.py", "return rloo_advantages(penalised, k), penalised, kl",
+      "return rloo_advantages(rewards, k), penalised, kl", "KL penalty never reaches the advantages"),
+    M("negopt/rl/loop.py", "loss, extra = policy_loss(rl.algo, logp, adv, old, rl.clip_range)",
+      "loss, extra = policy_loss(rl.algo, logp, adv, logp.detach(), rl.clip_range)",
+      "PPO old log-probs recomputed after the update (ratio 1)"),
+    M("negopt/rl/loop.py", 'for _ in range(rl.ppo_epochs if rl.algo == "ppo" else 1):', "for _ in range(1):",
+      "rl.ppo_epochs ignored"),
+    M("negopt/rl/loop.py", "seeds = [s for s in image_seeds for _ in range(rl.k)]",
+      "seeds = [s for _ in range(rl.k) for s in image_seeds]", "a prompt's k samples on different seeds"),
+    M("negopt/rl/loop.py", "seeds = [s for s in image_seeds for _ in range(rl.k)]",
+      "seeds = [image_seeds[0] for _ in rep]", "all prompts of a step on one seed"),
+    M("negopt/rl/loop.py", "image_seeds = rng.integers(0, 2**31 - 1, size=len(pick)).tolist()",
+      "image_seeds = [int(rng.integers(0, 2**31 - 1))] * len(pick)", "step_plan draws one seed for all prompts"),
+    M("negopt/rl/loop.py", "weights = params.rl.reward.model_dump()",
+      "weights = dict.fromkeys(params.rl.reward.model_dump(), 1.0)", "reward weights ignored in training"),
+    M("negopt/rl/loop.py", 'extra["logp_old"], extra["logp_ref"], rl.kl_coef, rl.k)',
+      'extra["logp_ref"], extra["logp_old"], rl.kl_coef, rl.k)', "KL sign flipped in the loop"),
+    M("negopt/rl/loop.py", 'extra["logp_old"], extra["logp_ref"], rl.kl_coef, rl.k)',
+      'extra["logp_old"], extra["logp_ref"], 0.0, rl.k)', "rl.kl_coef ignored"),
+    M("negopt/rl/loop.py", "seeds = [s for s in group_seeds for _ in range(k)]",
+      "seeds = [s for _ in range(k) for s in group_seeds]", "calibration groups on different seeds"),
+    M("negopt/rl/loop.py", 'if rl.reward_stats == "running":', 'if rl.reward_stats == "fixed":',
+      "running/fixed reward statistics swapped"),
+    M("negopt/rl/loop.py", "rep = [p for p in prompts for _ in range(rl.k)]",
+      "rep = [p for _ in range(rl.k) for p in prompts]", "rollout rows paired with the wrong prompts"),
+    # --- rewards --------------------------------------------------------------------------------
+    M("negopt/rl/rewards.py", 'return weighted_reward(z, weights).float(), {"raw": raw, "z": z}',
+      'return weighted_reward(raw, weights).float(), {"raw": raw, "z": z}', "reward sums raw, not standardised, terms"),
+    M("negopt/rl/rewards.py", "marginal = probs.double().mean(0).float()",
+      "marginal = torch.full_like(probs[0], 1.0 / probs.shape[1])", "uniform calibration marginal"),
+    M("negopt/rl/rewards.py", "rewards, info = reward_fn(images, p, ", "rewards, info = reward_fn(images, p[::-1], ",
+      "score_triples scores images against reversed prompts"),
+    M("negopt/rl/rewards.py", "p = [prompts[i] for i in idx]", "p = sorted(prompts[i] for i in idx)",
+      "score_triples generates with shuffled prompts"),
+    # --- advantages -----------------------------------------------------------------------------
+    M("negopt/rl/advantages.py", "return rewards - kl_coef * kl, kl", "return rewards + kl_coef * kl, kl",
+      "KL added to the reward"),
+    M("negopt/rl/advantages.py", "baseline = (grouped.sum(dim=1, keepdim=True) - grouped) / (k - 1)",
+      "baseline = (grouped.sum(dim=1, keepdim=True) - grouped) / k", "RLOO baseline divides by k"),
+    M("negopt/rl/advantages.py", "return sum(float(w) * z_terms[name] for name, w in weights.items())",
+      "return sum(z_terms[name] for name, w in weights.items())", "weighted_reward ignores the weights"),
+    M("negopt/rl/advantages.py", "(terms[n] - self.mean[n]) / self.scale(n)", "terms[n] / self.scale(n)",
+      "standardise does not centre"),
+    M("negopt/rl/advantages.py", 'return self.within_std(name) if self.norm == "group" else self.std(name)',
+      'return self.std(name) if self.norm == "group" else self.within_std(name)', "group/global scale swapped"),
+    M("negopt/rl/advantages.py", "x.std(unbiased=True)", "x.std(unbiased=False)", "standard error with ddof 0"),
+    M("negopt/rl/advantages.py", "self.within_df += n_b - n_b // group_size", "self.within_df += n_b",
+      "within-group degrees of freedom = n"),
+    # --- loss and policy ------------------------------------------------------------------------
+    M("negopt/rl/loss.py", "loss = torch.maximum(unclipped, clipped).mean()",
+      "loss = torch.minimum(unclipped, clipped).mean()", "PPO pessimistic bound flipped"),
+    M("negopt/rl/loss.py", "return -(advantages.detach() * logp).mean()", "return (advantages.detach() * logp).mean()",
+      "RLOO loss sign"),
+    M("negopt/rl/policy.py", "logits = out.logits.float() / temperature", "logits = out.logits.float()",
+      "token log-probs ignore the temperature"),
+    M("negopt/rl/policy.py", "eos_before = is_eos.cumsum(dim=1) - is_eos", "eos_before = is_eos.cumsum(dim=1)",
+      "generated mask drops the eos token"),
+    # --- RL test evaluation ---------------------------------------------------------------------
+    M("negopt/rl/evaluate.py", 'per_prompt = scores["reward"].reshape(2, n, s).mean(dim=2)',
+      'per_prompt = scores["reward"].reshape(2, s, n).mean(dim=1)', "per-prompt mean over the wrong axis"),
+    M("negopt/rl/evaluate.py", "flat_s + flat_s, params.rl.image_batch_size",
+      "flat_s + flat_s[::-1], params.rl.image_batch_size", "RL images on other seeds than SFT's"),
+    M("negopt/rl/evaluate.py", "return decode_negatives(model, tokenizer, prompts, params.sft, ",
+      "return decode_negatives(model, tokenizer, prompts, params.sft.model_copy(update={'repetition_penalty': 1.0}), ",
+      "RL test decode without the repetition penalty"),
+    M("negopt/rl/evaluate.py", "gain, gain_se = mean_and_se(r_rl - r_sft)", "gain, gain_se = mean_and_se(r_sft - r_rl)",
+      "paired gain sign"),
+    M("negopt/rl/evaluate.py", 'scores[f"{kind}/{t}"][: n * s].mean().item()',
+      'scores[f"{kind}/{t}"][n * s:].mean().item()', "SFT term means read from RL's rows"),
+    # --- image metrics --------------------------------------------------------------------------
+    M("negopt/metrics.py", "isc_splits=splits,", "isc_splits=1,", "Inception Score splits ignored"),
+    M("negopt/metrics.py", "p * (p.clamp_min(1e-300).log() - q.clamp_min(1e-300).log())",
+      "q * (q.clamp_min(1e-300).log() - p.clamp_min(1e-300).log())", "KL direction reversed"),
+    M("negopt/metrics.py", "return (100.0 * cos).clamp_min(0).cpu()", "return (100.0 * cos).cpu()",
+      "CLIP score not clamped at 0"),
+    M("negopt/metrics.py", "emb = F.normalize(embeddings.to(self.device).float(), dim=-1)",
+      "emb = embeddings.to(self.device).float()", "aesthetic MLP on unnormalised embeddings"),
+    M("negopt/metrics.py", "q = probs.mean(dim=0) if marginal is None else marginal.cpu().float()",
+      "q = probs.mean(dim=0)", "fixed marginal ignored in reward_terms"),
+    M("negopt/metrics.py", "return (x - self.mean.view(1, 3, 1, 1)) / self.std.view(1, 3, 1, 1)",
+      "return x - self.mean.view(1, 3, 1, 1)", "CLIP pixels not divided by std"),
+    # --- evaluate stage ---------------------------------------------------------------------------
+    M("negopt/evaluate.py", 'rows["prompt"].astype(str).tolist(),', 'rows["prompt"].astype(str).tolist()[::-1],',
+      "CLIP of each image against another image's prompt"),
+    M("negopt/evaluate.py", "splits=is_splits,", "splits=1,", "evaluate.is_splits not passed on"),
+    M("negopt/evaluate.py", "if len(images) < is_splits:", "if len(images) <= is_splits:",
+      "as many images as splits refused"),
+    M("negopt/evaluate.py", '"aesthetic": batched_mean(scorer.aesthetic, images, batch_size),',
+      '"aesthetic": batched_mean(scorer.aesthetic, images[:batch_size], batch_size),', "aesthetic of the first batch only"),
+    # --- clean ------------------------------------------------------------------------------------
+    M("negopt/data/clean.py", 'drop("short_prompt", p_len < rules.min_prompt_chars)\n    drop("long_prompt", ',
+      'drop("long_prompt", p_len < rules.min_prompt_chars)\n    drop("short_prompt", ', "two drop reasons swapped"),
+    M("negopt/data/clean.py", 'drop("short_prompt", p_len < rules.min_prompt_chars)',
+      'drop("short_prompt", p_len <= rules.min_prompt_chars)', "min_prompt_chars off by one"),
+    M("negopt/data/clean.py", "(likes < rules.min_likes)", "(likes <= rules.min_likes)", "min_likes off by one"),
+    M("negopt/data/clean.py", "if rules.nsfw_filter:", "if not rules.nsfw_filter:", "nsfw filter inverted"),
+    M("negopt/data/clean.py", 'dup[alive] = pair[alive].duplicated(keep="first").to_numpy()',
+      'dup[alive] = pair[alive].duplicated(keep="last").to_numpy()', "normalised duplicates keep the last row"),
+    M("negopt/data/clean.py", 'drop("empty_negative", n_len == 0)', 'drop("empty_negative", p_len == 0)',
+      "empty-negative rule reads the prompt"),
+    # --- compare ----------------------------------------------------------------------------------
+    M("negopt/compare.py", "return 100.0 * (candidate - baseline) / abs(baseline)",
+      "return 100.0 * (candidate - baseline) / baseline", "relative gain over a signed baseline"),
+    M("negopt/compare.py", "relative_gain(float(eval_metrics[cand][metric]), float(eval_metrics[base][metric]))",
+      "relative_gain(float(eval_metrics[base][metric]), float(eval_metrics[cand][metric]))",
+      "candidate and baseline swapped"),
+    M("negopt/compare.py", "if base not in eval_metrics or base == cand:", "if base not in eval_metrics:",
+      "a method compared with itself"),
+    # --- sft --------------------------------------------------------------------------------------
+    M("negopt/sft.py", "baseline = rouge([most_frequent(train_negatives)] * len(references), references)",
+      "baseline = rouge([most_frequent(references)] * len(references), references)",
+      "most-frequent baseline from the test references"),
+    M("negopt/sft.py", "return min(counts, key=lambda t: (-counts[t], t))", "return max(counts, key=lambda t: (counts[t], t))",
+      "most_frequent ties go to the last text"),
+    M("negopt/sft.py", "seed=seed, progress=progress, repetition_penalty=sft.repetition_penalty)",
+      "seed=seed, progress=progress, repetition_penalty=1.0)", "deployed decode without the repetition penalty"),
+    M("negopt/sft.py", "num_beams=sft.num_beams, do_sample=", "num_beams=1, do_sample=", "sft.num_beams ignored"),
+    M("negopt/sft.py", "use_stemmer=True", "use_stemmer=False", "ROUGE without stemming"),
+    M("negopt/sft.py", 'return f"{task_prefix}{prompt.strip()}"', 'return f"{prompt.strip()}"', "task prefix dropped"),
+]
+
+# Fast tests per module (first match wins); slow ones (the tiny-zoo loop, SFT training) run in CI only.
+_SFT_FAST = ["tests/test_sft.py", "-k", "not training_lowers and not interrupted and not stage_writes"]
+TESTS: list[tuple[str, list[str]]] = [
+    ("negopt/rl/advantages.py", ["tests/test_rl_advantages.py", "tests/test_rl_wiring.py"]),
+    ("negopt/rl/loss.py", ["tests/test_rl_loss.py", "tests/test_rl_wiring.py"]),
+    ("negopt/rl/policy.py", ["tests/test_rl_policy.py", "tests/test_rl_wiring.py"]),
+    ("negopt/rl/", ["tests/test_rl_wiring.py", "tests/test_rl_advantages.py"]),
+    ("negopt/metrics.py", ["tests/test_metrics.py", "tests/test_evaluate.py"]),
+    ("negopt/evaluate.py", ["tests/test_evaluate.py"]),
+    ("negopt/data/clean.py", ["tests/test_clean.py"]),
+    ("negopt/compare.py", ["tests/test_compare.py", "tests/test_report.py"]),
+    ("negopt/sft.py", _SFT_FAST),
+]
+
+#: Survivors shown not to change behaviour, with the reason (keyed by the mutant's description).
+EQUIVALENT: dict[str, str] = {}
+
+
+def tests_for(file: str, scratch: Path) -> list[str]:
+    for prefix, args in TESTS:
+        if file.startswith(prefix):
+            present = [a for a in args if not a.startswith("tests/") or (scratch / a).exists()]
+            return present if any(a.startswith("tests/") for a in present) else []
+    return []
+
+
+def make_scratch(tests_from: str | None) -> Path:
+    scratch = Path(tempfile.mkdtemp(prefix="negopt-mutate-"))
+    for name in ("negopt", "tests", "stages"):
+        shutil.copytree(ROOT / name, scratch / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("params.yaml", "pyproject.toml", "dvc.yaml"):
+        shutil.copy2(ROOT / name, scratch / name)
+    if tests_from:
+        shutil.rmtree(scratch / "tests")
+        archive = subprocess.run(["git", "archive", tests_from, "tests"], cwd=ROOT, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(scratch)], input=archive.stdout, check=True)
+    return scratch
+
+
+def run_tests(scratch: Path, args: list[str], timeout: int) -> tuple[int, float]:
+    env = dict(os.environ, PYTHONPATH=str(scratch), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *args],
+                              cwd=scratch, env=env, capture_output=True, text=True, timeout=timeout)
+        rc = proc.returncode
+    except subprocess.TimeoutExpired:
+        rc = -1  # a mutant that hangs the tests is caught too (by the CI timeout)
+    return rc, time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", action="append", default=[], help="substring of a mutant's file or description")
+    ap.add_argument("--tests-from", help="git revision whose tests/ to run instead of this checkout's")
+    ap.add_argument("--timeout", type=int, default=600, help="seconds per mutant")
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--list", action="store_true")
+    a = ap.parse_args()
+    mutants = [m for m in MUTANTS if not a.only or any(o in m.file or o in m.what for o in a.only)]
+    if a.list:
+        for m in mutants:
+            print(f"{m.file:28} {m.what}")
+        return 0
+    scratch = make_scratch(a.tests_from)
+    results = []
+    try:
+        for i, m in enumerate(mutants, 1):
+            path = scratch / m.file
+            original = path.read_text()
+            args = tests_for(m.file, scratch)
+            if original.count(m.old) != 1 or not args:
+                status, rc, secs = "n/a", None, 0.0
+            else:
+                path.write_text(original.replace(m.old, m.new))
+                try:
+                    rc, secs = run_tests(scratch, args, a.timeout)
+                finally:
+                    path.write_text(original)
+                status = "killed" if rc != 0 else ("equivalent" if m.what in EQUIVALENT else "SURVIVED")
+            results.append({"file": m.file, "what": m.what, "status": status, "rc": rc, "seconds": round(secs, 1)})
+            print(f"[{i:2}/{len(mutants)}] {status:10} {secs:6.1f}s  {m.file}: {m.what}", flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    counts = {s: sum(r["status"] == s for r in results) for s in ("killed", "SURVIVED", "equivalent", "n/a")}
+    print(json.dumps(counts))
+    for r in results:
+        if r["status"] == "equivalent":
+            print(f"equivalent: {r['file']}: {r['what']}: {EQUIVALENT[r['what']]}")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"counts": counts, "results": results}, indent=1))
+    return 1 if counts["SURVIVED"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
