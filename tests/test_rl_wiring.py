@@ -333,8 +333,8 @@ class Named(torch.nn.Module):
 def fake_decode(seen: list):
     """Stands in for ``decode_negatives``: SFT answers 'x' * (i + 1), RL 'y' * (2i + 3) for prompt i."""
 
-    def decode(model, tokenizer, prompts, sft, max_new_tokens=None, do_sample=None, seed=None, progress=False):
-        seen.append((model.name, sft, max_new_tokens, do_sample))
+    def decode(model, tokenizer, prompts, decode, task_prefix, max_source_length, **kw):
+        seen.append((model.name, decode, task_prefix, max_source_length))
         if model.name == "sft":
             return ["x" * (PROMPTS.index(p) + 1) for p in prompts]
         return ["y" * (2 * PROMPTS.index(p) + 3) for p in prompts]
@@ -362,7 +362,8 @@ def test_evaluate_rl_same_seeds_for_both_models_and_per_prompt_means(fake_images
     assert [s for _, _, s in sft_t] == [s for _, _, s in rl_t] == [s for row in seeds for s in row]
     assert [p for p, _, _ in rl_t] == [p for p in prompts for _ in range(3)]
     assert {name for name, *_ in seen} == {"sft", "rl"}
-    assert all(cfg is params.sft and mnt == params.rl.max_new_tokens and ds is False for _, cfg, mnt, ds in seen)
+    assert all(cfg is params.decode and (pre, msl) == (params.sft.task_prefix, params.sft.max_source_length)
+               for _, cfg, pre, msl in seen)  # the deployed decode and input format
     # per-prompt means over the 3 seeds; the gain is len_rl - len_sft = (2i + 3) - (i + 1) = i + 2 for prompt i
     idx = torch.tensor([PROMPTS.index(p) for p in prompts], dtype=torch.float64)
     gain, gain_se = mean_and_se(idx + 2)
@@ -379,13 +380,15 @@ def test_evaluate_rl_same_seeds_for_both_models_and_per_prompt_means(fake_images
 
 
 def test_rl_test_decode_is_the_deployed_decode_with_its_repetition_penalty(t5_dir, tmp_path):
+    from negopt.decode import decode_negatives
     from negopt.models.loader import load_policy
-    from negopt.sft import decode_negatives
 
-    params = make_params(tmp_path, max_new_tokens=12)
-    params = params.model_copy(update={"sft": params.sft.model_copy(update={"repetition_penalty": 3.0})})
+    params = make_params(tmp_path)
+    params = params.model_copy(update={"decode": params.decode.model_copy(
+        update={"repetition_penalty": 3.0, "max_new_tokens": 12})})
     model, tok = load_policy(t5_dir, torch.device("cpu"))
     got = rl_evaluate.greedy_negatives(model, tok, PROMPTS, params)
-    assert got == decode_negatives(model, tok, PROMPTS, params.sft, max_new_tokens=12, do_sample=False)
-    plain = params.sft.model_copy(update={"repetition_penalty": 1.0})
-    assert got != decode_negatives(model, tok, PROMPTS, plain, max_new_tokens=12, do_sample=False)
+    fmt = (params.sft.task_prefix, params.sft.max_source_length)
+    assert got == decode_negatives(model, tok, PROMPTS, params.decode, *fmt)
+    plain = params.decode.model_copy(update={"repetition_penalty": 1.0})
+    assert got != decode_negatives(model, tok, PROMPTS, plain, *fmt)

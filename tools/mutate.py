@@ -109,8 +109,8 @@ MUTANTS: list[Mutant] = [
       'per_prompt = scores["reward"].reshape(2, s, n).mean(dim=1)', "per-prompt mean over the wrong axis"),
     M("negopt/rl/evaluate.py", "flat_s + flat_s, params.rl.image_batch_size",
       "flat_s + flat_s[::-1], params.rl.image_batch_size", "RL images on other seeds than SFT's"),
-    M("negopt/rl/evaluate.py", "return decode_negatives(model, tokenizer, prompts, params.sft, ",
-      "return decode_negatives(model, tokenizer, prompts, params.sft.model_copy(update={'repetition_penalty': 1.0}), ",
+    M("negopt/rl/evaluate.py", "return decode_negatives(model, tokenizer, prompts, params.decode, ",
+      "return decode_negatives(model, tokenizer, prompts, params.decode.model_copy(update={'repetition_penalty': 1.0}), ",
       "RL test decode without the repetition penalty"),
     M("negopt/rl/evaluate.py", "gain, gain_se = mean_and_se(r_rl - r_sft)", "gain, gain_se = mean_and_se(r_sft - r_rl)",
       "paired gain sign"),
@@ -156,16 +156,21 @@ MUTANTS: list[Mutant] = [
     M("negopt/compare.py", "if base not in eval_metrics or base == cand:", "if base not in eval_metrics:",
       "a method compared with itself"),
     # --- sft --------------------------------------------------------------------------------------
-    M("negopt/sft.py", "baseline = rouge([most_frequent(train_negatives)] * len(references), references)",
-      "baseline = rouge([most_frequent(references)] * len(references), references)",
+    M("negopt/sft.py", 'preds = {"most_frequent": [most_frequent(train_negatives)] * len(references)',
+      'preds = {"most_frequent": [most_frequent(references)] * len(references)',
       "most-frequent baseline from the test references"),
     M("negopt/sft.py", "return min(counts, key=lambda t: (-counts[t], t))", "return max(counts, key=lambda t: (counts[t], t))",
       "most_frequent ties go to the last text"),
-    M("negopt/sft.py", "seed=seed, progress=progress, repetition_penalty=sft.repetition_penalty)",
-      "seed=seed, progress=progress, repetition_penalty=1.0)", "deployed decode without the repetition penalty"),
-    M("negopt/sft.py", "num_beams=sft.num_beams, do_sample=", "num_beams=1, do_sample=", "sft.num_beams ignored"),
     M("negopt/sft.py", "use_stemmer=True", "use_stemmer=False", "ROUGE without stemming"),
-    M("negopt/sft.py", 'return f"{task_prefix}{prompt.strip()}"', 'return f"{prompt.strip()}"', "task prefix dropped"),
+    M("negopt/sft.py", 'scores[f"rougeL_gain_over_{name}"], scores[f"rougeL_gain_over_{name}_se"] = gain, se',
+      'scores[f"rougeL_gain_over_{name}"], scores[f"rougeL_gain_over_{name}_se"] = -gain, se', "gain sign flipped"),
+    # --- the deployed decode ------------------------------------------------------------------------
+    M("negopt/decode.py", '"repetition_penalty": decode.repetition_penalty,', '"repetition_penalty": 1.0,',
+      "deployed decode without the repetition penalty"),
+    M("negopt/decode.py", 'kw["num_beams"] = max(decode.num_beams, num)', 'kw["num_beams"] = num', "decode.num_beams ignored"),
+    M("negopt/decode.py", 'return f"{task_prefix}{prompt.strip()}"', 'return f"{prompt.strip()}"', "task prefix dropped"),
+    M("negopt/decode.py", '"top_p": decode.top_p, "temperature": decode.temperature', '"top_p": decode.top_p, "temperature": 1.0',
+      "sampling temperature ignored"),
 ]
 
 # Fast tests per module (first match wins); slow ones (the tiny-zoo loop, SFT training) run in CI only.
@@ -179,7 +184,8 @@ TESTS: list[tuple[str, list[str]]] = [
     ("negopt/evaluate.py", ["tests/test_evaluate.py"]),
     ("negopt/data/clean.py", ["tests/test_clean.py"]),
     ("negopt/compare.py", ["tests/test_compare.py", "tests/test_report.py"]),
-    ("negopt/sft.py", _SFT_FAST),
+    ("negopt/sft.py", _SFT_FAST + ["tests/test_retrieval.py"]),
+    ("negopt/decode.py", ["tests/test_decode.py"]),
 ]
 
 #: Survivors shown not to change behaviour, with the reason (keyed by the mutant's description).
