@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
-from negopt.evaluate import evaluate_all, read_manifest
+from negopt.evaluate import NonFiniteMetricError, evaluate_all, read_manifest
 from negopt.io import write_json
 from negopt.runtime import resolve_device, start_stage
 
@@ -19,16 +20,20 @@ def main() -> None:
     start = time.perf_counter()
     manifest = read_manifest(params.paths.images)
     scorer = load_scorer(profile, device)
-    results = evaluate_all(
-        manifest,
-        params.paths.images,
-        scorer,
-        profile.inception,
-        profile.inception_input_size,
-        params.evaluate.is_splits,
-        params.evaluate.batch_size,
-        device,
-    )
+    try:
+        results = evaluate_all(
+            manifest,
+            params.paths.images,
+            scorer,
+            profile.inception,
+            profile.inception_input_size,
+            params.evaluate.is_splits,
+            params.evaluate.batch_size,
+            device,
+        )
+    except NonFiniteMetricError as err:  # stop here, not later inside compare's plots
+        print(err, file=sys.stderr)
+        sys.exit(1)
     out = Path(params.paths.metrics) / "eval.json"
     write_json(out, results)
     for method, m in results.items():
