@@ -132,6 +132,8 @@ class Profile(Section):
     clip_config: str = ""
     aesthetic: str
     inception: str
+    aesthetic_url: str = ""  # where `negopt models fetch` downloads `aesthetic` from ("" = not fetchable)
+    inception_url: str = ""  # where it downloads `inception` from (torch.hub's name-<sha256 prefix> name)
     inception_input_size: Annotated[int, Field(ge=75)] = 299
     image_size: Annotated[int, Field(ge=8)] = 512
     num_inference_steps: PosInt = 50
