@@ -163,3 +163,33 @@ def test_policy_is_t5_small_with_its_tokenizer(paper_repo: Path):
             assert tok.unk_token_id not in ids, negative  # decoded by this tokenizer: re-encodes without <unk>
     rl = json.loads((paper_repo / "metrics" / "rl.json").read_text())
     assert all(math.isfinite(v) for v in rl.values() if isinstance(v, float)), rl
+
+
+def test_replica_holds_exactly_what_fetch_downloads(replica: Path):
+    """One list of files: what the replica writes is what `negopt models fetch` asks the hub for."""
+    from negopt.models.fetch import HUB_FILES
+
+    def files(repo: str) -> list[str]:
+        snap = next((replica / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots").iterdir())
+        return sorted(str(p.relative_to(snap)) for p in snap.rglob("*") if p.is_symlink())
+
+    assert files("stable-diffusion-v1-5/stable-diffusion-v1-5") == sorted(HUB_FILES["sd"])
+    assert files("google-t5/t5-small") == sorted(HUB_FILES["policy"])
+    assert files("timm/vit_large_patch14_clip_224.openai") == ["open_clip_model.safetensors"]
+
+
+def test_paper_clip_resolves_the_openai_tag_with_quickgelu(replica: Path, root: Path, monkeypatch):
+    """ViT-L-14/openai from the cache through open_clip's own hub table, with the tag's QuickGELU
+    (open_clip 3.x only warns about the mismatch), 768-d embeddings as the aesthetic head expects."""
+    import torch
+    from huggingface_hub import constants
+
+    from negopt.models.loader import load_clip
+    from negopt.params import load_params
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(replica / "hub"))
+    model, tokenizer = load_clip(load_params(root / "params.yaml").models.paper, torch.device("cpu"))
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert "QuickGELU" in kinds and "GELU" not in kinds
+    assert model.visual.output_dim == 768 and model.visual.image_size == (224, 224)
+    assert tokenizer(["a photo of a cat"]).shape == (1, 77)

@@ -98,10 +98,16 @@ def load_clip(profile: Profile, device: torch.device):
     status = _clip_status(profile)
     if not status.available:
         raise MissingWeightsError(_missing_message([status]))
-    # Pass the tag itself (not the cached file): open_clip applies the tag's settings (e.g. QuickGELU for
-    # ViT-L-14/openai) and finds the file in the local cache.
+    # Pass the tag itself (not the cached file), so open_clip finds the file in the local cache. open_clip
+    # 3.x does *not* apply the tag's activation on its own: ViT-L-14's config says GELU while the openai
+    # weights were trained with QuickGELU (it only warns "QuickGELU mismatch"), so force what the tag says.
+    tag = open_clip.get_pretrained_cfg(profile.clip_name, profile.clip_pretrained) or {}
     model, _, _ = open_clip.create_model_and_transforms(
-        profile.clip_name, pretrained=profile.clip_pretrained, device=device, weights_only=True
+        profile.clip_name,
+        pretrained=profile.clip_pretrained,
+        device=device,
+        weights_only=True,
+        force_quick_gelu=bool(tag.get("quick_gelu", False)),
     )
     return model.eval(), open_clip.get_tokenizer(profile.clip_name)
 

@@ -45,7 +45,7 @@ import torch
 from negopt.io import atomic_path, read_json, write_json
 from negopt.models.hub_cache import add_file, fake_commit, set_ref
 
-REPLICA_VERSION = 1  # bump when a component changes: the stamp then forces a rebuild
+REPLICA_VERSION = 2  # bump when a component changes: the stamp then forces a rebuild
 SD_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 T5_REPO = "google-t5/t5-small"
 CLIP_NAME, CLIP_TAG = "ViT-L-14", "openai"
@@ -215,7 +215,9 @@ def t5_tokenizer_json() -> str:
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
     vocab, _ = clip_bpe()
-    words = [t.removesuffix("</w>") for t in vocab[512:-2]]  # the merged tokens: English-web subwords
+    # The merged tokens (English-web subwords), ASCII only: a character too rare to become a piece is
+    # appended by the trainer in hash-map order, which differs from run to run.
+    words = [t.removesuffix("</w>") for t in vocab[512:-2] if t.isascii()]
     specials = ["<pad>", "</s>", "<unk>"]
     trainer = trainers.UnigramTrainer(
         vocab_size=T5_PIECES, special_tokens=specials, unk_token="<unk>", show_progress=False
@@ -224,14 +226,18 @@ def t5_tokenizer_json() -> str:
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.train_from_iterator(words, trainer=trainer)
-    pieces = json.loads(tok.to_str())["model"]["vocab"]  # [[piece, log-prob], ...], specials first
+    trained = json.loads(tok.to_str())["model"]["vocab"]  # [[piece, log-prob], ...], specials first
+    # The trainer's float sums vary in the last bits from run to run (threads), reordering ties: round
+    # and sort, so a seed gives the same ids every time.
+    body = sorted(((p, round(sc, 6)) for p, sc in trained[len(specials):]), key=lambda x: (-x[1], x[0]))
+    pieces = [[p, 0.0] for p in specials] + [list(x) for x in _sort_required_chars(body)]
     have = {p for p, _ in pieces}
     floor = min(s for _, s in pieces[len(specials):]) - 1.0
-    for t in vocab[512:-2]:  # top up with whole words ("cat</w>" -> "▁cat") in CLIP's merge order
+    for t in vocab[512:-2]:  # top up with ASCII whole words ("cat</w>" -> "▁cat") in CLIP's merge order
         if len(pieces) >= T5_PIECES:
             break
         piece = "\u2581" + t.removesuffix("</w>")
-        if t.endswith("</w>") and piece not in have:
+        if t.endswith("</w>") and t.isascii() and piece not in have:
             pieces.append([piece, floor])
             have.add(piece)
             floor -= 1e-4
@@ -247,6 +253,26 @@ def t5_tokenizer_json() -> str:
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
     )
     return tok.to_str()
+
+
+def _sort_required_chars(body: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Put the trainer's appended characters in codepoint order.
+
+    Characters too rare to be kept are appended by the trainer in hash-map order (which changes from
+    process to process) with scores one ``1e-4`` step apart: within each such run of single characters,
+    keep the run's scores and sort its characters.
+    """
+    out, i = list(body), 0
+    while i < len(out):
+        j = i
+        while j + 1 < len(out) and len(out[j][0]) == len(out[j + 1][0]) == 1 and \
+                round(out[j][1] - out[j + 1][1], 6) == 1e-4:
+            j += 1
+        if j > i:
+            chars = sorted(p for p, _ in out[i : j + 1])
+            out[i : j + 1] = [(c, sc) for c, (_, sc) in zip(chars, out[i : j + 1], strict=True)]
+        i = j + 1
+    return out
 
 
 T5_TOKENIZER_CONFIG = {
