@@ -177,3 +177,34 @@ def test_offline_message_lists_every_missing_item_with_commands_that_exist(empty
     hf = Path(sys.executable).parent / "hf"
     usage = subprocess.run([str(hf), "download", "--help"], capture_output=True, text=True, timeout=60).stdout
     assert "Usage: hf download [OPTIONS] REPO_ID [FILENAMES]..." in usage
+
+
+def _models_stage(root: Path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stage_models", root / "stages" / "models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_models_stage_fetches_only_when_online(monkeypatch, root, capsys):
+    import negopt.models.fetch as fetch
+    from negopt.params import load_params
+
+    stage, params = _models_stage(root), load_params(root / "params.yaml")
+    calls = []
+    monkeypatch.setattr(fetch, "fetch_profile", lambda profile, log: calls.append(profile) or ["sd"])
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    stage.fetch_if_online(params)
+    assert calls == []
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    stage.fetch_if_online(params)
+    assert calls == [params.active] and "models: fetched sd" in capsys.readouterr().err
+
+    def unreachable(profile, log):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(fetch, "fetch_profile", unreachable)
+    stage.fetch_if_online(params)  # reported, not raised: the offline check then lists what is missing
+    assert "fetch failed (OSError: network is unreachable)" in capsys.readouterr().err
