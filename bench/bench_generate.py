@@ -18,8 +18,7 @@ import time
 import torch
 
 from negopt.diffusion import generate_images
-from negopt.generate import pipeline_dtype, use_sdpa
-from negopt.models.loader import load_sd_pipeline
+from negopt.models.loader import default_dtype, load_sd_pipeline
 from negopt.params import load_params
 from negopt.runtime import resolve_device
 
@@ -43,8 +42,7 @@ def main() -> None:
     params = load_params()
     profile, bs = params.active, params.generate.batch_size
     device = resolve_device(params.base.device)
-    pipe = load_sd_pipeline(profile, device, pipeline_dtype(device))
-    use_sdpa(pipe)
+    pipe = load_sd_pipeline(profile, device)
     prompts = [f"a photo of a cat number {i}, detailed" for i in range(args.images)]
     negatives = ["blurry, low quality"] * args.images
     generate_images(pipe, prompts[:bs], negatives[:bs], list(range(bs)), profile, batch_size=bs)  # warm-up
@@ -57,7 +55,7 @@ def main() -> None:
     seconds = time.perf_counter() - start
     rate = args.images / seconds
     line = (
-        f"{params.profile} profile, {device} ({pipeline_dtype(device)}), {profile.image_size} px, "
+        f"{params.profile} profile, {device} ({default_dtype(device)}), {profile.image_size} px, "
         f"{profile.num_inference_steps} steps, batch {bs}, threads {torch.get_num_threads()}: "
         f"{args.images} images in {seconds:.2f} s = {rate:.1f} images/s"
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 app = typer.Typer(help="negopt: learn negative prompts for text-to-image models.", no_args_is_help=True)
-models_app = typer.Typer(help="Inspect the model zoo of a profile.", no_args_is_help=True)
+models_app = typer.Typer(help="Inspect, fetch or replicate the model zoo of a profile.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
 
@@ -47,6 +47,52 @@ def models_check(
     typer.echo(format_table(statuses, name))
     if not all(s.available for s in statuses):
         raise typer.Exit(1)
+
+
+@models_app.command("fetch")
+def models_fetch(
+    profile: str = typer.Option("paper", "--profile", help="the profile whose missing components to download"),
+    path: Path = typer.Option(Path("params.yaml"), help="params file"),
+) -> None:
+    """Download every missing component of a profile (hub models into the HF cache, URL files verified)."""
+    from negopt.models.check import format_table
+    from negopt.models.fetch import fetch_profile
+    from negopt.models.loader import check_profile
+    from negopt.params import ParamsError, load_params
+
+    try:
+        p = load_params(path)
+    except ParamsError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    if profile not in ("tiny", "paper"):
+        typer.echo(f"--profile: unknown profile {profile!r}; use tiny or paper", err=True)
+        raise typer.Exit(2)
+    try:
+        fetched = fetch_profile(getattr(p.models, profile), log=lambda m: typer.echo(m, err=True))
+    except Exception as err:  # offline, HTTP errors, a file that does not verify: say which, then the table
+        typer.echo(f"fetch failed: {type(err).__name__}: {err}", err=True)
+    else:
+        typer.echo(f"fetched: {', '.join(fetched) or 'nothing (all present)'}", err=True)
+    statuses = check_profile(p, profile)
+    typer.echo(format_table(statuses, profile))
+    if not all(s.available for s in statuses):
+        raise typer.Exit(1)
+
+
+@models_app.command("replica")
+def models_replica(
+    out: Path = typer.Option(..., "--out", help="folder for the replica (hub/ = an HF_HUB_CACHE, paper/ = URL files)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the random weights"),
+    force: bool = typer.Option(False, "--force", help="rebuild even if the stamp matches"),
+) -> None:
+    """Build the paper profile at full size with random weights, offline (for testing the paper path)."""
+    from negopt.models.replica import build_replica, disk_usage
+
+    build_replica(out, seed=seed, force=force, log=lambda m: typer.echo(m, err=True))
+    typer.echo(f"replica ready: {out} ({disk_usage(out) / 1e9:.2f} GB). Use it with:")
+    typer.echo(f"  export HF_HUB_CACHE={out.resolve() / 'hub'} HF_HUB_OFFLINE=1")
+    typer.echo(f"  mkdir -p models/paper && cp {out.resolve() / 'paper'}/* models/paper/")
 
 
 @app.command("suggest")

@@ -6,6 +6,7 @@ so the numbers are the ones RL optimised and the paper reports.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,24 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from negopt.errors import ParamsError, require_input
+from negopt.errors import ParamsError, UserError, require_input
 from negopt.generate import MANIFEST
+
+
+class NonFiniteMetricError(UserError, ValueError):
+    """A metric came out NaN or infinite; writing it would poison eval.json and every comparison after it."""
+
+
+def check_finite(method: str, row: dict[str, float | int]) -> None:
+    """Refuse a metric row with a NaN or infinite value, naming the method, the metric and the likely cause."""
+    bad = [f"{k}={v}" for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise NonFiniteMetricError(
+            f"evaluate: method {method!r} has non-finite metric(s) {', '.join(bad)}; eval.json not written. "
+            "A NaN Inception Score usually means the Inception weights overflow at inception_input_size "
+            "(e.g. a random Inception calibrated at another size); a NaN aesthetic or CLIP score, NaN pixels "
+            "from the diffusion model (half precision overflow): check models.<profile>.inception and the images"
+        )
 
 
 def read_manifest(images_dir: str | Path) -> pd.DataFrame:
@@ -83,7 +100,7 @@ def evaluate_all(
     batch_size: int,
     device: torch.device | None = None,
 ) -> dict[str, dict[str, float | int]]:
-    """``{method: metrics}`` in the manifest's method order."""
+    """``{method: metrics}`` in the manifest's method order; a non-finite metric raises NonFiniteMetricError."""
     out = {}
     methods = list(dict.fromkeys(manifest["method"]))
     for method in tqdm(methods, desc="evaluate", unit="method"):
@@ -99,4 +116,5 @@ def evaluate_all(
             batch_size,
             device,
         )
+        check_finite(method, out[method])  # before the next method: fail as soon as it is known
     return out

@@ -156,25 +156,6 @@ def clear_outputs(images_dir: str | Path) -> None:
     (images_dir / MANIFEST).unlink(missing_ok=True)
 
 
-def pipeline_dtype(device: torch.device) -> torch.dtype:
-    """bf16 where the GPU has it, else fp16 on GPU; float32 on CPU (half precision is slow or unsupported)."""
-    if device.type != "cuda":
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def use_sdpa(pipe) -> None:
-    """PyTorch's fused scaled-dot-product attention in the UNet and VAE (flash / memory-efficient on GPU).
-
-    diffusers picks it by default under torch 2; setting it explicitly keeps a config or an older
-    default from silently falling back to the slow unfused attention.
-    """
-    from diffusers.models.attention_processor import AttnProcessor2_0
-
-    for module in (pipe.unet, pipe.vae):
-        module.set_attn_processor(AttnProcessor2_0())
-
-
 def generate_all(params: Params, state, device: torch.device) -> pd.DataFrame | None:
     """The whole stage on one of ``state.num_processes`` processes; the main one returns the manifest.
 
@@ -215,8 +196,7 @@ def generate_all(params: Params, state, device: torch.device) -> pd.DataFrame | 
         from negopt.models.loader import load_sd_pipeline
 
         if not loaded:
-            loaded.append(load_sd_pipeline(profile, device, pipeline_dtype(device)))
-            use_sdpa(loaded[0])
+            loaded.append(load_sd_pipeline(profile, device))  # the loader's one dtype policy, the same as rl's
 
         def generate_fn(prompts: list[str], negatives: list[str], seeds: list[int]) -> torch.Tensor:
             return generate_images(loaded[0], prompts, negatives, seeds, profile, batch_size=len(prompts))

@@ -147,6 +147,8 @@ class Profile(Section):
     clip_config: str  # "" for a model config open_clip ships
     aesthetic: str
     inception: str
+    aesthetic_url: str  # where `negopt models fetch` downloads `aesthetic` from ("" = not fetchable)
+    inception_url: str  # where it downloads `inception` from (torch.hub's name-<sha256 prefix> name)
     inception_input_size: Annotated[int, Field(ge=75)]
     image_size: Annotated[int, Field(ge=8, multiple_of=8)]  # the VAE downsamples by 8
     num_inference_steps: PosInt

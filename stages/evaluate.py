@@ -20,6 +20,7 @@ def main() -> None:
     start = time.perf_counter()
     manifest = read_manifest(params.paths.images)
     scorer = load_scorer(profile, device)
+    # a NaN / inf metric raises NonFiniteMetricError (a UserError): nothing is written for compare to crash on
     results = evaluate_all(
         manifest,
         params.paths.images,

@@ -2,13 +2,15 @@
 
 tiny:  trains the tokenizers on paths.clean/train.parquet (prompts and negatives), builds every random
        component with models.tiny_build.seed, and writes paths.tiny_models (replaced atomically).
-paper: builds nothing; fails before any work starts, listing every weight that is not available
-       offline and how to fetch it. When paths.tiny_models is absent (DVC removes it before the run)
-       a small marker is written there, because dvc.yaml declares it as this stage's output.
+paper: downloads every missing component first when the hub is reachable (HF_HUB_OFFLINE unset;
+       ``negopt models fetch``), then fails before any work starts, listing every weight that is still
+       not available and how to fetch it. When paths.tiny_models is absent (DVC removes it before the
+       run) a small marker is written there, because dvc.yaml declares it as this stage's output.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -39,9 +41,27 @@ def check_tiny_paths(params) -> None:
             )
 
 
+def fetch_if_online(params) -> None:
+    """Fetch what is missing unless HF_HUB_OFFLINE says not to; a failed fetch is reported, then checked."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    from negopt.models.fetch import fetch_profile
+
+    try:
+        fetched = fetch_profile(params.active, log=lambda m: print(m, file=sys.stderr))
+    except Exception as err:  # no network, HTTP errors, a corrupt file: the check below lists what is missing
+        print(f"models: fetch failed ({type(err).__name__}: {err})", file=sys.stderr)
+    else:
+        if fetched:
+            print(f"models: fetched {', '.join(fetched)}", file=sys.stderr)
+
+
 def main() -> None:
     params = start_stage()
     if params.profile == "paper":
+        fetch_if_online(params)
         require_profile(params)
         if not Path(params.paths.tiny_models).exists():  # the declared output; keep a tiny zoo built by hand
             with atomic_dir(params.paths.tiny_models) as tmp:

@@ -69,7 +69,7 @@ def test_hf_offline_uncached_says_how_to_get_it(monkeypatch, tmp_path):
     with pytest.raises(SourceError) as err:
         load_hf(HfSource(dataset="negopt-tests/not-cached-anywhere"))
     msg = str(err.value)
-    assert "data.source=hf" in msg and "not-cached-anywhere" in msg and "load_dataset(" in msg
+    assert "data.source=hf" in msg and "not-cached-anywhere" in msg and "hf download --repo-type dataset" in msg
 
 
 def test_real_pairs_load_and_clean(shared_pairs, tmp_path):

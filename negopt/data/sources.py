@@ -23,22 +23,59 @@ class SourceError(UserError, RuntimeError):
     """A source cannot be read; the message names the param and the fix."""
 
 
-def load_hf(cfg: HfSource) -> pd.DataFrame:
-    """The original dataset via the HF cache; offline and uncached fails saying how to fetch it."""
-    try:
-        import datasets
+def hf_fetch_command(cfg: HfSource) -> str:
+    """The huggingface_hub 2.x CLI line that puts the dataset in the HF cache."""
+    rev = "" if cfg.revision == "main" else f" --revision {cfg.revision}"
+    return f"hf download --repo-type dataset {cfg.dataset}{rev}"
 
-        ds = datasets.load_dataset(cfg.dataset, revision=cfg.revision, split=cfg.split)
-    except Exception as err:  # datasets raises many types offline (ConnectionError, FileNotFound, ...)
+
+def hf_split_files(folder: Path, split: str) -> list[Path]:
+    """A snapshot's parquet files of ``split``: ``data/<split>-*.parquet`` (the hub's layout), else any
+    ``**/<split>-*.parquet`` / ``**/<split>/*.parquet``; sorted, so shards concatenate in order."""
+    files = sorted(folder.glob(f"data/{split}-*.parquet"))
+    if not files:
+        files = sorted({*folder.glob(f"**/{split}-*.parquet"), *folder.glob(f"**/{split}/*.parquet")})
+    return files
+
+
+def load_hf(cfg: HfSource) -> pd.DataFrame:
+    """The original dataset from the HF hub cache: resolve the snapshot, read its parquet with pyarrow.
+
+    Offline (``HF_HUB_OFFLINE=1``) only the cache is read (what ``hf download --repo-type dataset
+    <id>`` leaves: ``refs/<revision>`` + ``snapshots/<sha>/data/<split>-*.parquet``); online the
+    missing parquet files are downloaded first. ``datasets.load_dataset`` is not used: offline it
+    finds only its own prepared cache, not a hub snapshot.
+    """
+    import pyarrow.parquet as pq
+    from huggingface_hub import constants, snapshot_download
+
+    offline = bool(constants.HF_HUB_OFFLINE)
+    try:
+        folder = Path(
+            snapshot_download(
+                cfg.dataset,
+                repo_type="dataset",
+                revision=cfg.revision,
+                allow_patterns=[f"*{cfg.split}-*.parquet", f"*{cfg.split}/*.parquet"],
+                local_files_only=offline,
+            )
+        )
+    except Exception as err:  # LocalEntryNotFoundError offline, HTTP / connection errors online
         raise SourceError(
-            f"data.source=hf: cannot load {cfg.dataset!r} (revision {cfg.revision!r}, split {cfg.split!r}): "
-            f"{type(err).__name__}: {err}\n"
-            f"It is not in the Hugging Face cache and this run is offline. Fetch it once on a machine with "
-            f"network access:\n  HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 python -c \"import datasets; "
-            f"datasets.load_dataset('{cfg.dataset}', revision='{cfg.revision}', split='{cfg.split}')\"\n"
-            f"(or copy its parquet file here and use data.source=file:<path>)"
+            f"data.source=hf: {cfg.dataset!r} (data.hf.revision {cfg.revision!r}) is not in the Hugging Face "
+            f"cache{' and this run is offline' if offline else ''} ({type(err).__name__}: {err}).\n"
+            f"Fetch it once on a machine with network access:\n  {hf_fetch_command(cfg)}\n"
+            f"then copy the cache (HF_HUB_CACHE, default ~/.cache/huggingface/hub) here, or use "
+            f"data.source=file:<path to its parquet>"
         ) from None
-    return ds.to_pandas()
+    files = hf_split_files(folder, cfg.split)
+    if not files:
+        found = sorted(str(p.relative_to(folder)) for p in folder.rglob("*.parquet"))
+        raise SourceError(
+            f"data.source=hf: {cfg.dataset!r} snapshot {folder.name} has no parquet for split "
+            f"{cfg.split!r} (data.hf.split); it holds {found or 'no parquet files'}"
+        )
+    return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
 
 
 def _read_jsonl_tolerant(path: Path) -> tuple[pd.DataFrame, int]:

@@ -9,7 +9,6 @@ how-to; nothing here ever substitutes one model for another.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +16,12 @@ from pathlib import Path
 import torch
 
 from negopt.errors import UserError
+from negopt.models.fetch import HUB_FILES, clip_hub_file, hub_download_command, url_download_command
 from negopt.models.policy import load_policy as load_policy  # re-exported: every stage imports it from here
 from negopt.params import Params, Profile
 
-INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
-AESTHETIC_URL = "https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/sac+logos+ava1-l14-linearMSE.pth"
 SD_SUBFOLDERS = ("unet", "vae", "text_encoder")  # what the pipeline loads; the safety checker is off
+SD_VARIANT = "fp16"  # the hub's half-size weight files; read on every device and cast to default_dtype
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
@@ -40,20 +39,33 @@ class ComponentStatus:
     )  # tensor elements in the weight files (BN statistics included); None when unavailable
     how_to: str = ""  # one line: how to fetch or point to it (empty when available)
     location: str = ""  # the resolved local folder or file
+    hub: bool = False  # source is a hub id (fetchable through huggingface_hub)
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
-    """fp16 on CUDA (SD 1.5's published precision), float32 on CPU (half matmuls are slow or missing there)."""
+    """The one precision policy for every Stable Diffusion call (RL rewards *and* generate).
+
+    fp16 on CUDA (SD 1.5's published precision and the ``fp16`` weight files we fetch), float32 on CPU
+    (half matmuls are slow or missing there). RL must score the pixels the comparison later shows, so
+    the rl and generate stages both take this dtype from :func:`load_sd_pipeline`, never their own.
+    """
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
+def sd_variant(folder: Path) -> str | None:
+    """``fp16`` when the folder holds the hub's fp16 variant files, else None (e.g. the tiny zoo)."""
+    return SD_VARIANT if (folder / "unet" / f"diffusion_pytorch_model.{SD_VARIANT}.safetensors").is_file() else None
+
+
 def load_sd_pipeline(profile: Profile, device: torch.device, dtype: torch.dtype | None = None):
-    """``StableDiffusionPipeline.from_pretrained(profile.sd)`` on ``device``, safety checker off, bar off.
+    """``StableDiffusionPipeline.from_pretrained(profile.sd)`` on ``device``: safety checker off, bar off,
+    :func:`default_dtype` unless ``dtype`` is given, PyTorch SDPA attention in the UNet and VAE.
 
     The safety checker is disabled because it blacks out flagged images, which would corrupt image metrics;
     it is not a swapped model (it never touches the generated pixels otherwise).
     """
     from diffusers import StableDiffusionPipeline
+    from diffusers.models.attention_processor import AttnProcessor2_0
 
     where = _resolve_hf(profile.sd, "model_index.json")
     if where is None:
@@ -61,11 +73,16 @@ def load_sd_pipeline(profile: Profile, device: torch.device, dtype: torch.dtype 
     pipe = StableDiffusionPipeline.from_pretrained(
         str(where),
         dtype=dtype or default_dtype(device),
+        variant=sd_variant(where),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
+    # Fused attention (flash / memory-efficient on GPU) set explicitly, so rl and generate run the same
+    # kernels and a config or an older default cannot fall back to the slow unfused attention.
+    for module in (pipe.unet, pipe.vae):
+        module.set_attn_processor(AttnProcessor2_0())
     return pipe.to(device)
 
 
@@ -82,10 +99,16 @@ def load_clip(profile: Profile, device: torch.device):
     status = _clip_status(profile)
     if not status.available:
         raise MissingWeightsError(_missing_message([status]))
-    # Pass the tag itself (not the cached file): open_clip applies the tag's settings (e.g. QuickGELU for
-    # ViT-L-14/openai) and finds the file in the local cache.
+    # Pass the tag itself (not the cached file), so open_clip finds the file in the local cache. open_clip
+    # 3.x does *not* apply the tag's activation on its own: ViT-L-14's config says GELU while the openai
+    # weights were trained with QuickGELU (it only warns "QuickGELU mismatch"), so force what the tag says.
+    tag = open_clip.get_pretrained_cfg(profile.clip_name, profile.clip_pretrained) or {}
     model, _, _ = open_clip.create_model_and_transforms(
-        profile.clip_name, pretrained=profile.clip_pretrained, device=device, weights_only=True
+        profile.clip_name,
+        pretrained=profile.clip_pretrained,
+        device=device,
+        weights_only=True,
+        force_quick_gelu=bool(tag.get("quick_gelu", False)),
     )
     return model.eval(), open_clip.get_tokenizer(profile.clip_name)
 
@@ -170,8 +193,10 @@ def count_params(files: list[Path]) -> int:
     return total
 
 
-def _weight_files(folder: Path) -> list[Path]:
-    """Weights in an HF folder, preferring full-precision safetensors over variants and .bin copies."""
+def _weight_files(folder: Path, variant: str | None = None) -> list[Path]:
+    """Weights in an HF folder: the ``variant`` files if asked, else full-precision safetensors, then .bin."""
+    if variant:
+        return sorted(folder.glob(f"*.{variant}.safetensors"))
     for pattern in ("*.safetensors", "*.bin"):
         files = sorted(p for p in folder.glob(pattern) if p.name.count(".") == 1)
         if files:
@@ -182,42 +207,44 @@ def _weight_files(folder: Path) -> list[Path]:
 def _policy_status(p: Profile) -> ComponentStatus:
     where = _resolve_hf(p.policy, "config.json")
     files = _weight_files(where) if where else []
+    hub = _looks_like_hub_id(p.policy)
     how = (
-        f"`huggingface-cli download {p.policy}` on a machine with internet (copy the HF cache here) or point the policy field at a local folder"
-        if _looks_like_hub_id(p.policy)
-        else "run `python stages/models.py` (builds the tiny zoo)"
+        f"`negopt models fetch`, or `{hub_download_command(p.policy, HUB_FILES['policy'])}` "
+        "(or copy an HF cache here / point the policy field at a local folder)"
+        if hub
+        else "run `dvc repro models` (builds the tiny zoo)"
     )
-    return _status("policy", p.policy, where, files, how)
+    return _status("policy", p.policy, where, files, how, hub)
 
 
 def _sd_status(p: Profile) -> ComponentStatus:
     where = _resolve_hf(p.sd, "model_index.json")
     files: list[Path] = []
     if where is not None:
-        parts = [_weight_files(where / sub) for sub in SD_SUBFOLDERS]
+        parts = [_weight_files(where / sub, sd_variant(where)) for sub in SD_SUBFOLDERS]
         files = [f for part in parts for f in part] if all(parts) else []
+    hub = _looks_like_hub_id(p.sd)
     how = (
-        f"`huggingface-cli download {p.sd}` on a machine with internet (copy the HF cache here) or point the sd field at a local pipeline folder"
-        if _looks_like_hub_id(p.sd)
-        else "run `python stages/models.py` (builds the tiny zoo)"
+        f"`negopt models fetch`, or `{hub_download_command(p.sd, HUB_FILES['sd'])}` "
+        "(or copy an HF cache here / point the sd field at a local pipeline folder)"
+        if hub
+        else "run `dvc repro models` (builds the tiny zoo)"
     )
-    return _status("sd", p.sd, where, files, how)
+    return _status("sd", p.sd, where, files, how, hub)
 
 
 def _clip_location(p: Profile) -> Path | None:
     """The local weights file for (clip_name, clip_pretrained): a path, or the open_clip tag's cached file."""
     if Path(p.clip_pretrained).is_file():
         return Path(p.clip_pretrained)
-    import open_clip
-
-    cfg = open_clip.get_pretrained_cfg(p.clip_name, p.clip_pretrained)
-    hub = cfg.get("hf_hub", "") if cfg else ""
-    if not hub:
+    hub = clip_hub_file(p.clip_name, p.clip_pretrained)
+    if hub is None:
         return None
     from huggingface_hub import try_to_load_from_cache
 
-    repo, filename = os.path.split(hub)  # "org/model/" (trailing slash) means open_clip's default file names
-    for name in [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]:
+    repo, filename = hub
+    # open_clip itself tries the .safetensors name first, then its .bin default (pretrained.py)
+    for name in dict.fromkeys([filename, "open_clip_model.safetensors", "open_clip_pytorch_model.bin"]):
         hit = try_to_load_from_cache(repo, name)
         if isinstance(hit, str):
             return Path(hit)
@@ -228,21 +255,22 @@ def _clip_status(p: Profile) -> ComponentStatus:
     config_ok = not p.clip_config or Path(p.clip_config).is_file()
     where = _clip_location(p) if config_ok else None
     source = f"open_clip {p.clip_name} / {p.clip_pretrained}"
-    how = (
-        f"run `python stages/models.py` to build {p.clip_config}"
-        if not config_ok
-        else f"python -c \"import open_clip; open_clip.create_model('{p.clip_name}', pretrained='{p.clip_pretrained}')\" "
-        "on a machine with internet, then copy the HF cache (~/.cache/huggingface/hub)"
-    )
-    return _status("clip", source, where, [where] if where else [], how)
+    hub = clip_hub_file(p.clip_name, p.clip_pretrained) if config_ok and not Path(p.clip_pretrained).suffix else None
+    if not config_ok:
+        how = f"run `dvc repro models` to build {p.clip_config}"
+    elif hub:
+        how = f"`negopt models fetch`, or `{hub_download_command(hub[0], [hub[1]])}` (open_clip's own hub entry)"
+    else:
+        how = f"point clip_pretrained at a local open_clip checkpoint ({p.clip_pretrained!r} has no hub entry)"
+    return _status("clip", source, where, [where] if where else [], how, hub is not None)
 
 
 def _aesthetic_status(p: Profile) -> ComponentStatus:
     f = Path(p.aesthetic)
     how = (
-        f"download {AESTHETIC_URL} to {p.aesthetic}"
-        if f.suffix == ".pth"
-        else "run `python stages/models.py`"
+        f"`negopt models fetch`, or `{url_download_command(p.aesthetic_url, p.aesthetic)}`"
+        if p.aesthetic_url
+        else "run `dvc repro models`"
     )
     return _status("aesthetic", p.aesthetic, f if f.is_file() else None, [f] if f.is_file() else [], how)
 
@@ -250,14 +278,16 @@ def _aesthetic_status(p: Profile) -> ComponentStatus:
 def _inception_status(p: Profile) -> ComponentStatus:
     f = Path(p.inception)
     how = (
-        f"download {INCEPTION_URL} to {p.inception}"
-        if p.inception_input_size == 299
-        else "run `python stages/models.py`"
+        f"`negopt models fetch`, or `{url_download_command(p.inception_url, p.inception)}`"
+        if p.inception_url
+        else "run `dvc repro models`"
     )
     return _status("inception", p.inception, f if f.is_file() else None, [f] if f.is_file() else [], how)
 
 
-def _status(component: str, source: str, where: Path | None, files: list[Path], how: str) -> ComponentStatus:
+def _status(
+    component: str, source: str, where: Path | None, files: list[Path], how: str, hub: bool = False
+) -> ComponentStatus:
     available = where is not None and bool(files)
     n = None
     if available:
@@ -268,7 +298,7 @@ def _status(component: str, source: str, where: Path | None, files: list[Path], 
                 False,
                 f"{files[0]} is unreadable ({type(err).__name__}: {err}); re-fetch it. {how}",
             )
-    return ComponentStatus(component, source, available, n, "" if available else how, str(where or ""))
+    return ComponentStatus(component, source, available, n, "" if available else how, str(where or ""), hub)
 
 
 def check_profile(params: Params, profile_name: str | None = None) -> list[ComponentStatus]:
@@ -276,7 +306,11 @@ def check_profile(params: Params, profile_name: str | None = None) -> list[Compo
     name = profile_name or params.profile
     if name not in ("tiny", "paper"):
         raise ValueError(f"unknown profile {name!r}: use tiny or paper")
-    p: Profile = getattr(params.models, name)
+    return check_components(getattr(params.models, name))
+
+
+def check_components(p: Profile) -> list[ComponentStatus]:
+    """Availability of every component of one profile section, offline (never downloads)."""
     return [_policy_status(p), _sd_status(p), _clip_status(p), _aesthetic_status(p), _inception_status(p)]
 
 

@@ -1,0 +1,210 @@
+"""negopt models fetch: verified URL downloads against a 127.0.0.1 fixture server, hub allow-lists, offline how-to.
+
+The hub part runs with an injected downloader (no HF endpoint fixture): it checks *what* would be
+downloaded (repo ids and exact allow_patterns), not huggingface_hub's own transfer code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import constants
+
+from negopt.models.fetch import (
+    HUB_FILES,
+    FetchError,
+    download_url,
+    fetch_profile,
+    hash_prefix,
+    verify_aesthetic,
+    verify_inception,
+)
+from negopt.models.loader import check_components
+from negopt.models.tiny import AestheticMLP
+
+
+def _pth(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+MLP_BYTES = _pth(AestheticMLP(768).state_dict())
+WRONG_MLP_BYTES = _pth(AestheticMLP(512).state_dict())  # a ViT-B head: right keys, wrong shapes
+INCEPTION_BYTES = _pth({"fc.weight": torch.ones(2, 2)})
+INCEPTION_PREFIX = hashlib.sha256(INCEPTION_BYTES).hexdigest()[:8]
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        routes = {"/mlp.pth": MLP_BYTES, "/wrong-mlp.pth": WRONG_MLP_BYTES, "/inception.pth": INCEPTION_BYTES}
+        if self.path in routes:
+            body = routes[self.path]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path == "/truncated.pth":  # promises the whole file, sends half, closes
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(MLP_BYTES)))
+            self.end_headers()
+            self.wfile.write(MLP_BYTES[: len(MLP_BYTES) // 2])
+            self.close_connection = True
+        else:
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    thread.join(timeout=5)
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_good_file_is_verified_and_renamed_into_place(server, tmp_path):
+    dest = tmp_path / "paper" / "sac+logos+ava1-l14-linearMSE.pth"
+    download_url(f"{server}/mlp.pth", dest, verify=verify_aesthetic, timeout=5, progress=False)
+    assert dest.read_bytes() == MLP_BYTES and _leftovers(dest.parent) == [dest.name]
+
+
+def test_truncated_body_never_counts_as_present(server, tmp_path):
+    dest = tmp_path / "mlp.pth"
+    with pytest.raises(FetchError, match=r"truncated download \(\d+ of \d+ bytes\)"):
+        download_url(f"{server}/truncated.pth", dest, verify=verify_aesthetic, timeout=5, progress=False)
+    assert _leftovers(tmp_path) == []  # no dest, no .partial
+
+
+def test_checksum_from_the_torch_hub_name(server, tmp_path):
+    good = tmp_path / f"weights-inception-2015-12-05-{INCEPTION_PREFIX}.pth"
+    download_url(f"{server}/inception.pth", good, verify=verify_inception, timeout=5, progress=False)
+    assert good.read_bytes() == INCEPTION_BYTES
+    bad = tmp_path / "weights-inception-2015-12-05-6726825d.pth"  # the real name: our bytes do not match it
+    with pytest.raises(FetchError, match=r"invalid hash value \(expected prefix '6726825d'"):
+        download_url(f"{server}/inception.pth", bad, verify=verify_inception, timeout=5, progress=False)
+    assert _leftovers(tmp_path) == [good.name]
+
+
+def test_http_500_fails_cleanly(server, tmp_path):
+    with pytest.raises(FetchError, match="500"):
+        download_url(f"{server}/missing", tmp_path / "x.pth", timeout=5, progress=False)
+    assert _leftovers(tmp_path) == []
+
+
+def test_mlp_with_wrong_shapes_is_refused(server, tmp_path):
+    with pytest.raises(FetchError, match="not the LAION 768-d aesthetic MLP"):
+        download_url(f"{server}/wrong-mlp.pth", tmp_path / "m.pth", verify=verify_aesthetic, timeout=5,
+                     progress=False)
+    assert _leftovers(tmp_path) == []
+
+
+def test_hash_prefix_follows_torch_hub():
+    assert hash_prefix("weights-inception-2015-12-05-6726825d.pth") == "6726825d"
+    assert hash_prefix("sac+logos+ava1-l14-linearMSE.pth") is None
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch, root):
+    """The default paper profile (params.yaml) against an empty HF cache and no models/paper/ files."""
+    from negopt.params import load_params
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.chdir(tmp_path)  # models/paper/... relative to here: absent
+    return load_params(root / "params.yaml").models.paper
+
+
+def test_fetch_profile_downloads_exactly_what_the_loaders_read(empty_cache, server):
+    profile = empty_cache.model_copy(update={"aesthetic_url": f"{server}/mlp.pth",
+                                             "inception_url": f"{server}/inception.pth"})
+    hub_calls = []
+    fetched = fetch_profile(
+        profile,
+        hub_download=lambda repo, allow_patterns: hub_calls.append((repo, allow_patterns)),
+        url_download=lambda url, dest, verify: hub_calls.append((url, str(dest), verify.__name__)),
+        log=lambda m: None,
+    )
+    assert fetched == ["policy", "sd", "clip", "aesthetic", "inception"]
+    assert hub_calls == [
+        ("google-t5/t5-small", HUB_FILES["policy"]),
+        ("stable-diffusion-v1-5/stable-diffusion-v1-5", HUB_FILES["sd"]),
+        ("timm/vit_large_patch14_clip_224.openai", ["open_clip_model.safetensors"]),
+        (f"{server}/mlp.pth", profile.aesthetic, "verify_aesthetic"),
+        (f"{server}/inception.pth", profile.inception, "verify_inception"),
+    ]
+    sd = HUB_FILES["sd"]
+    assert not [f for f in sd if f.endswith((".ckpt", ".bin")) or "safety_checker" in f]
+    assert [f for f in sd if f.endswith(".safetensors")] == [
+        "text_encoder/model.fp16.safetensors", "unet/diffusion_pytorch_model.fp16.safetensors",
+        "vae/diffusion_pytorch_model.fp16.safetensors"]  # fmt: skip
+
+
+def test_fetch_profile_url_files_land_where_params_point(empty_cache, server):
+    """The real download_url through fetch_profile: the MLP arrives at models.paper.aesthetic and checks."""
+    profile = empty_cache.model_copy(update={"aesthetic_url": f"{server}/mlp.pth", "inception_url": ""})
+    fetch_profile(profile, hub_download=lambda *a, **k: None, log=lambda m: None)
+    status = {s.component: s for s in check_components(profile)}
+    assert status["aesthetic"].available and not status["inception"].available
+
+
+def test_offline_message_lists_every_missing_item_with_commands_that_exist(empty_cache):
+    how = {s.component: s.how_to for s in check_components(empty_cache)}
+    assert set(how) == {"policy", "sd", "clip", "aesthetic", "inception"} and all(how.values())
+    assert "hf download stable-diffusion-v1-5/stable-diffusion-v1-5 model_index.json" in how["sd"]
+    assert "hf download google-t5/t5-small config.json" in how["policy"]
+    assert "hf download timm/vit_large_patch14_clip_224.openai open_clip_model.safetensors" in how["clip"]
+    assert "weights-inception-2015-12-05-6726825d.pth" in how["inception"]
+    assert not any("huggingface-cli" in h for h in how.values())
+    # the command we print exists in the installed huggingface_hub, with this argument order
+    hf = Path(sys.executable).parent / "hf"
+    usage = subprocess.run([str(hf), "download", "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert "Usage: hf download [OPTIONS] REPO_ID [FILENAMES]..." in usage
+
+
+def _models_stage(root: Path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stage_models", root / "stages" / "models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_models_stage_fetches_only_when_online(monkeypatch, root, capsys):
+    import negopt.models.fetch as fetch
+    from negopt.params import load_params
+
+    stage, params = _models_stage(root), load_params(root / "params.yaml")
+    calls = []
+    monkeypatch.setattr(fetch, "fetch_profile", lambda profile, log: calls.append(profile) or ["sd"])
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    stage.fetch_if_online(params)
+    assert calls == []
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    stage.fetch_if_online(params)
+    assert calls == [params.active] and "models: fetched sd" in capsys.readouterr().err
+
+    def unreachable(profile, log):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(fetch, "fetch_profile", unreachable)
+    stage.fetch_if_online(params)  # reported, not raised: the offline check then lists what is missing
+    assert "fetch failed (OSError: network is unreachable)" in capsys.readouterr().err

@@ -1,0 +1,196 @@
+"""The paper profile end to end, offline: `dvc repro` with `profile: paper` on a full-size random replica.
+
+Every paper component is at its real architecture and hub layout (negopt.models.replica), resolved by
+the *unchanged* paper profile through HF_HUB_CACHE and open_clip's own `openai` hub entry; the temp repo
+overrides only counts, steps and the image size. The replica (~3.3 GB) is built once and cached in
+$NEGOPT_REPLICA_DIR (default ~/.cache/negopt/replica-seed0); a matching stamp skips the rebuild.
+
+Each stage runs as its own `dvc repro --single-item <stage>` so its wall time and peak RSS (the max RSS
+of the stage process tree, from getrusage(RUSAGE_CHILDREN) in a fresh wrapper) are recorded in
+<replica>/paper_path_run.json and printed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.paper
+
+VENV_BIN = Path(sys.executable).parent
+STAGES = ("scrape", "clean", "models", "sft", "rl", "generate", "evaluate", "compare")
+
+# Counts, steps and image size only: every paper-specific line still runs.
+OVERLAY = {
+    "profile": "paper",
+    "data": {"sample": {"rows": 2000}},
+    "models": {"paper": {"image_size": 128, "num_inference_steps": 2}},
+    "sft": {"max_steps": 2, "eval_steps": 1, "save_steps": 2, "batch_size": 4, "max_eval_samples": 4,
+            "max_test_samples": 2},
+    "decode": {"max_new_tokens": 8},
+    "rl": {"steps": 1, "k": 2, "batch_prompts": 2, "calibration_prompts": 2, "image_batch_size": 4,
+           "eval_prompts": 2, "eval_seeds_per_prompt": 1, "max_new_tokens": 8, "checkpoint_every": 1},
+    "generate": {"num_prompts": 2, "seeds_per_prompt": 2, "batch_size": 4},
+    "evaluate": {"is_splits": 2, "batch_size": 4},
+    "compare": {"grid_prompts": 2},
+}  # fmt: skip
+
+# Runs one command and prints its peak RSS: a fresh process, so RUSAGE_CHILDREN is this stage's alone.
+_WRAP = (
+    "import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
+    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(rc)"
+)
+
+
+def _merge(dst: dict, src: dict) -> None:
+    for key, value in src.items():
+        if isinstance(value, dict):
+            _merge(dst.setdefault(key, {}), value)
+        else:
+            dst[key] = value
+
+
+@pytest.fixture(scope="session")
+def replica() -> Path:
+    from negopt.models.replica import build_replica
+
+    out = Path(os.environ.get("NEGOPT_REPLICA_DIR", Path.home() / ".cache" / "negopt" / "replica-seed0"))
+    out.mkdir(parents=True, exist_ok=True)
+    return build_replica(out, seed=0)
+
+
+def _env(replica: Path) -> dict:
+    return dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1",
+                HF_HUB_CACHE=str(replica / "hub"), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+
+
+def _run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def paper_repo(root: Path, replica: Path, tmp_path_factory) -> Path:
+    dst = tmp_path_factory.mktemp("paper") / "negopt"
+    files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True)
+    for rel in files.stdout.split():
+        if (root / rel).exists():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / rel, dst / rel)
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    _merge(params, OVERLAY)
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # The two non-hub files go where params.yaml's models.paper points (as `negopt models fetch` puts them).
+    for name in ("aesthetic", "inception"):
+        target = dst / params["models"]["paper"][name]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(replica / "paper" / target.name, target)
+    env = _env(replica)
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "paper@negopt.invalid"],
+                ["git", "config", "user.name", "negopt paper"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "paper baseline"]):
+        _run(cmd, dst, env)
+    timings = {}
+    for stage in STAGES:
+        start = time.perf_counter()
+        proc = _run([sys.executable, "-c", _WRAP, "dvc", "repro", "--single-item", stage], dst, env)
+        peak = [line for line in proc.stderr.splitlines() if line.startswith("PEAK_RSS_KB")][-1]
+        timings[stage] = {"seconds": round(time.perf_counter() - start, 1),
+                          "peak_rss_gb": round(int(peak.split()[1]) / 2**20, 2)}
+        (dst / f"{stage}.log").write_text(proc.stdout + proc.stderr)
+    (replica / "paper_path_run.json").write_text(json.dumps(timings, indent=2))
+    print("\npaper path (stage: seconds, peak RSS GB):", json.dumps(timings))
+    return dst
+
+
+def test_every_stage_ran_and_dvc_is_clean(paper_repo: Path, replica: Path):
+    status = _run(["dvc", "status"], paper_repo, _env(replica)).stdout
+    assert "changed" not in status, status
+    assert "all components available" in (paper_repo / "models.log").read_text()
+    assert (paper_repo / "report" / "index.html").exists()
+    comparison = json.loads((paper_repo / "metrics" / "comparison.json").read_text())
+    assert comparison
+
+
+def test_eval_is_finite_and_computed_at_299_px(paper_repo: Path):
+    """eval.json: five methods, every metric finite, IS > 1, and IS equal to a 299 px recomputation."""
+    import torch
+
+    from negopt.evaluate import load_images, read_manifest
+    from negopt.metrics import inception_score
+
+    ev = json.loads((paper_repo / "metrics" / "eval.json").read_text())
+    assert list(ev) == ["none", "generic", "ground_truth", "sft", "rl"]
+    for method, row in ev.items():
+        assert all(math.isfinite(v) for v in row.values()), (method, row)
+        assert row["n_images"] == 4 and row["inception_score"] > 1.0, (method, row)
+    manifest = read_manifest(paper_repo / "data" / "images")
+    files = manifest[manifest["method"] == "sft"]["file"].tolist()
+    images = load_images(paper_repo / "data" / "images", files)
+    assert tuple(images.shape) == (4, 3, 128, 128) and images.dtype == torch.uint8
+    weights = str(paper_repo / "models" / "paper" / "weights-inception-2015-12-05-6726825d.pth")
+    is_299, _ = inception_score(images, weights, 299, splits=2, batch_size=4)
+    assert is_299 == pytest.approx(ev["sft"]["inception_score"], rel=1e-6)
+    is_75, _ = inception_score(images, weights, 75, splits=2, batch_size=4)
+    assert is_75 != pytest.approx(is_299, rel=1e-3)  # the check above can tell the sizes apart
+
+
+def test_policy_is_t5_small_with_its_tokenizer(paper_repo: Path):
+    """models/sft and models/rl are t5-small-shaped and carry the replica's 32100-token T5 tokenizer."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from negopt.evaluate import read_manifest
+
+    for folder in ("sft", "rl"):
+        cfg = AutoConfig.from_pretrained(paper_repo / "models" / folder)
+        assert (cfg.d_model, cfg.num_layers, cfg.vocab_size) == (512, 6, 32128)
+    tok = AutoTokenizer.from_pretrained(paper_repo / "models" / "rl")
+    assert type(tok).__name__ == "T5Tokenizer" and len(tok) == 32100
+    assert tok("a photo of a cat").input_ids[-1] == tok.eos_token_id == 1
+    manifest = read_manifest(paper_repo / "data" / "images")
+    for method in ("sft", "rl"):
+        for negative in manifest[manifest["method"] == method]["negative"]:
+            ids = tok(negative, add_special_tokens=False).input_ids
+            assert tok.unk_token_id not in ids, negative  # decoded by this tokenizer: re-encodes without <unk>
+    rl = json.loads((paper_repo / "metrics" / "rl.json").read_text())
+    assert all(math.isfinite(v) for v in rl.values() if isinstance(v, float)), rl
+
+
+def test_replica_holds_exactly_what_fetch_downloads(replica: Path):
+    """One list of files: what the replica writes is what `negopt models fetch` asks the hub for."""
+    from negopt.models.fetch import HUB_FILES
+
+    def files(repo: str) -> list[str]:
+        snap = next((replica / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots").iterdir())
+        return sorted(str(p.relative_to(snap)) for p in snap.rglob("*") if p.is_symlink())
+
+    assert files("stable-diffusion-v1-5/stable-diffusion-v1-5") == sorted(HUB_FILES["sd"])
+    assert files("google-t5/t5-small") == sorted(HUB_FILES["policy"])
+    assert files("timm/vit_large_patch14_clip_224.openai") == ["open_clip_model.safetensors"]
+
+
+def test_paper_clip_resolves_the_openai_tag_with_quickgelu(replica: Path, root: Path, monkeypatch):
+    """ViT-L-14/openai from the cache through open_clip's own hub table, with the tag's QuickGELU
+    (open_clip 3.x only warns about the mismatch), 768-d embeddings as the aesthetic head expects."""
+    import torch
+    from huggingface_hub import constants
+
+    from negopt.models.loader import load_clip
+    from negopt.params import load_params
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(replica / "hub"))
+    model, tokenizer = load_clip(load_params(root / "params.yaml").models.paper, torch.device("cpu"))
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert "QuickGELU" in kinds and "GELU" not in kinds
+    assert model.visual.output_dim == 768 and model.visual.image_size == (224, 224)
+    assert tokenizer(["a photo of a cat"]).shape == (1, 77)
