@@ -1,0 +1,78 @@
+"""negopt.rl.health: a crafted healthy run passes; each way a run can collapse turns `healthy` false."""
+
+from __future__ import annotations
+
+import pytest
+
+from negopt.params import RlHealth
+from negopt.rl.evaluate import distinct_share
+from negopt.rl.health import health_checks
+
+WEIGHTS = {"aesthetic": 1.0, "clip": 1.0, "fidelity": 1.0}
+BOUNDS = RlHealth(max_abs_z=50.0, max_kl=3.0, min_distinct_ratio=0.5)
+
+
+def scales(floored: tuple[str, ...] = ()) -> dict:
+    out = {}
+    for t in WEIGHTS:
+        out |= {f"floored_{t}": t in floored, f"within_std_{t}": 0.01 if t in floored else 1.0, f"std_{t}": 2.0}
+    return out
+
+
+def metrics(**over) -> dict:
+    sft = [f"neg {i}" for i in range(100)]
+    base = {"reward_test_finite": 1.0, "z_test_abs_max": 8.0, "kl_test": 1.2,
+            "distinct_negatives_sft": distinct_share(sft), "distinct_negatives_rl": distinct_share(sft[:60] * 2),
+            "reward_test_gain": 0.4, "reward_test_gain_se": 0.1}
+    return base | over
+
+
+def test_a_sane_run_is_healthy_without_warnings():
+    checks, warnings = health_checks(metrics(), scales(), WEIGHTS, BOUNDS)
+    assert checks["healthy"] is True and warnings == []
+    assert checks["health_finite"] and checks["health_bounded"] and checks["health_kl"] and checks["health_diversity"]
+
+
+def test_all_identical_negatives_are_a_collapse():
+    # the issue's run: one negative for every test prompt
+    collapsed = distinct_share(["easynegative"] * 178)
+    assert collapsed == pytest.approx(1 / 178)
+    checks, warnings = health_checks(metrics(distinct_negatives_sft=0.124, distinct_negatives_rl=collapsed),
+                                     scales(), WEIGHTS, BOUNDS)
+    assert checks["healthy"] is False and checks["health_diversity"] is False
+    assert checks["health_kl"] and checks["health_bounded"]  # only the failing check is named
+    assert len(warnings) == 1 and "collapsed negatives" in warnings[0] and "0.006" in warnings[0]
+
+
+def test_diversity_bound_is_a_ratio_of_sfts_share():
+    ok, _ = health_checks(metrics(distinct_negatives_sft=0.2, distinct_negatives_rl=0.1), scales(), WEIGHTS, BOUNDS)
+    bad, _ = health_checks(metrics(distinct_negatives_sft=0.2, distinct_negatives_rl=0.099), scales(), WEIGHTS, BOUNDS)
+    assert ok["health_diversity"] and not bad["health_diversity"]
+
+
+def test_huge_kl_is_unhealthy():
+    checks, warnings = health_checks(metrics(kl_test=5.0), scales(), WEIGHTS, BOUNDS)
+    assert checks["healthy"] is False and checks["health_kl"] is False
+    assert any("KL(RL || SFT)" in w and "rl.kl_coef" in w for w in warnings)
+
+
+@pytest.mark.parametrize("bad", [{"reward_test_finite": 0.75}, {"z_test_abs_max": float("nan"), "reward_test_finite": 0.0}])
+def test_non_finite_rewards_are_unhealthy(bad):
+    checks, warnings = health_checks(metrics(**bad), scales(), WEIGHTS, BOUNDS)
+    assert checks["healthy"] is False and checks["health_finite"] is False
+    assert any("non-finite" in w for w in warnings)
+
+
+def test_a_reward_blown_up_by_a_tiny_scale_is_out_of_range():
+    # the issue's clip_test_sft: 29,370,046 scales from the mean
+    checks, warnings = health_checks(metrics(z_test_abs_max=2.937e7), scales(), WEIGHTS, BOUNDS)
+    assert checks["healthy"] is False and checks["health_bounded"] is False
+    assert any("reward out of range" in w and "2.94e+07" in w for w in warnings)
+
+
+def test_a_floored_weighted_term_warns_but_stays_healthy_and_a_dropped_one_is_silent():
+    checks, warnings = health_checks(metrics(), scales(floored=("clip",)), WEIGHTS, BOUNDS)
+    assert checks["healthy"] is True and checks["health_scales_floored"] == 1
+    assert len(warnings) == 1 and "scale floor applied to clip" in warnings[0]
+    checks, warnings = health_checks(metrics(), scales(floored=("clip",)), WEIGHTS | {"clip": 0.0}, BOUNDS)
+    assert checks["health_scales_floored"] == 0 and warnings == []
