@@ -76,3 +76,42 @@ def test_a_floored_weighted_term_warns_but_stays_healthy_and_a_dropped_one_is_si
     assert len(warnings) == 1 and "scale floor applied to clip" in warnings[0]
     checks, warnings = health_checks(metrics(), scales(floored=("clip",)), WEIGHTS | {"clip": 0.0}, BOUNDS)
     assert checks["health_scales_floored"] == 0 and warnings == []
+
+
+def test_kl_to_sft_is_zero_for_the_same_model_and_positive_after_a_change(tiny_zoo, tiny_params, one_torch_thread):
+    import torch
+
+    from negopt.models.loader import load_policy
+    from negopt.rl.evaluate import kl_to_sft
+
+    params = tiny_params.model_copy(update={"rl": tiny_params.rl.model_copy(update={"max_new_tokens": 6, "k": 2})})
+    sft, tok = load_policy(str(tiny_zoo / "t5"), torch.device("cpu"))
+    prompts = ["a red fox in snow", "a castle at dusk", "neon city street"]
+    assert kl_to_sft(sft, sft, tok, prompts, params, batch=2) == 0.0
+    moved, _ = load_policy(str(tiny_zoo / "t5"), torch.device("cpu"))
+    with torch.no_grad():
+        moved.lm_head.weight.mul_(3.0)  # sharper next-token distributions: a different policy
+    assert kl_to_sft(moved, sft, tok, prompts, params, batch=2) > 0.0
+
+
+def test_weighted_sum_reward_asks_for_the_configured_clip_variant():
+    import torch
+
+    from negopt.rl.advantages import TermStats
+    from negopt.rl.rewards import weighted_sum_reward
+
+    class Scorer:
+        def reward_terms(self, images, prompts, marginal=None, clip="clamped"):
+            self.clip = clip
+            return {"aesthetic": torch.tensor([1.0, 3.0]), "clip": torch.tensor([-50.0, 10.0]),
+                    "fidelity": torch.tensor([0.0, 0.0])}
+
+    stats = TermStats(norm="global")
+    stats.update({"aesthetic": torch.tensor([1.0, 3.0]), "clip": torch.tensor([-50.0, 10.0]),
+                  "fidelity": torch.tensor([0.0, 1.0])})
+    scorer = Scorer()
+    r, info = weighted_sum_reward(scorer, {"aesthetic": 1.0, "clip": 1.0, "fidelity": 0.0}, stats, torch.ones(2),
+                                  "cosine")(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), ["a", "b"], {})
+    assert scorer.clip == "cosine"
+    # z: aesthetic (x - 2) / 1, clip (x + 20) / 30 -> [-1 - 1, 1 + 1]
+    assert r.tolist() == pytest.approx([-2.0, 2.0]) and info["raw"]["clip"][0].item() == -50.0
