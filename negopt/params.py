@@ -173,7 +173,7 @@ class RlHealth(Section):
     """Bounds ``metrics/rl.json``'s health checks hold a finished run to (``negopt.rl.health``)."""
 
     max_abs_z: Pos = 50.0
-    max_kl: Pos = 3.0
+    max_kl: Pos = 4.0
     min_distinct_ratio: Fraction = 0.5
 
 
@@ -183,7 +183,7 @@ class Rl(Section):
     batch_prompts: PosInt = 8
     k: Annotated[int, Field(ge=2)] = 4
     learning_rate: Pos = 6e-4
-    kl_coef: NonNeg = 0.3
+    kl_coef: NonNeg = 1.0
     entropy_coef: NonNeg = 0.0
     diversity_coef: NonNeg = 0.0
     temperature: Pos = 1.0
