@@ -172,8 +172,8 @@ class RewardWeights(Section):
 class RlHealth(Section):
     """Bounds ``metrics/rl.json``'s health checks hold a finished run to (``negopt.rl.health``)."""
 
-    max_abs_z: Pos = 50.0
-    max_kl: Pos = 4.0
+    max_abs_z: Pos = 1000.0
+    max_kl: Pos = 8.0
     min_distinct_ratio: Fraction = 0.5
 
 
@@ -183,9 +183,9 @@ class Rl(Section):
     batch_prompts: PosInt = 8
     k: Annotated[int, Field(ge=2)] = 4
     learning_rate: Pos = 6e-4
-    kl_coef: NonNeg = 1.0
+    kl_coef: NonNeg = 0.3
     entropy_coef: NonNeg = 0.0
-    diversity_coef: NonNeg = 0.0
+    diversity_coef: NonNeg = 2.0
     temperature: Pos = 1.0
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
     max_new_tokens: PosInt = 32
@@ -197,7 +197,7 @@ class Rl(Section):
     reward_stats: Literal["fixed", "running"] = "fixed"
     reward_norm: Literal["group", "global"] = "group"
     clip_term: Literal["cosine", "clamped"] = "cosine"
-    scale_floor: Fraction = 0.05
+    scale_floor: Fraction = 0.01
     calibration_prompts: Annotated[int, Field(ge=2)] = 32
     image_batch_size: PosInt = 16
     eval_prompts: PosInt = 256
