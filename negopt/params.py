@@ -185,7 +185,7 @@ class Rl(Section):
     learning_rate: Pos = 6e-4
     kl_coef: NonNeg = 0.3
     entropy_coef: NonNeg = 0.0
-    diversity_coef: NonNeg = 2.0
+    diversity_coef: NonNeg = 0.0
     temperature: Pos = 1.0
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
     max_new_tokens: PosInt = 32
