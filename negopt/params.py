@@ -173,7 +173,7 @@ class RlHealth(Section):
     """Bounds ``metrics/rl.json``'s health checks hold a finished run to (``negopt.rl.health``)."""
 
     max_abs_z: Pos = 1000.0
-    max_kl: Pos = 8.0
+    max_kl: Pos = 12.0
     min_distinct_ratio: Fraction = 0.5
 
 

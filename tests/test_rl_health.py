@@ -61,6 +61,8 @@ def test_non_finite_rewards_are_unhealthy(bad):
     checks, warnings = health_checks(metrics(**bad), scales(), WEIGHTS, BOUNDS)
     assert checks["healthy"] is False and checks["health_finite"] is False
     assert any("non-finite" in w for w in warnings)
+    if "z_test_abs_max" in bad:
+        assert checks["health_bounded"] is False  # NaN never passes a bound
 
 
 def test_a_reward_blown_up_by_a_tiny_scale_is_out_of_range():
