@@ -6,7 +6,10 @@ Images are uint8 ``[N, 3, H, W]`` tensors (any device; results come back on the 
   re-derived. ``profile.inception_input_size`` picks the real 299 px ``inception-v3-compat`` or a
   registered subclass with a smaller input (75 px for the tiny profile; same weights layout).
 - Aesthetic: the CLIP image embedding, L2-normalised, through the LAION MLP (scores ~1-10 with real weights).
-- CLIP score: ``max(100 * cos(image, text), 0)`` (the torchmetrics convention).
+- CLIP score: ``max(100 * cos(image, text), 0)`` (the torchmetrics convention), for evaluation. The RL
+  reward term is by default the *unclamped* ``100 * cos`` (``reward_terms(clip="cosine")``): as a training
+  signal the clamp erases the difference between a bad and a worse image, and on long real prompts most
+  tiny-profile images clamp to 0, leaving a term with no within-group spread at all.
 - Fidelity reward term: ``KL(p(y|x) || p(y))`` from the same Inception posterior the IS uses, so that the
   batch mean of the term is log IS when ``p(y)`` is the batch marginal. The marginal is the batch mean by
   default; RL should pass a fixed marginal (e.g. from SFT samples) so one image's reward does not depend
@@ -201,10 +204,14 @@ class ImageScorer:
         return self.aesthetic_from_embeddings(self.image_embeddings(images))
 
     @staticmethod
-    def clip_from_embeddings(image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
-        """``max(100 * cos, 0)`` row by row ``[N]``."""
-        cos = F.cosine_similarity(image_emb.float(), text_emb.float(), dim=-1)
-        return (100.0 * cos).clamp_min(0).cpu()
+    def clip_cosine_from_embeddings(image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+        """``100 * cos`` row by row ``[N]``, unclamped (in [-100, 100]): the RL reward variant."""
+        return (100.0 * F.cosine_similarity(image_emb.float(), text_emb.float(), dim=-1)).cpu()
+
+    @classmethod
+    def clip_from_embeddings(cls, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+        """``max(100 * cos, 0)`` row by row ``[N]``: the CLIP score (torchmetrics convention)."""
+        return cls.clip_cosine_from_embeddings(image_emb, text_emb).clamp_min(0)
 
     def clip_score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         """Per-image CLIP score against its own prompt ``[N]``."""
@@ -223,16 +230,24 @@ class ImageScorer:
         return torch.cat(parts)
 
     def reward_terms(
-        self, images: torch.Tensor, prompts: Sequence[str], marginal: torch.Tensor | None = None
+        self, images: torch.Tensor, prompts: Sequence[str], marginal: torch.Tensor | None = None,
+        clip: str = "clamped",
     ) -> dict[str, torch.Tensor]:
-        """Per-image ``aesthetic``, ``clip`` and ``fidelity`` (Inception KL to ``marginal``, batch mean if None)."""
+        """Per-image ``aesthetic``, ``clip`` and ``fidelity`` (Inception KL to ``marginal``, batch mean if None).
+
+        ``clip``: ``clamped`` gives the CLIP score ``max(100 cos, 0)``, ``cosine`` the unclamped ``100 cos``
+        (``rl.clip_term``; the RL default).
+        """
         if len(prompts) != len(images):
             raise ValueError(f"reward_terms: {len(images)} images but {len(prompts)} prompts")
+        if clip not in ("clamped", "cosine"):
+            raise ValueError(f"rl.clip_term: expected 'cosine' or 'clamped', got {clip!r}")
+        clip_fn = self.clip_cosine_from_embeddings if clip == "cosine" else self.clip_from_embeddings
         img_emb = self.image_embeddings(images)
         probs = self.inception_probs(images)
         q = probs.mean(dim=0) if marginal is None else marginal.cpu().float()
         return {
             "aesthetic": self.aesthetic_from_embeddings(img_emb),
-            "clip": self.clip_from_embeddings(img_emb, self.text_embeddings(prompts)),
+            "clip": clip_fn(img_emb, self.text_embeddings(prompts)),
             "fidelity": inception_kl(probs, q),
         }

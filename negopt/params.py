@@ -193,6 +193,14 @@ class RewardWeights(Section):
     fidelity: float = 1.0
 
 
+class RlHealth(Section):
+    """Bounds ``metrics/rl.json``'s health checks hold a finished run to (``negopt.rl.health``)."""
+
+    max_abs_z: Pos = 1000.0
+    max_kl: Pos = 12.0
+    min_distinct_ratio: Fraction = 0.5
+
+
 class Rl(Section):
     algo: Literal["rloo", "ppo"] = "rloo"
     steps: PosInt = 150
@@ -200,6 +208,8 @@ class Rl(Section):
     k: Annotated[int, Field(ge=2)] = 4
     learning_rate: Pos = 6e-4
     kl_coef: NonNeg = 0.3
+    entropy_coef: NonNeg = 0.0
+    diversity_coef: NonNeg = 0.0
     temperature: Pos = 1.0
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
     max_new_tokens: PosInt = 32
@@ -210,11 +220,14 @@ class Rl(Section):
     reward: RewardWeights = RewardWeights()
     reward_stats: Literal["fixed", "running"] = "fixed"
     reward_norm: Literal["group", "global"] = "group"
+    clip_term: Literal["cosine", "clamped"] = "cosine"
+    scale_floor: Fraction = 0.01
     calibration_prompts: Annotated[int, Field(ge=2)] = 32
     image_batch_size: PosInt = 16
     eval_prompts: PosInt = 256  # >= 128 recommended (see recommendations)
     eval_seeds_per_prompt: Annotated[int, Field(ge=1, le=16)] = 4
     eval_seed: NonNegInt = 1234
+    health: RlHealth = RlHealth()
 
 
 class Generate(Section):

@@ -23,7 +23,9 @@ from negopt.decode import NegativePromptGenerator
 from negopt.errors import run_stage
 from negopt.io import atomic_dir, write_json, write_text
 from negopt.models.loader import load_policy, load_scorer, load_sd_pipeline, require_profile
+from negopt.rl.card import model_card
 from negopt.rl.evaluate import evaluate_rl
+from negopt.rl.health import health_checks
 from negopt.rl.loop import Components, run_rl
 from negopt.rl.rewards import weighted_sum_reward
 from negopt.runtime import start_stage
@@ -34,43 +36,6 @@ LIVE_DIR = "dvclive/rl"
 def read_prompts(clean_dir: str, split: str) -> list[str]:
     """The split's distinct prompts, in file order."""
     return list(dict.fromkeys(read_split(clean_dir, split, ("prompt",)).prompt.tolist()))
-
-
-def model_card(params, metrics: dict, examples: list[dict], seconds: dict) -> str:
-    rl = params.rl
-    rows = "\n".join(f"| {e['prompt']} | {e['sft']} | {e['rl']} |" for e in examples)
-    keys = ("reward_test_sft", "reward_test_rl", "reward_test_gain", "reward_test_gain_se", "distinct_negatives_rl")
-    return f"""# negopt RL policy
-
-Negative-prompt generator: the SFT model (`{params.paths.sft}`) optimised with {rl.algo.upper()} for
-{rl.steps} steps ({rl.batch_prompts} prompts x k={rl.k} samples per step) on the reward of images from
-the `{params.profile}` profile's Stable Diffusion pipeline (`{params.active.sd}`).
-
-Reward: `{rl.reward.aesthetic} * z(aesthetic) + {rl.reward.clip} * z(clip) + {rl.reward.fidelity} * z(fidelity)`,
-each term centred and scaled by its {rl.reward_norm} standard deviation ("group": across the k negatives of
-one prompt and seed) from SFT samples ({rl.reward_stats}); KL-to-SFT penalty
-`kl_coef = {rl.kl_coef}` in the reward. The KL penalty is the guard against reward hacking: with the
-tiny profile's random reward nets, a low KL coefficient or a high learning rate lets RL drift to
-degenerate negatives (repeated commas, byte fragments); the default keeps them readable.
-
-Test ({metrics['n_test']} held-out prompts x {rl.eval_seeds_per_prompt} fixed seeds, the deployed decode (`decode` params), paired per prompt):
-
-| metric | value |
-|---|---|
-""" + "\n".join(f"| {k} | {metrics[k]:.4g} |" for k in keys) + """
-
-Per-term test means (z units), SFT -> RL: """ + ", ".join(
-        f"{t} {metrics[f'{t}_test_sft']:.3f} -> {metrics[f'{t}_test_rl']:.3f}" for t in ("aesthetic", "clip", "fidelity")
-    ) + f"""
-
-Time (s): {json.dumps({k: round(v, 1) for k, v in seconds.items()})}
-
-| prompt | SFT negative | RL negative |
-|---|---|---|
-{rows}
-
-Parameters: `{json.dumps(rl.model_dump())}`, seed {params.base.seed}.
-"""
 
 
 def quiet_libraries() -> None:
@@ -106,16 +71,21 @@ def main() -> None:
     state = run_rl(params, comp, train, accelerator=accelerator, live=live)
     train_seconds = time.perf_counter() - t0
 
-    reward_fn = weighted_sum_reward(comp.scorer, params.rl.reward.model_dump(), state.stats, state.marginal)
+    reward_fn = weighted_sum_reward(comp.scorer, params.rl.reward.model_dump(), state.stats, state.marginal,
+                                    params.rl.clip_term)
     metrics, examples = evaluate_rl(accelerator, sft_model, policy, tokenizer, comp.pipe, reward_fn, test, params)
-    metrics |= {"steps": state.step, "train_seconds": round(train_seconds, 1),
+    checks, warnings = health_checks(metrics, state.stats.report(), params.rl.reward.model_dump(), params.rl.health)
+    metrics |= {"calibration": state.stats.report(), **checks, "warnings": warnings, "steps": state.step, "train_seconds": round(train_seconds, 1),
                 **{f"train_seconds_{k}": round(v, 1) for k, v in state.seconds.items()},
                 "processes": accelerator.num_processes}
     if not accelerator.is_main_process:
         return
     for e in examples:
         print(f"rl example: {e['prompt']!r}\n    sft: {e['sft']!r}\n    rl:  {e['rl']!r}")
-    for key in ("reward_test_sft", "reward_test_rl", "reward_test_gain", "reward_test_gain_se", "distinct_negatives_rl"):
+    for w in warnings:
+        print(f"rl: WARNING: {w}")
+    for key in ("reward_test_sft", "reward_test_rl", "reward_test_gain", "reward_test_gain_se", "distinct_negatives_rl",
+                "kl_test", "healthy"):
         live.summary[key] = metrics[key]
     live.end()
     with atomic_dir(params.paths.rl) as tmp:
@@ -123,7 +93,7 @@ def main() -> None:
                                 params.sft.max_source_length).save_pretrained(tmp)
         write_text(Path(tmp) / "README.md", model_card(params, metrics, examples, state.seconds))
     write_json(Path(params.paths.metrics) / "rl.json", metrics)
-    print(json.dumps({k: v for k, v in metrics.items() if k.startswith("reward_test")}, indent=1))
+    print(json.dumps({k: v for k, v in metrics.items() if k.startswith(("reward_test", "health", "kl_test"))}, indent=1))
 
 
 if __name__ == "__main__":

@@ -186,12 +186,12 @@ def test_ppo_and_evaluation_run(zoo):
                 "aesthetic_test_rl", "clip_test_sft", "fidelity_test_rl", "distinct_negatives_rl"):
         assert key in metrics
     # the examples are the deployed decode of each model (the by-hand pairing test is in test_rl_wiring.py)
-    from negopt.sft import decode_negatives
+    from negopt.decode import decode_negatives
 
     shown = [e["prompt"] for e in examples]
     for model, key in ((comp.ref, "sft"), (comp.policy, "rl")):
-        assert [e[key] for e in examples] == decode_negatives(model, comp.tokenizer, shown, params.sft,
-                                                              max_new_tokens=params.rl.max_new_tokens, do_sample=False)
+        assert [e[key] for e in examples] == decode_negatives(model, comp.tokenizer, shown, params.decode,
+                                                              params.sft.task_prefix, params.sft.max_source_length)
 
 
 def test_calibration_groups_share_prompt_and_seed(zoo, monkeypatch):

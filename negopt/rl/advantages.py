@@ -26,6 +26,22 @@ def kl_penalised_rewards(
     return rewards - kl_coef * kl, kl
 
 
+def duplicate_shares(negatives: list[str], k: int) -> torch.Tensor:
+    """Per sample, the share of the *other* ``k - 1`` samples of its group that are the same string.
+
+    ``d_i = #{j != i in group : y_j == y_i} / (k - 1)``, in [0, 1]: 0 when all k differ, 1 when all are
+    one string. ``rl.diversity_coef * d`` is subtracted from the reward, a per-prompt diversity term
+    against collapse onto one negative. negatives: [N] prompt-major. Returns [N].
+    """
+    if len(negatives) % k:
+        raise ValueError(f"{len(negatives)} negatives do not split into groups of k={k}")
+    out = []
+    for g in range(0, len(negatives), k):
+        group = negatives[g:g + k]
+        out += [(group.count(y) - 1) / (k - 1) for y in group]
+    return torch.tensor(out, dtype=torch.float32)
+
+
 def rloo_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
     """REINFORCE leave-one-out advantages: ``A_i = r_i - (sum_j r_j - r_i) / (k - 1)`` within a group.
 
@@ -40,6 +56,10 @@ def rloo_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
     grouped = rewards.reshape(-1, k)  # [B, k]
     baseline = (grouped.sum(dim=1, keepdim=True) - grouped) / (k - 1)  # [B, k]
     return (grouped - baseline).reshape(-1)  # [N]
+
+
+class DegenerateTermError(ValueError):
+    """A weighted reward term has no spread to scale by; the message names the term and the fixes."""
 
 
 class TermStats:
@@ -58,18 +78,28 @@ class TermStats:
       heavy tail, so under it "weight 1 each" let the noisiest term drown the others; under the
       group scale each term moves the advantage by the same amount per typical within-group change.
 
+    **The floor** (``rl.scale_floor``, ``floor`` here): the group scale is never below ``floor x`` the
+    term's global standard deviation, ``scale = max(within_std, floor * std)``. A term whose k images
+    of a group hardly differ (the clamped CLIP score is 0 for every image of a long prompt) would
+    otherwise be divided by ~0 and turn into noise times 10^8 (issue 12). ``floored`` lists the terms
+    the floor lifted. A term with no spread at all (``std == 0``: constant over every calibration
+    image) has no scale: ``check_scales`` refuses it when its weight is non-zero, and ``standardise``
+    gives it z = 0 (dropped) otherwise.
+
     The mean (the centre) is always the global mean. ``update`` merges a batch with Chan's parallel
     formula, so running statistics equal the statistics of all data seen; ``fixed`` mode calls it
     once on a calibration batch.
     """
 
-    def __init__(self, names: tuple[str, ...] = ("aesthetic", "clip", "fidelity"), eps: float = 1e-8,
-                 norm: str = "global") -> None:
+    def __init__(self, names: tuple[str, ...] = ("aesthetic", "clip", "fidelity"), norm: str = "global",
+                 floor: float = 0.0) -> None:
         if norm not in ("global", "group"):
             raise ValueError(f"rl.reward_norm: expected 'global' or 'group', got {norm!r}")
+        if not 0.0 <= floor <= 1.0:
+            raise ValueError(f"rl.scale_floor: expected a share of the global std in [0, 1], got {floor}")
         self.names = tuple(names)
-        self.eps = eps
         self.norm = norm
+        self.floor = floor
         self.count = 0
         self.mean = {n: 0.0 for n in self.names}
         self.m2 = {n: 0.0 for n in self.names}  # sum of squared deviations from the mean
@@ -88,6 +118,8 @@ class TermStats:
             n_b = x.numel()
             if n_b == 0:
                 return
+            if not torch.isfinite(x).all():
+                raise ValueError(f"reward term {name!r}: non-finite values in the batch; check the reward models")
             mean_b = x.mean().item()
             m2_b = ((x - mean_b) ** 2).sum().item()
             n = self.count + n_b
@@ -102,31 +134,72 @@ class TermStats:
         self.count += n_b or 0
 
     def std(self, name: str) -> float:
-        """Population standard deviation over all values (``eps`` keeps a constant term finite)."""
+        """Population standard deviation over all values (0 for a constant term)."""
         if self.count == 0:
             raise RuntimeError("TermStats: no data yet; call update() with a calibration batch first")
-        return math.sqrt(self.m2[name] / self.count) + self.eps
+        return math.sqrt(max(self.m2[name], 0.0) / self.count)
 
     def within_std(self, name: str) -> float:
         """Pooled within-group standard deviation (unbiased: divides by the sum of ``k - 1``)."""
         if self.within_df == 0:
             raise RuntimeError("TermStats: no grouped data; call update(terms, group_size=k) with k >= 2")
-        return math.sqrt(self.within_ss[name] / self.within_df) + self.eps
+        return math.sqrt(max(self.within_ss[name], 0.0) / self.within_df)
+
+    def is_constant(self, name: str) -> bool:
+        """No spread at all: the std is 0 up to float rounding of the mean (relative 1e-12)."""
+        return self.std(name) <= 1e-12 * max(1.0, abs(self.mean[name]))
 
     def scale(self, name: str) -> float:
-        return self.within_std(name) if self.norm == "group" else self.std(name)
+        """``std`` (global) or ``max(within_std, floor * std)`` (group); ``inf`` for a constant term (z = 0)."""
+        if self.is_constant(name):
+            return math.inf
+        if self.norm == "global":
+            return self.std(name)
+        return max(self.within_std(name), self.floor * self.std(name))
+
+    def floored(self, name: str) -> bool:
+        """The group scale was lifted to the floor (the within-group spread is below ``floor * std``)."""
+        return self.norm == "group" and not self.is_constant(name) and self.within_std(name) < self.floor * self.std(name)
+
+    def check_scales(self, weights: dict[str, float]) -> None:
+        """Refuse a weighted term with no usable scale, naming it and the fixes (``DegenerateTermError``)."""
+        for name in self.names:
+            if not weights.get(name, 0.0):
+                continue
+            if self.is_constant(name):
+                raise DegenerateTermError(
+                    f"reward term {name!r} is constant ({self.mean[name]:.6g}) over all {self.count} calibration "
+                    f"images, so it has no scale: set rl.reward.{name}: 0 to drop it, raise rl.calibration_prompts"
+                    + (", or use rl.clip_term: cosine (the clamped CLIP score is 0 for most images of long prompts)"
+                       if name == "clip" else ""))
+            if self.scale(name) <= 0.0:
+                raise DegenerateTermError(
+                    f"reward term {name!r} has no spread within the calibration groups (within-group std 0, "
+                    f"global std {self.std(name):.3g}) and rl.scale_floor is 0: set rl.scale_floor > 0 (e.g. 0.02), "
+                    f"rl.reward_norm: global, or rl.reward.{name}: 0")
+
+    def report(self) -> dict[str, float | bool]:
+        """Per term: ``mean_<t>``, ``std_<t>`` (global), ``within_std_<t>``, ``scale_<t>`` (what z divides by),
+        ``floored_<t>``, ``constant_<t>``: what the metrics JSON and the model card show."""
+        out: dict[str, float | bool] = {}
+        for n in self.names:
+            out |= {f"mean_{n}": self.mean[n], f"std_{n}": self.std(n), f"scale_{n}": self.scale(n),
+                    f"floored_{n}": self.floored(n), f"constant_{n}": self.is_constant(n)}
+            if self.within_df:
+                out[f"within_std_{n}"] = self.within_std(n)
+        return out
 
     def standardise(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {n: (terms[n] - self.mean[n]) / self.scale(n) for n in self.names}
 
     def state_dict(self) -> dict:
-        return {"names": list(self.names), "eps": self.eps, "norm": self.norm, "count": self.count,
+        return {"names": list(self.names), "floor": self.floor, "norm": self.norm, "count": self.count,
                 "mean": dict(self.mean), "m2": dict(self.m2), "within_df": self.within_df,
                 "within_ss": dict(self.within_ss)}
 
     def load_state_dict(self, state: dict) -> None:
         self.names = tuple(state["names"])
-        self.eps = float(state["eps"])
+        self.floor = float(state.get("floor", 0.0))
         self.norm = state["norm"]
         self.count = int(state["count"])
         self.mean = {k: float(v) for k, v in state["mean"].items()}

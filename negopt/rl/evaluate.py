@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from negopt.decode import decode_negatives
+from negopt.decode import decode_negatives, format_source
 from negopt.params import Params
 from negopt.rl.advantages import mean_and_se
+from negopt.rl.policy import sample_rollout, sequence_logprobs
 from negopt.rl.rewards import TERMS, RewardFn, score_triples
 
 
@@ -47,12 +48,28 @@ def greedy_negatives(model, tokenizer, prompts: list[str], params: Params) -> li
                             params.sft.max_source_length)
 
 
+@torch.no_grad()
+def kl_to_sft(rl_model, sft_model, tokenizer, prompts: list[str], params: Params, batch: int = 64) -> float:
+    """``KL(pi_rl || pi_sft)`` on ``prompts``: mean of ``log pi_rl(y|x) - log pi_sft(y|x)`` over ``rl.k``
+    negatives sampled from RL per prompt (the k1 estimator the training reward uses, nats per negative)."""
+    rl, sft = params.rl, params.sft
+    kls = []
+    for i in range(0, len(prompts), batch):
+        sources = [format_source(p, sft.task_prefix) for p in prompts[i:i + batch]]
+        ro = sample_rollout(rl_model, tokenizer, sources, rl.k, rl.temperature, rl.top_p, rl.max_new_tokens,
+                            sft.max_source_length, seed=params.rl.eval_seed + i)
+        kls.append(sequence_logprobs(rl_model, ro, rl.temperature)[0] - sequence_logprobs(sft_model, ro, rl.temperature)[0])
+    return torch.cat(kls).mean().item()
+
+
 def evaluate_rl(accelerator, sft_model, rl_model, tokenizer, pipe, reward_fn: RewardFn, test_prompts: list[str],
                 params: Params, n_examples: int = 5) -> tuple[dict[str, float], list[dict[str, str]]]:
     """Score greedy SFT and RL negatives on the test plan; returns (metrics, examples).
 
     metrics: the ``paired_summary`` keys, ``<term>_test_{sft,rl}`` (z units, the reward's terms),
-    ``<term>_raw_test_{sft,rl}``, ``distinct_negatives_{sft,rl}``, ``negative_chars_{sft,rl}``, ``n_test``.
+    ``<term>_raw_test_{sft,rl}``, ``distinct_negatives_{sft,rl}``, ``negative_chars_{sft,rl}``, ``n_test``,
+    ``reward_test_finite`` (share of finite image rewards), ``z_test_abs_max`` (largest ``|z|`` of a weighted
+    term over both models' images), ``kl_test`` (``kl_to_sft`` on the test prompts).
     """
     prompts, seeds = eval_plan(test_prompts, params.rl.eval_prompts, params.rl.eval_seed,
                                params.rl.eval_seeds_per_prompt)
@@ -71,6 +88,11 @@ def evaluate_rl(accelerator, sft_model, rl_model, tokenizer, pipe, reward_fn: Re
         for kind, suffix in (("z", ""), ("raw", "_raw")):
             metrics[f"{t}{suffix}_test_sft"] = scores[f"{kind}/{t}"][: n * s].mean().item()
             metrics[f"{t}{suffix}_test_rl"] = scores[f"{kind}/{t}"][n * s:].mean().item()
+    weighted = [t for t in TERMS if getattr(params.rl.reward, t)]
+    z_all = torch.stack([scores[f"z/{t}"] for t in weighted]) if weighted else torch.zeros(1)
+    metrics |= {"reward_test_finite": torch.isfinite(scores["reward"]).double().mean().item(),
+                "z_test_abs_max": z_all.abs().max().item(),
+                "kl_test": kl_to_sft(rl_model, sft_model, tokenizer, prompts, params)}
     metrics |= {"distinct_negatives_sft": distinct_share(neg_sft), "distinct_negatives_rl": distinct_share(neg_rl),
                 "negative_chars_sft": float(np.mean([len(x) for x in neg_sft])),
                 "negative_chars_rl": float(np.mean([len(x) for x in neg_rl])), "n_test": n, "n_test_images": n * s}

@@ -7,9 +7,11 @@ One step (``B = rl.batch_prompts`` prompts, ``k = rl.k`` samples each, ``N = B *
 2. **reward**: one image per (prompt, negative) with the prompt's *one* diffusion seed shared by its
    ``k`` samples, so reward differences within a group come from the negatives; images are sharded
    over accelerate processes and the rewards gathered. ``R = sum_t w_t z_t`` (see ``rewards.py``).
-3. **advantages**: ``R' = R - kl_coef * (log pi_old - log pi_ref)`` (k1 KL estimator in the reward),
-   then RLOO ``A_i = R'_i - mean_{j != i} R'_j`` within each prompt's group.
-4. **update**: RLOO: one AdamW step on ``-mean(A * log pi)``; PPO: ``ppo_epochs`` steps on the
+3. **advantages**: ``R' = R - kl_coef * (log pi_old - log pi_ref) - diversity_coef * d`` (k1 KL estimator
+   in the reward; ``d`` the share of the sample's group that is the same string), then RLOO
+   ``A_i = R'_i - mean_{j != i} R'_j`` within each prompt's group.
+4. **update**: RLOO: one AdamW step on ``-mean(A * log pi) - entropy_coef * mean(H)`` (``H`` the mean
+   per-token entropy of a sample; ``rl.entropy_coef`` 0 leaves it out); PPO: ``ppo_epochs`` steps on the
    clipped surrogate. Gradients clipped to ``rl.max_grad_norm``. Every process holds the whole batch
    and the same gathered rewards, so the update is identical on all ranks without gradient sync.
 
@@ -37,7 +39,7 @@ from negopt.fingerprint import file_chunks
 from negopt.fingerprint import fingerprint as run_fingerprint
 from negopt.io import atomic_dir
 from negopt.params import Params
-from negopt.rl.advantages import TermStats, kl_penalised_rewards, rloo_advantages
+from negopt.rl.advantages import TermStats, duplicate_shares, kl_penalised_rewards, rloo_advantages
 from negopt.rl.loss import policy_loss
 from negopt.rl.policy import Rollout, sample_rollout, sequence_logprobs
 from negopt.rl.rewards import TERMS, calibrate, score_triples, weighted_sum_reward
@@ -89,9 +91,13 @@ def rollout(comp: Components, params: Params, prompts: list[str], sample_seed: i
 
 
 def compute_advantages(rewards: torch.Tensor, logp_old: torch.Tensor, logp_ref: torch.Tensor, kl_coef: float,
-                       k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(advantages [N], penalised rewards [N], kl [N])."""
+                       k: int, negatives: list[str] | None = None,
+                       diversity_coef: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(advantages [N], penalised rewards [N], kl [N]); ``R' = R - kl_coef * KL - diversity_coef * d``
+    with ``d`` the ``duplicate_shares`` of the group (``rl.diversity_coef``; 0 leaves it out)."""
     penalised, kl = kl_penalised_rewards(rewards, logp_old, logp_ref, kl_coef)
+    if diversity_coef and negatives is not None:
+        penalised = penalised - diversity_coef * duplicate_shares(negatives, k)
     return rloo_advantages(penalised, k), penalised, kl
 
 
@@ -102,8 +108,10 @@ def update(policy, optimizer, ro: Rollout, advantages: torch.Tensor, logp_old: t
     adv, old = advantages.to(device), logp_old.to(device)
     stats: dict[str, float] = {}
     for _ in range(rl.ppo_epochs if rl.algo == "ppo" else 1):
-        logp, _ = sequence_logprobs(policy, ro, rl.temperature)
+        logp, entropy = sequence_logprobs(policy, ro, rl.temperature)
         loss, extra = policy_loss(rl.algo, logp, adv, old, rl.clip_range)
+        if rl.entropy_coef:  # entropy bonus: -entropy_coef * mean per-token entropy, against early collapse
+            loss = loss - rl.entropy_coef * entropy.mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), rl.max_grad_norm)
@@ -149,13 +157,15 @@ def calibrate_rewards(accelerator, comp: Components, params: Params, prompts: li
             for j in range(0, len(idx), mb):
                 part = idx[j:j + mb]
                 imgs = torch.stack([images[i] for i in part])
-                t = comp.scorer.reward_terms(imgs, [chosen[i] for i in part], marginal=marginal)
+                t = comp.scorer.reward_terms(imgs, [chosen[i] for i in part], marginal=marginal,
+                                             clip=params.rl.clip_term)
                 parts.append({name: v.float().cpu() for name, v in t.items()})
             return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
         return map_sharded(accelerator, len(chosen), work, granularity=mb)
 
-    return calibrate(all_probs, terms_for, group_size=k, norm=params.rl.reward_norm)
+    return calibrate(all_probs, terms_for, group_size=k, norm=params.rl.reward_norm, floor=params.rl.scale_floor,
+                     weights=params.rl.reward.model_dump())
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
@@ -164,9 +174,9 @@ def calibrate_rewards(accelerator, comp: Components, params: Params, prompts: li
 def fingerprint(params: Params, sft_dir: str) -> str:
     """Hash of what makes a checkpoint reusable: RL settings that shape training and the SFT weights.
 
-    Step counts, checkpoint interval and evaluation size are left out: raising rl.steps resumes.
+    Step counts, checkpoint interval, evaluation size and health bounds are left out: raising rl.steps resumes.
     """
-    rl = params.rl.model_dump(exclude={"steps", "checkpoint_every", "eval_prompts", "eval_seed"})
+    rl = params.rl.model_dump(exclude={"steps", "checkpoint_every", "eval_prompts", "eval_seed", "health"})
     settings = {"rl": rl, "seed": params.base.seed, "profile": params.active.model_dump(),
                 "task_prefix": params.sft.task_prefix, "max_source_length": params.sft.max_source_length}
     return run_fingerprint(settings, file_chunks(sorted(Path(sft_dir).glob("*.safetensors"))))
@@ -228,7 +238,8 @@ def truncate_live(live_dir: str | Path, step: int) -> None:
 
 def step_logs(rewards: dict[str, torch.Tensor], penalised, kl, extra: dict, ro: Rollout, upd: dict) -> dict[str, float]:
     """Per-step scalars for dvclive: reward and each term (raw and z), KL, entropy, negative length."""
-    logs = {"reward": rewards["reward"].mean().item(), "reward_kl": penalised.mean().item(), "kl": kl.mean().item(),
+    logs = {"reward": rewards["reward"].mean().item(), "reward_abs_max": rewards["reward"].abs().max().item(),
+            "reward_kl": penalised.mean().item(), "kl": kl.mean().item(),
             "entropy": extra["entropy"].mean().item(), "negative_tokens": ro.gen_mask.sum(1).float().mean().item(),
             "negative_chars": float(np.mean([len(n) for n in ro.negatives])),
             "distinct_negatives": len(set(ro.negatives)) / len(ro.negatives)}
@@ -271,13 +282,14 @@ def run_rl(params: Params, comp: Components, train_prompts: list[str], accelerat
         t0 = time.perf_counter()
         ro, extra = rollout(comp, params, prompts, sample_seed)
         t1 = time.perf_counter()
-        reward_fn = weighted_sum_reward(comp.scorer, weights, state.stats, state.marginal)
+        reward_fn = weighted_sum_reward(comp.scorer, weights, state.stats, state.marginal, rl.clip_term)
         rep = [p for p in prompts for _ in range(rl.k)]  # prompt-major, like the rollout
         seeds = [s for s in image_seeds for _ in range(rl.k)]  # one seed shared by a prompt's k samples
         rewards = score_triples(accelerator, comp.pipe, params.active, reward_fn, rep, ro.negatives, seeds,
                                 rl.image_batch_size)
         t2 = time.perf_counter()
-        adv, penalised, kl = compute_advantages(rewards["reward"], extra["logp_old"], extra["logp_ref"], rl.kl_coef, rl.k)
+        adv, penalised, kl = compute_advantages(rewards["reward"], extra["logp_old"], extra["logp_ref"], rl.kl_coef, rl.k,
+                                                ro.negatives, rl.diversity_coef)
         upd = update(comp.policy, optimizer, ro, adv, extra["logp_old"], params)
         if rl.reward_stats == "running":
             state.stats.update({t: rewards[f"raw/{t}"] for t in TERMS}, group_size=rl.k)

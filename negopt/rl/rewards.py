@@ -41,7 +41,7 @@ def aesthetic_reward(scorer) -> RewardFn:
 
 
 def clip_reward(scorer) -> RewardFn:
-    """Prompt-image alignment ``max(100 * cos, 0)`` (raw)."""
+    """Prompt-image alignment, the CLIP score ``max(100 * cos, 0)`` (raw)."""
 
     def fn(images: torch.Tensor, prompts: list[str], metadata: dict) -> tuple[torch.Tensor, dict]:
         return scorer.clip_score(images, list(prompts)).float().cpu(), {}
@@ -61,15 +61,18 @@ def fidelity_reward(scorer, marginal: torch.Tensor | None = None) -> RewardFn:
     return fn
 
 
-def weighted_sum_reward(scorer, weights: dict[str, float], stats: TermStats, marginal: torch.Tensor) -> RewardFn:
+def weighted_sum_reward(scorer, weights: dict[str, float], stats: TermStats, marginal: torch.Tensor,
+                        clip_term: str = "cosine") -> RewardFn:
     """The RL reward: ``sum_t w_t * z_t`` from one ``reward_terms`` call (shared embeddings).
 
+    ``clip_term`` (``rl.clip_term``): ``cosine`` (unclamped ``100 cos``) or ``clamped`` (the CLIP score).
     info: ``raw`` and ``z``, each a dict term -> [N]. Per image only (the marginal and the statistics
     are fixed inputs), so slices of a batch scored on different processes give the same numbers.
     """
 
     def fn(images: torch.Tensor, prompts: list[str], metadata: dict) -> tuple[torch.Tensor, dict]:
-        raw = {t: v.float().cpu() for t, v in scorer.reward_terms(images, list(prompts), marginal=marginal).items()}
+        raw = {t: v.float().cpu()
+               for t, v in scorer.reward_terms(images, list(prompts), marginal=marginal, clip=clip_term).items()}
         z = {t: v.float() for t, v in stats.standardise(raw).items()}
         return weighted_reward(z, weights).float(), {"raw": raw, "z": z}
 
@@ -85,16 +88,21 @@ REWARD_FACTORIES: dict[str, Callable[..., RewardFn]] = {
 
 
 def calibrate(probs: torch.Tensor, terms_fn: Callable[[torch.Tensor], dict[str, torch.Tensor]], group_size: int,
-              norm: str = "group") -> tuple[torch.Tensor, TermStats]:
+              norm: str = "group", floor: float = 0.0,
+              weights: dict[str, float] | None = None) -> tuple[torch.Tensor, TermStats]:
     """Fix the Inception marginal and the term statistics from calibration images.
 
     probs: [M, C] Inception class probabilities of the calibration images, ``M / group_size``
     groups of ``group_size`` images that share a prompt and a seed; ``terms_fn(marginal)`` returns
-    their raw terms given that marginal. Returns (marginal [C], statistics with scale ``norm``).
+    their raw terms given that marginal. Returns (marginal [C], statistics with scale ``norm`` and
+    the ``floor`` rule of ``TermStats``). With ``weights``, a weighted term without a usable scale
+    stops here (``DegenerateTermError``), before any training step.
     """
     marginal = probs.double().mean(0).float()  # [C]
-    stats = TermStats(TERMS, norm=norm)
+    stats = TermStats(TERMS, norm=norm, floor=floor)
     stats.update(terms_fn(marginal), group_size=group_size)
+    if weights is not None:
+        stats.check_scales(weights)
     return marginal, stats
 
 

@@ -1,0 +1,59 @@
+"""The RL model card (``paths.rl/README.md``): reward, calibration scales, health, test numbers, examples."""
+
+from __future__ import annotations
+
+import json
+
+
+def model_card(params, metrics: dict, examples: list[dict], seconds: dict) -> str:
+    rl = params.rl
+    rows = "\n".join(f"| {e['prompt']} | {e['sft']} | {e['rl']} |" for e in examples)
+    keys = ("reward_test_sft", "reward_test_rl", "reward_test_gain", "reward_test_gain_se", "distinct_negatives_sft",
+            "distinct_negatives_rl", "kl_test", "z_test_abs_max")
+    cal = metrics["calibration"]
+    scales = "\n".join(
+        f"| {t} | {getattr(rl.reward, t)} | {cal[f'std_{t}']:.4g} | {cal.get(f'within_std_{t}', float('nan')):.4g} | "
+        f"{cal[f'scale_{t}']:.4g} | {'floored' if cal[f'floored_{t}'] else 'constant: z = 0' if cal[f'constant_{t}'] else ''} |"
+        for t in ("aesthetic", "clip", "fidelity"))
+    health = "healthy" if metrics["healthy"] else "**NOT healthy**"
+    warnings = "".join(f"\n- {w}" for w in metrics["warnings"]) or "\n- none"
+    return f"""# negopt RL policy
+
+Negative-prompt generator: the SFT model (`{params.paths.sft}`) optimised with {rl.algo.upper()} for
+{rl.steps} steps ({rl.batch_prompts} prompts x k={rl.k} samples per step) on the reward of images from
+the `{params.profile}` profile's Stable Diffusion pipeline (`{params.active.sd}`).
+
+Reward: `{rl.reward.aesthetic} * z(aesthetic) + {rl.reward.clip} * z(clip) + {rl.reward.fidelity} * z(fidelity)`,
+each term centred and scaled by its {rl.reward_norm} standard deviation ("group": across the k negatives of
+one prompt and seed, never below `rl.scale_floor = {rl.scale_floor}` x the global one) from SFT samples
+({rl.reward_stats}); the CLIP term is `{rl.clip_term}` ("cosine": unclamped `100 cos`); KL-to-SFT penalty
+`kl_coef = {rl.kl_coef}` in the reward. The KL penalty is the guard against reward hacking: with the
+tiny profile's random reward nets, a low KL coefficient or a high learning rate lets RL drift to
+degenerate negatives (repeated commas, byte fragments); the default keeps them readable.
+
+Calibration scales (raw units; z = (term - mean) / scale):
+
+| term | weight | global std | within-group std | scale | note |
+|---|---|---|---|---|---|
+{scales}
+
+Health: {health}. Warnings:{warnings}
+
+Test ({metrics['n_test']} held-out prompts x {rl.eval_seeds_per_prompt} fixed seeds, the deployed decode (`decode` params), paired per prompt):
+
+| metric | value |
+|---|---|
+""" + "\n".join(f"| {k} | {metrics[k]:.4g} |" for k in keys) + """
+
+Per-term test means (z units), SFT -> RL: """ + ", ".join(
+        f"{t} {metrics[f'{t}_test_sft']:.3f} -> {metrics[f'{t}_test_rl']:.3f}" for t in ("aesthetic", "clip", "fidelity")
+    ) + f"""
+
+Time (s): {json.dumps({k: round(v, 1) for k, v in seconds.items()})}
+
+| prompt | SFT negative | RL negative |
+|---|---|---|
+{rows}
+
+Parameters: `{json.dumps(rl.model_dump())}`, seed {params.base.seed}.
+"""
