@@ -104,7 +104,7 @@ class Split(Section):
     val: Fraction = 0.1
     test: Fraction = 0.1
     seed: NonNegInt = 42
-    near_duplicate_threshold: Fraction = 0.5  # word-3-gram Jaccard that joins two prompts' group; 0 = exact only
+    near_duplicate_threshold: Fraction = 0.7  # word-3-gram Jaccard that joins two prompts' group; 0 = exact only
     group_by: Literal["", "model", "url", "sampler", "id"] = ""  # a column to group by instead of the prompt
 
     @model_validator(mode="after")

@@ -94,8 +94,9 @@ class FakeScorer:
     def inception_probs(self, images):
         return torch.stack([probs_of(*self.triple(x)[1:]) for x in images])
 
-    def reward_terms(self, images, prompts, marginal=None):
+    def reward_terms(self, images, prompts, marginal=None, clip="clamped"):
         assert len(images) == len(prompts)
+        self.clip_variants = getattr(self, "clip_variants", []) + [clip]  # the RL reward asks for rl.clip_term
         ts = [self.triple(x) for x in images]
         probs = self.inception_probs(images)
         q = probs.mean(0) if marginal is None else marginal
@@ -284,9 +285,9 @@ def test_run_rl_pairs_seeds_and_feeds_weighted_z_rewards_and_kl(fake_images, t5_
     seen = []
     real = loop.compute_advantages
 
-    def spy(rewards, logp_old, logp_ref, kl_coef, k):
+    def spy(rewards, logp_old, logp_ref, kl_coef, k, *rest):
         seen.append((rewards.clone(), logp_old.clone(), logp_ref.clone(), kl_coef, k))
-        return real(rewards, logp_old, logp_ref, kl_coef, k)
+        return real(rewards, logp_old, logp_ref, kl_coef, k, *rest)
 
     rolled = []
     real_rollout = loop.rollout
@@ -345,6 +346,7 @@ def fake_decode(seen: list):
 def test_evaluate_rl_same_seeds_for_both_models_and_per_prompt_means(fake_images, tmp_path, monkeypatch):
     seen: list = []
     monkeypatch.setattr(rl_evaluate, "decode_negatives", fake_decode(seen))
+    monkeypatch.setattr(rl_evaluate, "kl_to_sft", lambda *a, **k: 0.0)  # the fake models have no weights to sample
     params = make_params(tmp_path, eval_prompts=4, eval_seeds_per_prompt=3, image_batch_size=5)
 
     def reward_fn(images, prompts, metadata):
