@@ -24,14 +24,8 @@ def params_check(path: Path = typer.Option(Path("params.yaml"), help="params fil
     typer.echo(f"{path}: ok (profile={p.profile})")
 
 
-@models_app.command("check")
-def models_check(
-    profile: str = typer.Option(None, "--profile", help="tiny or paper (default: params.yaml's profile)"),
-    path: Path = typer.Option(Path("params.yaml"), help="params file"),
-) -> None:
-    """Print each component of a profile, its source, availability and parameter count (offline only)."""
-    from negopt.models.check import format_table
-    from negopt.models.loader import check_profile
+def _load_profile(path: Path, profile: str | None):
+    """(params, profile name) for a ``models`` command; a bad params file or profile name exits 2."""
     from negopt.params import ParamsError, load_params
 
     try:
@@ -43,10 +37,27 @@ def models_check(
     if name not in ("tiny", "paper"):
         typer.echo(f"--profile: unknown profile {name!r}; use tiny or paper", err=True)
         raise typer.Exit(2)
+    return p, name
+
+
+def _print_status(p, name: str) -> None:
+    """The availability table of a profile; exit 1 when anything is missing."""
+    from negopt.models.check import format_table
+    from negopt.models.loader import check_profile
+
     statuses = check_profile(p, name)
     typer.echo(format_table(statuses, name))
     if not all(s.available for s in statuses):
         raise typer.Exit(1)
+
+
+@models_app.command("check")
+def models_check(
+    profile: str = typer.Option(None, "--profile", help="tiny or paper (default: params.yaml's profile)"),
+    path: Path = typer.Option(Path("params.yaml"), help="params file"),
+) -> None:
+    """Print each component of a profile, its source, availability and parameter count (offline only)."""
+    _print_status(*_load_profile(path, profile))
 
 
 @models_app.command("fetch")
@@ -55,29 +66,16 @@ def models_fetch(
     path: Path = typer.Option(Path("params.yaml"), help="params file"),
 ) -> None:
     """Download every missing component of a profile (hub models into the HF cache, URL files verified)."""
-    from negopt.models.check import format_table
     from negopt.models.fetch import fetch_profile
-    from negopt.models.loader import check_profile
-    from negopt.params import ParamsError, load_params
 
-    try:
-        p = load_params(path)
-    except ParamsError as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(2) from None
-    if profile not in ("tiny", "paper"):
-        typer.echo(f"--profile: unknown profile {profile!r}; use tiny or paper", err=True)
-        raise typer.Exit(2)
+    p, profile = _load_profile(path, profile)
     try:
         fetched = fetch_profile(getattr(p.models, profile), log=lambda m: typer.echo(m, err=True))
     except Exception as err:  # offline, HTTP errors, a file that does not verify: say which, then the table
         typer.echo(f"fetch failed: {type(err).__name__}: {err}", err=True)
     else:
         typer.echo(f"fetched: {', '.join(fetched) or 'nothing (all present)'}", err=True)
-    statuses = check_profile(p, profile)
-    typer.echo(format_table(statuses, profile))
-    if not all(s.available for s in statuses):
-        raise typer.Exit(1)
+    _print_status(p, profile)
 
 
 @models_app.command("replica")
