@@ -14,6 +14,15 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
 
+def deep_merge(dst: dict, src: dict) -> None:
+    """Overlay nested ``src`` onto ``dst`` in place (a params overlay for the temp-repo dvc tests)."""
+    for key, value in src.items():
+        if isinstance(value, dict):
+            deep_merge(dst.setdefault(key, {}), value)
+        else:
+            dst[key] = value
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import deep_merge
 
 pytestmark = pytest.mark.e2e
 
@@ -29,14 +30,6 @@ FAST = {
     "evaluate": {"is_splits": 2},
     "compare": {"grid_prompts": 2},
 }
-
-
-def _merge(dst: dict, src: dict) -> None:
-    for key, value in src.items():
-        if isinstance(value, dict):
-            _merge(dst.setdefault(key, {}), value)
-        else:
-            dst[key] = value
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -56,7 +49,7 @@ def repo(root: Path, tmp_path_factory) -> Path:
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / rel, dst / rel)
     params = yaml.safe_load((dst / "params.yaml").read_text())
-    _merge(params, FAST)
+    deep_merge(params, FAST)
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], dst)
     _run(["git", "config", "user.email", "e2e@negopt.invalid"], dst)

@@ -59,13 +59,20 @@ def test_inception_kl_by_hand():
     assert torch.allclose(inception_kl(probs, probs[0]), torch.tensor([0.0, math.log(2)]), atol=1e-6)
 
 
-def test_inception_score_from_known_logits(monkeypatch, tmp_path):
+@pytest.fixture
+def stub_inception(monkeypatch, tmp_path):
+    """StubExtractor registered as the Inception for any input size; returns a (dummy) weights path."""
     name = "negopt-test-stub"
     if name not in FEATURE_EXTRACTORS_REGISTRY:
         register_feature_extractor(name, StubExtractor)
     monkeypatch.setattr(metrics, "inception_extractor", lambda size: (name, StubExtractor))
     weights = tmp_path / "w.pt"
     torch.save({}, weights)
+    return weights
+
+
+def test_inception_score_from_known_logits(stub_inception):
+    weights = stub_inception
     # Two images per class: marginal (0.5, 0.5); every KL = 0.9 ln 1.8 + 0.1 ln 0.2; IS = exp(KL).
     kl = 0.9 * math.log(1.8) + 0.1 * math.log(0.2)
     mean, std = inception_score(_images([0, 0, 1, 1]), str(weights), input_size=75, splits=1)
@@ -76,15 +83,10 @@ def test_inception_score_from_known_logits(monkeypatch, tmp_path):
     assert mean == pytest.approx(1.0, abs=1e-9)
 
 
-def test_inception_score_splits_by_hand(monkeypatch, tmp_path):
+def test_inception_score_splits_by_hand(stub_inception):
     # splits > 1: torch-fidelity shuffles with its fixed seed (np.random.RandomState(2020)), cuts the N
     # images into `splits` consecutive chunks, and reports the mean and population std of exp(mean KL) per chunk.
-    name = "negopt-test-stub"
-    if name not in FEATURE_EXTRACTORS_REGISTRY:
-        register_feature_extractor(name, StubExtractor)
-    monkeypatch.setattr(metrics, "inception_extractor", lambda size: (name, StubExtractor))
-    weights = tmp_path / "w.pt"
-    torch.save({}, weights)
+    weights = stub_inception
     classes = [0, 0, 0, 1, 1, 0, 1, 0]
     order = np.random.RandomState(2020).permutation(len(classes))
     p = torch.tensor([[0.9, 0.1] if classes[i] == 0 else [0.1, 0.9] for i in order], dtype=torch.float64)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import deep_merge
 
 pytestmark = pytest.mark.paper
 
@@ -49,14 +50,6 @@ _WRAP = (
     "import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
     "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(rc)"
 )
-
-
-def _merge(dst: dict, src: dict) -> None:
-    for key, value in src.items():
-        if isinstance(value, dict):
-            _merge(dst.setdefault(key, {}), value)
-        else:
-            dst[key] = value
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +81,7 @@ def paper_repo(root: Path, replica: Path, tmp_path_factory) -> Path:
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(root / rel, dst / rel)
     params = yaml.safe_load((dst / "params.yaml").read_text())
-    _merge(params, OVERLAY)
+    deep_merge(params, OVERLAY)
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # The two non-hub files go where params.yaml's models.paper points (as `negopt models fetch` puts them).
     for name in ("aesthetic", "inception"):
