@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from negopt.params import Decode
+from negopt.params import Decode, Sft
+
+_INPUT = Sft()  # the input-format defaults (task prefix, source length) live in the params schema
 
 CONFIG = "negopt.json"  # input format + deployed decode, saved with every trained policy
 
@@ -79,8 +81,8 @@ class NegativePromptGenerator:
     >>> pipe(**gen.pipeline_kwargs(["a castle on a hill"]))   # any diffusers pipeline with negative_prompt
     """
 
-    def __init__(self, model, tokenizer, decode: Decode | None = None, task_prefix: str = "negative prompt: ",
-                 max_source_length: int = 64) -> None:
+    def __init__(self, model, tokenizer, decode: Decode | None = None, task_prefix: str = _INPUT.task_prefix,
+                 max_source_length: int = _INPUT.max_source_length) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.decode = decode or Decode()
         self.task_prefix, self.max_source_length = task_prefix, max_source_length
@@ -95,8 +97,8 @@ class NegativePromptGenerator:
         cfg_path = Path(path) / CONFIG
         cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
         saved = Decode(**cfg["decode"]) if "decode" in cfg else None
-        return cls(model, tokenizer, decode or saved, cfg.get("task_prefix", "negative prompt: "),
-                   cfg.get("max_source_length", 64))
+        return cls(model, tokenizer, decode or saved, cfg.get("task_prefix", _INPUT.task_prefix),
+                   cfg.get("max_source_length", _INPUT.max_source_length))
 
     @classmethod
     def from_params(cls, path: str | Path, params, device: torch.device | None = None) -> NegativePromptGenerator:
