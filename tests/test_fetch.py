@@ -1,7 +1,10 @@
 """negopt models fetch: verified URL downloads against a 127.0.0.1 fixture server, hub allow-lists, offline how-to.
 
-The hub part runs with an injected downloader (no HF endpoint fixture): it checks *what* would be
-downloaded (repo ids and exact allow_patterns), not huggingface_hub's own transfer code.
+The hub part runs twice: with an injected downloader (*what* is asked for: repo ids and exact
+allow_patterns) and with huggingface_hub's real ``snapshot_download`` against a hub on 127.0.0.1
+(tests/fake_hub.py) whose repo also holds files the loaders never read. The full-size version of the
+second, where the paper profile's ``models`` stage fetches the whole replica, is in
+tests/test_replica_paper_path.py.
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_hub import serve_hub
 from huggingface_hub import constants
+from safetensors.torch import save_file
 
+from negopt.models import hub_cache
 from negopt.models.fetch import (
     HUB_FILES,
     FetchError,
@@ -208,3 +214,40 @@ def test_models_stage_fetches_only_when_online(monkeypatch, root, capsys):
     monkeypatch.setattr(fetch, "fetch_profile", unreachable)
     stage.fetch_if_online(params)  # reported, not raised: the offline check then lists what is missing
     assert "fetch failed (OSError: network is unreachable)" in capsys.readouterr().err
+
+
+def test_fetch_through_a_real_hub_client_takes_only_the_allow_list(empty_cache, tmp_path, monkeypatch):
+    """snapshot_download against a 127.0.0.1 hub: the policy's six files land in the (empty) cache, the
+    repo's .bin / .msgpack / README copies are never requested, and the policy then counts as available."""
+    import functools
+
+    from huggingface_hub import snapshot_download
+
+    served = tmp_path / "served"
+    commit = hub_cache.fake_commit("google-t5/t5-small", "fetch-test")
+    extra = ["pytorch_model.bin", "flax_model.msgpack", "README.md", "onnx/encoder_model.onnx"]
+    for i, rel in enumerate(HUB_FILES["policy"] + extra):
+        src = tmp_path / f"src{i}"
+        if rel == "model.safetensors":  # the availability check reads the header: a real (tiny) file
+            save_file({"shared.weight": torch.ones(3, 2)}, src)
+        else:
+            src.write_text('{"model_type": "t5"}' if rel == "config.json" else f"bytes of {rel}")
+        hub_cache.add_file(served, "google-t5/t5-small", commit, rel, src)
+    hub_cache.set_ref(served, "google-t5/t5-small", commit)
+    assert not {s.component: s.available for s in check_components(empty_cache)}["policy"]
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # online, but only 127.0.0.1 answers
+    logged = []
+    with serve_hub(served) as (url, requests):
+        fetched = fetch_profile(empty_cache, hub_download=functools.partial(snapshot_download, endpoint=url),
+                                url_download=lambda *a, **k: None, log=logged.append)
+    # sd and clip are not on this hub: each failure is logged and the rest still arrives
+    assert fetched == ["policy", "aesthetic", "inception"]
+    assert [m.split(":")[0] for m in logged if "failed" in m] == ["fetch sd failed", "fetch clip failed"]
+    assert "RepositoryNotFoundError" in next(m for m in logged if m.startswith("fetch sd failed"))
+    gets = sorted(r.rsplit(f"/resolve/{commit}/", 1)[1] for r in requests if r.startswith("GET ") and "/resolve/" in r)
+    assert gets == sorted(HUB_FILES["policy"])
+    snapshot = hub_cache.repo_folder(constants.HF_HUB_CACHE, "google-t5/t5-small") / "snapshots" / commit
+    assert sorted(str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file()) == sorted(HUB_FILES["policy"])
+    assert (snapshot / "README.md").exists() is False and (snapshot / "tokenizer.json").read_text() == "bytes of tokenizer.json"
+    policy = next(s for s in check_components(empty_cache) if s.component == "policy")
+    assert policy.available and policy.num_params == 6

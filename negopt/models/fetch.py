@@ -170,7 +170,8 @@ def fetch_profile(
 ) -> list[str]:
     """Download every component of ``profile`` that is missing; returns the components fetched.
 
-    A hub download that fails raises huggingface_hub's error; a URL file :class:`FetchError`.
+    A component whose download fails (huggingface_hub's errors, :class:`FetchError` for a URL file) is
+    logged and skipped, so the others still arrive and the offline check then names exactly what is left.
 
     ``hub_download`` / ``url_download`` are injectable (tests); the defaults are
     ``huggingface_hub.snapshot_download`` and :func:`download_url`.
@@ -183,19 +184,30 @@ def fetch_profile(
     for status in check_components(profile):
         if status.available:
             continue
-        if status.component in HUB_FILES and status.hub:
-            files = HUB_FILES[status.component]
-            log(f"fetch {status.component}: {status.source} ({len(files)} files)")
-            hub_download(status.source, allow_patterns=files)
-        elif status.component == "clip" and (hub := clip_hub_file(profile.clip_name, profile.clip_pretrained)):
-            log(f"fetch clip: {hub[0]}/{hub[1]}")
-            hub_download(hub[0], allow_patterns=[hub[1]])
-        elif status.component == "aesthetic" and profile.aesthetic_url:
-            url_download(profile.aesthetic_url, profile.aesthetic, verify=verify_aesthetic)
-        elif status.component == "inception" and profile.inception_url:
-            url_download(profile.inception_url, profile.inception, verify=verify_inception)
-        else:
-            log(f"fetch {status.component}: {status.source} has no download source; {status.how_to}")
+        try:
+            done = _fetch_component(status, profile, hub_download, url_download, log)
+        except Exception as err:  # one unreachable repo or bad file must not stop the others; the check lists it
+            log(f"fetch {status.component} failed: {type(err).__name__}: {err}")
             continue
-        fetched.append(status.component)
+        if done:
+            fetched.append(status.component)
     return fetched
+
+
+def _fetch_component(status, profile: Profile, hub_download, url_download, log) -> bool:
+    """Download one missing component; False when it has no download source."""
+    if status.component in HUB_FILES and status.hub:
+        files = HUB_FILES[status.component]
+        log(f"fetch {status.component}: {status.source} ({len(files)} files)")
+        hub_download(status.source, allow_patterns=files)
+    elif status.component == "clip" and (hub := clip_hub_file(profile.clip_name, profile.clip_pretrained)):
+        log(f"fetch clip: {hub[0]}/{hub[1]}")
+        hub_download(hub[0], allow_patterns=[hub[1]])
+    elif status.component == "aesthetic" and profile.aesthetic_url:
+        url_download(profile.aesthetic_url, profile.aesthetic, verify=verify_aesthetic)
+    elif status.component == "inception" and profile.inception_url:
+        url_download(profile.inception_url, profile.inception, verify=verify_inception)
+    else:
+        log(f"fetch {status.component}: {status.source} has no download source; {status.how_to}")
+        return False
+    return True

@@ -169,7 +169,10 @@ def _resolve_hf(ref: str, marker: str) -> Path | None:
     from huggingface_hub import snapshot_download
 
     try:
-        folder = Path(snapshot_download(ref, local_files_only=True))
+        # allow_patterns: after a fetch with an allow-list, huggingface_hub 2.x's cached tree listing makes a
+        # pattern-less local lookup fail as "incomplete" (the repo's other files are absent by design); the
+        # weights themselves are checked by the caller, file by file.
+        folder = Path(snapshot_download(ref, local_files_only=True, allow_patterns=[marker]))
     except Exception:  # not cached (LocalEntryNotFoundError and friends)
         return None
     return folder if (folder / marker).is_file() else None
