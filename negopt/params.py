@@ -80,6 +80,7 @@ class PlaygroundSource(Section):
     max_retries: NonNegInt = 5
     backoff_base: NonNeg = 1.0
     timeout: Pos = 30.0
+    max_response_bytes: PosInt = 50_000_000
 
 
 class CleanRules(Section):

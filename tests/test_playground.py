@@ -49,6 +49,41 @@ class FakeAPI:
             return self._send(handler, 200, b'{"images": [ {"id": "tru')
         if fault == "slow":
             threading.Event().wait(0.5)
+        if fault == "redirect":  # to another host: following it would hand the scrape to that host
+            return self._send(handler, 302, b"", {"Location": "http://evil.invalid/api/images/search"})
+        if fault == "huge":  # says so in Content-Length
+            return self._send(handler, 200, b'{"images": [], "pad": "' + b"x" * 5000 + b'"}')
+        if fault == "huge_unannounced":  # no Content-Length: the size shows only while reading
+            handler.send_response(200)
+            handler.send_header("Connection", "close")
+            handler.end_headers()
+            handler.close_connection = True
+            for _ in range(10):  # 10 x 1000 bytes, bounded
+                try:
+                    handler.wfile.write(b" " * 1000)
+                except OSError:
+                    return
+            return
+        if fault == "trickle":  # a body that never ends in time: 1 byte every 0.05 s, at most 80 (4 s)
+            body = json.dumps({"images": PAGES[page], "cursor": None}).encode()
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            for b in body[:80]:
+                try:
+                    handler.wfile.write(bytes([b]))
+                    handler.wfile.flush()
+                except OSError:
+                    return
+                threading.Event().wait(0.05)
+            return
+        if fault == "truncated":  # promises more than it sends, then closes
+            handler.send_response(200)
+            handler.send_header("Content-Length", "500")
+            handler.end_headers()
+            handler.wfile.write(b'{"images": [')
+            handler.close_connection = True
+            return
         nxt = CURSORS[page + 1] if page + 1 < len(CURSORS) else None
         self._send(handler, 200, json.dumps({"images": PAGES[page], "cursor": nxt}).encode())
 
@@ -117,6 +152,35 @@ def test_faults_retry_with_backoff_and_retry_after(api, tmp_path):
     waits = [s for s in sleeps if s > 0.01]  # drop the tiny rate-limit waits
     # Retry-After 7 s on page 0; page 1: 0.5 * 2**0 then 0.5 * 2**1; page 3 timed out once: 0.5
     assert waits == [7.0, 0.5, 1.0, 0.5]
+
+
+def test_hostile_server_is_cut_off_counted_and_survived(api, tmp_path):
+    """Oversized (announced or not), trickling and truncated bodies: each a failed attempt, counted by
+    reason and retried; the scrape still ends with every row once."""
+    api.faults = {0: ["huge"], 1: ["huge_unannounced", "trickle"], 3: ["truncated"]}
+    client = _client(api, tmp_path, timeout=0.5, max_response_bytes=2000)
+    df = client.scrape()
+    assert list(df["id"]) == ALL_IDS and df["id"].is_unique
+    assert client.stats.failures == {"too_large": 2, "body_timeout": 1, "malformed": 1}
+    assert client.stats.retries == 4 and client.stats.requests == 9
+
+
+def test_oversized_page_is_never_read_whole(api, tmp_path):
+    """A 5 kB page against a 2 kB cap is refused from its Content-Length, attempt after attempt."""
+    api.faults = {0: ["huge"] * 2}
+    client = _client(api, tmp_path, max_response_bytes=2000, max_retries=1)
+    with pytest.raises(PlaygroundError, match="gave up after 2 attempts.*over data.playground.max_response_bytes=2000"):
+        client.scrape()
+    assert client.stats.failures == {"too_large": 2}
+
+
+def test_redirect_is_not_followed(api, tmp_path):
+    api.faults = {1: ["redirect"]}
+    client = _client(api, tmp_path)
+    with pytest.raises(PlaygroundError, match=r"HTTP 302, a redirect to 'http://evil.invalid/.*not followed"):
+        client.scrape()
+    assert api.log == [None, 900] and client.stats.failures == {"redirect": 1}  # asked once, never retried
+    assert len((tmp_path / "ckpt" / "pages.jsonl").read_text().splitlines()) == 1  # page 0 kept for the resume
 
 
 def test_gives_up_with_a_clear_error_and_keeps_pages(api, tmp_path):
@@ -192,11 +256,21 @@ def test_rate_limit_spaces_requests():
         now[0] += s
 
     class Resp:
-        status_code, headers, url = 200, {}, "fake"
+        status_code, headers, url, is_redirect, is_permanent_redirect = 200, {}, "fake", False, False
 
-        @staticmethod
-        def json():
-            return {"images": [_item(0)], "cursor": 5}
+        class raw:  # noqa: N801 (requests' attribute name)
+            body = [json.dumps({"images": [_item(0)], "cursor": 5}).encode()]
+
+            @classmethod
+            def read1(cls, amt, decode_content=True):
+                return cls.body.pop() if cls.body else b""
+
+        def __enter__(self):
+            type(self).raw.body = [json.dumps({"images": [_item(0)], "cursor": 5}).encode()]
+            return self
+
+        def __exit__(self, *exc):
+            return False
 
     class Session:
         headers: dict = {}

@@ -5,6 +5,12 @@ an empty ``images`` list ends the feed. The client
 - keeps at most ``requests_per_second`` requests per second;
 - retries 429 / 5xx / timeouts / connection errors / malformed JSON with exponential backoff
   (``backoff_base * 2**attempt``), or waits what ``Retry-After`` says when the server sends it;
+- trusts the server with nothing: a redirect is never followed (another host could answer anything;
+  the scrape stops naming the target), a body is streamed and cut off past ``max_response_bytes`` or
+  when it has not ended ``timeout`` seconds after the request (``requests``' own timeout is per socket
+  read, so a server trickling bytes would hold it forever); both count as a failed attempt and are
+  retried. Every failed attempt is counted by reason in ``stats.failures`` (``metrics/scrape.json``)
+  and logged;
 - appends every raw page to ``<checkpoint_dir>/pages.jsonl`` (fsync'd) before moving on. That file
   is the checkpoint: the next cursor is read back from its last page, so a stopped scrape resumes
   where it stopped, and rows are rebuilt from the raw pages deduplicated by ``id`` (nothing lost,
@@ -17,13 +23,14 @@ import email.utils
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import requests
+import urllib3
 from tqdm.auto import tqdm
 
 from negopt.data.schema import conform
@@ -78,6 +85,10 @@ class PlaygroundError(RuntimeError):
     """The API failed in a way retries cannot fix; the message says what to change."""
 
 
+class _BadBody(Exception):
+    """A 200 response whose body is refused (too large, never ending); its reason is retried."""
+
+
 @dataclass
 class ScrapeStats:
     pages: int = 0            # pages in the checkpoint (resumed + fetched now)
@@ -88,6 +99,7 @@ class ScrapeStats:
     duplicates: int = 0       # items whose id was already seen
     malformed_items: int = 0  # items that are not objects or lack an id
     exhausted: bool = False   # the feed ended (an empty page)
+    failures: dict[str, int] = field(default_factory=dict)  # failed attempts by reason (retried or fatal)
 
 
 def item_to_row(item: dict, cursor: int | None) -> dict:
@@ -123,6 +135,7 @@ class PlaygroundClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         progress: bool = True,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.dir = Path(checkpoint_dir)
@@ -130,6 +143,7 @@ class PlaygroundClient:
         self.session = session or requests.Session()
         self.session.headers.setdefault("User-Agent", "negopt-scraper/0.1 (research; polite)")
         self.sleep, self.clock, self.progress = sleep, clock, progress
+        self.log = log or (lambda message: tqdm.write(message))
         self.stats = ScrapeStats()
         self._last_request: float | None = None
 
@@ -156,38 +170,77 @@ class PlaygroundClient:
                 self.sleep(wait)
         self._last_request = self.clock()
 
+    def _fail(self, kind: str) -> None:
+        self.stats.failures[kind] = self.stats.failures.get(kind, 0) + 1
+
+    def _read_body(self, resp: requests.Response, deadline: float) -> bytes:
+        """The body, streamed: refused past ``max_response_bytes`` or after ``deadline`` (time.monotonic)."""
+        cap = self.cfg.max_response_bytes
+        declared = resp.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise _BadBody(f"response of {declared} bytes over data.playground.max_response_bytes={cap}")
+        chunks, size = [], 0
+        # read1 returns what has arrived (iter_content blocks until a whole chunk or the end), so the
+        # deadline is checked while a server trickles bytes.
+        while chunk := resp.raw.read1(1 << 16, decode_content=True):
+            size += len(chunk)
+            if size > cap:
+                raise _BadBody(f"response over data.playground.max_response_bytes={cap}, cut off")
+            if time.monotonic() > deadline:
+                raise _BadBody(f"body not finished within data.playground.timeout={self.cfg.timeout} s")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     def fetch_page(self, cursor: int | None) -> dict:
         """One page as ``{"images": list, "cursor": next}``, retrying transient failures."""
         for attempt in range(self.cfg.max_retries + 1):
             self._throttle()
             self.stats.requests += 1
             wait = self.cfg.backoff_base * 2**attempt
+            deadline = time.monotonic() + self.cfg.timeout
             try:
-                resp = self.session.get(self.url, params=self.query(cursor), timeout=self.cfg.timeout)
+                resp = self.session.get(self.url, params=self.query(cursor), timeout=self.cfg.timeout,
+                                        stream=True, allow_redirects=False)
             except (requests.Timeout, requests.ConnectionError) as err:
-                reason = f"{type(err).__name__}"
+                reason, kind = f"{type(err).__name__}", "timeout" if isinstance(err, requests.Timeout) else "connection"
             else:
-                if resp.status_code == 429 or resp.status_code >= 500:
-                    reason = f"HTTP {resp.status_code}"
-                    after = retry_after_seconds(resp.headers.get("Retry-After"))
-                    wait = wait if after is None else after
-                elif resp.status_code >= 400:
-                    raise PlaygroundError(
-                        f"{resp.url} answered HTTP {resp.status_code}: check data.playground.base_url, "
-                        f"endpoint, query and user_id (the API may have changed or need a login)")
-                else:
-                    try:
-                        data = resp.json()
-                    except ValueError:
-                        data = None
-                    if isinstance(data, dict) and isinstance(data.get("images"), list):
-                        return data
-                    reason = "malformed JSON (no 'images' list)"
+                with resp:
+                    if resp.is_redirect or resp.is_permanent_redirect:
+                        self._fail("redirect")
+                        raise PlaygroundError(
+                            f"{self.url} answered HTTP {resp.status_code}, a redirect to "
+                            f"{resp.headers.get('Location')!r}, which is not followed (another host could serve "
+                            f"anything): set data.playground.base_url / endpoint to the final address")
+                    if resp.status_code == 429 or resp.status_code >= 500:
+                        reason, kind = f"HTTP {resp.status_code}", f"http_{resp.status_code}"
+                        after = retry_after_seconds(resp.headers.get("Retry-After"))
+                        wait = wait if after is None else after
+                    elif resp.status_code >= 400:
+                        self._fail(f"http_{resp.status_code}")
+                        raise PlaygroundError(
+                            f"{resp.url} answered HTTP {resp.status_code}: check data.playground.base_url, "
+                            f"endpoint, query and user_id (the API may have changed or need a login)")
+                    else:
+                        try:
+                            data = json.loads(self._read_body(resp, deadline))
+                        except _BadBody as err:
+                            data, reason = None, str(err)
+                            kind = "too_large" if "max_response_bytes" in reason else "body_timeout"
+                        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as err:
+                            # a stalled or cut body (urllib3's read timeout / IncompleteRead), bad JSON
+                            data, reason, kind = None, f"unreadable body ({type(err).__name__})", "malformed"
+                        else:
+                            if isinstance(data, dict) and isinstance(data.get("images"), list):
+                                return data
+                            reason, kind = "malformed JSON (no 'images' list)", "malformed"
+            self._fail(kind)
             if attempt == self.cfg.max_retries:
                 raise PlaygroundError(
                     f"{self.url} cursor={cursor}: gave up after {attempt + 1} attempts, last error {reason}. "
                     f"{self.stats.pages} pages are kept in {self.pages_file}; rerun the stage to resume, "
                     f"or raise data.playground.max_retries / backoff_base")
+            self.log(f"scrape: cursor={cursor} attempt {attempt + 1} failed ({reason}); retrying in "
+                     f"{min(wait, MAX_WAIT_S):.1f} s")
             self.stats.retries += 1
             self.sleep(min(wait, MAX_WAIT_S))
         raise AssertionError("unreachable")
