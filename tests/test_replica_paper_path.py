@@ -1,9 +1,12 @@
-"""The paper profile end to end, offline: `dvc repro` with `profile: paper` on a full-size random replica.
+"""The paper profile end to end: `dvc repro` with `profile: paper`, from an empty cache, on a full-size replica.
 
-Every paper component is at its real architecture and hub layout (negopt.models.replica), resolved by
-the *unchanged* paper profile through HF_HUB_CACHE and open_clip's own `openai` hub entry; the temp repo
-overrides only counts, steps and the image size. The replica (~3.3 GB) is built once and cached in
-$NEGOPT_REPLICA_DIR (default ~/.cache/negopt/replica-seed0); a matching stamp skips the rebuild.
+Every paper component is at its real architecture and hub layout (negopt.models.replica). The replica
+is served by a hub on 127.0.0.1 (tests/fake_hub.py, HF_ENDPOINT) with the two URL files beside it, and
+the run starts from an EMPTY HF cache with HF_HUB_OFFLINE unset, as on a machine with network: the
+`models` stage fetches every component itself (no manual step), then the *unchanged* paper profile
+resolves them through HF_HUB_CACHE and open_clip's own `openai` hub entry. The temp repo overrides only
+counts, steps, the image size and where the two URL files come from. The replica (~3.3 GB) is built once
+and cached in $NEGOPT_REPLICA_DIR (default ~/.cache/negopt/replica-seed0); a matching stamp skips the rebuild.
 
 Each stage runs as its own `dvc repro --single-item <stage>` so its wall time and peak RSS (the max RSS
 of the stage process tree, from getrusage(RUSAGE_CHILDREN) in a fresh wrapper) are recorded in
@@ -24,6 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import deep_merge
+from fake_hub import serve_hub
 
 pytestmark = pytest.mark.paper
 
@@ -61,9 +65,32 @@ def replica() -> Path:
     return build_replica(out, seed=0)
 
 
-def _env(replica: Path) -> dict:
-    return dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1",
-                HF_HUB_CACHE=str(replica / "hub"), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+AESTHETIC = "sac+logos+ava1-l14-linearMSE.pth"
+INCEPTION = "weights-inception-2015-12-05-6726825d.pth"
+
+
+@pytest.fixture(scope="module")
+def hub(replica: Path):
+    """The replica's hub repos and its two URL files, served on 127.0.0.1: (url, requests, inception name).
+
+    The replica's random Inception cannot carry torch-fidelity's real SHA-256 prefix, so the run names
+    it by its own prefix (the same torch.hub convention the fetch verifies)."""
+    import hashlib
+
+    inception = replica / "paper" / INCEPTION
+    prefix = hashlib.sha256(inception.read_bytes()).hexdigest()[:8]
+    routes = {f"/url/{AESTHETIC}": replica / "paper" / AESTHETIC, "/url/inception.pth": inception}
+    with serve_hub(replica / "hub", routes) as (url, requests):
+        yield url, requests, f"weights-inception-2015-12-05-{prefix}.pth"
+
+
+def _env(cache: Path, endpoint: str) -> dict:
+    """Online against the fixture hub (HF_HUB_OFFLINE unset, as a user with network), into ``cache``."""
+    env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", HF_HUB_CACHE=str(cache),
+               HF_ENDPOINT=endpoint, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        env.pop(key, None)
+    return env
 
 
 def _run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
@@ -73,8 +100,10 @@ def _run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def paper_repo(root: Path, replica: Path, tmp_path_factory) -> Path:
-    dst = tmp_path_factory.mktemp("paper") / "negopt"
+def paper_repo(root: Path, replica: Path, hub, tmp_path_factory) -> Path:
+    url, _, inception_name = hub
+    base = tmp_path_factory.mktemp("paper")
+    dst = base / "negopt"
     files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True)
     for rel in files.stdout.split():
         if (root / rel).exists():
@@ -82,13 +111,11 @@ def paper_repo(root: Path, replica: Path, tmp_path_factory) -> Path:
             shutil.copy2(root / rel, dst / rel)
     params = yaml.safe_load((dst / "params.yaml").read_text())
     deep_merge(params, OVERLAY)
+    deep_merge(params, {"models": {"paper": {
+        "aesthetic_url": f"{url}/url/{AESTHETIC}", "inception_url": f"{url}/url/inception.pth",
+        "inception": f"models/paper/{inception_name}"}}})  # fmt: skip
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    # The two non-hub files go where params.yaml's models.paper points (as `negopt models fetch` puts them).
-    for name in ("aesthetic", "inception"):
-        target = dst / params["models"]["paper"][name]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(replica / "paper" / target.name, target)
-    env = _env(replica)
+    env = _env(base / "hf-cache", url)  # empty: the models stage fetches everything
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "paper@negopt.invalid"],
                 ["git", "config", "user.name", "negopt paper"], ["git", "add", "-A"],
                 ["git", "commit", "-qm", "paper baseline"]):
@@ -106,10 +133,11 @@ def paper_repo(root: Path, replica: Path, tmp_path_factory) -> Path:
     return dst
 
 
-def test_every_stage_ran_and_dvc_is_clean(paper_repo: Path, replica: Path):
-    status = _run(["dvc", "status"], paper_repo, _env(replica)).stdout
+def test_every_stage_ran_and_dvc_is_clean(paper_repo: Path, hub):
+    status = _run(["dvc", "status"], paper_repo, _env(paper_repo.parent / "hf-cache", hub[0])).stdout
     assert "changed" not in status, status
-    assert "all components available" in (paper_repo / "models.log").read_text()
+    log = (paper_repo / "models.log").read_text()
+    assert "models: fetched policy, sd, clip, aesthetic, inception" in log and "all components available" in log
     assert (paper_repo / "report" / "index.html").exists()
     comparison = json.loads((paper_repo / "metrics" / "comparison.json").read_text())
     assert comparison
@@ -131,7 +159,8 @@ def test_eval_is_finite_and_computed_at_299_px(paper_repo: Path):
     files = manifest[manifest["method"] == "sft"]["file"].tolist()
     images = load_images(paper_repo / "data" / "images", files)
     assert tuple(images.shape) == (4, 3, 128, 128) and images.dtype == torch.uint8
-    weights = str(paper_repo / "models" / "paper" / "weights-inception-2015-12-05-6726825d.pth")
+    weights = yaml.safe_load((paper_repo / "params.yaml").read_text())["models"]["paper"]["inception"]
+    weights = str(paper_repo / weights)
     is_299, _ = inception_score(images, weights, 299, splits=2, batch_size=4)
     assert is_299 == pytest.approx(ev["sft"]["inception_score"], rel=1e-6)
     is_75, _ = inception_score(images, weights, 75, splits=2, batch_size=4)
@@ -187,3 +216,18 @@ def test_paper_clip_resolves_the_openai_tag_with_quickgelu(replica: Path, root: 
     assert "QuickGELU" in kinds and "GELU" not in kinds
     assert model.visual.output_dim == 768 and model.visual.image_size == (224, 224)
     assert tokenizer(["a photo of a cat"]).shape == (1, 77)
+
+
+def test_the_models_stage_downloaded_exactly_the_files_the_loaders_read(paper_repo: Path, hub):
+    """Each hub file of fetch's allow-list GET once, nothing else (no .ckpt, no .bin), plus the two URL files."""
+    from negopt.models.fetch import HUB_FILES
+
+    _, requests, _ = hub
+    got = sorted(r.split("/resolve/", 1)[0].removeprefix("GET /") + ":" + r.split("/", 5)[-1]
+                 for r in requests if r.startswith("GET ") and "/resolve/" in r)
+    want = sorted([f"google-t5/t5-small:{f}" for f in HUB_FILES["policy"]]
+                  + [f"stable-diffusion-v1-5/stable-diffusion-v1-5:{f}" for f in HUB_FILES["sd"]]
+                  + ["timm/vit_large_patch14_clip_224.openai:open_clip_model.safetensors"])
+    assert got == want
+    assert sorted(r for r in requests if r.startswith("GET /url/")) == [
+        "GET /url/inception.pth", f"GET /url/{AESTHETIC}"]
