@@ -72,11 +72,22 @@ def run_fingerprint(settings: dict[str, Any], train_features: list[dict]) -> str
     return fingerprint(settings, (json.dumps([f["input_ids"], f["labels"]]).encode() for f in train_features))
 
 
+def checkpoint_complete(folder: Path) -> bool:
+    """A Trainer checkpoint folder whose last-written file, ``trainer_state.json``, is whole."""
+    try:
+        json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def prepare_checkpoints(ckpt_dir: str | Path, run_id: str, max_steps: int | None = None) -> str | None:
     """Return the checkpoint to resume from, after dropping checkpoints of a different run.
 
     Checkpoints past `max_steps` (a longer earlier run) are dropped too: their weights are not what
-    a shorter run would produce.
+    a shorter run would produce. So is a torn checkpoint (the process was killed while the Trainer
+    wrote it, in place): the Trainer writes ``trainer_state.json`` last, so a checkpoint whose state
+    file is missing or does not parse is incomplete, and the previous one is resumed instead of it.
     """
     ckpt_dir = Path(ckpt_dir)
     marker = ckpt_dir / FINGERPRINT
@@ -85,7 +96,8 @@ def prepare_checkpoints(ckpt_dir: str | Path, run_id: str, max_steps: int | None
         for sub in ckpt_dir.glob("checkpoint-*"):
             # Resuming a run with other data or hyper-parameters would silently mix two trainings.
             step = sub.name.split("-")[-1]
-            if old != run_id or not step.isdigit() or (max_steps is not None and int(step) > max_steps):
+            if (old != run_id or not step.isdigit() or (max_steps is not None and int(step) > max_steps)
+                    or not checkpoint_complete(sub)):
                 shutil.rmtree(sub)
     write_json(marker, {"fingerprint": run_id})
     return get_last_checkpoint(str(ckpt_dir))

@@ -143,6 +143,18 @@ def test_interrupted_run_resumes_from_last_checkpoint(t5_dir, tmp_path):
     assert again["eval_loss"] == pytest.approx(result["eval_loss"])
 
 
+def test_torn_checkpoint_is_skipped_never_resumed(tmp_path):
+    """Killed while the Trainer wrote checkpoint-6 (no or a torn trainer_state.json): checkpoint-3 resumes."""
+    prepare_checkpoints(tmp_path, "fp-a")
+    for step, state in ((3, '{"global_step": 3}'), (6, None), (9, '{"global_st')):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"partial")
+        if state is not None:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    assert prepare_checkpoints(tmp_path, "fp-a").endswith("checkpoint-3")
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-3"]
+
+
 def test_checkpoints_of_another_run_are_dropped(tmp_path):
     (tmp_path / "checkpoint-5").mkdir(parents=True)
     (tmp_path / "checkpoint-5" / "trainer_state.json").write_text("{}")
