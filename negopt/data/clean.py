@@ -38,6 +38,9 @@ _HTML_TAG = r"</?[A-Za-z][A-Za-z0-9]*(?:[ \t\n\r\f\v][^<>]*)?/?>"
 # re, row by row, which is ~20x slower than pyarrow's RE2 at 256k rows. Only runs and non-space
 # whitespace are matched, so the common single space costs nothing.
 _WS_JUNK = r"[ \t\n\r\f\v]{2,}|[\t\n\r\f\v]"
+# Control and zero-width characters (NUL, BEL, ZWSP, ZWJ, word joiner, BOM) carry nothing a text-to-image
+# model reads and hide duplicates from each other; tab / newline / CR are whitespace (above), not removed.
+_INVISIBLE = r"[\x00-\x08\x0e-\x1f\x7f\x{200b}-\x{200d}\x{2060}\x{feff}]"
 # Users paste the web UI's label along with the text ("Negative prompt: ugly, ...").
 _NEG_LABEL = r"^(?i:negative prompt) ?: ?"  # runs on normalised text: single spaces only
 
@@ -50,7 +53,7 @@ def _arrow(texts: pd.Series) -> pa.Array:
 
 # Rows that any cleaning step would change: everything else is copied as is. Most real and
 # synthetic rows are clean, so the per-row work runs on a few percent of them.
-_NEEDS_WORK = r"[<&\t\n\r\f\v]|  | ,|^ | $|[^\x00-\x7f]"
+_NEEDS_WORK = r"[<&\x00-\x1f\x7f]|  | ,|^ | $|[^\x00-\x7f]"
 
 
 def _map_where(arr: pa.Array, mask: pa.Array, fn) -> pa.Array:
@@ -62,7 +65,8 @@ def _map_where(arr: pa.Array, mask: pa.Array, fn) -> pa.Array:
 
 
 def normalise_text(texts: pd.Series) -> pd.Series:
-    """NFKC, HTML entities and tags removed, whitespace collapsed; weighting syntax untouched."""
+    """NFKC, HTML entities and tags removed, control and zero-width characters removed, whitespace
+    collapsed; weighting syntax untouched."""
     arr = _arrow(texts)
     need = pc.fill_null(pc.match_substring_regex(arr, _NEEDS_WORK), False)
     if pc.any(need).as_py():
@@ -70,6 +74,7 @@ def normalise_text(texts: pd.Series) -> pd.Series:
         sub = _map_where(sub, pc.invert(pc.string_is_ascii(sub)), lambda x: unicodedata.normalize("NFKC", x))
         sub = _map_where(sub, pc.match_substring(sub, "&"), html.unescape)
         sub = pc.replace_substring_regex(sub, _HTML_TAG, " ")
+        sub = pc.replace_substring_regex(sub, _INVISIBLE, "")
         sub = pc.replace_substring_regex(sub, _WS_JUNK, " ")
         sub = pc.utf8_trim(pc.replace_substring(sub, " ,", ","), characters=" ")
         arr = pc.replace_with_mask(arr, need, sub)

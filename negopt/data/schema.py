@@ -6,7 +6,17 @@ source that lacks a field (a jsonl file without ``likes``) keeps a null rather t
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
+
+# Lone UTF-16 surrogates (JSON "\ud800" decodes to one) are valid in a Python str but not in UTF-8,
+# so parquet / Arrow refuse them; they become U+FFFD, the replacement character.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text_value(v):
+    return _SURROGATE.sub("\ufffd", v) if isinstance(v, str) else v
 
 #: column -> pandas dtype, in the dataset's column order.
 COLUMNS: dict[str, str] = {
@@ -47,7 +57,7 @@ def conform(df: pd.DataFrame) -> pd.DataFrame:
             out[col] = s
         elif dtype == "str":
             # Keep nulls as nulls (astype(str) would turn None into the text "None").
-            s = s.where(s.isna(), s.astype("str")) if s.dtype != "str" else s
+            s = s.where(s.isna(), s.astype("object").map(_text_value).astype("str")) if s.dtype != "str" else s
             out[col] = s.astype("str")
         else:
             num = pd.to_numeric(s, errors="coerce")

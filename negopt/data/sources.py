@@ -106,7 +106,10 @@ def load_file(path: str | Path) -> tuple[pd.DataFrame, int]:
     suffix = path.suffix.lower()
     bad = 0
     if suffix == ".csv":
-        df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        try:
+            df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        except pd.errors.EmptyDataError:
+            raise SourceError(f"{where}: the file is empty (not even a header line)") from None
     elif suffix in (".jsonl", ".ndjson", ".json"):
         try:
             df = pd.read_json(path, lines=suffix != ".json")
@@ -121,6 +124,8 @@ def load_file(path: str | Path) -> tuple[pd.DataFrame, int]:
         raise SourceError(
             f"{where}: missing required column(s) {', '.join(missing)}; the file has "
             f"{', '.join(map(str, df.columns)) or 'no columns'}. Rename its columns to prompt and negative_prompt.")
+    if df.empty:
+        raise SourceError(f"{where}: the file has its columns but no rows")
     return conform(df), bad
 
 
