@@ -32,8 +32,18 @@ FAST = {
 }
 
 
+NETGUARD = Path(__file__).resolve().parent / "netguard"
+
+
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1")
+    """Run in the temp repo with every non-loopback connection refused at the socket level
+    (tests/netguard/sitecustomize.py, logged to ../netguard.log) and no HF offline variables: the tiny
+    profile must stay off the network by itself."""
+    env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(NETGUARD), os.environ.get("PYTHONPATH")])),
+               NEGOPT_NETGUARD_LOG=str(cwd.parent / "netguard.log"))
+    for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        env.pop(key, None)
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc
@@ -182,3 +192,15 @@ def test_exp_run_with_override_changes_metrics(repo: Path):
     assert "metrics/data.json" in changed, diff
     exp_diff = _run(["dvc", "exp", "diff", "--json"], repo).stdout
     assert "data.split.seed" in exp_diff or "seed" in exp_diff, exp_diff
+
+
+def test_tiny_repro_opened_no_connection(repo: Path):
+    """Every process of the repro (dvc and each stage) ran with non-loopback sockets refused and logged;
+    the guard is live (a probe through it is logged) and the repro's own entries are none."""
+    log = repo.parent / "netguard.log"
+    entries = log.read_text().splitlines() if log.exists() else []
+    assert entries == [], entries
+    probe = "import urllib.request\ntry: urllib.request.urlopen('http://192.0.2.1/', timeout=1)\nexcept OSError: pass"
+    _run([sys.executable, "-c", probe], repo)
+    assert log.read_text().splitlines()[-1] == "-c -> '192.0.2.1'"  # caught at the name lookup
+    log.unlink()
