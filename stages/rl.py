@@ -21,9 +21,9 @@ from dvclive import Live
 from negopt.data.splits import read_split
 from negopt.decode import NegativePromptGenerator
 from negopt.errors import run_stage
-from negopt.io import atomic_dir, write_json, write_text
+from negopt.io import atomic_dir, write_json
 from negopt.models.loader import load_policy, load_scorer, load_sd_pipeline, require_profile
-from negopt.rl.card import model_card
+from negopt.rl.card import write_rl_card
 from negopt.rl.evaluate import evaluate_rl
 from negopt.rl.health import health_checks
 from negopt.rl.loop import Components, run_rl
@@ -91,7 +91,7 @@ def main() -> None:
     with atomic_dir(params.paths.rl) as tmp:
         NegativePromptGenerator(policy, tokenizer, params.decode, params.sft.task_prefix,
                                 params.sft.max_source_length).save_pretrained(tmp)
-        write_text(Path(tmp) / "README.md", model_card(params, metrics, examples, state.seconds))
+        write_rl_card(tmp, params, metrics, examples, state.seconds)
     write_json(Path(params.paths.metrics) / "rl.json", metrics)
     print(json.dumps({k: v for k, v in metrics.items() if k.startswith(("reward_test", "health", "kl_test"))}, indent=1))
 

@@ -229,27 +229,29 @@ def random_inception_state_dict(
             value.copy_(torch.randn(value.shape, generator=gen) * 0.02)
         elif name == "fc.bias":
             value.zero_()
-    calib = _smooth_images(32, 64, gen)
+    smooth = _smooth_images(32, 64, gen)
     bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # float sums in one fixed order: the same weights whatever the caller's threads
     try:
-        _calibrate(net, calib, bns, logit_std)
+        _fit_batchnorm_and_logit_scale(net, smooth, bns, logit_std)
     finally:
         torch.set_num_threads(threads)
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
-def _calibrate(net: nn.Module, calib: torch.Tensor, bns: list[nn.BatchNorm2d], logit_std: float) -> None:
+def _fit_batchnorm_and_logit_scale(net: nn.Module, images: torch.Tensor, bns: list[nn.BatchNorm2d],
+                                   logit_std: float) -> None:
+    """BatchNorm statistics of ``images``, then an fc layer whose logits on them have std ``logit_std``."""
     with torch.no_grad():
         for bn in bns:
             bn.reset_running_stats()
             bn.momentum = None  # cumulative average: one batch gives exactly its statistics
         net.train()
         net.features_list = ["2048"]
-        net(calib)
+        net(images)
         net.eval()
-        (feats,) = net(calib)
+        (feats,) = net(images)
         mean = torch.nn.functional.normalize(feats.mean(0), dim=0)
         w = net.fc.weight
         w -= torch.outer(w @ mean, mean)  # remove the shared direction: logits then follow the image
