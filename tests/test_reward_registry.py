@@ -29,7 +29,7 @@ import negopt.rl.loop as loop
 from negopt.errors import ParamsError
 from negopt.reward_terms import REWARD_TERMS, TermBatch, reward_term
 from negopt.rl import evaluate as rl_evaluate
-from negopt.rl.card import model_card_body
+from negopt.rl.card import CARD_METRICS, model_card_body, write_rl_card
 from negopt.rl.health import health_checks
 from negopt.rl.rewards import weighted_sum_reward
 
@@ -140,3 +140,12 @@ def test_the_toy_term_reaches_the_test_metrics_and_the_model_card(fake_images, t
     body = model_card_body(params, metrics, examples, state.seconds)
     assert f"{TOY_WEIGHT} * z(brightness)" in body
     assert f"| brightness | {TOY_WEIGHT} | " in body and "brightness " in body.split("Per-term test means")[1]
+    # the card file: the hub's own parser reads its YAML metadata, the body follows
+    from huggingface_hub import ModelCard
+
+    card = ModelCard((write_rl_card(tmp_path / "card", params, metrics, examples, state.seconds)).read_text())
+    assert card.data.base_model == params.active.policy and card.data.pipeline_tag == "text2text-generation"
+    assert card.data.data_license.startswith("synthetic sample") and card.data.license == "apache-2.0"
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert set(results) == set(CARD_METRICS)
+    assert results["reward_test_gain"] == pytest.approx(metrics["reward_test_gain"]) and card.text.strip() == body.strip()
