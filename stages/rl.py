@@ -22,7 +22,8 @@ from negopt.data.splits import read_split
 from negopt.decode import NegativePromptGenerator
 from negopt.errors import run_stage
 from negopt.io import atomic_dir, write_json
-from negopt.models.loader import load_policy, load_scorer, load_sd_pipeline, require_profile
+from negopt.models.find import require_profile
+from negopt.models.loader import load_policy, load_scorer, load_sd_pipeline
 from negopt.rl.card import write_rl_card
 from negopt.rl.evaluate import evaluate_rl
 from negopt.rl.health import health_checks

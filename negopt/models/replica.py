@@ -321,7 +321,7 @@ def _sd_weights(tmp: Path, seed: int) -> dict[str, Path]:
         cfg = {k: v for k, v in SD_FILES[f"{sub}/config.json"].items() if k != "architectures"}
         torch.manual_seed(seed)
         model = build(cfg)
-        # the hub's fp16 variant files: what the loader reads (negopt.models.loader.SD_VARIANT)
+        # the hub's fp16 variant files: what the loader reads (negopt.models.find.SD_VARIANT)
         name = "model.fp16.safetensors" if sub == "text_encoder" else "diffusion_pytorch_model.fp16.safetensors"
         path = tmp / f"sd-{sub}.safetensors"
         _save_safetensors(model.state_dict(), path, torch.float16)
@@ -356,7 +356,8 @@ def _clip_weights(tmp: Path, seed: int) -> tuple[str, str, Path]:
 
 
 def _non_hub_files(paper_dir: Path, seed: int) -> None:
-    from negopt.models.tiny import AestheticMLP, random_inception_state_dict
+    from negopt.models.nets import AestheticMLP
+    from negopt.models.tiny import random_inception_state_dict
 
     torch.manual_seed(seed)
     mlp = AestheticMLP(768)
