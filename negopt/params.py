@@ -55,6 +55,7 @@ class Base(Section):
 
 class Paths(Section):
     raw: str = "data/raw"
+    sources: str = "data/sources"  # where file: sources live (or are linked): scrape's dep, so an edit re-runs it
     clean: str = "data/clean"
     tiny_models: str = "models/tiny"
     sft: str = "models/sft"
