@@ -58,7 +58,7 @@ def test_editing_a_tracked_file_source_changes_scrape(root: Path, tmp_path: Path
                 ["git", "config", "user.name", "t"], ["git", "add", "-A"], ["git", "commit", "-qm", "base"]):
         _run(cmd, repo)
     out = _run(["dvc", "repro", "scrape"], repo)
-    assert "WARNING" not in out and "2 rows from file:data/sources/pairs.csv" in out
+    assert "scrape: WARNING" not in out and "2 rows from file:data/sources/pairs.csv" in out
     assert "up to date" in _run(["dvc", "status", "scrape"], repo)
     outside.write_text(PAIRS + "neon city street,watermark\n")  # an edit to the file, not to any param
     status = _run(["dvc", "status", "scrape"], repo)

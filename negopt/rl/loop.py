@@ -1,4 +1,7 @@
-"""The RL loop: rollout -> reward -> advantages -> update, with checkpoints and dvclive logs.
+"""The RL loop: calibrate the reward, then per step rollout -> reward -> advantages -> update.
+
+Checkpoint I/O is ``negopt.rl.checkpoint``, the dvclive rewind on resume ``negopt.rl.live``, the reward
+and its terms ``negopt.rl.rewards`` over the registry ``negopt.reward_terms``.
 
 One step (``B = rl.batch_prompts`` prompts, ``k = rl.k`` samples each, ``N = B * k``):
 
