@@ -138,6 +138,14 @@ MUTANTS: list[Mutant] = [
       "q = probs.mean(dim=0)", "fixed marginal ignored in reward_terms"),
     M("negopt/metrics.py", "return (x - self.mean.view(1, 3, 1, 1)) / self.std.view(1, 3, 1, 1)",
       "return x - self.mean.view(1, 3, 1, 1)", "CLIP pixels not divided by std"),
+    # --- finding models, file sources ------------------------------------------------------------------
+    M("negopt/models/find.py", "available, how, n = loc.where is not None and bool(loc.files), loc.how, None",
+      "available, how, n = loc.where is not None, loc.how, None", "a component without weight files counts as available"),
+    M("negopt/models/find.py", '"aesthetic": lambda p: url_file(p.aesthetic, p.aesthetic_url),',
+      '"aesthetic": lambda p: url_file(p.aesthetic, p.inception_url),', "aesthetic how-to downloads the Inception URL"),
+    M("negopt/data/sources.py", "if Path(os.path.abspath(path)).is_relative_to(os.path.abspath(sources_dir)):",
+      "if Path(os.path.abspath(path)).is_relative_to(os.path.abspath(sources_dir)) or path.is_absolute():",
+      "an absolute file: source outside paths.sources not warned about"),
     # --- evaluate stage ---------------------------------------------------------------------------
     M("negopt/evaluate.py", 'rows["prompt"].astype(str).tolist(),', 'rows["prompt"].astype(str).tolist()[::-1],',
       "CLIP of each image against another image's prompt"),
@@ -200,6 +208,8 @@ TESTS: list[tuple[str, list[str]]] = [
     ("negopt/compare.py", ["tests/test_compare.py", "tests/test_report.py"]),
     ("negopt/sft.py", _SFT_FAST + ["tests/test_retrieval.py"]),
     ("negopt/decode.py", ["tests/test_decode.py"]),
+    ("negopt/models/find.py", ["tests/test_fetch.py", "tests/test_models.py"]),
+    ("negopt/data/sources.py", ["tests/test_source_tracking.py", "tests/test_sources.py", "-m", "not e2e"]),
 ]
 
 #: Survivors shown not to change behaviour, with the reason (keyed by the mutant's description).
