@@ -3,7 +3,8 @@
 Reads paths.clean/{train,test}.parquet, the SFT model (paths.sft) and the profile's SD pipeline and
 reward models; writes paths.rl (model, tokenizer, model card), metrics/rl.json, dvclive/rl (per-step
 curves) and resumable checkpoints under paths.checkpoints/rl. Shards rollouts over processes with
-``accelerate launch --multi_gpu --num_processes 2 stages/rl.py``, bit-identical to one process (on a
+``accelerate launch --multi_gpu --num_processes 2 stages/rl.py``, bit-identical to one process when every
+process runs as many torch threads as the one-process run, e.g. ``OMP_NUM_THREADS=1`` for both (on a
 machine without GPUs this starts 2 CPU processes on gloo; accelerate's ``--cpu`` alone starts one).
 """
 

@@ -208,7 +208,7 @@ TESTS: list[tuple[str, list[str]]] = [
     ("negopt/compare.py", ["tests/test_compare.py", "tests/test_report.py"]),
     ("negopt/sft.py", _SFT_FAST + ["tests/test_retrieval.py"]),
     ("negopt/decode.py", ["tests/test_decode.py"]),
-    ("negopt/models/find.py", ["tests/test_fetch.py", "tests/test_models.py"]),
+    ("negopt/models/find.py", ["tests/test_find.py", "tests/test_fetch.py", "tests/test_models.py"]),
     ("negopt/data/sources.py", ["tests/test_source_tracking.py", "tests/test_sources.py", "-m", "not e2e"]),
 ]
 
