@@ -88,6 +88,12 @@ MUTANTS: list[Mutant] = [
     M("negopt/rl/loop.py", "names = tuple(params.rl.reward.model_dump())",
       "names = tuple(params.rl.reward.model_dump())[:3]", "calibration leaves out a registered term"),
     M("negopt/rl/loop.py", "    for t in terms:\n", "    for t in terms[:3]:\n", "step logs leave out a registered term"),
+    M("negopt/rl/loop.py", "batch = TermBatch(images[part[0]:part[-1] + 1],", "batch = TermBatch(images[:len(part)],",
+      "calibration pass 2 scores the first micro-batch's images again"),
+    M("negopt/rl/card.py", "        for t, w in weights.items())", "        for t, w in list(weights.items())[:3])",
+      "model card's scale table leaves out a registered term"),
+    M("negopt/rl/live.py", "if int(ln.split(\"\\t\")[col]) < step]", "if int(ln.split(\"\\t\")[col]) <= step]",
+      "resume keeps the dvclive row of the resume step"),
     M("negopt/params.py", "return default_weights() | weights", "return default_weights()",
       "rl.reward weights replaced by the registered defaults"),
     # --- advantages -----------------------------------------------------------------------------
@@ -195,6 +201,7 @@ MUTANTS: list[Mutant] = [
 _SFT_FAST = ["tests/test_sft.py", "-k", "not training_lowers and not interrupted and not stage_writes"]
 TESTS: list[tuple[str, list[str]]] = [
     ("negopt/rl/advantages.py", ["tests/test_rl_advantages.py", "tests/test_rl_wiring.py"]),
+    ("negopt/rl/live.py", ["tests/test_rl_loop.py", "-k", "truncate_live"]),
     ("negopt/rl/reward_stats.py", ["tests/test_rl_advantages.py", "tests/test_reward_calibration.py",
                                    "tests/test_rl_wiring.py"]),
     ("negopt/reward_terms.py", ["tests/test_reward_registry.py", "tests/test_rl_wiring.py"]),
