@@ -149,3 +149,20 @@ def test_the_toy_term_reaches_the_test_metrics_and_the_model_card(fake_images, t
     results = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert set(results) == set(CARD_METRICS)
     assert results["reward_test_gain"] == pytest.approx(metrics["reward_test_gain"]) and card.text.strip() == body.strip()
+
+
+def test_the_rl_package_and_the_schema_spell_no_term_name(root):
+    """Only the registry names the terms: a string constant equal to a term name in negopt/rl/ or the
+    schema would be a second list that a new term does not reach (docstrings and comments aside)."""
+    import ast
+
+    names = set(REWARD_TERMS)
+    for path in [*sorted((root / "negopt" / "rl").glob("*.py")), root / "negopt" / "params.py",
+                 root / "stages" / "rl.py"]:
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body
+                      and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        spelled = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in names
+                   and id(n) not in docstrings]
+        assert not spelled, f"{path.relative_to(root)} spells term name(s) {spelled}: read negopt.reward_terms instead"
