@@ -26,7 +26,7 @@ import torch
 from negopt.models.loader import load_policy, load_scorer, load_sd_pipeline
 from negopt.params import load_params
 from negopt.rl.loop import Components, calibrate_rewards, rollout
-from negopt.rl.rewards import TERMS, score_triples, weighted_sum_reward
+from negopt.rl.rewards import score_triples, weighted_sum_reward
 
 
 def decompose(table: np.ndarray) -> dict[str, float]:
@@ -75,7 +75,7 @@ def main() -> None:
           f"({len(prompts) / seconds:.1f} images/s incl. calibration)")
     print("| term | noise (within context) | negative effect | SNR | context std | global std / within-group std |")
     print("|---|---|---|---|---|---|")
-    for t in TERMS:
+    for t in stats.names:
         d = decompose(out[f"raw/{t}"].reshape(shape).numpy())
         ratio = stats.std(t) / stats.within_std(t)
         print(f"| {t} | {d['noise']:.4g} | {d['effect']:.4g} | {d['snr']:.3f} | {d['context']:.4g} | {ratio:.2f} |")

@@ -43,7 +43,7 @@ def _load_profile(path: Path, profile: str | None):
 def _print_status(p, name: str) -> None:
     """The availability table of a profile; exit 1 when anything is missing."""
     from negopt.models.check import format_table
-    from negopt.models.loader import check_profile
+    from negopt.models.find import check_profile
 
     statuses = check_profile(p, name)
     typer.echo(format_table(statuses, name))

@@ -22,9 +22,18 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from negopt.errors import ParamsError
+from negopt.reward_terms import REWARD_TERMS, default_weights
 
 Pos = Annotated[float, Field(gt=0)]
 NonNeg = Annotated[float, Field(ge=0)]
@@ -46,6 +55,7 @@ class Base(Section):
 
 class Paths(Section):
     raw: str = "data/raw"
+    sources: str = "data/sources"  # where file: sources live (or are linked): scrape's dep, so an edit re-runs it
     clean: str = "data/clean"
     tiny_models: str = "models/tiny"
     sft: str = "models/sft"
@@ -188,10 +198,25 @@ class Decode(Section):
     repetition_penalty: Annotated[float, Field(ge=1.0, le=3.0)] = 1.3
 
 
-class RewardWeights(Section):
-    aesthetic: float = 1.0
-    clip: float = 1.0
-    fidelity: float = 1.0
+class RewardWeights(RootModel[dict[str, float]]):
+    """``rl.reward.<term>``: one weight per registered reward term (``negopt.reward_terms``), nothing else.
+
+    The allowed keys are the registry's names, so a new term needs no schema edit; a name the registry
+    does not know fails naming ``rl.reward.<name>``; a term left out gets its registered default weight.
+    ``model_dump()`` is ``{term: weight}`` in registration order.
+    """
+
+    model_config = ConfigDict(frozen=True, strict=True)
+    root: dict[str, float] = Field(default_factory=default_weights)
+
+    @field_validator("root")
+    @classmethod
+    def _registered_terms(cls, weights: dict[str, float]) -> dict[str, float]:
+        unknown = [name for name in weights if name not in REWARD_TERMS]
+        if unknown:
+            raise ValueError("; ".join(f"rl.reward.{name}: no reward term of that name" for name in unknown)
+                             + f" (registered terms: {', '.join(REWARD_TERMS)}; negopt/reward_terms.py)")
+        return default_weights() | weights
 
 
 class RlHealth(Section):

@@ -18,7 +18,7 @@ from negopt.data.splits import read_split
 from negopt.errors import ParamsError, run_stage
 from negopt.io import atomic_dir, write_json
 from negopt.models.check import format_table
-from negopt.models.loader import MissingWeightsError, check_profile, require_profile
+from negopt.models.find import MissingWeightsError, check_profile, require_profile
 from negopt.models.tiny import build_tiny_zoo
 from negopt.runtime import start_stage
 

@@ -3,7 +3,8 @@
 Reads paths.clean/{train,test}.parquet, the SFT model (paths.sft) and the profile's SD pipeline and
 reward models; writes paths.rl (model, tokenizer, model card), metrics/rl.json, dvclive/rl (per-step
 curves) and resumable checkpoints under paths.checkpoints/rl. Shards rollouts over processes with
-``accelerate launch --multi_gpu --num_processes 2 stages/rl.py``, bit-identical to one process (on a
+``accelerate launch --multi_gpu --num_processes 2 stages/rl.py``, bit-identical to one process when every
+process runs as many torch threads as the one-process run, e.g. ``OMP_NUM_THREADS=1`` for both (on a
 machine without GPUs this starts 2 CPU processes on gloo; accelerate's ``--cpu`` alone starts one).
 """
 
@@ -21,9 +22,10 @@ from dvclive import Live
 from negopt.data.splits import read_split
 from negopt.decode import NegativePromptGenerator
 from negopt.errors import run_stage
-from negopt.io import atomic_dir, write_json, write_text
-from negopt.models.loader import load_policy, load_scorer, load_sd_pipeline, require_profile
-from negopt.rl.card import model_card
+from negopt.io import atomic_dir, write_json
+from negopt.models.find import require_profile
+from negopt.models.loader import load_policy, load_scorer, load_sd_pipeline
+from negopt.rl.card import write_rl_card
 from negopt.rl.evaluate import evaluate_rl
 from negopt.rl.health import health_checks
 from negopt.rl.loop import Components, run_rl
@@ -91,7 +93,7 @@ def main() -> None:
     with atomic_dir(params.paths.rl) as tmp:
         NegativePromptGenerator(policy, tokenizer, params.decode, params.sft.task_prefix,
                                 params.sft.max_source_length).save_pretrained(tmp)
-        write_text(Path(tmp) / "README.md", model_card(params, metrics, examples, state.seconds))
+        write_rl_card(tmp, params, metrics, examples, state.seconds)
     write_json(Path(params.paths.metrics) / "rl.json", metrics)
     print(json.dumps({k: v for k, v in metrics.items() if k.startswith(("reward_test", "health", "kl_test"))}, indent=1))
 

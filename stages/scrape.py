@@ -1,14 +1,15 @@
 """Stage scrape: load pairs from ``data.source`` into ``<paths.raw>/pairs.parquet`` (13 columns).
 
 Writes ``<paths.metrics>/scrape.json`` (source, rows fetched, pages, retries). The playground source
-keeps its resumable state under ``<paths.checkpoints>/scrape`` (a DVC ``persist`` output).
+keeps its resumable state under ``<paths.checkpoints>/scrape`` (a DVC ``persist`` output). A ``file:``
+source is tracked by content when it lies (or is linked) under ``paths.sources``, one of this stage's deps.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from negopt.data.sources import load_source
+from negopt.data.sources import load_source, untracked_file_warning
 from negopt.errors import UserError, run_stage
 from negopt.io import write_json, write_parquet
 from negopt.runtime import start_stage
@@ -19,6 +20,8 @@ def main() -> None:
     paths = params.paths
     checkpoint_dir = Path(paths.checkpoints) / "scrape"
     checkpoint_dir.mkdir(parents=True, exist_ok=True)  # a declared DVC output, even when unused
+    if warning := untracked_file_warning(params.data.source, paths.sources):
+        print(f"scrape: WARNING: {warning}")
     df, stats = load_source(params.data, checkpoint_dir=checkpoint_dir)
     if df.empty:
         raise UserError(f"scrape: data.source={params.data.source} gave no rows; nothing to clean")

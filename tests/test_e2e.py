@@ -114,7 +114,7 @@ def test_models_and_sft_contents(repo: Path, out, monkeypatch):
     import pandas as pd
     from transformers import AutoTokenizer
 
-    from negopt.models.loader import check_profile
+    from negopt.models.find import check_profile
     from negopt.sft import most_frequent, rouge
 
     params, read = out

@@ -35,7 +35,7 @@ def test_one_type_per_condition_and_fixes_name_dvc(tmp_path):
     assert issubclass(ParamsError, UserError) and issubclass(ParamsError, ValueError)
     assert issubclass(MissingInputError, UserError) and issubclass(MissingInputError, FileNotFoundError)
     from negopt.data.sources import SourceError
-    from negopt.models.loader import MissingWeightsError
+    from negopt.models.find import MissingWeightsError
 
     assert issubclass(SourceError, UserError) and issubclass(MissingWeightsError, UserError)
 

@@ -33,8 +33,8 @@ from negopt.models.fetch import (
     verify_aesthetic,
     verify_inception,
 )
-from negopt.models.loader import check_components
-from negopt.models.tiny import AestheticMLP
+from negopt.models.find import check_components
+from negopt.models.nets import AestheticMLP
 
 
 def _pth(obj) -> bytes:

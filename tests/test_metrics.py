@@ -11,7 +11,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 
 from negopt import metrics
 from negopt.metrics import ImageScorer, inception_kl, inception_score
-from negopt.models.tiny import AestheticMLP
+from negopt.models.nets import AestheticMLP
 
 # Known logits, picked by each image's first pixel value: class posteriors (0.9, 0.1) and (0.1, 0.9).
 LOGITS = {0: [math.log(0.9), math.log(0.1)], 1: [math.log(0.1), math.log(0.9)]}

@@ -11,16 +11,10 @@ from typer.testing import CliRunner
 from negopt.cli import app
 from negopt.diffusion import generate_images
 from negopt.metrics import inception_score
-from negopt.models.loader import (
-    MissingWeightsError,
-    check_profile,
-    count_params,
-    load_aesthetic,
-    load_scorer,
-    load_sd_pipeline,
-    require_profile,
-)
-from negopt.models.tiny import AestheticMLP, _inception_shell, build_tiny_zoo
+from negopt.models.find import MissingWeightsError, check_profile, count_params, require_profile
+from negopt.models.loader import load_aesthetic, load_scorer, load_sd_pipeline
+from negopt.models.nets import AestheticMLP
+from negopt.models.tiny import _inception_shell, build_tiny_zoo
 
 CPU = torch.device("cpu")
 COMPONENTS = ["policy", "sd", "clip", "aesthetic", "inception"]

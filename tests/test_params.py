@@ -3,6 +3,7 @@ import re
 
 import pytest
 import yaml
+from pydantic import RootModel
 
 from negopt.params import ParamsError, load_params, validate_params
 
@@ -53,6 +54,10 @@ def test_unknown_source_rejected(raw):
         validate_params(bad)
 
 
+def _plain(value):
+    return value.model_dump() if isinstance(value, RootModel) else value
+
+
 def _defaults_vs_yaml(model_cls, data: dict, prefix: str = "") -> list[str]:
     """Every schema default that params.yaml does not repeat exactly (or a schema field it lacks)."""
     diffs = []
@@ -60,9 +65,10 @@ def _defaults_vs_yaml(model_cls, data: dict, prefix: str = "") -> list[str]:
         key = f"{prefix}{name}"
         if name not in data:
             diffs.append(f"{key}: missing from params.yaml")
-        elif isinstance(field.annotation, type) and hasattr(field.annotation, "model_fields"):
+        elif isinstance(field.annotation, type) and hasattr(field.annotation, "model_fields") \
+                and not issubclass(field.annotation, RootModel):  # a RootModel (rl.reward) is one leaf mapping
             diffs += _defaults_vs_yaml(field.annotation, data[name], key + ".")
-        elif not field.is_required() and field.get_default(call_default_factory=True) != data[name]:
+        elif not field.is_required() and _plain(field.get_default(call_default_factory=True)) != data[name]:
             diffs.append(f"{key}: schema {field.default!r} vs params.yaml {data[name]!r}")
     return diffs
 

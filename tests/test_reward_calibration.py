@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from negopt.metrics import ImageScorer
-from negopt.rl.advantages import DegenerateTermError, TermStats, duplicate_shares
+from negopt.rl.advantages import duplicate_shares
 from negopt.rl.loop import compute_advantages
-from negopt.rl.rewards import calibrate
+from negopt.rl.reward_stats import DegenerateTermError, TermStats
+from negopt.rl.rewards import fit_term_stats
 
 
 def stats_of(values: list[float], k: int, floor: float, name: str = "t") -> TermStats:
@@ -100,9 +101,9 @@ def test_calibrate_refuses_a_weighted_constant_term_before_training():
     terms = {"aesthetic": torch.tensor([1.0, 2.0, 3.0, 5.0]), "clip": torch.zeros(4),
              "fidelity": torch.tensor([0.1, 0.2, 0.1, 0.3])}
     with pytest.raises(DegenerateTermError, match="'clip'"):
-        calibrate(probs, lambda m: terms, group_size=2, norm="group", floor=0.05,
+        fit_term_stats(probs, lambda m: terms, group_size=2, norm="group", floor=0.05,
                   weights={"aesthetic": 1.0, "clip": 1.0, "fidelity": 1.0})
-    _, stats = calibrate(probs, lambda m: terms, group_size=2, norm="group", floor=0.05,
+    _, stats = fit_term_stats(probs, lambda m: terms, group_size=2, norm="group", floor=0.05,
                          weights={"aesthetic": 1.0, "clip": 0.0, "fidelity": 1.0})
     assert stats.floor == 0.05 and stats.report()["constant_clip"] is True
 

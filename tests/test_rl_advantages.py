@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from negopt.rl.advantages import (
-    TermStats,
     kl_penalised_rewards,
     mean_and_se,
     rloo_advantages,
     weighted_reward,
 )
+from negopt.rl.reward_stats import TermStats
 
 
 def test_rloo_one_group_by_hand():

@@ -99,7 +99,7 @@ def test_kl_to_sft_is_zero_for_the_same_model_and_positive_after_a_change(tiny_z
 def test_weighted_sum_reward_asks_for_the_configured_clip_variant():
     import torch
 
-    from negopt.rl.advantages import TermStats
+    from negopt.rl.reward_stats import TermStats
     from negopt.rl.rewards import weighted_sum_reward
 
     class Scorer:

@@ -10,7 +10,8 @@ import yaml
 
 from negopt.params import validate_params
 from negopt.rl.evaluate import distinct_share, eval_plan, paired_summary
-from negopt.rl.loop import step_plan, truncate_live
+from negopt.rl.live import truncate_live
+from negopt.rl.loop import step_plan
 from negopt.sharding import gather_rows, map_sharded, shard_indices
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,6 +24,7 @@ import yaml
 import negopt.diffusion
 from negopt.metrics import inception_kl
 from negopt.params import validate_params
+from negopt.reward_terms import REWARD_TERMS as TERMS
 from negopt.rl import evaluate as rl_evaluate
 from negopt.rl.advantages import mean_and_se
 from negopt.rl.loop import (
@@ -36,7 +37,7 @@ from negopt.rl.loop import (
     update,
 )
 from negopt.rl.policy import sequence_logprobs
-from negopt.rl.rewards import TERMS, calibrate, score_triples, weighted_sum_reward
+from negopt.rl.rewards import fit_term_stats, score_triples, weighted_sum_reward
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["a red fox in snow", "portrait of an old sailor", "a castle at dusk", "neon city street",
@@ -168,7 +169,7 @@ def test_weighted_sum_reward_is_weights_times_standardised_terms(fake_images):
     # calibration: 2 groups of k=2; aesthetic (1, 3 | 5, 7): mean 4, within-group std sqrt((4 * 1) / 2) = sqrt(2)
     calib = {"aesthetic": torch.tensor([1.0, 3.0, 5.0, 7.0]), "clip": torch.tensor([10.0, 12.0, 10.0, 11.0]),
              "fidelity": torch.tensor([0.1, 0.3, 0.2, 0.2])}
-    _, stats = calibrate(torch.tensor([[0.5, 0.5]] * 4), lambda m: calib, group_size=2, norm="group")
+    _, stats = fit_term_stats(torch.tensor([[0.5, 0.5]] * 4), lambda m: calib, group_size=2, norm="group")
     triples = [("a red fox in snow", "blurry", 12), ("a castle at dusk", "ugly, text", 1003)]
     images = fake_images(None, [t[0] for t in triples], [t[1] for t in triples],
                          [t[2] for t in triples], None)
@@ -187,7 +188,7 @@ def test_weighted_sum_reward_is_weights_times_standardised_terms(fake_images):
 def test_score_triples_scores_each_image_with_its_own_prompt_and_seed(fake_images):
     scorer = FakeScorer(fake_images)
     calib = {t: torch.tensor([0.0, 2.0, 1.0, 5.0]) for t in TERMS}
-    _, stats = calibrate(torch.tensor([[0.5, 0.5]] * 4), lambda m: calib, group_size=2)
+    _, stats = fit_term_stats(torch.tensor([[0.5, 0.5]] * 4), lambda m: calib, group_size=2)
     marginal = torch.tensor([0.3, 0.7])
     prompts, negatives, seeds = PROMPTS[:5], NEGATIVES[:5], [7, 11, 250, 999, 4]
     out = score_triples(None, None, None, weighted_sum_reward(scorer, WEIGHTS, stats, marginal),

@@ -48,7 +48,7 @@ def test_inception_loader_refuses_a_code_pickle(tmp_path, monkeypatch):
 def test_plain_state_dicts_still_load(tmp_path):
     """The refusal is about code, not about .pth files: a tensor-only state dict loads."""
     from negopt.models.loader import load_aesthetic
-    from negopt.models.tiny import AestheticMLP
+    from negopt.models.nets import AestheticMLP
 
     path = tmp_path / "mlp.pth"
     torch.save(AestheticMLP(8).state_dict(), path)

@@ -7,6 +7,7 @@ the scrape stage writes to ``metrics/scrape.json``.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -127,6 +128,25 @@ def load_file(path: str | Path) -> tuple[pd.DataFrame, int]:
     if df.empty:
         raise SourceError(f"{where}: the file has its columns but no rows")
     return conform(df), bad
+
+
+def untracked_file_warning(source: str, sources_dir: str | Path) -> str | None:
+    """For ``file:<path>`` outside ``paths.sources``: why DVC will not notice an edit, and the fix.
+
+    DVC re-runs scrape when a dep or a param changes; the path is only a param *string*, so an edit to
+    the file itself changes nothing DVC hashes. ``paths.sources`` is one of scrape's deps (a folder,
+    symlinks followed), so a file under it, or a link to it there, is tracked by content.
+    """
+    if not source.startswith("file:"):
+        return None
+    path = Path(source.removeprefix("file:"))
+    if Path(os.path.abspath(path)).is_relative_to(os.path.abspath(sources_dir)):  # a link there counts: not resolved
+        return None
+    link = Path(sources_dir) / path.name
+    return (f"data.source={source} is outside paths.sources ({sources_dir}), so DVC does not track its content: "
+            f"an edit will not re-run scrape. Link it there and point data.source at the link: "
+            f"`ln -s {Path(os.path.relpath(path.absolute(), link.parent.absolute()))} {link}`, then "
+            f"`dvc exp run -S data.source=file:{link}`")
 
 
 def load_source(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from negopt.models.loader import ComponentStatus
+from negopt.models.find import ComponentStatus
 
 
 def _count(n: int | None) -> str:

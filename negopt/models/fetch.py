@@ -9,7 +9,7 @@
   ``digest[:len(prefix)] == prefix`` check; the MLP by its state-dict keys and shapes) and only then
   renamed into place, so an interrupted or corrupt download never counts as present.
 
-Offline, nothing is fetched: :func:`negopt.models.loader.require_profile` lists what is missing with the
+Offline, nothing is fetched: :func:`negopt.models.find.require_profile` lists what is missing with the
 ``hf download`` commands below (huggingface_hub 2.x's CLI; ``huggingface-cli`` is gone since 1.0).
 """
 
@@ -176,7 +176,7 @@ def fetch_profile(
     ``hub_download`` / ``url_download`` are injectable (tests); the defaults are
     ``huggingface_hub.snapshot_download`` and :func:`download_url`.
     """
-    from negopt.models.loader import check_components
+    from negopt.models.find import check_components
 
     if hub_download is None:
         from huggingface_hub import snapshot_download as hub_download

@@ -14,7 +14,7 @@ names the loaders read, so the *unchanged* paper profile resolves them offline::
                                        ``ViT-L-14`` / ``openai`` hub entry)
     <out>/paper/                       what params.yaml models.paper.{aesthetic,inception} name
       sac+logos+ava1-l14-linearMSE.pth           LAION MLP state dict, 768 -> 1024 -> 128 -> 64 -> 16 -> 1
-      weights-inception-2015-12-05-6726825d.pth  torch-fidelity InceptionV3, calibrated at 299 px
+      weights-inception-2015-12-05-6726825d.pth  torch-fidelity InceptionV3, logits scaled at 299 px
     <out>/REPLICA.json                 stamp (version, seed): a matching stamp skips the rebuild
 
 Use it: ``HF_HUB_CACHE=<out>/hub HF_HUB_OFFLINE=1`` and copy (or link) ``<out>/paper/*`` to
@@ -321,7 +321,7 @@ def _sd_weights(tmp: Path, seed: int) -> dict[str, Path]:
         cfg = {k: v for k, v in SD_FILES[f"{sub}/config.json"].items() if k != "architectures"}
         torch.manual_seed(seed)
         model = build(cfg)
-        # the hub's fp16 variant files: what the loader reads (negopt.models.loader.SD_VARIANT)
+        # the hub's fp16 variant files: what the loader reads (negopt.models.find.SD_VARIANT)
         name = "model.fp16.safetensors" if sub == "text_encoder" else "diffusion_pytorch_model.fp16.safetensors"
         path = tmp / f"sd-{sub}.safetensors"
         _save_safetensors(model.state_dict(), path, torch.float16)
@@ -356,13 +356,14 @@ def _clip_weights(tmp: Path, seed: int) -> tuple[str, str, Path]:
 
 
 def _non_hub_files(paper_dir: Path, seed: int) -> None:
-    from negopt.models.tiny import AestheticMLP, random_inception_state_dict
+    from negopt.models.nets import AestheticMLP
+    from negopt.models.tiny import random_inception_state_dict
 
     torch.manual_seed(seed)
     mlp = AestheticMLP(768)
     with atomic_path(paper_dir / AESTHETIC_FILE) as tmp:
         torch.save({k: v.contiguous() for k, v in mlp.state_dict().items()}, tmp)
-    # Calibrated at 299 px, the size it runs at: the tiny zoo's 75 px calibration reaches logits ~9e5 here.
+    # Logits scaled at 299 px, the size it runs at: the tiny zoo's 75 px scaling reaches logits ~9e5 here.
     with atomic_path(paper_dir / INCEPTION_FILE) as tmp:
         torch.save(random_inception_state_dict(seed, input_size=299), tmp)
 
@@ -431,7 +432,7 @@ def build_replica(out: str | Path, seed: int = 0, force: bool = False, log=print
         add_file(hub, repo, clip_commit, filename, path)
         set_ref(hub, repo, clip_commit)
 
-        log("replica: LAION aesthetic MLP, Inception calibrated at 299 px ...")
+        log("replica: LAION aesthetic MLP, Inception logits scaled at 299 px ...")
         _non_hub_files(paper, seed)
     write_json(out / "REPLICA.json", stamp(seed))  # last: only a complete replica is ever "ready"
     return out

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from negopt.io import atomic_dir, atomic_path, write_text
+from negopt.models.nets import AestheticMLP, register_clip_config
 
 TINY_CLIP_NAME = "negopt-tiny-clip"
 SD_SPECIALS = (
@@ -39,27 +40,6 @@ TINY_CLIP_CONFIG = {
     "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 16, "patch_size": 8},
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
 }
-
-
-class AestheticMLP(nn.Module):
-    """The LAION "improved aesthetic predictor" head; key layout matches sac+logos+ava1-l14-linearMSE.pth."""
-
-    def __init__(self, input_size: int = 768) -> None:
-        super().__init__()
-        self.input_size = input_size
-        self.layers = nn.Sequential(
-            nn.Linear(input_size, 1024),
-            nn.Dropout(0.2),
-            nn.Linear(1024, 128),
-            nn.Dropout(0.2),
-            nn.Linear(128, 64),
-            nn.Dropout(0.1),
-            nn.Linear(64, 16),
-            nn.Linear(16, 1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
 
 
 # --- Stable Diffusion -----------------------------------------------------------------------------
@@ -168,16 +148,6 @@ def build_tiny_sd(texts: Sequence[str], out_dir: str | Path, vocab_size: int = 1
 # --- CLIP, aesthetic head, Inception --------------------------------------------------------------
 
 
-def register_clip_config(config_path: str | Path) -> str:
-    """Register an open_clip model config file; its stem is the model name open_clip knows it by."""
-    import open_clip
-
-    config_path = Path(config_path)
-    if config_path.stem not in open_clip.list_models():
-        open_clip.add_model_config(config_path)
-    return config_path.stem
-
-
 def build_tiny_clip(out_dir: str | Path, seed: int = 0, name: str = TINY_CLIP_NAME) -> tuple[Path, Path]:
     """Write ``<name>.json`` and ``open_clip_model.safetensors``; returns (config path, weights path)."""
     import open_clip
@@ -229,27 +199,29 @@ def random_inception_state_dict(
             value.copy_(torch.randn(value.shape, generator=gen) * 0.02)
         elif name == "fc.bias":
             value.zero_()
-    calib = _smooth_images(32, 64, gen)
+    smooth = _smooth_images(32, 64, gen)
     bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # float sums in one fixed order: the same weights whatever the caller's threads
     try:
-        _calibrate(net, calib, bns, logit_std)
+        _fit_batchnorm_and_logit_scale(net, smooth, bns, logit_std)
     finally:
         torch.set_num_threads(threads)
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
-def _calibrate(net: nn.Module, calib: torch.Tensor, bns: list[nn.BatchNorm2d], logit_std: float) -> None:
+def _fit_batchnorm_and_logit_scale(net: nn.Module, images: torch.Tensor, bns: list[nn.BatchNorm2d],
+                                   logit_std: float) -> None:
+    """BatchNorm statistics of ``images``, then an fc layer whose logits on them have std ``logit_std``."""
     with torch.no_grad():
         for bn in bns:
             bn.reset_running_stats()
             bn.momentum = None  # cumulative average: one batch gives exactly its statistics
         net.train()
         net.features_list = ["2048"]
-        net(calib)
+        net(images)
         net.eval()
-        (feats,) = net(calib)
+        (feats,) = net(images)
         mean = torch.nn.functional.normalize(feats.mean(0), dim=0)
         w = net.fc.weight
         w -= torch.outer(w @ mean, mean)  # remove the shared direction: logits then follow the image

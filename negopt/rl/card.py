@@ -1,20 +1,39 @@
-"""The RL model card (``paths.rl/README.md``): reward, calibration scales, health, test numbers, examples."""
+"""The RL model card (``paths.rl/README.md``): reward, calibration scales, health, test numbers, examples.
+
+Written by ``negopt.model_card.write_model_card`` (the SFT card's helper): YAML metadata the hub reads,
+then :func:`model_card_body`. The terms are the run's (``rl.reward``: every registered term).
+"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+from negopt.model_card import write_model_card
+
+#: the test metrics that go into the card's YAML ``model-index`` (all in metrics/rl.json)
+CARD_METRICS = ("reward_test_sft", "reward_test_rl", "reward_test_gain", "reward_test_gain_se", "kl_test",
+                "distinct_negatives_sft", "distinct_negatives_rl")
 
 
-def model_card(params, metrics: dict, examples: list[dict], seconds: dict) -> str:
+def write_rl_card(out_dir: str | Path, params, metrics: dict, examples: list[dict], seconds: dict) -> Path:
+    """``out_dir/README.md``: metadata (base model: the SFT model's own base, data licence, test metrics) + body."""
+    return write_model_card(out_dir, "negopt-rl", params.active.policy, params.data.source,
+                            {k: metrics[k] for k in CARD_METRICS}, f"negopt test split ({params.data.source})",
+                            model_card_body(params, metrics, examples, seconds))
+
+
+def model_card_body(params, metrics: dict, examples: list[dict], seconds: dict) -> str:
     rl = params.rl
+    weights = rl.reward.model_dump()  # {term: weight}, every registered term
     rows = "\n".join(f"| {e['prompt']} | {e['sft']} | {e['rl']} |" for e in examples)
     keys = ("reward_test_sft", "reward_test_rl", "reward_test_gain", "reward_test_gain_se", "distinct_negatives_sft",
             "distinct_negatives_rl", "kl_test", "z_test_abs_max")
     cal = metrics["calibration"]
     scales = "\n".join(
-        f"| {t} | {getattr(rl.reward, t)} | {cal[f'std_{t}']:.4g} | {cal.get(f'within_std_{t}', float('nan')):.4g} | "
+        f"| {t} | {w} | {cal[f'std_{t}']:.4g} | {cal.get(f'within_std_{t}', float('nan')):.4g} | "
         f"{cal[f'scale_{t}']:.4g} | {'floored' if cal[f'floored_{t}'] else 'constant: z = 0' if cal[f'constant_{t}'] else ''} |"
-        for t in ("aesthetic", "clip", "fidelity"))
+        for t, w in weights.items())
     health = "healthy" if metrics["healthy"] else "**NOT healthy**"
     warnings = "".join(f"\n- {w}" for w in metrics["warnings"]) or "\n- none"
     return f"""# negopt RL policy
@@ -23,7 +42,7 @@ Negative-prompt generator: the SFT model (`{params.paths.sft}`) optimised with {
 {rl.steps} steps ({rl.batch_prompts} prompts x k={rl.k} samples per step) on the reward of images from
 the `{params.profile}` profile's Stable Diffusion pipeline (`{params.active.sd}`).
 
-Reward: `{rl.reward.aesthetic} * z(aesthetic) + {rl.reward.clip} * z(clip) + {rl.reward.fidelity} * z(fidelity)`,
+Reward: `{" + ".join(f"{w} * z({t})" for t, w in weights.items())}`,
 each term centred and scaled by its {rl.reward_norm} standard deviation ("group": across the k negatives of
 one prompt and seed, never below `rl.scale_floor = {rl.scale_floor}` x the global one) from SFT samples
 ({rl.reward_stats}); the CLIP term is `{rl.clip_term}` ("cosine": unclamped `100 cos`); KL-to-SFT penalty
@@ -46,7 +65,7 @@ Test ({metrics['n_test']} held-out prompts x {rl.eval_seeds_per_prompt} fixed se
 """ + "\n".join(f"| {k} | {metrics[k]:.4g} |" for k in keys) + """
 
 Per-term test means (z units), SFT -> RL: """ + ", ".join(
-        f"{t} {metrics[f'{t}_test_sft']:.3f} -> {metrics[f'{t}_test_rl']:.3f}" for t in ("aesthetic", "clip", "fidelity")
+        f"{t} {metrics[f'{t}_test_sft']:.3f} -> {metrics[f'{t}_test_rl']:.3f}" for t in weights
     ) + f"""
 
 Time (s): {json.dumps({k: round(v, 1) for k, v in seconds.items()})}

@@ -16,7 +16,7 @@ from negopt.decode import decode_negatives, format_source
 from negopt.params import Params
 from negopt.rl.advantages import mean_and_se
 from negopt.rl.policy import sample_rollout, sequence_logprobs
-from negopt.rl.rewards import TERMS, RewardFn, score_triples
+from negopt.rl.rewards import RewardFn, score_triples
 
 
 def eval_plan(prompts: list[str], n: int, seed: int, seeds_per_prompt: int = 1) -> tuple[list[str], list[list[int]]]:
@@ -84,11 +84,12 @@ def evaluate_rl(accelerator, sft_model, rl_model, tokenizer, pipe, reward_fn: Re
                            flat_s + flat_s, params.rl.image_batch_size)
     per_prompt = scores["reward"].reshape(2, n, s).mean(dim=2)  # [model, prompt]: the unit of the paired test
     metrics = paired_summary(per_prompt[0], per_prompt[1])
-    for t in TERMS:
+    weights = params.rl.reward.model_dump()  # {term: weight}, every registered term
+    for t in weights:
         for kind, suffix in (("z", ""), ("raw", "_raw")):
             metrics[f"{t}{suffix}_test_sft"] = scores[f"{kind}/{t}"][: n * s].mean().item()
             metrics[f"{t}{suffix}_test_rl"] = scores[f"{kind}/{t}"][n * s:].mean().item()
-    weighted = [t for t in TERMS if getattr(params.rl.reward, t)]
+    weighted = [t for t, w in weights.items() if w]
     z_all = torch.stack([scores[f"z/{t}"] for t in weighted]) if weighted else torch.zeros(1)
     metrics |= {"reward_test_finite": torch.isfinite(scores["reward"]).double().mean().item(),
                 "z_test_abs_max": z_all.abs().max().item(),

@@ -1,4 +1,7 @@
-"""The RL loop: rollout -> reward -> advantages -> update, with checkpoints and dvclive logs.
+"""The RL loop: calibrate the reward, then per step rollout -> reward -> advantages -> update.
+
+Checkpoint I/O is ``negopt.rl.checkpoint``, the dvclive rewind on resume ``negopt.rl.live``, the reward
+and its terms ``negopt.rl.rewards`` over the registry ``negopt.reward_terms``.
 
 One step (``B = rl.batch_prompts`` prompts, ``k = rl.k`` samples each, ``N = B * k``):
 
@@ -22,27 +25,24 @@ Dropout stays off (``eval()``): the log-probs in the update are those of the sam
 
 from __future__ import annotations
 
-import json
-import random
-import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
 from tqdm.auto import tqdm
 
 from negopt.decode import format_source
-from negopt.fingerprint import file_chunks
-from negopt.fingerprint import fingerprint as run_fingerprint
-from negopt.io import atomic_dir
 from negopt.params import Params
-from negopt.rl.advantages import TermStats, duplicate_shares, kl_penalised_rewards, rloo_advantages
+from negopt.reward_terms import TermBatch, score_terms
+from negopt.rl.advantages import duplicate_shares, kl_penalised_rewards, rloo_advantages
+from negopt.rl.checkpoint import RlState, fingerprint, load_checkpoint, save_checkpoint
+from negopt.rl.live import truncate_live
 from negopt.rl.loss import policy_loss
 from negopt.rl.policy import Rollout, sample_rollout, sequence_logprobs
-from negopt.rl.rewards import TERMS, calibrate, score_triples, weighted_sum_reward
+from negopt.rl.reward_stats import TermStats
+from negopt.rl.rewards import fit_term_stats, score_triples, weighted_sum_reward
 
 
 @dataclass
@@ -55,16 +55,6 @@ class Components:
     pipe: object  # StableDiffusionPipeline
     scorer: object  # negopt.metrics.ImageScorer
     sft_dir: str = ""  # where the SFT weights came from (part of the checkpoint fingerprint)
-
-
-@dataclass
-class RlState:
-    """What a checkpoint restores besides weights and optimizer."""
-
-    step: int
-    stats: TermStats
-    marginal: torch.Tensor  # [C] Inception marginal of the fidelity term
-    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("sample", "images", "update"), 0.0))
 
 
 # --- one step, as small functions ------------------------------------------------------------------
@@ -123,127 +113,79 @@ def update(policy, optimizer, ro: Rollout, advantages: torch.Tensor, logp_old: t
 # --- calibration -----------------------------------------------------------------------------------
 
 
+def calibration_plan(params: Params, prompts: list[str]) -> tuple[list[str], list[int], int]:
+    """The calibration's prompts, one diffusion seed per prompt and the sampling seed, from ``base.seed``
+    on a stream no training step uses (steps draw from ``(seed, step)``, step < 2**31)."""
+    rng = np.random.default_rng([params.base.seed, 2**31])
+    pick = rng.choice(len(prompts), size=min(params.rl.calibration_prompts, len(prompts)), replace=False)
+    group_seeds = rng.integers(0, 2**31 - 1, size=len(pick)).tolist()
+    return [prompts[i] for i in pick], group_seeds, int(rng.integers(0, 2**31 - 1))
+
+
 def calibrate_rewards(accelerator, comp: Components, params: Params, prompts: list[str]) -> tuple[torch.Tensor, TermStats]:
-    """Inception marginal and term statistics from SFT samples: ``k`` per prompt sharing one seed."""
+    """Inception marginal and term statistics from SFT samples: ``k`` per prompt sharing one seed.
+
+    Two sharded passes over the ``M = calibration_prompts * k`` samples, each handing the next its values:
+
+    1. images [M, 3, H, W] (uint8) and their Inception posteriors [M, C], gathered on every process;
+       the marginal is the posteriors' mean;
+    2. every registered term of those gathered images under that marginal -> ``TermStats``.
+
+    Both passes run the micro-batches of ``rl.image_batch_size`` that ``score_triples`` runs, so any
+    process count gives the same numbers.
+    """
     from negopt.diffusion import generate_images
     from negopt.sharding import map_sharded
 
-    k = params.rl.k
-    rng = np.random.default_rng([params.base.seed, 2**31])  # a stream no training step uses
-    pick = rng.choice(len(prompts), size=min(params.rl.calibration_prompts, len(prompts)), replace=False)
-    group_seeds = rng.integers(0, 2**31 - 1, size=len(pick)).tolist()
-    ro, _ = rollout(comp, params, [prompts[i] for i in pick], int(rng.integers(0, 2**31 - 1)))
-    chosen = [prompts[i] for i in pick for _ in range(k)]  # prompt-major, like the rollout
+    k, mb = params.rl.k, params.rl.image_batch_size
+    picked, group_seeds, sample_seed = calibration_plan(params, prompts)
+    ro, _ = rollout(comp, params, picked, sample_seed)
+    chosen = [p for p in picked for _ in range(k)]  # prompt-major, like the rollout
     seeds = [s for s in group_seeds for _ in range(k)]
-    images: dict[int, torch.Tensor] = {}
 
-    mb = params.rl.image_batch_size
-
-    def probs(idx: list[int]) -> dict[str, torch.Tensor]:
-        out = []
+    def images_and_probs(idx: list[int]) -> dict[str, torch.Tensor]:
+        images, probs = [], []
         for j in range(0, len(idx), mb):  # the same micro-batches as score_triples, for any process count
             part = idx[j:j + mb]
             imgs = generate_images(comp.pipe, [chosen[i] for i in part], [ro.negatives[i] for i in part],
                                    [seeds[i] for i in part], params.active, batch_size=mb)
-            images.update({i: img for i, img in zip(part, imgs, strict=True)})
-            out.append(comp.scorer.inception_probs(imgs).float().cpu())
-        return {"probs": torch.cat(out)}
+            images.append(imgs)
+            probs.append(comp.scorer.inception_probs(imgs).float().cpu())
+        return {"images": torch.cat(images), "probs": torch.cat(probs)}
 
-    all_probs = map_sharded(accelerator, len(chosen), probs, granularity=mb)["probs"]
+    first = map_sharded(accelerator, len(chosen), images_and_probs, granularity=mb)
+    images = first["images"]  # [M, 3, H, W]: pass 2 reads these rows, whichever process made them
 
     def terms_for(marginal: torch.Tensor) -> dict[str, torch.Tensor]:
+        names = tuple(params.rl.reward.model_dump())
+
         def work(idx: list[int]) -> dict[str, torch.Tensor]:
             parts = []
             for j in range(0, len(idx), mb):
                 part = idx[j:j + mb]
-                imgs = torch.stack([images[i] for i in part])
-                t = comp.scorer.reward_terms(imgs, [chosen[i] for i in part], marginal=marginal,
-                                             clip=params.rl.clip_term)
-                parts.append({name: v.float().cpu() for name, v in t.items()})
-            return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+                batch = TermBatch(images[part[0]:part[-1] + 1], [chosen[i] for i in part], comp.scorer, marginal,
+                                  params.rl.clip_term)
+                parts.append(score_terms(batch, names))
+            return {name: torch.cat([p[name] for p in parts]) for name in names}
 
         return map_sharded(accelerator, len(chosen), work, granularity=mb)
 
-    return calibrate(all_probs, terms_for, group_size=k, norm=params.rl.reward_norm, floor=params.rl.scale_floor,
-                     weights=params.rl.reward.model_dump())
-
-
-# --- checkpoints ---------------------------------------------------------------------------------
-
-
-def fingerprint(params: Params, sft_dir: str) -> str:
-    """Hash of what makes a checkpoint reusable: RL settings that shape training and the SFT weights.
-
-    Step counts, checkpoint interval, evaluation size and health bounds are left out: raising rl.steps resumes.
-    """
-    rl = params.rl.model_dump(exclude={"steps", "checkpoint_every", "eval_prompts", "eval_seed", "health"})
-    settings = {"rl": rl, "seed": params.base.seed, "profile": params.active.model_dump(),
-                "task_prefix": params.sft.task_prefix, "max_source_length": params.sft.max_source_length}
-    return run_fingerprint(settings, file_chunks(sorted(Path(sft_dir).glob("*.safetensors"))))
-
-
-def save_checkpoint(ckpt_dir: Path, policy, optimizer, state: RlState, fp: str) -> None:
-    """policy.safetensors, optimizer.pt, tensors.safetensors (marginal, torch RNG), state.json."""
-    with atomic_dir(ckpt_dir) as tmp:
-        save_model(policy, str(tmp / "policy.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        save_file({"marginal": state.marginal.contiguous(), "torch_rng": torch.get_rng_state()},
-                  str(tmp / "tensors.safetensors"))
-        np_state = np.random.get_state()
-        meta = {"step": state.step, "fingerprint": fp, "stats": state.stats.state_dict(), "seconds": state.seconds,
-                "python_rng": random.getstate(), "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
-        (tmp / "state.json").write_text(json.dumps(meta))
-
-
-def load_checkpoint(ckpt_dir: Path, policy, optimizer, fp: str, remove_stale: bool = True) -> RlState | None:
-    """Restore a checkpoint of the same run (same fingerprint); drop one of a different run.
-
-    Only one process may remove a stale checkpoint (``remove_stale``); the others just ignore it.
-    """
-    meta_path = ckpt_dir / "state.json"
-    if not meta_path.exists():
-        return None
-    meta = json.loads(meta_path.read_text())
-    if meta["fingerprint"] != fp:
-        if remove_stale:
-            print(f"rl: checkpoint in {ckpt_dir} is from other settings or SFT weights; starting afresh")
-            shutil.rmtree(ckpt_dir)
-        return None
-    load_model(policy, str(ckpt_dir / "policy.safetensors"), device=str(next(policy.parameters()).device))
-    optimizer.load_state_dict(torch.load(ckpt_dir / "optimizer.pt", weights_only=True))
-    tensors = load_file(str(ckpt_dir / "tensors.safetensors"))
-    torch.set_rng_state(tensors["torch_rng"])
-    py = meta["python_rng"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    np_rng = meta["numpy_rng"]
-    np.random.set_state((np_rng[0], np.array(np_rng[1], dtype=np.uint32), *np_rng[2:]))
-    stats = TermStats()
-    stats.load_state_dict(meta["stats"])
-    return RlState(step=int(meta["step"]), stats=stats, marginal=tensors["marginal"], seconds=meta["seconds"])
-
-
-def truncate_live(live_dir: str | Path, step: int) -> None:
-    """Drop dvclive rows logged at or after ``step`` (a run stopped after its last checkpoint)."""
-    for tsv in Path(live_dir).glob("plots/metrics/**/*.tsv"):
-        lines = tsv.read_text().splitlines()
-        if not lines:
-            continue
-        col = lines[0].split("\t").index("step")
-        kept = [lines[0]] + [ln for ln in lines[1:] if int(ln.split("\t")[col]) < step]
-        tsv.write_text("\n".join(kept) + "\n")
+    return fit_term_stats(first["probs"], terms_for, group_size=k, norm=params.rl.reward_norm,
+                          floor=params.rl.scale_floor, weights=params.rl.reward.model_dump())
 
 
 # --- the loop ------------------------------------------------------------------------------------
 
 
-def step_logs(rewards: dict[str, torch.Tensor], penalised, kl, extra: dict, ro: Rollout, upd: dict) -> dict[str, float]:
-    """Per-step scalars for dvclive: reward and each term (raw and z), KL, entropy, negative length."""
+def step_logs(rewards: dict[str, torch.Tensor], penalised, kl, extra: dict, ro: Rollout, upd: dict,
+              terms: tuple[str, ...]) -> dict[str, float]:
+    """Per-step scalars for dvclive: reward and each of ``terms`` (raw and z), KL, entropy, negative length."""
     logs = {"reward": rewards["reward"].mean().item(), "reward_abs_max": rewards["reward"].abs().max().item(),
             "reward_kl": penalised.mean().item(), "kl": kl.mean().item(),
             "entropy": extra["entropy"].mean().item(), "negative_tokens": ro.gen_mask.sum(1).float().mean().item(),
             "negative_chars": float(np.mean([len(n) for n in ro.negatives])),
             "distinct_negatives": len(set(ro.negatives)) / len(ro.negatives)}
-    for t in TERMS:
+    for t in terms:
         logs[f"{t}"] = rewards[f"z/{t}"].mean().item()
         logs[f"{t}_raw"] = rewards[f"raw/{t}"].mean().item()
     return logs | upd
@@ -292,12 +234,12 @@ def run_rl(params: Params, comp: Components, train_prompts: list[str], accelerat
                                                 ro.negatives, rl.diversity_coef)
         upd = update(comp.policy, optimizer, ro, adv, extra["logp_old"], params)
         if rl.reward_stats == "running":
-            state.stats.update({t: rewards[f"raw/{t}"] for t in TERMS}, group_size=rl.k)
+            state.stats.update({t: rewards[f"raw/{t}"] for t in state.stats.names}, group_size=rl.k)
         t3 = time.perf_counter()
         for name, dt in (("sample", t1 - t0), ("images", t2 - t1), ("update", t3 - t2)):
             state.seconds[name] += dt
         state.step = step + 1
-        logs = step_logs(rewards, penalised, kl, extra, ro, upd)
+        logs = step_logs(rewards, penalised, kl, extra, ro, upd, state.stats.names)
         bar.set_postfix(reward=f"{logs['reward']:.3f}", kl=f"{logs['kl']:.2f}")
         if live is not None and main:
             for name, value in logs.items():

@@ -1,22 +1,21 @@
-"""Plug-in reward functions in the ddpo-pytorch style, and the reward statistics they need.
+"""The RL reward over the registered terms, its calibration, and scoring (prompt, negative, seed) triples.
 
-A factory takes the loaded :class:`negopt.metrics.ImageScorer` (models load once) and returns
-``fn(images, prompts, metadata) -> (rewards [N], info)`` with uint8 ``[N, 3, H, W]`` images.
+The terms are ``negopt.reward_terms.REWARD_TERMS`` (raw values per image); the reward is a weighted
+sum of their *standardised* values::
 
-The RL reward is a weighted sum of *standardised* terms::
+    R = sum_t w_t * z(t),   z(t) = (t - mean_t) / scale_t,   t over the registered terms
 
-    R = w_aesthetic * z(aesthetic) + w_clip * z(clip) + w_fidelity * z(fidelity),   z(t) = (t - mean_t) / std_t
-
-with ``w`` = ``rl.reward.*``. The raw terms live on unrelated scales (the random tiny aesthetic MLP
+with ``w`` = ``rl.reward.<t>``. The raw terms live on unrelated scales (the random tiny aesthetic MLP
 varies by ~5e-4, CLIP scores by ~1), so z-scoring is what makes "weight 3 on aesthetics" mean three
-times as many standard deviations. ``std_t`` is by default (``rl.reward_norm: group``) the
+times as many standard deviations. ``scale_t`` is by default (``rl.reward_norm: group``) the
 standard deviation of the term *across the k negatives of one prompt and seed*, the variation a
-negative can cause (see ``TermStats``); ``global`` uses the standard deviation over all images.
-``mean_t, std_t`` and the Inception marginal ``p(y)`` of the fidelity term ``KL(p(y|x) || p(y))``
-come from a calibration batch drawn before RL starts: ``k`` SFT samples for each of
-``rl.calibration_prompts`` prompts, one seed per prompt (``rl.reward_stats: fixed``); ``running``
-keeps updating the statistics with every step's terms. Either way the test comparison scores SFT
-and RL with one and the same final normalisation.
+negative can cause (see ``negopt.rl.reward_stats.TermStats``); ``global`` uses the standard deviation
+over all images. ``mean_t, scale_t`` and the Inception marginal ``p(y)`` (a fixed input of every term,
+read by the fidelity term ``KL(p(y|x) || p(y))``) come from a calibration batch drawn before RL starts:
+``k`` SFT samples for each of ``rl.calibration_prompts`` prompts, one seed per prompt
+(``rl.reward_stats: fixed``); ``running`` keeps updating the term statistics (not the marginal) with
+every step's terms. Either way the test comparison scores SFT and RL with one and the same final
+normalisation.
 """
 
 from __future__ import annotations
@@ -25,45 +24,16 @@ from collections.abc import Callable
 
 import torch
 
-from negopt.rl.advantages import TermStats, weighted_reward
+from negopt.reward_terms import TermBatch, score_terms
+from negopt.rl.advantages import weighted_reward
+from negopt.rl.reward_stats import TermStats
 
 RewardFn = Callable[[torch.Tensor, list[str], dict], tuple[torch.Tensor, dict]]
-TERMS = ("aesthetic", "clip", "fidelity")
-
-
-def aesthetic_reward(scorer) -> RewardFn:
-    """The LAION aesthetic score of each image (raw)."""
-
-    def fn(images: torch.Tensor, prompts: list[str], metadata: dict) -> tuple[torch.Tensor, dict]:
-        return scorer.aesthetic(images).float().cpu(), {}
-
-    return fn
-
-
-def clip_reward(scorer) -> RewardFn:
-    """Prompt-image alignment, the CLIP score ``max(100 * cos, 0)`` (raw)."""
-
-    def fn(images: torch.Tensor, prompts: list[str], metadata: dict) -> tuple[torch.Tensor, dict]:
-        return scorer.clip_score(images, list(prompts)).float().cpu(), {}
-
-    return fn
-
-
-def fidelity_reward(scorer, marginal: torch.Tensor | None = None) -> RewardFn:
-    """The per-image Inception KL ``KL(p(y|x) || p(y))`` (raw); ``p(y)`` is the batch mean if None."""
-    from negopt.metrics import inception_kl
-
-    def fn(images: torch.Tensor, prompts: list[str], metadata: dict) -> tuple[torch.Tensor, dict]:
-        probs = scorer.inception_probs(images)
-        p_y = probs.mean(0) if marginal is None else marginal.to(probs.device)
-        return inception_kl(probs, p_y).float().cpu(), {}
-
-    return fn
 
 
 def weighted_sum_reward(scorer, weights: dict[str, float], stats: TermStats, marginal: torch.Tensor,
                         clip_term: str = "cosine") -> RewardFn:
-    """The RL reward: ``sum_t w_t * z_t`` from one ``reward_terms`` call (shared embeddings).
+    """The RL reward ``fn(images, prompts, metadata) -> (sum_t w_t * z_t [N], info)`` over ``stats.names``.
 
     ``clip_term`` (``rl.clip_term``): ``cosine`` (unclamped ``100 cos``) or ``clamped`` (the CLIP score).
     info: ``raw`` and ``z``, each a dict term -> [N]. Per image only (the marginal and the statistics
@@ -71,36 +41,28 @@ def weighted_sum_reward(scorer, weights: dict[str, float], stats: TermStats, mar
     """
 
     def fn(images: torch.Tensor, prompts: list[str], metadata: dict) -> tuple[torch.Tensor, dict]:
-        raw = {t: v.float().cpu()
-               for t, v in scorer.reward_terms(images, list(prompts), marginal=marginal, clip=clip_term).items()}
+        raw = score_terms(TermBatch(images, list(prompts), scorer, marginal, clip_term), stats.names)
         z = {t: v.float() for t, v in stats.standardise(raw).items()}
         return weighted_reward(z, weights).float(), {"raw": raw, "z": z}
 
     return fn
 
 
-REWARD_FACTORIES: dict[str, Callable[..., RewardFn]] = {
-    "aesthetic": aesthetic_reward,
-    "clip": clip_reward,
-    "fidelity": fidelity_reward,
-    "weighted_sum": weighted_sum_reward,
-}
-
-
-def calibrate(probs: torch.Tensor, terms_fn: Callable[[torch.Tensor], dict[str, torch.Tensor]], group_size: int,
-              norm: str = "group", floor: float = 0.0,
-              weights: dict[str, float] | None = None) -> tuple[torch.Tensor, TermStats]:
+def fit_term_stats(probs: torch.Tensor, terms_fn: Callable[[torch.Tensor], dict[str, torch.Tensor]], group_size: int,
+                   norm: str = "group", floor: float = 0.0,
+                   weights: dict[str, float] | None = None) -> tuple[torch.Tensor, TermStats]:
     """Fix the Inception marginal and the term statistics from calibration images.
 
     probs: [M, C] Inception class probabilities of the calibration images, ``M / group_size``
     groups of ``group_size`` images that share a prompt and a seed; ``terms_fn(marginal)`` returns
-    their raw terms given that marginal. Returns (marginal [C], statistics with scale ``norm`` and
-    the ``floor`` rule of ``TermStats``). With ``weights``, a weighted term without a usable scale
-    stops here (``DegenerateTermError``), before any training step.
+    their raw terms given that marginal, one entry per term to standardise. Returns (marginal [C],
+    statistics with scale ``norm`` and the ``floor`` rule of ``TermStats``). With ``weights``, a
+    weighted term without a usable scale stops here (``DegenerateTermError``), before any training step.
     """
     marginal = probs.double().mean(0).float()  # [C]
-    stats = TermStats(TERMS, norm=norm, floor=floor)
-    stats.update(terms_fn(marginal), group_size=group_size)
+    terms = terms_fn(marginal)
+    stats = TermStats(tuple(terms), norm=norm, floor=floor)
+    stats.update(terms, group_size=group_size)
     if weights is not None:
         stats.check_scales(weights)
     return marginal, stats

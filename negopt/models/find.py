@@ -1,0 +1,251 @@
+"""How a profile's components are found offline, and what to tell the user when one is missing.
+
+Every component resolves, without downloading, to a :class:`Location` (where it is, which weight files
+it has, how to get it) by one entry of :data:`LOCATORS`; :func:`component_status` turns any location
+into a :class:`ComponentStatus` the same way (available = found with weight files that can be read).
+Three kinds of source cover the five components:
+
+- an HF folder (``policy``, ``sd``): a local folder with a marker file, or a hub id in the HF cache;
+- a single file with an optional download URL (``aesthetic``, ``inception``);
+- an open_clip ``(name, pretrained)`` pair: a local checkpoint, or the tag's file in the HF cache.
+
+:func:`require_profile` fails before any work starts, listing *every* missing item with a one-line
+how-to; nothing here ever substitutes one model for another.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from negopt.errors import UserError
+from negopt.models.fetch import HUB_FILES, clip_hub_file, hub_download_command, url_download_command
+from negopt.params import Params, Profile
+
+SD_SUBFOLDERS = ("unet", "vae", "text_encoder")  # what the pipeline loads; the safety checker is off
+SD_VARIANT = "fp16"  # the hub's half-size weight files; read on every device and cast to default_dtype
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+class MissingWeightsError(UserError, RuntimeError):
+    """A profile component is not available offline; the message lists every one and how to get it."""
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    component: str  # policy | sd | clip | aesthetic | inception
+    source: str  # the profile field's value (path, hub id, or open_clip name/tag)
+    available: bool
+    num_params: (
+        int | None
+    )  # tensor elements in the weight files (BN statistics included); None when unavailable
+    how_to: str = ""  # one line: how to fetch or point to it (empty when available)
+    location: str = ""  # the resolved local folder or file
+    hub: bool = False  # source is a hub id (fetchable through huggingface_hub)
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a component was found (``where`` None: not found), its weight files, and how to get it."""
+
+    source: str
+    where: Path | None
+    files: list[Path]
+    how: str
+    hub: bool = False
+
+
+# --- resolving sources ---------------------------------------------------------------------------------
+
+
+def looks_like_hub_id(ref: str) -> bool:
+    """``org/name`` that is not a local path (its first component is not an existing folder)."""
+    return bool(_HUB_ID.match(ref)) and not Path(ref.split("/")[0]).exists()
+
+
+def resolve_hf(ref: str, marker: str) -> Path | None:
+    """A local folder for a path or a hub id found in the HF cache (never downloads); None if absent."""
+    path = Path(ref)
+    if (path / marker).is_file():
+        return path
+    if not looks_like_hub_id(ref):
+        return None
+    from huggingface_hub import snapshot_download
+
+    try:
+        # allow_patterns: after a fetch with an allow-list, huggingface_hub 2.x's cached tree listing makes a
+        # pattern-less local lookup fail as "incomplete" (the repo's other files are absent by design); the
+        # weights themselves are checked by the caller, file by file.
+        folder = Path(snapshot_download(ref, local_files_only=True, allow_patterns=[marker]))
+    except Exception:  # not cached (LocalEntryNotFoundError and friends)
+        return None
+    return folder if (folder / marker).is_file() else None
+
+
+def sd_variant(folder: Path) -> str | None:
+    """``fp16`` when the folder holds the hub's fp16 variant files, else None (e.g. the tiny zoo)."""
+    return SD_VARIANT if (folder / "unet" / f"diffusion_pytorch_model.{SD_VARIANT}.safetensors").is_file() else None
+
+
+def weight_files(folder: Path, variant: str | None = None) -> list[Path]:
+    """Weights in an HF folder: the ``variant`` files if asked, else full-precision safetensors, then .bin."""
+    if variant:
+        return sorted(folder.glob(f"*.{variant}.safetensors"))
+    for pattern in ("*.safetensors", "*.bin"):
+        files = sorted(p for p in folder.glob(pattern) if p.name.count(".") == 1)
+        if files:
+            return files
+    return sorted(folder.glob("*.safetensors"))[:1]
+
+
+def _sd_weight_files(folder: Path) -> list[Path]:
+    """Each pipeline subfolder's weights; empty unless every one has them."""
+    parts = [weight_files(folder / sub, sd_variant(folder)) for sub in SD_SUBFOLDERS]
+    return [f for part in parts for f in part] if all(parts) else []
+
+
+def clip_location(p: Profile) -> Path | None:
+    """The local weights file for (clip_name, clip_pretrained): a path, or the open_clip tag's cached file."""
+    if Path(p.clip_pretrained).is_file():
+        return Path(p.clip_pretrained)
+    hub = clip_hub_file(p.clip_name, p.clip_pretrained)
+    if hub is None:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    repo, filename = hub
+    # open_clip itself tries the .safetensors name first, then its .bin default (pretrained.py)
+    for name in dict.fromkeys([filename, "open_clip_model.safetensors", "open_clip_pytorch_model.bin"]):
+        hit = try_to_load_from_cache(repo, name)
+        if isinstance(hit, str):
+            return Path(hit)
+    return None
+
+
+# --- the three kinds of source ---------------------------------------------------------------------------
+
+
+def hf_folder(ref: str, marker: str, files_of: Callable[[Path], list[Path]], component: str, local: str) -> Location:
+    """An HF folder (local, or a hub id in the cache); ``local`` names what a local replacement is."""
+    where = resolve_hf(ref, marker)
+    hub = looks_like_hub_id(ref)
+    how = (
+        f"`negopt models fetch`, or `{hub_download_command(ref, HUB_FILES[component])}` "
+        f"(or copy an HF cache here / point the {component} field at {local})"
+        if hub
+        else "run `dvc repro models` (builds the tiny zoo)"
+    )
+    return Location(ref, where, files_of(where) if where else [], how, hub)
+
+
+def url_file(path: str, url: str) -> Location:
+    """One weights file; ``url`` (may be empty) is where ``negopt models fetch`` downloads it from."""
+    f = Path(path)
+    how = f"`negopt models fetch`, or `{url_download_command(url, path)}`" if url else "run `dvc repro models`"
+    return Location(path, f if f.is_file() else None, [f] if f.is_file() else [], how)
+
+
+def open_clip_checkpoint(p: Profile) -> Location:
+    """open_clip's (name, pretrained): its config file must exist when one is named (the tiny CLIP)."""
+    config_ok = not p.clip_config or Path(p.clip_config).is_file()
+    where = clip_location(p) if config_ok else None
+    hub = clip_hub_file(p.clip_name, p.clip_pretrained) if config_ok and not Path(p.clip_pretrained).suffix else None
+    if not config_ok:
+        how = f"run `dvc repro models` to build {p.clip_config}"
+    elif hub:
+        how = f"`negopt models fetch`, or `{hub_download_command(hub[0], [hub[1]])}` (open_clip's own hub entry)"
+    else:
+        how = f"point clip_pretrained at a local open_clip checkpoint ({p.clip_pretrained!r} has no hub entry)"
+    return Location(f"open_clip {p.clip_name} / {p.clip_pretrained}", where, [where] if where else [], how,
+                    hub is not None)
+
+
+#: component -> how it is found, in the order ``models check`` lists them
+LOCATORS: dict[str, Callable[[Profile], Location]] = {
+    "policy": lambda p: hf_folder(p.policy, "config.json", weight_files, "policy", "a local folder"),
+    "sd": lambda p: hf_folder(p.sd, "model_index.json", _sd_weight_files, "sd", "a local pipeline folder"),
+    "clip": open_clip_checkpoint,
+    "aesthetic": lambda p: url_file(p.aesthetic, p.aesthetic_url),
+    "inception": lambda p: url_file(p.inception, p.inception_url),
+}
+
+
+# --- status -----------------------------------------------------------------------------------------------
+
+
+def count_params(files: list[Path]) -> int:
+    """Parameter count from weight files without building models (safetensors headers, mmap'd torch files)."""
+    total = 0
+    for f in files:
+        if f.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(f), framework="pt") as sf:
+                for key in sf.keys():
+                    shape = sf.get_slice(key).get_shape()
+                    total += int(torch.Size(shape).numel())
+        else:
+            state = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
+            state = state.get("state_dict", state) if isinstance(state, dict) else state
+            total += sum(v.numel() for k, v in state.items() if torch.is_tensor(v) and "num_batches" not in k)
+    return total
+
+
+def component_status(p: Profile, component: str) -> ComponentStatus:
+    """Availability of one component: found, with weight files that can be read (a truncated one is missing)."""
+    loc = LOCATORS[component](p)
+    available, how, n = loc.where is not None and bool(loc.files), loc.how, None
+    if available:
+        try:
+            n = count_params(loc.files)
+        except Exception as err:  # an unreadable or truncated file counts as missing
+            available, how = False, f"{loc.files[0]} is unreadable ({type(err).__name__}: {err}); re-fetch it. {how}"
+    return ComponentStatus(component, loc.source, available, n, "" if available else how, str(loc.where or ""),
+                           loc.hub)
+
+
+def check_components(p: Profile) -> list[ComponentStatus]:
+    """Availability of every component of one profile section, offline (never downloads)."""
+    return [component_status(p, c) for c in LOCATORS]
+
+
+def check_profile(params: Params, profile_name: str | None = None) -> list[ComponentStatus]:
+    """Availability of every component of ``profile_name`` (default: the active profile), offline."""
+    name = profile_name or params.profile
+    if name not in ("tiny", "paper"):
+        raise ValueError(f"unknown profile {name!r}: use tiny or paper")
+    return check_components(getattr(params.models, name))
+
+
+def missing_message(statuses: list[ComponentStatus], profile_name: str = "") -> str:
+    """Every unavailable component with its how-to line (the text of :class:`MissingWeightsError`)."""
+    missing = [s for s in statuses if not s.available]
+    head = f"profile {profile_name!r}: " if profile_name else ""
+    lines = [f"{head}{len(missing)} component(s) not available offline (no model is ever swapped in):"]
+    lines += [f"  - {s.component}: {s.source}\n      how: {s.how_to}" for s in missing]
+    return "\n".join(lines)
+
+
+def require_component(p: Profile, component: str) -> None:
+    """Raise :class:`MissingWeightsError` (with its how-to) unless ``component`` is available."""
+    status = component_status(p, component)
+    if not status.available:
+        raise MissingWeightsError(missing_message([status]))
+
+
+def require_profile(params: Params, profile_name: str | None = None) -> None:
+    """Raise :class:`MissingWeightsError` listing every missing component of the profile; else return."""
+    name = profile_name or params.profile
+    statuses = check_profile(params, name)
+    if any(not s.available for s in statuses):
+        raise MissingWeightsError(missing_message(statuses, name))
+
+
+def profile_summary(statuses: list[ComponentStatus]) -> str:
+    """JSON of the statuses (for logs and the models stage)."""
+    return json.dumps([s.__dict__ for s in statuses], indent=2)

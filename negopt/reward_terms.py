@@ -1,0 +1,110 @@
+"""The reward-term registry: every image reward term RL can weight, by name, in one place.
+
+A term is a function ``score(batch) -> raw values [N]`` (float, CPU) of one micro-batch of generated
+images (:class:`TermBatch`), registered with :func:`reward_term`. Everything that knows which terms
+exist reads :data:`REWARD_TERMS`: the params schema (``rl.reward.<name>`` is a registered name's weight;
+an unknown name fails naming the key), the RL reward and its calibration (``negopt.rl.rewards``), the
+reward statistics and their health warnings, the metrics JSON, the dvclive curves and the model card.
+Adding a term (a preference model, say) is one function here, decorated, plus its weight in
+params.yaml::
+
+    @reward_term("brightness", default_weight=0.0)
+    def brightness(batch: TermBatch) -> torch.Tensor:
+        '''Mean pixel value in [0, 255].'''
+        return batch.images.float().mean(dim=(1, 2, 3))
+
+This module imports no torch (``params.py`` reads it at every stage start); a term's function does its
+work on the tensors it is given, or loads its own model on first call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass
+class TermBatch:
+    """What a term sees: one micro-batch of images with their prompts, and the run's fixed inputs.
+
+    images: uint8 ``[N, 3, H, W]``; prompts: ``N`` strings (the image's own prompt, not the negative);
+    scorer: the loaded :class:`negopt.metrics.ImageScorer`; marginal: ``[C]`` Inception marginal fixed by
+    calibration (None: the batch mean); clip_term: ``rl.clip_term``. ``shared(fn)`` runs ``fn(batch)``
+    once per batch, so terms that read one model pass (the CLIP embedding) compute it once.
+    """
+
+    images: torch.Tensor
+    prompts: list[str]
+    scorer: Any
+    marginal: torch.Tensor | None = None
+    clip_term: str = "cosine"
+    _shared: dict = field(default_factory=dict, repr=False)
+
+    def shared(self, fn: Callable[[TermBatch], Any]) -> Any:
+        if fn not in self._shared:
+            self._shared[fn] = fn(self)
+        return self._shared[fn]
+
+
+@dataclass(frozen=True)
+class RewardTerm:
+    """A registered term: its scorer, the schema default of its weight, and the fix to print when the
+    term turns out constant over the calibration images (appended to ``DegenerateTermError``)."""
+
+    score: Callable[[TermBatch], torch.Tensor]
+    default_weight: float = 1.0
+    constant_hint: str = ""
+
+
+#: name -> term, in registration order (the order of logs, metrics and the model card's table).
+REWARD_TERMS: dict[str, RewardTerm] = {}
+
+
+def reward_term(name: str, default_weight: float = 1.0, constant_hint: str = ""):
+    """Decorator: register ``score(batch) -> [N]`` as the term ``name`` (weight ``rl.reward.<name>``)."""
+
+    def register(score: Callable[[TermBatch], torch.Tensor]) -> Callable[[TermBatch], torch.Tensor]:
+        REWARD_TERMS[name] = RewardTerm(score, default_weight, constant_hint)
+        return score
+
+    return register
+
+
+def default_weights() -> dict[str, float]:
+    """``{name: default weight}`` of every registered term: the schema default of ``rl.reward``."""
+    return {name: term.default_weight for name, term in REWARD_TERMS.items()}
+
+
+def score_terms(batch: TermBatch, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """``{name: raw values [N]}`` (float32, CPU) of the named terms on one batch."""
+    return {name: REWARD_TERMS[name].score(batch).float().cpu() for name in names}
+
+
+# --- the built-in terms: the image scorer's one pass (shared CLIP embedding, one Inception posterior) ---
+
+
+def _image_scorer_terms(batch: TermBatch) -> dict[str, torch.Tensor]:
+    return batch.scorer.reward_terms(batch.images, batch.prompts, marginal=batch.marginal, clip=batch.clip_term)
+
+
+@reward_term("aesthetic")
+def aesthetic(batch: TermBatch) -> torch.Tensor:
+    """The LAION aesthetic MLP on the image's L2-normalised CLIP embedding."""
+    return batch.shared(_image_scorer_terms)["aesthetic"]
+
+
+@reward_term("clip", constant_hint=", or use rl.clip_term: cosine (the clamped CLIP score is 0 for most images "
+                                   "of long prompts)")
+def clip(batch: TermBatch) -> torch.Tensor:
+    """Prompt-image alignment: ``100 cos`` (``rl.clip_term: cosine``) or the CLIP score ``max(100 cos, 0)``."""
+    return batch.shared(_image_scorer_terms)["clip"]
+
+
+@reward_term("fidelity")
+def fidelity(batch: TermBatch) -> torch.Tensor:
+    """``KL(p(y|x) || p(y))`` of the Inception posterior to the calibration marginal (log IS per image)."""
+    return batch.shared(_image_scorer_terms)["fidelity"]

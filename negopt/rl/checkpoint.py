@@ -1,0 +1,86 @@
+"""RL checkpoints: what a resumed run restores (weights, optimizer, reward statistics, RNG states), and
+the fingerprint that says whether a checkpoint belongs to this run.
+
+One folder, written atomically by the main process: ``policy.safetensors``, ``optimizer.pt``
+(``torch.load(weights_only=True)``), ``tensors.safetensors`` (Inception marginal, torch RNG) and
+``state.json`` (step, fingerprint, term statistics, seconds, Python and numpy RNG).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from negopt.fingerprint import file_chunks
+from negopt.fingerprint import fingerprint as run_fingerprint
+from negopt.io import atomic_dir
+from negopt.params import Params
+from negopt.rl.reward_stats import TermStats
+
+
+@dataclass
+class RlState:
+    """What a checkpoint restores besides weights and optimizer."""
+
+    step: int
+    stats: TermStats
+    marginal: torch.Tensor  # [C] Inception marginal of the fidelity term
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("sample", "images", "update"), 0.0))
+
+
+def fingerprint(params: Params, sft_dir: str) -> str:
+    """Hash of what makes a checkpoint reusable: RL settings that shape training and the SFT weights.
+
+    Step counts, checkpoint interval, evaluation size and health bounds are left out: raising rl.steps resumes.
+    """
+    rl = params.rl.model_dump(exclude={"steps", "checkpoint_every", "eval_prompts", "eval_seed", "health"})
+    settings = {"rl": rl, "seed": params.base.seed, "profile": params.active.model_dump(),
+                "task_prefix": params.sft.task_prefix, "max_source_length": params.sft.max_source_length}
+    return run_fingerprint(settings, file_chunks(sorted(Path(sft_dir).glob("*.safetensors"))))
+
+
+def save_checkpoint(ckpt_dir: Path, policy, optimizer, state: RlState, fp: str) -> None:
+    """policy.safetensors, optimizer.pt, tensors.safetensors (marginal, torch RNG), state.json."""
+    with atomic_dir(ckpt_dir) as tmp:
+        save_model(policy, str(tmp / "policy.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        save_file({"marginal": state.marginal.contiguous(), "torch_rng": torch.get_rng_state()},
+                  str(tmp / "tensors.safetensors"))
+        np_state = np.random.get_state()
+        meta = {"step": state.step, "fingerprint": fp, "stats": state.stats.state_dict(), "seconds": state.seconds,
+                "python_rng": random.getstate(), "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
+        (tmp / "state.json").write_text(json.dumps(meta))
+
+
+def load_checkpoint(ckpt_dir: Path, policy, optimizer, fp: str, remove_stale: bool = True) -> RlState | None:
+    """Restore a checkpoint of the same run (same fingerprint); drop one of a different run.
+
+    Only one process may remove a stale checkpoint (``remove_stale``); the others just ignore it.
+    """
+    meta_path = ckpt_dir / "state.json"
+    if not meta_path.exists():
+        return None
+    meta = json.loads(meta_path.read_text())
+    if meta["fingerprint"] != fp:
+        if remove_stale:
+            print(f"rl: checkpoint in {ckpt_dir} is from other settings or SFT weights; starting afresh")
+            shutil.rmtree(ckpt_dir)
+        return None
+    load_model(policy, str(ckpt_dir / "policy.safetensors"), device=str(next(policy.parameters()).device))
+    optimizer.load_state_dict(torch.load(ckpt_dir / "optimizer.pt", weights_only=True))
+    tensors = load_file(str(ckpt_dir / "tensors.safetensors"))
+    torch.set_rng_state(tensors["torch_rng"])
+    py = meta["python_rng"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    np_rng = meta["numpy_rng"]
+    np.random.set_state((np_rng[0], np.array(np_rng[1], dtype=np.uint32), *np_rng[2:]))
+    stats = TermStats()
+    stats.load_state_dict(meta["stats"])
+    return RlState(step=int(meta["step"]), stats=stats, marginal=tensors["marginal"], seconds=meta["seconds"])

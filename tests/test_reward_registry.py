@@ -1,0 +1,168 @@
+"""The reward-term registry is the one list of terms: registering a toy term is all it takes for the
+schema, one RL step, its calibration, the step logs, the test metrics and the model card to carry it.
+
+The toy term is the mean pixel value. ``test_rl_wiring.FakeImages`` writes the index ``i`` of each
+(prompt, negative, seed) triple into two pixels of an otherwise black 3x4x4 image (``i % 256`` and
+``i // 256``), so for ``i < 256`` its brightness is ``i / 48`` by hand.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from test_rl_wiring import (  # noqa: F401  (fixtures: pytest finds them in this module's namespace)
+    PROMPTS,
+    WEIGHTS,
+    FakeScorer,
+    fake_decode,
+    fake_images,
+    hand_terms,
+    make_components,
+    make_params,
+    probs_of,
+    t5_dir,
+)
+
+import negopt.rl.loop as loop
+from negopt.errors import ParamsError
+from negopt.reward_terms import REWARD_TERMS, TermBatch, reward_term
+from negopt.rl import evaluate as rl_evaluate
+from negopt.rl.card import CARD_METRICS, model_card_body, write_rl_card
+from negopt.rl.health import health_checks
+from negopt.rl.rewards import weighted_sum_reward
+
+PIXELS = 3 * 4 * 4
+TOY_WEIGHT = 0.25
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture
+def brightness():
+    """Register the toy term exactly as a new term would be (the decorator), and unregister it after."""
+
+    @reward_term("brightness", default_weight=0.0)
+    def score(batch: TermBatch) -> torch.Tensor:
+        """Mean pixel value in [0, 255]."""
+        return batch.images.float().mean(dim=(1, 2, 3))
+
+    yield score
+    del REWARD_TERMS["brightness"]
+
+
+class Live:
+    """Records what the loop logs (the part of dvclive's API ``run_rl`` uses)."""
+
+    def __init__(self, directory) -> None:
+        self.dir, self.step, self.rows = str(directory), 0, []
+
+    def log_metric(self, name: str, value: float) -> None:
+        self.rows.append((self.step, name, value))
+
+    def next_step(self) -> None:
+        self.step += 1
+
+
+def test_an_unregistered_term_fails_naming_its_key(tmp_path):
+    with pytest.raises(ParamsError, match=r"rl\.reward\.brightness: no reward term of that name"):
+        make_params(tmp_path, reward=WEIGHTS | {"brightness": TOY_WEIGHT})
+
+
+def test_a_registered_term_is_a_weight_with_its_default(tmp_path, brightness):
+    params = make_params(tmp_path, reward=WEIGHTS | {"brightness": TOY_WEIGHT})
+    assert params.rl.reward.model_dump() == WEIGHTS | {"brightness": TOY_WEIGHT}
+    assert make_params(tmp_path).rl.reward.model_dump()["brightness"] == 0.0  # left out: its registered default
+    with pytest.raises(ParamsError, match=r"rl\.reward\.sharpness"):
+        make_params(tmp_path, reward={"sharpness": 1.0})
+
+
+def test_one_rl_step_calibrates_logs_and_rewards_the_toy_term(fake_images, t5_dir, tmp_path, monkeypatch,  # noqa: F811
+                                                              brightness):
+    k, calib_n = 3, 4 * 3
+    params = make_params(tmp_path, steps=1, batch_prompts=3, k=k, calibration_prompts=4,
+                         reward=WEIGHTS | {"brightness": TOY_WEIGHT})
+    comp = make_components(t5_dir, fake_images)
+    seen = []
+    real = loop.compute_advantages
+    monkeypatch.setattr(loop, "compute_advantages", lambda rewards, *a: seen.append(rewards.clone()) or real(rewards, *a))
+    live = Live(tmp_path / "live")
+    state = loop.run_rl(params, comp, PROMPTS, live=live)
+
+    # calibration: images 0..11, brightness i / 48; groups (0,1,2), (3,4,5), ...: mean 5.5 / 48, each group's
+    # deviations (-1, 0, 1) / 48, so the pooled within-group std is sqrt(4 * 2 / (4 * 2)) / 48 = 1 / 48
+    assert state.stats.names == ("aesthetic", "clip", "fidelity", "brightness")
+    assert state.stats.mean["brightness"] == pytest.approx(5.5 / PIXELS)
+    assert state.stats.within_std("brightness") == pytest.approx(1 / PIXELS)
+    assert state.stats.report()["scale_brightness"] == pytest.approx(1 / PIXELS)
+
+    # the step: images 12..20, brightness mean 16 / 48 raw, z = i - 5.5, mean 10.5
+    logged = {name: value for _, name, value in live.rows}
+    assert logged["train/brightness_raw"] == pytest.approx(16 / PIXELS)
+    assert logged["train/brightness"] == pytest.approx(10.5, rel=1e-5)
+
+    # the reward reaching the advantages is the three wiring terms plus 0.25 * z(brightness), image by image
+    step = fake_images.triples[calib_n:calib_n + 9]
+    marginal = torch.stack([probs_of(n, s) for _, n, s in fake_images.triples[:calib_n]]).mean(0)
+    calib, raw = hand_terms(fake_images.triples[:calib_n], marginal), hand_terms(step, marginal)
+    expected = torch.zeros(9, dtype=torch.float64)
+    for t, w in WEIGHTS.items():
+        c = calib[t].double().reshape(-1, k)
+        within = math.sqrt(((c - c.mean(1, keepdim=True)) ** 2).sum().item() / (c.shape[0] * (k - 1)))
+        expected += w * (raw[t].double() - c.mean().item()) / within
+    expected += TOY_WEIGHT * (torch.arange(calib_n, calib_n + 9, dtype=torch.float64) - 5.5)
+    assert torch.allclose(seen[0].double(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_the_toy_term_reaches_the_test_metrics_and_the_model_card(fake_images, t5_dir, tmp_path, monkeypatch,  # noqa: F811
+                                                                   brightness):
+    params = make_params(tmp_path, steps=1, calibration_prompts=4, eval_prompts=4, eval_seeds_per_prompt=1,
+                         reward=WEIGHTS | {"brightness": TOY_WEIGHT})
+    comp = make_components(t5_dir, fake_images)
+    state = loop.run_rl(params, comp, PROMPTS)
+    monkeypatch.setattr(rl_evaluate, "decode_negatives", fake_decode([]))
+    monkeypatch.setattr(rl_evaluate, "kl_to_sft", lambda *a, **k: 0.0)
+    start = len(fake_images.triples)
+    reward_fn = weighted_sum_reward(FakeScorer(fake_images), params.rl.reward.model_dump(), state.stats, state.marginal)
+
+    class Named(torch.nn.Module):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+    metrics, examples = rl_evaluate.evaluate_rl(None, Named("sft"), Named("rl"), None, None, reward_fn, PROMPTS, params)
+    # 4 SFT images then 4 RL images, numbered from `start`: raw brightness is the mean index / 48
+    assert metrics["brightness_raw_test_sft"] == pytest.approx((start + 1.5) / PIXELS)
+    assert metrics["brightness_raw_test_rl"] == pytest.approx((start + 5.5) / PIXELS)
+    checks, warnings = health_checks(metrics, state.stats.report(), params.rl.reward.model_dump(), params.rl.health)
+    metrics |= {"calibration": state.stats.report(), **checks, "warnings": warnings}
+    body = model_card_body(params, metrics, examples, state.seconds)
+    assert f"{TOY_WEIGHT} * z(brightness)" in body
+    assert f"| brightness | {TOY_WEIGHT} | " in body and "brightness " in body.split("Per-term test means")[1]
+    # the card file: the hub's own parser reads its YAML metadata, the body follows
+    from huggingface_hub import ModelCard
+
+    card = ModelCard((write_rl_card(tmp_path / "card", params, metrics, examples, state.seconds)).read_text())
+    assert card.data.base_model == params.active.policy and card.data.pipeline_tag == "text2text-generation"
+    assert card.data.data_license.startswith("synthetic sample") and card.data.license == "apache-2.0"
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert set(results) == set(CARD_METRICS)
+    assert results["reward_test_gain"] == pytest.approx(metrics["reward_test_gain"]) and card.text.strip() == body.strip()
+
+
+def test_the_rl_package_and_the_schema_spell_no_term_name(root):
+    """Only the registry names the terms: a string constant equal to a term name in negopt/rl/ or the
+    schema would be a second list that a new term does not reach (docstrings and comments aside)."""
+    import ast
+
+    names = set(REWARD_TERMS)
+    for path in [*sorted((root / "negopt" / "rl").glob("*.py")), root / "negopt" / "params.py",
+                 root / "stages" / "rl.py"]:
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body
+                      and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        spelled = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in names
+                   and id(n) not in docstrings]
+        assert not spelled, f"{path.relative_to(root)} spells term name(s) {spelled}: read negopt.reward_terms instead"
