@@ -100,6 +100,18 @@ def test_truncated_body_never_counts_as_present(server, tmp_path):
     assert _leftovers(tmp_path) == []  # no dest, no .partial
 
 
+def test_a_killed_download_is_never_a_weight_and_the_next_fetch_restarts(server, tmp_path, empty_cache):
+    """What a SIGKILL mid-download leaves (a .partial beside the target) is not the weight; the next fetch
+    removes it and downloads the file whole."""
+    profile = empty_cache.model_copy(update={"aesthetic_url": f"{server}/mlp.pth", "inception_url": ""})
+    dest = Path(profile.aesthetic)
+    dest.parent.mkdir(parents=True)
+    (dest.parent / f".{dest.name}.k1ll3d.partial").write_bytes(MLP_BYTES[:1000])
+    assert not {s.component: s.available for s in check_components(profile)}["aesthetic"]
+    fetch_profile(profile, hub_download=lambda *a, **k: None, log=lambda m: None)
+    assert dest.read_bytes() == MLP_BYTES and _leftovers(dest.parent) == [dest.name]
+
+
 def test_checksum_from_the_torch_hub_name(server, tmp_path):
     good = tmp_path / f"weights-inception-2015-12-05-{INCEPTION_PREFIX}.pth"
     download_url(f"{server}/inception.pth", good, verify=verify_inception, timeout=5, progress=False)

@@ -122,6 +122,8 @@ def download_url(
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     prefix = hash_prefix(dest.name)
+    for stale in dest.parent.glob(f".{dest.name}.*.partial"):  # left by a killed earlier fetch: restart
+        stale.unlink(missing_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial")
     tmp = Path(tmp_name)
     try:
