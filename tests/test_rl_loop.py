@@ -169,6 +169,42 @@ def test_loop_runs_checkpoints_and_resumes_exactly(zoo):
     assert run_rl(other, components(other), PROMPTS, stop_after=1).step == 1
 
 
+def scripted_guard(policy, shares: list[float]):
+    """A DiversityGuard (every step) whose val distinct shares come from a script, SFT's first."""
+    from negopt.rl.selection import DiversityGuard
+
+    it = iter(shares)
+    return DiversityGuard(1, 0.5, lambda model: next(it), policy)
+
+
+def test_loop_deploys_the_kept_step_and_a_resumed_run_remembers_it(zoo):
+    from negopt.rl.loop import run_rl
+
+    one = rl_params(zoo, "kept-1", select_every=1)
+    after_one = components(one)
+    run_rl(one, after_one, PROMPTS, stop_after=1)  # the step-1 weights, for reference
+    # SFT 0.5; steps 1, 2, 3: 0.5, 0.1, 0.1 -> ratios 1, 0.2, 0.2: step 1 is the last diverse step
+    full = rl_params(zoo, "kept-full", select_every=1)
+    comp = components(full)
+    guard = scripted_guard(comp.ref, [0.5, 0.5, 0.1, 0.1])
+    live = FakeLive(zoo / "kept-full")
+    assert run_rl(full, comp, PROMPTS, live=live, guard=guard).step == 3
+    assert guard.kept_step == 1 and [h[0] for h in guard.history] == [1, 2, 3]
+    assert {n for _, n, _ in live.rows} >= {"train/val_distinct_ratio"}
+    for k, v in after_one.policy.state_dict().items():
+        assert torch.allclose(v, comp.policy.state_dict()[k], atol=1e-6), k
+
+    # stopped after step 2 and resumed with a fresh guard: the kept step and weights come from the checkpoint
+    part = rl_params(zoo, "kept-part", select_every=1)
+    run_rl(part, components(part), PROMPTS, stop_after=2, guard=scripted_guard(components(part).ref, [0.5, 0.5, 0.1]))
+    again = components(part)
+    resumed = scripted_guard(again.ref, [0.5, 0.1])
+    run_rl(part, again, PROMPTS, guard=resumed)
+    assert resumed.kept_step == 1 and [h[0] for h in resumed.history] == [1, 2, 3]
+    for k, v in after_one.policy.state_dict().items():
+        assert torch.allclose(v, again.policy.state_dict()[k], atol=1e-6), k
+
+
 def test_ppo_and_evaluation_run(zoo):
     from negopt.rl.evaluate import evaluate_rl
     from negopt.rl.loop import run_rl

@@ -37,6 +37,10 @@ Calibration scales (raw units; z = (term - mean) / scale):
 |---|---|---|---|---|---|
 {scales}
 
+Deployed weights: step {metrics.get('kept_step', metrics.get('steps'))} of {metrics.get('steps')} (checkpoint selection,
+`rl.select_every = {rl.select_every}`: the last step whose validation negatives kept
+>= `rl.health.min_distinct_ratio` x SFT's distinct share; 0 = the SFT weights).
+
 Health: {health}. Warnings:{warnings}
 
 Test ({metrics['n_test']} held-out prompts x {rl.eval_seeds_per_prompt} fixed seeds, the deployed decode (`decode` params), paired per prompt):
