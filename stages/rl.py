@@ -58,7 +58,8 @@ def diversity_guard(params, tokenizer, sft_policy, val_prompts: list[str]) -> Di
     def measure(model) -> float:
         return distinct_share(greedy_negatives(model, tokenizer, prompts, params))
 
-    return DiversityGuard(params.rl.select_every, params.rl.health.min_distinct_ratio, measure, sft_policy)
+    return DiversityGuard(params.rl.select_every, params.rl.health.min_distinct_ratio, measure, sft_policy,
+                          patience=params.rl.select_patience)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -203,6 +204,17 @@ def test_loop_deploys_the_kept_step_and_a_resumed_run_remembers_it(zoo):
     assert resumed.kept_step == 1 and [h[0] for h in resumed.history] == [1, 2, 3]
     for k, v in after_one.policy.state_dict().items():
         assert torch.allclose(v, again.policy.state_dict()[k], atol=1e-6), k
+
+    # early stop: patience 1 stops after step 2 (the first failing evaluation) and deploys step 1
+    stop = rl_params(zoo, "kept-stop", select_every=1, checkpoint_every=50)
+    early = components(stop)
+    g = scripted_guard(early.ref, [0.5, 0.5, 0.1])
+    g.patience = 1
+    assert run_rl(stop, early, PROMPTS, guard=g).step == 2 and g.stopped() and g.kept_step == 1
+    meta = json.loads((Path(stop.paths.checkpoints) / "rl/state.json").read_text())  # checkpoint_every 50: written
+    assert meta["step"] == 2 and meta["guard"]["kept_step"] == 1  # because of the stop, so a rerun stops at once
+    for k, v in after_one.policy.state_dict().items():
+        assert torch.allclose(v, early.policy.state_dict()[k], atol=1e-6), k
 
 
 def test_ppo_and_evaluation_run(zoo):

@@ -77,3 +77,22 @@ def test_guard_state_round_trips_and_a_replayed_step_replaces_its_entry():
 def test_select_every_zero_is_rejected_by_the_guard():
     with pytest.raises(ValueError, match="rl.select_every"):
         DiversityGuard(0, 0.5, lambda m: 1.0, Scalar())
+
+
+def test_guard_stops_after_patience_consecutive_failures_only():
+    # SFT 0.4; ratios at steps 2, 4, 6, 8, 10: 1.0, 0.25 (fail), 0.75, 0.25, 0.25 (fail, fail)
+    shares = {0.0: 0.4, 2.0: 0.4, 4.0: 0.1, 6.0: 0.3, 8.0: 0.1, 10.0: 0.1}
+    guard, policy = guard_over(shares, every=2)
+    guard.patience = 2
+    stops = []
+    for step in (2, 4, 6, 8, 10):
+        policy.w.data.fill_(step)
+        guard.observe(step, policy)
+        stops.append(guard.stopped())
+    assert stops == [False, False, False, False, True]  # one failure (step 4) is not a stop; two in a row are
+    assert guard.kept_step == 6 and guard.report()["stopped_early"] is True
+    never, p = guard_over(shares, every=2)  # patience 0: never stops
+    for step in (4, 8, 10):
+        p.w.data.fill_(step)
+        never.observe(step, p)
+    assert not never.stopped()

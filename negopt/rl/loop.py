@@ -271,7 +271,8 @@ def run_rl(params: Params, comp: Components, train_prompts: list[str], accelerat
     """Train ``comp.policy`` in place up to ``rl.steps`` (or ``stop_after`` steps, to test resume).
 
     With a ``guard`` (checkpoint selection), the policy ends with the weights of ``guard.kept_step``
-    once ``rl.steps`` is reached (the last checkpoint keeps the trained weights, so a longer run resumes).
+    once ``rl.steps`` is reached or the guard stopped the run early (the last checkpoint keeps the trained
+    weights, so a longer run resumes).
 
     Resumes from ``paths.checkpoints/rl`` when a checkpoint of the same run exists. Only the main
     process writes checkpoints and logs. Returns the final state (reward statistics, marginal).
@@ -298,6 +299,8 @@ def run_rl(params: Params, comp: Components, train_prompts: list[str], accelerat
     last = rl.steps if stop_after is None else min(rl.steps, stop_after)
     bar = tqdm(range(state.step, last), desc="rl", unit="step", disable=not main)
     for step in bar:
+        if guard is not None and guard.stopped():  # checkpoint selection's early stop (also on resume)
+            break
         prompts, image_seeds, sample_seed = step_plan(params.base.seed, step, train_prompts, rl.batch_prompts)
         t0 = time.perf_counter()
         ro, extra = rollout(comp, params, prompts, sample_seed)
@@ -325,11 +328,11 @@ def run_rl(params: Params, comp: Components, train_prompts: list[str], accelerat
             for name, value in logs.items():
                 live.log_metric(f"train/{name}", value)
             live.next_step()
-        if state.step % rl.checkpoint_every == 0 or state.step == last:
+        if state.step % rl.checkpoint_every == 0 or state.step == last or (guard is not None and guard.stopped()):
             if main:
                 save_checkpoint(ckpt_dir, comp.policy, optimizer, state, fp, guard)
             if accelerator is not None:
                 accelerator.wait_for_everyone()
-    if guard is not None and state.step == rl.steps:
+    if guard is not None and (state.step == rl.steps or guard.stopped()):
         guard.restore(comp.policy, state.step)
     return state
