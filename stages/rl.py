@@ -58,7 +58,7 @@ def diversity_guard(params, tokenizer, sft_policy, val_prompts: list[str]) -> Di
     def measure(model) -> float:
         return distinct_share(greedy_negatives(model, tokenizer, prompts, params))
 
-    return DiversityGuard(params.rl.select_every, params.rl.health.min_distinct_ratio, measure, sft_policy,
+    return DiversityGuard(params.rl.select_every, params.rl.select_min_ratio, measure, sft_policy,
                           patience=params.rl.select_patience)
 
 
@@ -102,7 +102,7 @@ def main() -> None:
         print(f"rl: WARNING: {w}")
     if guard and guard.kept_step != state.step:
         print(f"rl: deployed weights from step {guard.kept_step} of {state.step}: the last step whose val negatives "
-              f"kept >= {params.rl.health.min_distinct_ratio} x SFT's distinct share (rl.select_every)")
+              f"kept >= rl.select_min_ratio = {params.rl.select_min_ratio} x SFT's distinct share")
     for key in ("reward_test_sft", "reward_test_rl", "reward_test_gain", "reward_test_gain_se", "distinct_negatives_rl",
                 "kl_test", "healthy", "kept_step"):
         live.summary[key] = metrics[key]

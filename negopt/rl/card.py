@@ -39,7 +39,7 @@ Calibration scales (raw units; z = (term - mean) / scale):
 
 Deployed weights: step {metrics.get('kept_step', metrics.get('steps'))} of {metrics.get('steps')} (checkpoint selection,
 `rl.select_every = {rl.select_every}`: the last step whose validation negatives kept
->= `rl.health.min_distinct_ratio` x SFT's distinct share; 0 = the SFT weights).
+>= `rl.select_min_ratio = {rl.select_min_ratio}` x SFT's distinct share; 0 = the SFT weights).
 
 Health: {health}. Warnings:{warnings}
 

@@ -6,7 +6,10 @@ validation prompts with the deployed decode (``decode.*``, greedy by default) an
 negatives ``s_t`` is compared with the SFT model's share ``s_0`` on the same prompts::
 
     ratio_t = s_t / s_0                      (1.0 when s_0 == 0)
-    kept    = max{t evaluated : ratio_t >= rl.health.min_distinct_ratio}, or 0 (the SFT weights)
+    kept    = max{t evaluated : ratio_t >= rl.select_min_ratio}, or 0 (the SFT weights)
+
+``rl.select_min_ratio`` (0.75) is stricter than the health bound on the test (0.5): with few distinct
+SFT negatives (8 on the real pairs' 158 val prompts) the val share is a coarse estimate of the test's.
 
 The kept weights replace the final ones when the final step fails the bound, and ``metrics/rl.json``
 reports the history and the kept step (``selection``). **Early stop**: once ``rl.select_patience``
