@@ -20,7 +20,7 @@ def model_card(params, metrics: dict, examples: list[dict], seconds: dict) -> st
     return f"""# negopt RL policy
 
 Negative-prompt generator: the SFT model (`{params.paths.sft}`) optimised with {rl.algo.upper()} for
-{rl.steps} steps ({rl.batch_prompts} prompts x k={rl.k} samples per step) on the reward of images from
+{metrics.get("steps", rl.steps)} of rl.steps = {rl.steps} steps ({rl.batch_prompts} prompts x k={rl.k} samples per step) on the reward of images from
 the `{params.profile}` profile's Stable Diffusion pipeline (`{params.active.sd}`).
 
 Reward: `{rl.reward.aesthetic} * z(aesthetic) + {rl.reward.clip} * z(clip) + {rl.reward.fidelity} * z(fidelity)`,
