@@ -266,3 +266,17 @@ def test_calibration_groups_share_prompt_and_seed(zoo, monkeypatch):
     assert len({p[0] for p, _ in groups}) == 4 and len({s[0] for _, s in groups}) == 4
     assert stats.count == 12 and stats.within_df == 4 * 2 and stats.norm == "group"
     assert marginal.shape[0] > 1 and torch.isclose(marginal.sum(), torch.tensor(1.0), atol=1e-4)
+
+
+def test_stage_builds_the_guard_from_the_select_params(zoo):
+    from negopt.rl.evaluate import distinct_share, greedy_negatives
+    from stages.rl import diversity_guard
+
+    assert diversity_guard(rl_params(zoo, "g0", select_every=0), None, None, PROMPTS) is None  # 0: selection off
+    params = rl_params(zoo, "g", select_every=2, select_min_ratio=0.6, select_patience=4, eval_prompts=5)
+    comp = components(params)
+    guard = diversity_guard(params, comp.tokenizer, comp.ref, PROMPTS)
+    assert (guard.every, guard.min_ratio, guard.patience) == (2, 0.6, 4)
+    # SFT's share is measured on rl.eval_prompts val prompts with the deployed decode
+    sft = greedy_negatives(comp.ref, comp.tokenizer, eval_plan(PROMPTS, 5, params.rl.eval_seed)[0], params)
+    assert len(sft) == 5 and guard.sft_share == distinct_share(sft)
