@@ -236,6 +236,10 @@ class Rl(Section):
     kl_coef: NonNeg = 0.3
     entropy_coef: NonNeg = 0.0
     diversity_coef: NonNeg = 0.0
+    cross_diversity_coef: NonNeg = 0.0
+    select_every: NonNegInt = 1
+    select_min_ratio: Pos = 0.75
+    select_patience: NonNegInt = 3
     temperature: Pos = 1.0
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
     max_new_tokens: PosInt = 32

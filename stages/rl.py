@@ -26,10 +26,11 @@ from negopt.io import atomic_dir, write_json
 from negopt.models.find import require_profile
 from negopt.models.loader import load_policy, load_scorer, load_sd_pipeline
 from negopt.rl.card import write_rl_card
-from negopt.rl.evaluate import evaluate_rl
+from negopt.rl.evaluate import distinct_share, eval_plan, evaluate_rl, greedy_negatives
 from negopt.rl.health import health_checks
 from negopt.rl.loop import Components, run_rl
 from negopt.rl.rewards import weighted_sum_reward
+from negopt.rl.selection import DiversityGuard
 from negopt.runtime import start_stage
 
 LIVE_DIR = "dvclive/rl"
@@ -48,6 +49,19 @@ def quiet_libraries() -> None:
 
     diffusers.utils.logging.set_verbosity_error()
     transformers.utils.logging.set_verbosity_error()
+
+
+def diversity_guard(params, tokenizer, sft_policy, val_prompts: list[str]) -> DiversityGuard | None:
+    """Checkpoint selection on (up to rl.eval_prompts) validation prompts with the deployed decode; None when off."""
+    if not params.rl.select_every:
+        return None
+    prompts, _ = eval_plan(val_prompts, params.rl.eval_prompts, params.rl.eval_seed)
+
+    def measure(model) -> float:
+        return distinct_share(greedy_negatives(model, tokenizer, prompts, params))
+
+    return DiversityGuard(params.rl.select_every, params.rl.select_min_ratio, measure, sft_policy,
+                          patience=params.rl.select_patience)
 
 
 def main() -> None:
@@ -70,7 +84,8 @@ def main() -> None:
 
     live = Live(LIVE_DIR, dvcyaml=False, save_dvc_exp=False, resume=True) if accelerator.is_main_process else None
     t0 = time.perf_counter()
-    state = run_rl(params, comp, train, accelerator=accelerator, live=live)
+    guard = diversity_guard(params, tokenizer, ref, read_prompts(params.paths.clean, "val"))
+    state = run_rl(params, comp, train, accelerator=accelerator, live=live, guard=guard)
     train_seconds = time.perf_counter() - t0
 
     reward_fn = weighted_sum_reward(comp.scorer, params.rl.reward.model_dump(), state.stats, state.marginal,
@@ -79,15 +94,19 @@ def main() -> None:
     checks, warnings = health_checks(metrics, state.stats.report(), params.rl.reward.model_dump(), params.rl.health)
     metrics |= {"calibration": state.stats.report(), **checks, "warnings": warnings, "steps": state.step, "train_seconds": round(train_seconds, 1),
                 **{f"train_seconds_{k}": round(v, 1) for k, v in state.seconds.items()},
-                "processes": accelerator.num_processes}
+                "processes": accelerator.num_processes,
+                "selection": guard.report() if guard else None, "kept_step": guard.kept_step if guard else state.step}
     if not accelerator.is_main_process:
         return
     for e in examples:
         print(f"rl example: {e['prompt']!r}\n    sft: {e['sft']!r}\n    rl:  {e['rl']!r}")
     for w in warnings:
         print(f"rl: WARNING: {w}")
+    if guard and guard.kept_step != state.step:
+        print(f"rl: deployed weights from step {guard.kept_step} of {state.step}: the last step whose val negatives "
+              f"kept >= rl.select_min_ratio = {params.rl.select_min_ratio} x SFT's distinct share")
     for key in ("reward_test_sft", "reward_test_rl", "reward_test_gain", "reward_test_gain_se", "distinct_negatives_rl",
-                "kl_test", "healthy"):
+                "kl_test", "healthy", "kept_step"):
         live.summary[key] = metrics[key]
     live.end()
     with atomic_dir(params.paths.rl) as tmp:

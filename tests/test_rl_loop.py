@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,53 @@ def test_loop_runs_checkpoints_and_resumes_exactly(zoo):
     assert run_rl(other, components(other), PROMPTS, stop_after=1).step == 1
 
 
+def scripted_guard(policy, shares: list[float]):
+    """A DiversityGuard (every step) whose val distinct shares come from a script, SFT's first."""
+    from negopt.rl.selection import DiversityGuard
+
+    it = iter(shares)
+    return DiversityGuard(1, 0.5, lambda model: next(it), policy)
+
+
+def test_loop_deploys_the_kept_step_and_a_resumed_run_remembers_it(zoo):
+    from negopt.rl.loop import run_rl
+
+    one = rl_params(zoo, "kept-1", select_every=1)
+    after_one = components(one)
+    run_rl(one, after_one, PROMPTS, stop_after=1)  # the step-1 weights, for reference
+    # SFT 0.5; steps 1, 2, 3: 0.5, 0.1, 0.1 -> ratios 1, 0.2, 0.2: step 1 is the last diverse step
+    full = rl_params(zoo, "kept-full", select_every=1)
+    comp = components(full)
+    guard = scripted_guard(comp.ref, [0.5, 0.5, 0.1, 0.1])
+    live = FakeLive(zoo / "kept-full")
+    assert run_rl(full, comp, PROMPTS, live=live, guard=guard).step == 3
+    assert guard.kept_step == 1 and [h[0] for h in guard.history] == [1, 2, 3]
+    assert {n for _, n, _ in live.rows} >= {"train/val_distinct_ratio"}
+    for k, v in after_one.policy.state_dict().items():
+        assert torch.allclose(v, comp.policy.state_dict()[k], atol=1e-6), k
+
+    # stopped after step 2 and resumed with a fresh guard: the kept step and weights come from the checkpoint
+    part = rl_params(zoo, "kept-part", select_every=1)
+    run_rl(part, components(part), PROMPTS, stop_after=2, guard=scripted_guard(components(part).ref, [0.5, 0.5, 0.1]))
+    again = components(part)
+    resumed = scripted_guard(again.ref, [0.5, 0.1])
+    run_rl(part, again, PROMPTS, guard=resumed)
+    assert resumed.kept_step == 1 and [h[0] for h in resumed.history] == [1, 2, 3]
+    for k, v in after_one.policy.state_dict().items():
+        assert torch.allclose(v, again.policy.state_dict()[k], atol=1e-6), k
+
+    # early stop: patience 1 stops after step 2 (the first failing evaluation) and deploys step 1
+    stop = rl_params(zoo, "kept-stop", select_every=1, checkpoint_every=50)
+    early = components(stop)
+    g = scripted_guard(early.ref, [0.5, 0.5, 0.1])
+    g.patience = 1
+    assert run_rl(stop, early, PROMPTS, guard=g).step == 2 and g.stopped() and g.kept_step == 1
+    meta = json.loads((Path(stop.paths.checkpoints) / "rl/state.json").read_text())  # checkpoint_every 50: written
+    assert meta["step"] == 2 and meta["guard"]["kept_step"] == 1  # because of the stop, so a rerun stops at once
+    for k, v in after_one.policy.state_dict().items():
+        assert torch.allclose(v, early.policy.state_dict()[k], atol=1e-6), k
+
+
 def test_ppo_and_evaluation_run(zoo):
     from negopt.rl.evaluate import evaluate_rl
     from negopt.rl.loop import run_rl
@@ -219,3 +267,17 @@ def test_calibration_groups_share_prompt_and_seed(zoo, monkeypatch):
     assert len({p[0] for p, _ in groups}) == 4 and len({s[0] for _, s in groups}) == 4
     assert stats.count == 12 and stats.within_df == 4 * 2 and stats.norm == "group"
     assert marginal.shape[0] > 1 and torch.isclose(marginal.sum(), torch.tensor(1.0), atol=1e-4)
+
+
+def test_stage_builds_the_guard_from_the_select_params(zoo):
+    from negopt.rl.evaluate import distinct_share, greedy_negatives
+    from stages.rl import diversity_guard
+
+    assert diversity_guard(rl_params(zoo, "g0", select_every=0), None, None, PROMPTS) is None  # 0: selection off
+    params = rl_params(zoo, "g", select_every=2, select_min_ratio=0.6, select_patience=4, eval_prompts=5)
+    comp = components(params)
+    guard = diversity_guard(params, comp.tokenizer, comp.ref, PROMPTS)
+    assert (guard.every, guard.min_ratio, guard.patience) == (2, 0.6, 4)
+    # SFT's share is measured on rl.eval_prompts val prompts with the deployed decode
+    sft = greedy_negatives(comp.ref, comp.tokenizer, eval_plan(PROMPTS, 5, params.rl.eval_seed)[0], params)
+    assert len(sft) == 5 and guard.sft_share == distinct_share(sft)

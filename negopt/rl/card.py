@@ -39,7 +39,7 @@ def model_card_body(params, metrics: dict, examples: list[dict], seconds: dict) 
     return f"""# negopt RL policy
 
 Negative-prompt generator: the SFT model (`{params.paths.sft}`) optimised with {rl.algo.upper()} for
-{rl.steps} steps ({rl.batch_prompts} prompts x k={rl.k} samples per step) on the reward of images from
+{metrics.get("steps", rl.steps)} of rl.steps = {rl.steps} steps ({rl.batch_prompts} prompts x k={rl.k} samples per step) on the reward of images from
 the `{params.profile}` profile's Stable Diffusion pipeline (`{params.active.sd}`).
 
 Reward: `{" + ".join(f"{w} * z({t})" for t, w in weights.items())}`,
@@ -55,6 +55,10 @@ Calibration scales (raw units; z = (term - mean) / scale):
 | term | weight | global std | within-group std | scale | note |
 |---|---|---|---|---|---|
 {scales}
+
+Deployed weights: step {metrics.get('kept_step', metrics.get('steps'))} of {metrics.get('steps')} (checkpoint selection,
+`rl.select_every = {rl.select_every}`: the last step whose validation negatives kept
+>= `rl.select_min_ratio = {rl.select_min_ratio}` x SFT's distinct share; 0 = the SFT weights).
 
 Health: {health}. Warnings:{warnings}
 

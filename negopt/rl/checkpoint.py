@@ -46,8 +46,10 @@ def fingerprint(params: Params, sft_dir: str) -> str:
     return run_fingerprint(settings, file_chunks(sorted(Path(sft_dir).glob("*.safetensors"))))
 
 
-def save_checkpoint(ckpt_dir: Path, policy, optimizer, state: RlState, fp: str) -> None:
-    """policy.safetensors, optimizer.pt, tensors.safetensors (marginal, torch RNG), state.json."""
+def save_checkpoint(ckpt_dir: Path, policy, optimizer, state: RlState, fp: str, guard=None) -> None:
+    """policy.safetensors, optimizer.pt, tensors.safetensors (marginal, torch RNG), state.json; with a
+    ``guard`` (negopt.rl.selection.DiversityGuard), its history (in state.json) and kept weights
+    (kept_policy.safetensors)."""
     with atomic_dir(ckpt_dir) as tmp:
         save_model(policy, str(tmp / "policy.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
@@ -56,10 +58,14 @@ def save_checkpoint(ckpt_dir: Path, policy, optimizer, state: RlState, fp: str) 
         np_state = np.random.get_state()
         meta = {"step": state.step, "fingerprint": fp, "stats": state.stats.state_dict(), "seconds": state.seconds,
                 "python_rng": random.getstate(), "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
+        if guard is not None:
+            save_file(guard.kept, str(tmp / "kept_policy.safetensors"))
+            meta["guard"] = guard.state_dict()
         (tmp / "state.json").write_text(json.dumps(meta))
 
 
-def load_checkpoint(ckpt_dir: Path, policy, optimizer, fp: str, remove_stale: bool = True) -> RlState | None:
+def load_checkpoint(ckpt_dir: Path, policy, optimizer, fp: str, remove_stale: bool = True,
+                    guard=None) -> RlState | None:
     """Restore a checkpoint of the same run (same fingerprint); drop one of a different run.
 
     Only one process may remove a stale checkpoint (``remove_stale``); the others just ignore it.
@@ -83,4 +89,6 @@ def load_checkpoint(ckpt_dir: Path, policy, optimizer, fp: str, remove_stale: bo
     np.random.set_state((np_rng[0], np.array(np_rng[1], dtype=np.uint32), *np_rng[2:]))
     stats = TermStats()
     stats.load_state_dict(meta["stats"])
+    if guard is not None and "guard" in meta:
+        guard.load_state_dict(meta["guard"], load_file(str(ckpt_dir / "kept_policy.safetensors")))
     return RlState(step=int(meta["step"]), stats=stats, marginal=tensors["marginal"], seconds=meta["seconds"])

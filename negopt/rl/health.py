@@ -49,7 +49,7 @@ def health_checks(metrics: dict, scales: dict, weights: dict[str, float], bounds
     if not diverse:
         warnings.append(f"collapsed negatives: RL gives {d_rl:.3f} distinct test negatives vs SFT's {d_sft:.3f} "
                         f"(< rl.health.min_distinct_ratio = {bounds.min_distinct_ratio} x SFT); the gain is not "
-                        f"trustworthy: try rl.learning_rate, rl.entropy_coef, rl.diversity_coef (README: RL levers)")
+                        f"trustworthy: try rl.select_every, rl.cross_diversity_coef, rl.learning_rate (README: The RL stage)")
     floored = [t for t, w in weights.items() if w and scales.get(f"floored_{t}")]
     if floored:
         warnings.append("scale floor applied to " + ", ".join(

@@ -10,13 +10,16 @@ One step (``B = rl.batch_prompts`` prompts, ``k = rl.k`` samples each, ``N = B *
 2. **reward**: one image per (prompt, negative) with the prompt's *one* diffusion seed shared by its
    ``k`` samples, so reward differences within a group come from the negatives; images are sharded
    over accelerate processes and the rewards gathered. ``R = sum_t w_t z_t`` (see ``rewards.py``).
-3. **advantages**: ``R' = R - kl_coef * (log pi_old - log pi_ref) - diversity_coef * d`` (k1 KL estimator
-   in the reward; ``d`` the share of the sample's group that is the same string), then RLOO
+3. **advantages**: ``R' = R - kl_coef * (log pi_old - log pi_ref) - diversity_coef * d - cross_diversity_coef * c``
+   (k1 KL estimator in the reward; ``d`` the share of the sample's group that is the same string, ``c`` the
+   share of the other prompts' samples that are, ``shaping.py``), then RLOO
    ``A_i = R'_i - mean_{j != i} R'_j`` within each prompt's group.
 4. **update**: RLOO: one AdamW step on ``-mean(A * log pi) - entropy_coef * mean(H)`` (``H`` the mean
    per-token entropy of a sample; ``rl.entropy_coef`` 0 leaves it out); PPO: ``ppo_epochs`` steps on the
    clipped surrogate. Gradients clipped to ``rl.max_grad_norm``. Every process holds the whole batch
    and the same gathered rewards, so the update is identical on all ranks without gradient sync.
+5. **selection** (``rl.select_every``, ``selection.py``): every few steps the deployed decode of the
+   validation prompts is checked for diversity; the last passing step's weights are what the run returns.
 
 Every random choice of a step (prompts, diffusion seeds, sampling seed) derives from
 ``(base.seed, step)``, so a resumed run repeats the steps an uninterrupted run would take.
@@ -43,6 +46,8 @@ from negopt.rl.loss import policy_loss
 from negopt.rl.policy import Rollout, sample_rollout, sequence_logprobs
 from negopt.rl.reward_stats import TermStats
 from negopt.rl.rewards import fit_term_stats, score_triples, weighted_sum_reward
+from negopt.rl.selection import DiversityGuard
+from negopt.rl.shaping import cross_prompt_shares
 
 
 @dataclass
@@ -82,12 +87,16 @@ def rollout(comp: Components, params: Params, prompts: list[str], sample_seed: i
 
 def compute_advantages(rewards: torch.Tensor, logp_old: torch.Tensor, logp_ref: torch.Tensor, kl_coef: float,
                        k: int, negatives: list[str] | None = None,
-                       diversity_coef: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(advantages [N], penalised rewards [N], kl [N]); ``R' = R - kl_coef * KL - diversity_coef * d``
-    with ``d`` the ``duplicate_shares`` of the group (``rl.diversity_coef``; 0 leaves it out)."""
+                       diversity_coef: float = 0.0, cross_diversity_coef: float = 0.0,
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(advantages [N], penalised rewards [N], kl [N]); ``R' = R - kl_coef * KL - diversity_coef * d -
+    cross_diversity_coef * c`` with ``d`` the ``duplicate_shares`` of the group and ``c`` the
+    ``cross_prompt_shares`` of the step (a coefficient of 0 leaves its term out)."""
     penalised, kl = kl_penalised_rewards(rewards, logp_old, logp_ref, kl_coef)
     if diversity_coef and negatives is not None:
         penalised = penalised - diversity_coef * duplicate_shares(negatives, k)
+    if cross_diversity_coef and negatives is not None:
+        penalised = penalised - cross_diversity_coef * cross_prompt_shares(negatives, k)
     return rloo_advantages(penalised, k), penalised, kl
 
 
@@ -192,8 +201,12 @@ def step_logs(rewards: dict[str, torch.Tensor], penalised, kl, extra: dict, ro: 
 
 
 def run_rl(params: Params, comp: Components, train_prompts: list[str], accelerator=None, live=None,
-           stop_after: int | None = None) -> RlState:
+           stop_after: int | None = None, guard: DiversityGuard | None = None) -> RlState:
     """Train ``comp.policy`` in place up to ``rl.steps`` (or ``stop_after`` steps, to test resume).
+
+    With a ``guard`` (checkpoint selection), the policy ends with the weights of ``guard.kept_step``
+    once ``rl.steps`` is reached or the guard stopped the run early (the last checkpoint keeps the trained
+    weights, so a longer run resumes).
 
     Resumes from ``paths.checkpoints/rl`` when a checkpoint of the same run exists. Only the main
     process writes checkpoints and logs. Returns the final state (reward statistics, marginal).
@@ -205,7 +218,7 @@ def run_rl(params: Params, comp: Components, train_prompts: list[str], accelerat
     comp.ref.eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(comp.policy.parameters(), lr=rl.learning_rate, weight_decay=0.0)
     fp = fingerprint(params, comp.sft_dir or params.paths.sft)
-    state = load_checkpoint(ckpt_dir, comp.policy, optimizer, fp, remove_stale=main)
+    state = load_checkpoint(ckpt_dir, comp.policy, optimizer, fp, remove_stale=main, guard=guard)
     if accelerator is not None:
         accelerator.wait_for_everyone()  # no rank may start writing before all have read
     if state is None:
@@ -220,6 +233,8 @@ def run_rl(params: Params, comp: Components, train_prompts: list[str], accelerat
     last = rl.steps if stop_after is None else min(rl.steps, stop_after)
     bar = tqdm(range(state.step, last), desc="rl", unit="step", disable=not main)
     for step in bar:
+        if guard is not None and guard.stopped():  # checkpoint selection's early stop (also on resume)
+            break
         prompts, image_seeds, sample_seed = step_plan(params.base.seed, step, train_prompts, rl.batch_prompts)
         t0 = time.perf_counter()
         ro, extra = rollout(comp, params, prompts, sample_seed)
@@ -231,7 +246,7 @@ def run_rl(params: Params, comp: Components, train_prompts: list[str], accelerat
                                 rl.image_batch_size)
         t2 = time.perf_counter()
         adv, penalised, kl = compute_advantages(rewards["reward"], extra["logp_old"], extra["logp_ref"], rl.kl_coef, rl.k,
-                                                ro.negatives, rl.diversity_coef)
+                                                ro.negatives, rl.diversity_coef, rl.cross_diversity_coef)
         upd = update(comp.policy, optimizer, ro, adv, extra["logp_old"], params)
         if rl.reward_stats == "running":
             state.stats.update({t: rewards[f"raw/{t}"] for t in state.stats.names}, group_size=rl.k)
@@ -240,14 +255,18 @@ def run_rl(params: Params, comp: Components, train_prompts: list[str], accelerat
             state.seconds[name] += dt
         state.step = step + 1
         logs = step_logs(rewards, penalised, kl, extra, ro, upd, state.stats.names)
+        if guard is not None and guard.due(state.step, last):
+            logs["val_distinct_ratio"] = guard.observe(state.step, comp.policy)
         bar.set_postfix(reward=f"{logs['reward']:.3f}", kl=f"{logs['kl']:.2f}")
         if live is not None and main:
             for name, value in logs.items():
                 live.log_metric(f"train/{name}", value)
             live.next_step()
-        if state.step % rl.checkpoint_every == 0 or state.step == last:
+        if state.step % rl.checkpoint_every == 0 or state.step == last or (guard is not None and guard.stopped()):
             if main:
-                save_checkpoint(ckpt_dir, comp.policy, optimizer, state, fp)
+                save_checkpoint(ckpt_dir, comp.policy, optimizer, state, fp, guard)
             if accelerator is not None:
                 accelerator.wait_for_everyone()
+    if guard is not None and (state.step == rl.steps or guard.stopped()):
+        guard.restore(comp.policy, state.step)
     return state
