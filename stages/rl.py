@@ -19,7 +19,7 @@ from accelerate import Accelerator
 from dvclive import Live
 
 from negopt.data.splits import read_split
-from negopt.decode import NegativePromptGenerator
+from negopt.decode import NegativePromptGenerator, saved_retrieval
 from negopt.errors import run_stage
 from negopt.io import atomic_dir, write_json, write_text
 from negopt.models.loader import load_policy, load_scorer, load_sd_pipeline, require_profile
@@ -90,7 +90,7 @@ def main() -> None:
     live.end()
     with atomic_dir(params.paths.rl) as tmp:
         NegativePromptGenerator(policy, tokenizer, params.decode, params.sft.task_prefix,
-                                params.sft.max_source_length).save_pretrained(tmp)
+                                params.sft.max_source_length, saved_retrieval(params.paths.sft)).save_pretrained(tmp)
         write_text(Path(tmp) / "README.md", model_card(params, metrics, examples, state.seconds))
     write_json(Path(params.paths.metrics) / "rl.json", metrics)
     print(json.dumps({k: v for k, v in metrics.items() if k.startswith(("reward_test", "health", "kl_test"))}, indent=1))
