@@ -163,8 +163,8 @@ class Models(Section):
 
 class Sft(Section):
     task_prefix: str = "negative prompt: "
-    max_source_length: PosInt = 160  # room for a neighbour's negative (real pairs: median 77 tokens) + the prompt
-    max_target_length: PosInt = 128  # real negatives: median 77, p90 218 tokens; 64 capped a perfect copy at 0.42
+    max_source_length: PosInt = 64
+    max_target_length: PosInt = 64
     learning_rate: Pos = 2e-3
     max_steps: PosInt = 400
     batch_size: PosInt = 32
@@ -175,8 +175,8 @@ class Sft(Section):
     max_eval_samples: PosInt = 512
     max_test_samples: PosInt = 1000
     # Retrieval-augmented SFT: the source carries the negatives of the prompt's k nearest training prompts
-    # (negopt/retrieval.py); the index is saved with the model. 0 = the prompt alone.
-    retrieval_k: NonNegInt = 1
+    # (negopt/retrieval.py); the index is saved with the model. 0 = the prompt alone (README: k=1 did not win).
+    retrieval_k: NonNegInt = 0
 
 
 class Decode(Section):
@@ -186,7 +186,7 @@ class Decode(Section):
     do_sample: bool = False  # true: nucleus samples at top_p / temperature
     top_p: Annotated[float, Field(gt=0, le=1)] = 0.95
     temperature: Pos = 1.0
-    max_new_tokens: PosInt = 128
+    max_new_tokens: PosInt = 48
     repetition_penalty: Annotated[float, Field(ge=1.0, le=3.0)] = 1.3
 
 

@@ -72,7 +72,7 @@ def test_num_means_beams_when_greedy_and_samples_when_sampling():
     assert greedy["num_beams"] == 4 and greedy["num_return_sequences"] == 4 and not greedy["do_sample"]
     assert "top_p" not in greedy and "temperature" not in greedy
     sampled = generate_kwargs(Decode(do_sample=True, top_p=0.8, temperature=0.7), num=3)
-    assert sampled == {"max_new_tokens": 128, "repetition_penalty": 1.3, "do_sample": True, "num_return_sequences": 3,
+    assert sampled == {"max_new_tokens": 48, "repetition_penalty": 1.3, "do_sample": True, "num_return_sequences": 3,
                        "num_beams": 1, "top_p": 0.8, "temperature": 0.7, "top_k": 0}
 
 
@@ -137,6 +137,19 @@ def test_every_consumer_gives_the_same_negative(project, monkeypatch):
                               retrieval=gen.retrieval)
     assert expected == direct
     assert greedy_negatives(gen.model, gen.tokenizer, prompts, params) == expected
+    # a random tiny T5 may answer any input alike: check what the rl test encodes, too
+    encoded = []
+
+    class Spy:
+        def __call__(self, texts, **kw):
+            encoded.append(list(texts))
+            return gen.tokenizer(texts, **kw)
+
+        def __getattr__(self, name):
+            return getattr(gen.tokenizer, name)
+
+    greedy_negatives(gen.model, Spy(), prompts, params)
+    assert encoded == [gen.sources(prompts)]
     assert model_negatives(params, "sft", prompts, torch.device("cpu")) == expected
     (root / "prompts.txt").write_text("\n".join(prompts) + "\n\n")
     result = CliRunner().invoke(app, ["suggest", "--file", "prompts.txt", "--model", "models/rl"])

@@ -25,7 +25,6 @@ VENV_BIN = Path(sys.executable).parent
 FAST = {
     "data": {"sample": {"rows": 2000}},
     "sft": {"max_steps": 40, "eval_steps": 20, "save_steps": 20, "max_eval_samples": 32, "max_test_samples": 32},
-    "decode": {"max_new_tokens": 48},  # a 40-step model rarely stops early: the default 128 would triple decode time
     "rl": {"steps": 4, "checkpoint_every": 2, "eval_prompts": 16, "calibration_prompts": 8},
     "generate": {"num_prompts": 4, "seeds_per_prompt": 1},
     "evaluate": {"is_splits": 2},
