@@ -1,7 +1,7 @@
 """Relative gains of the learned negatives over the baselines, in the form of the paper's table.
 
 The paper reports "+24.8% Inception Score, +18.6% aesthetics" against baselines; here every
-candidate (sft, rl) is compared with every baseline (none, generic, ground_truth) on each metric as
+candidate (sft, rl) is compared with every baseline (none, generic, ground_truth, retrieval) on each metric as
 ``100 * (candidate - baseline) / |baseline|``. The absolute value in the denominator keeps the sign
 meaningful for metrics that can be negative (a random aesthetic head can score below zero).
 """

@@ -8,27 +8,87 @@ distribution, whose log-probs the update needs, not the deployed decode.)
 
 The input format (``sft.task_prefix`` + prompt, truncated to ``sft.max_source_length`` tokens) is part
 of a trained model: ``save_pretrained`` writes it, with the decode, to ``negopt.json`` beside the weights.
+A retrieval-augmented model (``sft.retrieval_k`` > 0) also reads the negatives of the prompt's nearest
+training prompts (:class:`Retrieval`); its index is saved in the same folder (negopt/retrieval.py) and
+:func:`format_sources` builds the source for SFT, the RL rollouts and this decode alike, so RL
+optimises the model a user deploys.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from negopt.params import Decode, Sft
+from negopt.retrieval import RetrievalIndex
 
 _INPUT = Sft()  # the input-format defaults (task prefix, source length) live in the params schema
 
 CONFIG = "negopt.json"  # input format + deployed decode, saved with every trained policy
 
 
-def format_source(prompt: str, task_prefix: str) -> str:
-    """The encoder input used everywhere (SFT, RL, decode): the task prefix, then the prompt."""
-    return f"{task_prefix}{prompt.strip()}"
+CONTEXT_SEP, PROMPT_SEP = " | ", " || prompt: "
+
+
+def format_source(prompt: str, task_prefix: str, context: Sequence[str] = ()) -> str:
+    """The encoder input used everywhere (SFT, RL, decode): the task prefix, then the prompt.
+
+    With ``context`` (the negatives of the nearest training prompts, best first) the source is
+    ``prefix + c1 | c2 || prompt: prompt``: the neighbours come first so that truncation to
+    ``max_source_length`` cuts the tail of a long prompt, not the negative the model mostly copies.
+    """
+    if not context:
+        return f"{task_prefix}{prompt.strip()}"
+    return f"{task_prefix}{CONTEXT_SEP.join(c.strip() for c in context)}{PROMPT_SEP}{prompt.strip()}"
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """A trained model's retrieval: the training index and how many neighbours' negatives a source holds."""
+
+    index: RetrievalIndex
+    k: int
+
+    def context(self, prompts: Sequence[str], groups=None) -> list[list[str]]:
+        """The negatives of each prompt's ``k`` nearest training prompts (``groups``: see ``RetrievalIndex.context``)."""
+        return self.index.context(prompts, self.k, groups)
+
+
+def format_sources(prompts: Sequence[str], task_prefix: str, retrieval: Retrieval | None = None,
+                   contexts: Sequence[Sequence[str]] | None = None) -> list[str]:
+    """Sources for ``prompts``: plain, or with each prompt's retrieved ``contexts`` (computed here when not given)."""
+    if contexts is None:
+        contexts = retrieval.context(prompts) if retrieval is not None else [()] * len(prompts)
+    return [format_source(p, task_prefix, c) for p, c in zip(prompts, contexts, strict=True)]
+
+
+def load_retrieval(path: str | Path) -> Retrieval | None:
+    """The retrieval saved with the model in folder ``path`` (``negopt.json``'s ``retrieval_k`` + the index), if any."""
+    cfg_path = Path(path) / CONFIG
+    k = json.loads(cfg_path.read_text()).get("retrieval_k", 0) if cfg_path.is_file() else 0
+    if not k:
+        return None
+    if not RetrievalIndex.saved_in(path):
+        raise FileNotFoundError(f"{path}: {CONFIG} says retrieval_k={k} but the retrieval index is missing; "
+                                "re-run `dvc repro sft`")
+    return Retrieval(RetrievalIndex.load(path), k)
+
+
+_SAVED: dict[tuple[str, int], Retrieval | None] = {}
+
+
+def saved_retrieval(path: str | Path) -> Retrieval | None:
+    """:func:`load_retrieval`, loaded once per folder version (the rl stage formats every rollout with it)."""
+    cfg_path = Path(path) / CONFIG
+    key = (str(Path(path).resolve()), cfg_path.stat().st_mtime_ns if cfg_path.is_file() else 0)
+    if key not in _SAVED:
+        _SAVED[key] = load_retrieval(path)
+    return _SAVED[key]
 
 
 def generate_kwargs(decode: Decode, num: int = 1) -> dict:
@@ -50,8 +110,10 @@ def generate_kwargs(decode: Decode, num: int = 1) -> dict:
 @torch.no_grad()
 def decode_negatives(model, tokenizer, prompts: Sequence[str], decode: Decode, task_prefix: str,
                      max_source_length: int, num: int = 1, seed: int = 0, batch_size: int = 64,
-                     progress: bool = False) -> list[str]:
+                     progress: bool = False, retrieval: Retrieval | None = None) -> list[str]:
     """``num`` negatives per prompt, prompt-major (``[p0 x num, p1 x num, ...]``), stripped.
+
+    ``retrieval``: the model's own (``load_retrieval``), for a retrieval-augmented model; else None.
 
     Sampling is seeded with ``seed`` inside a forked RNG, so it neither depends on nor disturbs the
     caller's random state; greedy and beam search are deterministic anyway.
@@ -64,7 +126,7 @@ def decode_negatives(model, tokenizer, prompts: Sequence[str], decode: Decode, t
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         for i in tqdm(range(0, len(prompts), batch_size), desc="decode", disable=not progress):
-            batch = [format_source(p, task_prefix) for p in prompts[i:i + batch_size]]
+            batch = format_sources(prompts[i:i + batch_size], task_prefix, retrieval)
             enc = tokenizer(batch, max_length=max_source_length, truncation=True, padding=True,
                             return_tensors="pt").to(device)
             ids = model.generate(**enc, **generate_kwargs(decode, num))
@@ -82,10 +144,11 @@ class NegativePromptGenerator:
     """
 
     def __init__(self, model, tokenizer, decode: Decode | None = None, task_prefix: str = _INPUT.task_prefix,
-                 max_source_length: int = _INPUT.max_source_length) -> None:
+                 max_source_length: int = _INPUT.max_source_length, retrieval: Retrieval | None = None) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.decode = decode or Decode()
         self.task_prefix, self.max_source_length = task_prefix, max_source_length
+        self.retrieval = retrieval
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: torch.device | str | None = None,
@@ -98,22 +161,29 @@ class NegativePromptGenerator:
         cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
         saved = Decode(**cfg["decode"]) if "decode" in cfg else None
         return cls(model, tokenizer, decode or saved, cfg.get("task_prefix", _INPUT.task_prefix),
-                   cfg.get("max_source_length", _INPUT.max_source_length))
+                   cfg.get("max_source_length", _INPUT.max_source_length), load_retrieval(path))
 
     @classmethod
     def from_params(cls, path: str | Path, params, device: torch.device | None = None) -> NegativePromptGenerator:
-        """Load a policy folder with the project's input format (``sft``) and decode (``decode``) params."""
+        """Load a policy folder with the project's input format (``sft``) and decode (``decode``) params.
+
+        The retrieval is the folder's own (its index and ``retrieval_k``): it is part of the trained model.
+        """
         from negopt.models.policy import load_policy
 
         model, tokenizer = load_policy(str(path), device)
-        return cls(model, tokenizer, params.decode, params.sft.task_prefix, params.sft.max_source_length)
+        return cls(model, tokenizer, params.decode, params.sft.task_prefix, params.sft.max_source_length,
+                   saved_retrieval(path))
 
     def save_pretrained(self, path: str | Path) -> None:
-        """Weights, tokenizer and ``negopt.json`` into ``path`` (a folder; the caller makes it atomic)."""
+        """Weights, tokenizer, ``negopt.json`` and any retrieval index into ``path`` (a folder; the caller
+        makes it atomic)."""
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
         cfg = {"task_prefix": self.task_prefix, "max_source_length": self.max_source_length,
-               "decode": self.decode.model_dump()}
+               "decode": self.decode.model_dump(), "retrieval_k": self.retrieval.k if self.retrieval else 0}
+        if self.retrieval is not None:
+            self.retrieval.index.save(path)
         (Path(path) / CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")
 
     def __call__(self, prompts: str | Sequence[str], num: int = 1, seed: int = 0, batch_size: int = 64,
@@ -122,7 +192,11 @@ class NegativePromptGenerator:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         return decode_negatives(self.model, self.tokenizer, prompts, self.decode, self.task_prefix,
                                 self.max_source_length, num=num, seed=seed, batch_size=batch_size,
-                                progress=progress)
+                                progress=progress, retrieval=self.retrieval)
+
+    def sources(self, prompts: Sequence[str]) -> list[str]:
+        """The encoder input this generator feeds the model for ``prompts`` (what SFT and RL train on)."""
+        return format_sources(list(prompts), self.task_prefix, self.retrieval)
 
     def pipeline_kwargs(self, prompts: str | Sequence[str]) -> dict[str, list[str]]:
         """``{"prompt": [...], "negative_prompt": [...]}`` for a diffusers text-to-image pipeline call."""

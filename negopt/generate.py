@@ -1,7 +1,8 @@
 """Images per method for the comparison: the same test prompts and seeds, only the negative differs.
 
 Methods: ``none`` (empty negative), ``generic`` (``generate.generic_negative``), ``ground_truth`` (the
-test row's own negative), ``sft`` / ``rl`` (greedy negatives from the trained models). The work is a
+test row's own negative), ``retrieval`` (the negative of the most similar training prompt,
+negopt/retrieval.py), ``sft`` / ``rl`` (the deployed decode of the trained models). The work is a
 flat *plan* of items cut into fixed batches; accelerate splits the *batches* between processes, so
 every image is generated in the same batch whatever the process count, and a sharded run writes the
 same files as a single process (each image also has its own seeded generator).
@@ -87,20 +88,35 @@ def model_negatives(params: Params, method: str, prompts: list[str], device: tor
     return NegativePromptGenerator.from_params(method_model_path(params, method), params, device)(prompts)
 
 
+def retrieval_negatives(clean_dir: str | Path, prompts: list[str]) -> list[str]:
+    """The ``retrieval`` method: each prompt's nearest training prompt's negative (train split only)."""
+    from negopt.data.splits import read_split
+    from negopt.retrieval import RetrievalIndex
+
+    train = read_split(clean_dir, "train")
+    return RetrievalIndex(train.prompt.tolist(), train.negative_prompt.tolist()).predict(prompts)
+
+
 def method_negatives(
     method: str,
     prompts: list[str],
     ground_truth: list[str],
     generic: str,
     model_fn: Callable[[str, list[str]], list[str]] | None = None,
+    retrieval_fn: Callable[[list[str]], list[str]] | None = None,
 ) -> list[str]:
-    """The negative prompt of each prompt under ``method``; ``model_fn(method, prompts)`` serves sft / rl."""
+    """The negative prompt of each prompt under ``method``; ``model_fn(method, prompts)`` serves sft / rl,
+    ``retrieval_fn(prompts)`` the retrieval baseline."""
     if method == "none":
         return [""] * len(prompts)
     if method == "generic":
         return [generic] * len(prompts)
     if method == "ground_truth":
         return list(ground_truth)
+    if method == "retrieval":
+        if retrieval_fn is None:
+            raise ValueError("method 'retrieval' needs a retrieval_fn to produce its negatives")
+        return list(retrieval_fn(prompts))
     if method in MODEL_METHODS:
         if model_fn is None:
             raise ValueError(f"method {method!r} needs a model_fn to produce its negatives")
@@ -180,7 +196,8 @@ def generate_all(params: Params, state, device: torch.device) -> pd.DataFrame | 
         gt = test["negative_prompt"].fillna("").astype(str).tolist()
         negatives = {
             m: method_negatives(
-                m, prompts, gt, g.generic_negative, lambda mm, p: model_negatives(params, mm, p, device)
+                m, prompts, gt, g.generic_negative, lambda mm, p: model_negatives(params, mm, p, device),
+                lambda p: retrieval_negatives(params.paths.clean, p),
             )
             for m in methods
         }

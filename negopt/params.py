@@ -41,7 +41,7 @@ PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 
-METHODS = ("none", "generic", "ground_truth", "sft", "rl")
+METHODS = ("none", "generic", "ground_truth", "retrieval", "sft", "rl")
 
 
 class Section(BaseModel):
@@ -185,6 +185,9 @@ class Sft(Section):
     save_steps: PosInt = 100
     max_eval_samples: PosInt = 512
     max_test_samples: PosInt = 1000
+    # Retrieval-augmented SFT: the source carries the negatives of the prompt's k nearest training prompts
+    # (negopt/retrieval.py); the index is saved with the model. 0 = the prompt alone (README: k=1 did not win).
+    retrieval_k: NonNegInt = 0
 
 
 class Decode(Section):
@@ -278,7 +281,7 @@ class Evaluate(Section):
 
 class Compare(Section):
     candidates: list[Literal[METHODS]] = ["sft", "rl"]  # type: ignore[valid-type]
-    baselines: list[Literal[METHODS]] = ["none", "generic", "ground_truth"]  # type: ignore[valid-type]
+    baselines: list[Literal[METHODS]] = ["none", "generic", "ground_truth", "retrieval"]  # type: ignore[valid-type]
     grid_prompts: PosInt = 8
 
 

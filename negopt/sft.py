@@ -25,7 +25,7 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from negopt.decode import format_source
+from negopt.decode import Retrieval, format_sources
 from negopt.fingerprint import fingerprint
 from negopt.io import write_json
 
@@ -34,9 +34,13 @@ FINGERPRINT = "fingerprint.json"
 
 
 def encode_pairs(tokenizer, prompts: Sequence[str], negatives: Sequence[str], task_prefix: str,
-                 max_source_length: int, max_target_length: int) -> list[dict[str, list[int]]]:
-    """Tokenise (prompt, negative) pairs into the features `DataCollatorForSeq2Seq` pads per batch."""
-    sources = [format_source(p, task_prefix) for p in prompts]
+                 max_source_length: int, max_target_length: int,
+                 contexts: Sequence[Sequence[str]] | None = None) -> list[dict[str, list[int]]]:
+    """Tokenise (prompt, negative) pairs into the features `DataCollatorForSeq2Seq` pads per batch.
+
+    ``contexts``: each prompt's retrieved neighbour negatives (retrieval-augmented SFT), or None.
+    """
+    sources = format_sources(prompts, task_prefix, contexts=contexts)
     enc = tokenizer(sources, max_length=max_source_length, truncation=True)
     labels = tokenizer(text_target=list(negatives), max_length=max_target_length, truncation=True)["input_ids"]
     return [{"input_ids": i, "attention_mask": a, "labels": y}
@@ -194,6 +198,18 @@ def score_sft(predictions: Sequence[str], references: Sequence[str], train_negat
         gain, se = paired_gain(rows["rougeL"], base_rows["rougeL"])
         scores[f"rougeL_gain_over_{name}"], scores[f"rougeL_gain_over_{name}_se"] = gain, se
     return scores
+
+
+def training_contexts(retrieval: Retrieval, prompts: Sequence[str], near_duplicate_threshold: float) -> list[list[str]]:
+    """Neighbour negatives for the *training* prompts, each row's own near-duplicate group excluded.
+
+    Without the exclusion a training row retrieves itself (cosine 1) and the model learns to copy its
+    own target; at test time no neighbour is that close (the split keeps near duplicates together),
+    so copying would not transfer. Groups are the split's (``data.split.near_duplicate_threshold``).
+    """
+    from negopt.data.clean import prompt_groups
+
+    return retrieval.context(prompts, groups=prompt_groups(list(prompts), near_duplicate_threshold))
 
 
 def model_card_body(base_model: str, data: dict[str, Any], params: dict[str, Any], metrics: dict[str, Any],

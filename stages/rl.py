@@ -20,7 +20,7 @@ from accelerate import Accelerator
 from dvclive import Live
 
 from negopt.data.splits import read_split
-from negopt.decode import NegativePromptGenerator
+from negopt.decode import NegativePromptGenerator, saved_retrieval
 from negopt.errors import run_stage
 from negopt.io import atomic_dir, write_json
 from negopt.models.find import require_profile
@@ -111,7 +111,7 @@ def main() -> None:
     live.end()
     with atomic_dir(params.paths.rl) as tmp:
         NegativePromptGenerator(policy, tokenizer, params.decode, params.sft.task_prefix,
-                                params.sft.max_source_length).save_pretrained(tmp)
+                                params.sft.max_source_length, saved_retrieval(params.paths.sft)).save_pretrained(tmp)
         write_rl_card(tmp, params, metrics, examples, state.seconds)
     write_json(Path(params.paths.metrics) / "rl.json", metrics)
     print(json.dumps({k: v for k, v in metrics.items() if k.startswith(("reward_test", "health", "kl_test"))}, indent=1))

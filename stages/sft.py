@@ -14,7 +14,7 @@ import pandas as pd
 from dvclive import Live
 
 from negopt.data.splits import read_split
-from negopt.decode import NegativePromptGenerator
+from negopt.decode import NegativePromptGenerator, Retrieval
 from negopt.errors import run_stage
 from negopt.io import atomic_dir, write_json
 from negopt.model_card import write_model_card
@@ -29,6 +29,7 @@ from negopt.sft import (
     run_fingerprint,
     score_sft,
     train_sft,
+    training_contexts,
     training_settings,
 )
 
@@ -45,11 +46,18 @@ def main() -> None:
 
     model, tokenizer = load_policy(params.active.policy, device)
 
-    def features(df: pd.DataFrame) -> list[dict]:
-        return encode_pairs(tokenizer, df.prompt.tolist(), df.negative_prompt.tolist(), sft.task_prefix,
-                            sft.max_source_length, sft.max_target_length)
+    index = RetrievalIndex(train.prompt.tolist(), train.negative_prompt.tolist())  # train only: baseline + context
+    retrieval = Retrieval(index, sft.retrieval_k) if sft.retrieval_k else None
 
-    train_f, val_f = features(train), features(val)
+    def features(df: pd.DataFrame, contexts=None) -> list[dict]:
+        if contexts is None and retrieval is not None:
+            contexts = retrieval.context(df.prompt.tolist())  # held-out rows: retrieved as at inference
+        return encode_pairs(tokenizer, df.prompt.tolist(), df.negative_prompt.tolist(), sft.task_prefix,
+                            sft.max_source_length, sft.max_target_length, contexts)
+
+    train_ctx = (training_contexts(retrieval, train.prompt.tolist(), params.data.split.near_duplicate_threshold)
+                 if retrieval is not None else None)
+    train_f, val_f = features(train, train_ctx), features(val)
     ckpt_dir = Path(paths.checkpoints) / "sft"
     fingerprint = run_fingerprint(training_settings(sft, seed, params.active.policy), train_f)
     resume = prepare_checkpoints(ckpt_dir, fingerprint, sft.max_steps)
@@ -62,11 +70,11 @@ def main() -> None:
                        callbacks=[LiveCallback(live)], resume_from=resume)
     train_seconds = time.perf_counter() - t0
 
-    generator = NegativePromptGenerator(model, tokenizer, params.decode, sft.task_prefix, sft.max_source_length)
+    generator = NegativePromptGenerator(model, tokenizer, params.decode, sft.task_prefix, sft.max_source_length,
+                                        retrieval)
     predictions = generator(test.prompt.tolist(), seed=seed, progress=True)
-    retrieval = RetrievalIndex(train.prompt.tolist(), train.negative_prompt.tolist())
     scores = score_sft(predictions, test.negative_prompt.tolist(), train.negative_prompt.tolist(),
-                       baselines={"retrieval": retrieval.predict(test.prompt.tolist())})
+                       baselines={"retrieval": index.predict(test.prompt.tolist())})
     metrics = {"eval_loss": result["eval_loss"], **scores, "train_loss": result["train_loss"],
                "n_train": len(train), "n_val": len(val), "n_test": len(test), "steps": result["global_step"],
                "resumed_from_step": result["resumed_from_step"], "train_seconds": round(train_seconds, 1)}

@@ -9,8 +9,21 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from negopt.decode import CONFIG, NegativePromptGenerator, decode_negatives, generate_kwargs
+from negopt.decode import (
+    CONFIG,
+    NegativePromptGenerator,
+    Retrieval,
+    decode_negatives,
+    format_source,
+    generate_kwargs,
+    saved_retrieval,
+)
 from negopt.params import Decode
+from negopt.retrieval import RetrievalIndex
+
+# the crafted train set of tests/test_retrieval.py: "a city street" retrieves rows 2 then 3
+TRAIN_P = ["a portrait of a cat", "a cat oil painting", "a city street", "a street at night"]
+TRAIN_N = ["blurry", "ugly hands", "lowres", "noise"]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -76,9 +89,19 @@ def test_sampling_is_seeded_and_leaves_the_callers_rng_alone(tiny_zoo):
     assert a != decode_negatives(model, tok, ["a castle"], d, "negative prompt: ", 16, num=4, seed=6)
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory, tiny_zoo, tiny_params):
-    """A project folder whose models/sft and models/rl are the tiny T5 saved with a non-default decode."""
+def test_source_with_context_puts_the_neighbours_first():
+    assert format_source(" a city street ", "np: ") == "np: a city street"
+    assert format_source(" a city street ", "np: ", ["lowres ", "noise"]) == "np: lowres | noise || prompt: a city street"
+    gen = NegativePromptGenerator(None, None, task_prefix="np: ",
+                                  retrieval=Retrieval(RetrievalIndex(TRAIN_P, TRAIN_N), 2))
+    assert gen.sources(["a city street"]) == ["np: lowres | noise || prompt: a city street"]
+    assert NegativePromptGenerator(None, None, task_prefix="np: ").sources(["a city street"]) == ["np: a city street"]
+
+
+@pytest.fixture(scope="module", params=[0, 2], ids=["plain", "retrieval_k2"])
+def project(request, tmp_path_factory, tiny_zoo, tiny_params):
+    """A project folder whose models/sft and models/rl are the tiny T5 saved with a non-default decode
+    (and, for ``retrieval_k2``, the crafted train index with k = 2)."""
     import yaml
 
     root = tmp_path_factory.mktemp("decode")
@@ -92,6 +115,8 @@ def project(tmp_path_factory, tiny_zoo, tiny_params):
 
     params = load_params(root / "params.yaml")
     gen = NegativePromptGenerator.from_params(tiny_zoo / "t5", params)
+    if request.param:
+        gen.retrieval = Retrieval(RetrievalIndex(TRAIN_P, TRAIN_N), request.param)
     for name in ("sft", "rl"):
         gen.save_pretrained(root / "models" / name)
     return root, params
@@ -108,9 +133,23 @@ def test_every_consumer_gives_the_same_negative(project, monkeypatch):
     prompts = ["a portrait of a cat oil painting", "a city street at night"]
     gen = NegativePromptGenerator.from_params("models/sft", params)
     expected = gen(prompts)
-    direct = decode_negatives(gen.model, gen.tokenizer, prompts, params.decode, "avoid: ", params.sft.max_source_length)
+    direct = decode_negatives(gen.model, gen.tokenizer, prompts, params.decode, "avoid: ", params.sft.max_source_length,
+                              retrieval=gen.retrieval)
     assert expected == direct
     assert greedy_negatives(gen.model, gen.tokenizer, prompts, params) == expected
+    # a random tiny T5 may answer any input alike: check what the rl test encodes, too
+    encoded = []
+
+    class Spy:
+        def __call__(self, texts, **kw):
+            encoded.append(list(texts))
+            return gen.tokenizer(texts, **kw)
+
+        def __getattr__(self, name):
+            return getattr(gen.tokenizer, name)
+
+    greedy_negatives(gen.model, Spy(), prompts, params)
+    assert encoded == [gen.sources(prompts)]
     assert model_negatives(params, "sft", prompts, torch.device("cpu")) == expected
     (root / "prompts.txt").write_text("\n".join(prompts) + "\n\n")
     result = CliRunner().invoke(app, ["suggest", "--file", "prompts.txt", "--model", "models/rl"])
@@ -133,3 +172,70 @@ def test_saved_config_travels_with_the_model(project, tmp_path):
     assert gen(prompts) == NegativePromptGenerator.from_params(root / "models" / "rl", params)(prompts)
     kwargs = gen.pipeline_kwargs("a bowl of fruit 2024")
     assert kwargs == {"prompt": prompts, "negative_prompt": gen(prompts)}
+
+
+class _Stop(Exception):
+    """Raised by a stand-in sampler once it has seen the sources."""
+
+
+def test_rl_rollouts_and_kl_feed_the_deployed_source(project, monkeypatch):
+    """The rl stage's rollouts and its KL estimate encode exactly the source the deployed decode does."""
+    from negopt.rl import evaluate as rl_evaluate
+    from negopt.rl import loop
+
+    root, params = project
+    monkeypatch.chdir(root)
+    prompts = ["a city street", "a cat oil painting"]
+    gen = NegativePromptGenerator.from_params("models/sft", params)
+    seen = []
+
+    def sampler(model, tokenizer, sources, *args, **kwargs):
+        seen.append(list(sources))
+        raise _Stop
+
+    monkeypatch.setattr(loop, "sample_rollout", sampler)
+    monkeypatch.setattr(rl_evaluate, "sample_rollout", sampler)
+    with pytest.raises(_Stop):
+        loop.rollout(SimpleNamespace(policy=None, ref=None, tokenizer=None, sft_dir="models/sft"), params, prompts, 0)
+    with pytest.raises(_Stop):
+        rl_evaluate.kl_to_sft(None, None, None, prompts, params)
+    assert seen == [gen.sources(prompts)] * 2
+    if gen.retrieval is not None:  # by hand: "a city street" retrieves rows 2, 3; the cat painting rows 1, 0
+        assert seen[0] == ["avoid: lowres | noise || prompt: a city street",
+                           "avoid: ugly hands | blurry || prompt: a cat oil painting"]
+    else:
+        assert seen[0] == ["avoid: a city street", "avoid: a cat oil painting"]
+
+
+def test_retrieval_changes_the_negative_and_travels_with_the_model(project, tiny_zoo, tmp_path):
+    """The index is part of the model: saved beside it (no pickle), reloaded, and it changes the output."""
+    root, params = project
+    folder = root / "models" / "sft"
+    saved = saved_retrieval(folder)
+    prompts = ["a city street", "a cat oil painting"]
+    if saved is None:
+        assert not RetrievalIndex.saved_in(folder)
+        return
+    assert saved.k == 2 and saved.index.negatives == TRAIN_N and RetrievalIndex.saved_in(folder)
+    assert not list(folder.glob("*.pkl")) and not list(folder.glob("*.pickle"))
+    gen = NegativePromptGenerator.from_pretrained(folder)
+    encoded, tokenizer = [], gen.tokenizer
+
+    class Spy:  # records what the decode encodes (a random tiny T5 answers the same garbage to any input)
+        def __call__(self, texts, **kw):
+            encoded.append(list(texts))
+            return tokenizer(texts, **kw)
+
+        def __getattr__(self, name):
+            return getattr(tokenizer, name)
+
+    gen.tokenizer = Spy()
+    gen(prompts)
+    assert encoded == [["avoid: lowres | noise || prompt: a city street",
+                        "avoid: ugly hands | blurry || prompt: a cat oil painting"]]  # the context reaches the model
+    (folder / "retrieval.json").rename(tmp_path / "moved.json")
+    try:  # an index named in negopt.json but gone is an error naming the fix, not a silent plain decode
+        with pytest.raises(FileNotFoundError, match="dvc repro sft"):
+            NegativePromptGenerator.from_pretrained(folder)
+    finally:
+        (tmp_path / "moved.json").rename(folder / "retrieval.json")

@@ -61,8 +61,24 @@ def test_method_negatives():
     assert calls == [("rl", PROMPTS[:2])]
     with pytest.raises(ValueError, match="model_fn"):
         method_negatives("sft", PROMPTS[:2], GT[:2], "ugly")
+    assert method_negatives("retrieval", PROMPTS[:2], GT[:2], "ugly", model_fn,
+                            lambda p: [f"near:{x[:3]}" for x in p]) == ["near:a r", "near:por"]
+    with pytest.raises(ValueError, match="retrieval_fn"):
+        method_negatives("retrieval", PROMPTS[:2], GT[:2], "ugly", model_fn)
     with pytest.raises(ValueError, match="unknown method"):
         method_negatives("best", PROMPTS[:2], GT[:2], "ugly")
+
+
+def test_retrieval_method_answers_the_nearest_train_prompts_negative(tmp_path):
+    """Fit on train.parquet only: a test prompt never retrieves another test row, however similar."""
+    from negopt.generate import retrieval_negatives
+
+    pd.DataFrame({"prompt": ["a cat on a sofa", "a city street at night"],
+                  "negative_prompt": ["blurry cat", "cars"]}).to_parquet(tmp_path / "train.parquet")
+    pd.DataFrame({"prompt": ["street at night, rain"], "negative_prompt": ["umbrella"]}).to_parquet(
+        tmp_path / "test.parquet")
+    assert retrieval_negatives(tmp_path, ["night street", "cat sofa", "street at night, rain"]) == [
+        "cars", "blurry cat", "cars"]
 
 
 def test_plan_same_prompts_and_seeds_for_every_method():

@@ -144,14 +144,14 @@ def test_every_stage_ran_and_dvc_is_clean(paper_repo: Path, hub):
 
 
 def test_eval_is_finite_and_computed_at_299_px(paper_repo: Path):
-    """eval.json: five methods, every metric finite, IS > 1, and IS equal to a 299 px recomputation."""
+    """eval.json: six methods, every metric finite, IS > 1, and IS equal to a 299 px recomputation."""
     import torch
 
     from negopt.evaluate import load_images, read_manifest
     from negopt.metrics import inception_score
 
     ev = json.loads((paper_repo / "metrics" / "eval.json").read_text())
-    assert list(ev) == ["none", "generic", "ground_truth", "sft", "rl"]
+    assert list(ev) == ["none", "generic", "ground_truth", "retrieval", "sft", "rl"]
     for method, row in ev.items():
         assert all(math.isfinite(v) for v in row.values()), (method, row)
         assert row["n_images"] == 4 and row["inception_score"] > 1.0, (method, row)

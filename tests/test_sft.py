@@ -12,17 +12,17 @@ import torch
 import yaml
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, TrainerCallback
 
-from negopt.decode import decode_negatives
+from negopt.decode import Retrieval, decode_negatives, format_source
 from negopt.models.policy import build_tiny_t5, load_policy
 from negopt.params import Decode, Sft
 from negopt.sft import (
     encode_pairs,
-    format_source,
     most_frequent,
     prepare_checkpoints,
     rouge,
     score_sft,
     train_sft,
+    training_contexts,
 )
 
 # A category -> negative mapping the tiny model can learn in a few dozen steps.
@@ -56,6 +56,33 @@ def test_encode_pairs_truncates_and_ends_with_eos(t5_dir):
     [f] = encode_pairs(tok, ["photo of a car " * 20], ["cartoon"], PREFIX, 10, 16)
     assert len(f["input_ids"]) == len(f["attention_mask"]) == 10 and f["input_ids"][-1] == 1
     assert f["labels"][-1] == 1 and tok.decode(f["labels"], skip_special_tokens=True).strip() == "cartoon"
+
+
+def test_encode_pairs_with_context_encodes_the_formatted_source(t5_dir):
+    tok = AutoTokenizer.from_pretrained(t5_dir)
+    [f] = encode_pairs(tok, ["anime girl 3"], ["realistic, 3d"], PREFIX, 64, 16, contexts=[["cartoon, painting"]])
+    assert f["input_ids"] == tok("negative prompt: cartoon, painting || prompt: anime girl 3")["input_ids"]
+
+
+# rows 0 / 1: one template re-run with "8k" -> "4k" (word-3-gram Jaccard >= 0.7); rows 2 / 3 share "a city street"
+GROUPED_P = ["portrait of an old fisherman, oil painting, highly detailed, sharp focus, 8k, trending on artstation",
+             "portrait of an old fisherman, oil painting, highly detailed, sharp focus, 4k, trending on artstation",
+             "a city street at night", "a city street in the rain"]
+GROUPED_N = ["blurry fisherman", "lowres fisherman", "cars", "umbrella"]
+
+
+def test_training_contexts_exclude_the_rows_near_duplicate_group():
+    """At training time a row's neighbours skip its own near-duplicate group, as the split does for test."""
+    from negopt.data.clean import prompt_groups
+    from negopt.retrieval import RetrievalIndex
+
+    groups = prompt_groups(GROUPED_P, 0.7)
+    assert groups[0] == groups[1] and len({groups[0], groups[2], groups[3]}) == 3  # the premise
+    r = Retrieval(RetrievalIndex(GROUPED_P, GROUPED_N), 1)
+    # rows 0 / 1 may not see each other: no other word in common, the tie goes to the first street row
+    assert training_contexts(r, GROUPED_P, 0.7) == [["cars"], ["cars"], ["umbrella"], ["cars"]]
+    # threshold 0 groups identical prompts only: the template copy leaks its negative
+    assert training_contexts(r, GROUPED_P, 0.0) == [["lowres fisherman"], ["blurry fisherman"], ["umbrella"], ["cars"]]
 
 
 def test_most_frequent_breaks_ties_alphabetically():
@@ -172,7 +199,7 @@ def test_checkpoints_of_another_run_are_dropped(tmp_path):
 
 def test_stage_writes_model_card_metrics_and_loss_curves(root, t5_dir, tmp_path, monkeypatch):
     raw = yaml.safe_load((root / "params.yaml").read_text())
-    raw["sft"].update(FAST, max_steps=30, eval_steps=15, save_steps=15, max_test_samples=6)
+    raw["sft"].update(FAST, max_steps=30, eval_steps=15, save_steps=15, max_test_samples=6, retrieval_k=1)
     raw["decode"]["max_new_tokens"] = 8
     raw["models"]["tiny"]["policy"] = str(t5_dir)
     raw["base"]["device"] = "cpu"
@@ -213,6 +240,11 @@ def test_stage_writes_model_card_metrics_and_loss_curves(root, t5_dir, tmp_path,
     assert results["rougeL"] == pytest.approx(m["rougeL"]) and set(results) == {"rouge1", "rouge2", "rougeL", "eval_loss"}
     saved = json.loads((tmp_path / "models" / "sft" / "negopt.json").read_text())
     assert saved["decode"]["max_new_tokens"] == 8 and saved["task_prefix"] == raw["sft"]["task_prefix"]
+    # a retrieval-augmented model: its index (over the 40 train rows only) is saved with it
+    from negopt.decode import load_retrieval
+
+    assert saved["retrieval_k"] == 1
+    assert load_retrieval(tmp_path / "models" / "sft").index.negatives == NEGATIVES[:40]
     losses = pd.read_csv(tmp_path / "dvclive" / "sft" / "plots" / "metrics" / "train" / "loss.tsv", sep="\t")
     evals = pd.read_csv(tmp_path / "dvclive" / "sft" / "plots" / "metrics" / "eval" / "loss.tsv", sep="\t")
     assert losses.step.iloc[-1] == 30 and evals.step.tolist()[:2] == [15, 30]

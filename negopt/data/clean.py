@@ -198,6 +198,17 @@ def _group_keys(keys: np.ndarray, threshold: float) -> np.ndarray:
     return rep
 
 
+def prompt_groups(prompts: list[str], threshold: float) -> np.ndarray:
+    """A group id per prompt, grouped exactly as the split groups them (same key, same near-duplicate
+    merge at ``threshold``): retrieval-augmented SFT excludes a training row's own group from its
+    neighbours, as the split excludes it from every test prompt's."""
+    codes, uniques = _factorize(dedup_key(pd.Series(prompts, dtype="str")))
+    keys = pd.Series(uniques, dtype="str").fillna("").to_numpy(dtype=object)
+    rep = _group_keys(keys, threshold)  # [n_unique] representative key of each key's group
+    group_of_key, _ = pd.factorize(pd.Series(rep, dtype="str"))
+    return np.append(group_of_key, -1)[codes]  # a null prompt (code -1) -> group -1
+
+
 def _labels(codes: np.ndarray, uniques: pd.Index, split: Split) -> tuple[np.ndarray, dict[str, int]]:
     """("train" / "val" / "test" per row, group counts) from the seeded hash of each row's group key.
 

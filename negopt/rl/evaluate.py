@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from negopt.decode import decode_negatives, format_source
+from negopt.decode import decode_negatives, format_sources, saved_retrieval
 from negopt.params import Params
 from negopt.rl.advantages import mean_and_se
 from negopt.rl.policy import sample_rollout, sequence_logprobs
@@ -45,7 +45,7 @@ def paired_summary(r_sft: torch.Tensor, r_rl: torch.Tensor) -> dict[str, float]:
 def greedy_negatives(model, tokenizer, prompts: list[str], params: Params) -> list[str]:
     """The deployed decode (``decode`` params), exactly as generate and ``negopt suggest`` use it."""
     return decode_negatives(model, tokenizer, prompts, params.decode, params.sft.task_prefix,
-                            params.sft.max_source_length)
+                            params.sft.max_source_length, retrieval=saved_retrieval(params.paths.sft))
 
 
 @torch.no_grad()
@@ -55,7 +55,7 @@ def kl_to_sft(rl_model, sft_model, tokenizer, prompts: list[str], params: Params
     rl, sft = params.rl, params.sft
     kls = []
     for i in range(0, len(prompts), batch):
-        sources = [format_source(p, sft.task_prefix) for p in prompts[i:i + batch]]
+        sources = format_sources(prompts[i:i + batch], sft.task_prefix, saved_retrieval(params.paths.sft))
         ro = sample_rollout(rl_model, tokenizer, sources, rl.k, rl.temperature, rl.top_p, rl.max_new_tokens,
                             sft.max_source_length, seed=params.rl.eval_seed + i)
         kls.append(sequence_logprobs(rl_model, ro, rl.temperature)[0] - sequence_logprobs(sft_model, ro, rl.temperature)[0])

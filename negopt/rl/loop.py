@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from negopt.decode import format_source
+from negopt.decode import format_sources, saved_retrieval
 from negopt.params import Params
 from negopt.reward_terms import TermBatch, score_terms
 from negopt.rl.advantages import duplicate_shares, kl_penalised_rewards, rloo_advantages
@@ -76,7 +76,8 @@ def step_plan(seed: int, step: int, prompts: list[str], batch_prompts: int) -> t
 def rollout(comp: Components, params: Params, prompts: list[str], sample_seed: int) -> tuple[Rollout, dict]:
     """Sample k negatives per prompt; log-probs under the policy (old) and the reference, entropy."""
     rl, sft = params.rl, params.sft
-    sources = [format_source(p, sft.task_prefix) for p in prompts]
+    # the deployed model's source (with its saved retrieval context, if any): RL optimises what users run
+    sources = format_sources(prompts, sft.task_prefix, saved_retrieval(comp.sft_dir or params.paths.sft))
     ro = sample_rollout(comp.policy, comp.tokenizer, sources, rl.k, rl.temperature, rl.top_p, rl.max_new_tokens,
                         sft.max_source_length, sample_seed)
     with torch.no_grad():
