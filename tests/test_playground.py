@@ -2,11 +2,12 @@
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
+from conftest import loopback_server
 
 from negopt.data.playground import PlaygroundClient, PlaygroundError, retry_after_seconds
 from negopt.data.sources import load_source
@@ -102,20 +103,9 @@ class FakeAPI:
 def api():
     fake = FakeAPI()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            fake.answer(self)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    fake.base_url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield fake
-    server.shutdown()
-    server.server_close()
+    with loopback_server(fake.answer) as url:
+        fake.base_url = url
+        yield fake
 
 
 def _client(api, tmp_path, sleeps=None, session=None, **cfg):

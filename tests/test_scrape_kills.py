@@ -1,6 +1,6 @@
 """The Playground scrape SIGKILLed at random points against a faulty 127.0.0.1 API, resumed each time.
 
-The server answers 24 pages (items repeated across pages, junk items) and, on a fixed cycle of requests,
+The server answers 80 pages (items repeated across pages, junk items) and, on a fixed cycle of requests,
 faults: 429 with Retry-After, 500, malformed JSON, a truncated body, a reply slower than the timeout. A
 separate process runs the scrape; the server kills it with SIGKILL at a seeded random request, either
 before answering or a random few milliseconds after (while the client parses and appends its
@@ -17,16 +17,17 @@ import signal
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pandas as pd
 import pytest
+from conftest import loopback_server
 
 pytestmark = pytest.mark.slow
 
-N_PAGES = 40
+N_PAGES = 80  # enough that the 20 kills (~0.8 pages each) never run out of feed
 KILLS = 20
 FAULTS = ["429", None, "500", None, "malformed", None, "truncated", None, "slow", None, None]  # cycled
 
@@ -109,21 +110,9 @@ class API:
 def api():
     fake = API(random.Random(20261201))
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            fake.answer(self)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    fake.base_url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield fake
-    server.shutdown()
-    server.server_close()
+    with loopback_server(fake.answer) as url:
+        fake.base_url = url
+        yield fake
 
 
 CHILD = """
