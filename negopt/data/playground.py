@@ -86,7 +86,11 @@ class PlaygroundError(RuntimeError):
 
 
 class _BadBody(Exception):
-    """A 200 response whose body is refused (too large, never ending); its reason is retried."""
+    """A 200 response whose body is refused; ``kind`` (too_large / body_timeout) is counted and retried."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass
@@ -178,16 +182,16 @@ class PlaygroundClient:
         cap = self.cfg.max_response_bytes
         declared = resp.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > cap:
-            raise _BadBody(f"response of {declared} bytes over data.playground.max_response_bytes={cap}")
+            raise _BadBody("too_large", f"response of {declared} bytes over data.playground.max_response_bytes={cap}")
         chunks, size = [], 0
         # read1 returns what has arrived (iter_content blocks until a whole chunk or the end), so the
         # deadline is checked while a server trickles bytes.
         while chunk := resp.raw.read1(1 << 16, decode_content=True):
             size += len(chunk)
             if size > cap:
-                raise _BadBody(f"response over data.playground.max_response_bytes={cap}, cut off")
+                raise _BadBody("too_large", f"response over data.playground.max_response_bytes={cap}, cut off")
             if time.monotonic() > deadline:
-                raise _BadBody(f"body not finished within data.playground.timeout={self.cfg.timeout} s")
+                raise _BadBody("body_timeout", f"body not finished within data.playground.timeout={self.cfg.timeout} s")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -224,8 +228,7 @@ class PlaygroundClient:
                         try:
                             data = json.loads(self._read_body(resp, deadline))
                         except _BadBody as err:
-                            data, reason = None, str(err)
-                            kind = "too_large" if "max_response_bytes" in reason else "body_timeout"
+                            data, reason, kind = None, str(err), err.kind
                         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as err:
                             # a stalled or cut body (urllib3's read timeout / IncompleteRead), bad JSON
                             data, reason, kind = None, f"unreadable body ({type(err).__name__})", "malformed"
