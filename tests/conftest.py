@@ -18,9 +18,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
 
-@contextmanager
-def loopback_server(answer: Callable[[BaseHTTPRequestHandler], None]):
-    """An HTTP server on 127.0.0.1 whose GETs go to ``answer(handler)``; yields its base URL."""
+def answering(answer: Callable[[BaseHTTPRequestHandler], None]) -> type[BaseHTTPRequestHandler]:
+    """A handler class whose GETs go to ``answer(handler)``."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (http.server's name)
@@ -29,7 +28,18 @@ def loopback_server(answer: Callable[[BaseHTTPRequestHandler], None]):
         def log_message(self, *args):  # keep pytest output clean
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    return Handler
+
+
+@contextmanager
+def loopback_server(handler: type[BaseHTTPRequestHandler] | Callable[[BaseHTTPRequestHandler], None]):
+    """An HTTP server on 127.0.0.1 for a handler class (or a GET ``answer`` function); yields its base URL.
+
+    Polls shutdown every 20 ms, handler threads are daemons, and the server is closed on exit: every
+    fixture server of the tests goes through here."""
+    if not isinstance(handler, type):
+        handler = answering(handler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
@@ -39,6 +49,31 @@ def loopback_server(answer: Callable[[BaseHTTPRequestHandler], None]):
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+class FakeLive:
+    """Records what the RL loop logs: the part of dvclive's ``Live`` that ``run_rl`` uses."""
+
+    def __init__(self, directory) -> None:
+        self.dir, self.step, self.rows = str(directory), 0, []
+
+    def log_metric(self, name: str, value: float) -> None:
+        self.rows.append((self.step, name, value))
+
+    def next_step(self) -> None:
+        self.step += 1
+
+
+def copy_tracked(root: Path, dst: Path) -> None:
+    """Copy the files git tracks in ``root`` (as a fresh clone would hold them) into ``dst``."""
+    import shutil
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True)
+    for rel in files.stdout.split():
+        if (root / rel).exists():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / rel, dst / rel)
 
 
 def deep_merge(dst: dict, src: dict) -> None:

@@ -16,11 +16,12 @@ import json
 import os
 import re
 import shutil
-import threading
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+from conftest import loopback_server
 
 _API = re.compile(r"^/api/(models|datasets)/([^/]+/[^/]+)/(revision|tree)/([^/]+)(?:/(.*))?$")
 _RESOLVE = re.compile(r"^/(?:(datasets)/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
@@ -126,13 +127,5 @@ def make_handler(repos: CacheRepos, routes: dict[str, Path], requests: list[str]
 def serve_hub(cache: Path, routes: dict[str, Path] | None = None):
     """Serve ``cache``'s repos (and ``routes``) on 127.0.0.1; yields (base url, list of requests)."""
     requests: list[str] = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(CacheRepos(cache), routes or {}, requests))
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", requests
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    with loopback_server(make_handler(CacheRepos(cache), routes or {}, requests)) as url:
+        yield url, requests

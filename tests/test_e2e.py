@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import deep_merge
+from conftest import copy_tracked, deep_merge
 
 pytestmark = pytest.mark.e2e
 
@@ -52,12 +51,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def repo(root: Path, tmp_path_factory) -> Path:
     dst = tmp_path_factory.mktemp("e2e") / "negopt"
-    files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True)
-    for rel in files.stdout.split():
-        if not (root / rel).exists():
-            continue
-        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(root / rel, dst / rel)
+    copy_tracked(root, dst)
     params = yaml.safe_load((dst / "params.yaml").read_text())
     deep_merge(params, FAST)
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

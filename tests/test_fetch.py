@@ -13,12 +13,12 @@ import hashlib
 import io
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import loopback_server
 from fake_hub import serve_hub
 from huggingface_hub import constants
 from safetensors.torch import save_file
@@ -75,12 +75,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    thread.join(timeout=5)
+    with loopback_server(Handler) as url:
+        yield url
 
 
 def _leftovers(folder: Path) -> list[str]:

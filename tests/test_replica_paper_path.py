@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import deep_merge
+from conftest import copy_tracked, deep_merge
 from fake_hub import serve_hub
 
 pytestmark = pytest.mark.paper
@@ -104,11 +103,7 @@ def paper_repo(root: Path, replica: Path, hub, tmp_path_factory) -> Path:
     url, _, inception_name = hub
     base = tmp_path_factory.mktemp("paper")
     dst = base / "negopt"
-    files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True)
-    for rel in files.stdout.split():
-        if (root / rel).exists():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(root / rel, dst / rel)
+    copy_tracked(root, dst)
     params = yaml.safe_load((dst / "params.yaml").read_text())
     deep_merge(params, OVERLAY)
     deep_merge(params, {"models": {"paper": {

@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+from conftest import FakeLive
 from test_rl_wiring import (  # noqa: F401  (fixtures: pytest finds them in this module's namespace)
     PROMPTS,
     WEIGHTS,
@@ -52,19 +53,6 @@ def brightness():
     del REWARD_TERMS["brightness"]
 
 
-class Live:
-    """Records what the loop logs (the part of dvclive's API ``run_rl`` uses)."""
-
-    def __init__(self, directory) -> None:
-        self.dir, self.step, self.rows = str(directory), 0, []
-
-    def log_metric(self, name: str, value: float) -> None:
-        self.rows.append((self.step, name, value))
-
-    def next_step(self) -> None:
-        self.step += 1
-
-
 def test_an_unregistered_term_fails_naming_its_key(tmp_path):
     with pytest.raises(ParamsError, match=r"rl\.reward\.brightness: no reward term of that name"):
         make_params(tmp_path, reward=WEIGHTS | {"brightness": TOY_WEIGHT})
@@ -87,7 +75,7 @@ def test_one_rl_step_calibrates_logs_and_rewards_the_toy_term(fake_images, t5_di
     seen = []
     real = loop.compute_advantages
     monkeypatch.setattr(loop, "compute_advantages", lambda rewards, *a: seen.append(rewards.clone()) or real(rewards, *a))
-    live = Live(tmp_path / "live")
+    live = FakeLive(tmp_path / "live")
     state = loop.run_rl(params, comp, PROMPTS, live=live)
 
     # calibration: images 0..11, brightness i / 48; groups (0,1,2), (3,4,5), ...: mean 5.5 / 48, each group's

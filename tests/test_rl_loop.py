@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import FakeLive
 
 from negopt.params import validate_params
 from negopt.rl.evaluate import distinct_share, eval_plan, paired_summary
@@ -126,17 +127,6 @@ def components(params):
     policy, tok = load_policy(params.paths.sft, dev)
     ref, _ = load_policy(params.paths.sft, dev)
     return Components(policy, ref, tok, pipe, scorer, sft_dir=params.paths.sft)
-
-
-class FakeLive:
-    def __init__(self, d: Path) -> None:
-        self.dir, self.step, self.rows = str(d), 0, []
-
-    def log_metric(self, name: str, value: float) -> None:
-        self.rows.append((self.step, name, value))
-
-    def next_step(self) -> None:
-        self.step += 1
 
 
 def test_loop_runs_checkpoints_and_resumes_exactly(zoo):

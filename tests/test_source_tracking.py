@@ -9,13 +9,13 @@ project's tracked files (as tests/test_e2e.py does); only the scrape stage runs.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import copy_tracked
 
 from negopt.data.sources import untracked_file_warning
 
@@ -42,11 +42,7 @@ def _run(args: list[str], cwd: Path) -> str:
 @pytest.mark.e2e
 def test_editing_a_tracked_file_source_changes_scrape(root: Path, tmp_path: Path):
     repo = tmp_path / "negopt"
-    files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True)
-    for rel in files.stdout.split():
-        if (root / rel).exists():
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(root / rel, repo / rel)
+    copy_tracked(root, repo)
     outside = tmp_path / "elsewhere" / "pairs.csv"  # the real pairs live outside the repo, linked in
     outside.parent.mkdir()
     outside.write_text(PAIRS)
