@@ -187,6 +187,13 @@ def calibrate_rewards(accelerator, comp: Components, params: Params, prompts: li
 # --- the loop ------------------------------------------------------------------------------------
 
 
+def overhead_share(seconds: dict[str, float]) -> float:
+    """Share of the training loop's time outside image generation + reward scoring (``images``):
+    ``(sum(seconds) - seconds["images"]) / sum(seconds)``; 0 for an empty loop."""
+    total = sum(seconds.values())
+    return (total - seconds.get("images", 0.0)) / total if total > 0 else 0.0
+
+
 def step_logs(rewards: dict[str, torch.Tensor], penalised, kl, extra: dict, ro: Rollout, upd: dict,
               terms: tuple[str, ...]) -> dict[str, float]:
     """Per-step scalars for dvclive: reward and each of ``terms`` (raw and z), KL, entropy, negative length."""
@@ -252,12 +259,15 @@ def run_rl(params: Params, comp: Components, train_prompts: list[str], accelerat
         if rl.reward_stats == "running":
             state.stats.update({t: rewards[f"raw/{t}"] for t in state.stats.names}, group_size=rl.k)
         t3 = time.perf_counter()
-        for name, dt in (("sample", t1 - t0), ("images", t2 - t1), ("update", t3 - t2)):
-            state.seconds[name] += dt
         state.step = step + 1
         logs = step_logs(rewards, penalised, kl, extra, ro, upd, state.stats.names)
         if guard is not None and guard.due(state.step, last):
             logs["val_distinct_ratio"] = guard.observe(state.step, comp.policy)
+        t4 = time.perf_counter()
+        # the step's anatomy, per step in dvclive and summed in rl.json: what is not images + scoring is overhead
+        for name, dt in (("sample", t1 - t0), ("images", t2 - t1), ("update", t3 - t2), ("select", t4 - t3)):
+            state.seconds[name] = state.seconds.get(name, 0.0) + dt
+            logs[f"seconds_{name}"] = dt
         bar.set_postfix(reward=f"{logs['reward']:.3f}", kl=f"{logs['kl']:.2f}")
         if live is not None and main:
             for name, value in logs.items():
