@@ -51,6 +51,15 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
+def human_negatives(clean_dir: str) -> dict[str, str]:
+    """Each training prompt's first human negative (the SFT anchor's targets, ``rl.anchor_coef``)."""
+    train = read_split(clean_dir, "train")
+    out: dict[str, str] = {}
+    for prompt, negative in zip(train.prompt.tolist(), train.negative_prompt.tolist(), strict=True):
+        out.setdefault(prompt, negative)
+    return out
+
+
 def diversity_guard(params, tokenizer, sft_policy, val_prompts: list[str]) -> DiversityGuard | None:
     """Checkpoint selection on (up to rl.eval_prompts) validation prompts with the deployed decode; None when off."""
     if not params.rl.select_every:
@@ -76,7 +85,8 @@ def main() -> None:
     policy, tokenizer = load_policy(params.paths.sft, device)
     ref, _ = load_policy(params.paths.sft, device)
     comp = Components(policy=policy, ref=ref, tokenizer=tokenizer, pipe=load_sd_pipeline(params.active, device),
-                      scorer=load_scorer(params.active, device), sft_dir=params.paths.sft)
+                      scorer=load_scorer(params.active, device), sft_dir=params.paths.sft,
+                      anchor=human_negatives(params.paths.clean))
     sft_model = copy.deepcopy(ref)  # the reference stays untouched; evaluation reads a copy
     if accelerator.is_main_process:
         print(f"rl: {accelerator.num_processes} process(es), {params.rl.batch_prompts} prompts x k={params.rl.k} "

@@ -60,6 +60,7 @@ class Components:
     pipe: object  # StableDiffusionPipeline
     scorer: object  # negopt.metrics.ImageScorer
     sft_dir: str = ""  # where the SFT weights came from (part of the checkpoint fingerprint)
+    anchor: dict[str, str] | None = None  # train prompt -> its human negative, for rl.anchor_coef
 
 
 # --- one step, as small functions ------------------------------------------------------------------
@@ -101,8 +102,29 @@ def compute_advantages(rewards: torch.Tensor, logp_old: torch.Tensor, logp_ref: 
     return rloo_advantages(penalised, k), penalised, kl
 
 
-def update(policy, optimizer, ro: Rollout, advantages: torch.Tensor, logp_old: torch.Tensor, params: Params) -> dict:
-    """One RLOO step, or ``ppo_epochs`` PPO-clip steps, on the whole batch; returns loss statistics."""
+def anchor_batch(comp: Components, params: Params, prompts: list[str]) -> dict[str, torch.Tensor]:
+    """The step's prompts with their human negatives, teacher-forced, for the SFT anchor (``rl.anchor_coef``).
+
+    Same source as the rollout (the deployed model's, with its retrieval context); label padding is -100.
+    """
+    sft = params.sft
+    sources = format_sources(prompts, sft.task_prefix, saved_retrieval(comp.sft_dir or params.paths.sft))
+    enc = comp.tokenizer(sources, max_length=sft.max_source_length, truncation=True, padding=True,
+                         return_tensors="pt")
+    labels = comp.tokenizer(text_target=[comp.anchor[p] for p in prompts], max_length=sft.max_target_length,
+                            truncation=True, padding=True, return_tensors="pt")["input_ids"]
+    labels[labels == comp.tokenizer.pad_token_id] = -100
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+
+
+def update(policy, optimizer, ro: Rollout, advantages: torch.Tensor, logp_old: torch.Tensor, params: Params,
+           anchor: dict[str, torch.Tensor] | None = None) -> dict:
+    """One RLOO step, or ``ppo_epochs`` PPO-clip steps, on the whole batch; returns loss statistics.
+
+    ``anchor`` (with ``rl.anchor_coef`` > 0): the loss adds ``anchor_coef x`` the SFT loss (mean token
+    cross-entropy) on human (prompt, negative) pairs, as InstructGPT's PPO-ptx mixes in its pretraining
+    loss: a pull toward the data's prompt-conditional negatives, against one answer for every prompt.
+    """
     rl = params.rl
     device = next(policy.parameters()).device
     adv, old = advantages.to(device), logp_old.to(device)
@@ -112,6 +134,10 @@ def update(policy, optimizer, ro: Rollout, advantages: torch.Tensor, logp_old: t
         loss, extra = policy_loss(rl.algo, logp, adv, old, rl.clip_range)
         if rl.entropy_coef:  # entropy bonus: -entropy_coef * mean per-token entropy, against early collapse
             loss = loss - rl.entropy_coef * entropy.mean()
+        if anchor is not None and rl.anchor_coef:
+            anchor_loss = policy(**{k: v.to(device) for k, v in anchor.items()}).loss
+            loss = loss + rl.anchor_coef * anchor_loss
+            extra = {**extra, "anchor_loss": anchor_loss.item()}
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), rl.max_grad_norm)
@@ -255,7 +281,8 @@ def run_rl(params: Params, comp: Components, train_prompts: list[str], accelerat
         t2 = time.perf_counter()
         adv, penalised, kl = compute_advantages(rewards["reward"], extra["logp_old"], extra["logp_ref"], rl.kl_coef, rl.k,
                                                 ro.negatives, rl.diversity_coef, rl.cross_diversity_coef)
-        upd = update(comp.policy, optimizer, ro, adv, extra["logp_old"], params)
+        anchor = anchor_batch(comp, params, prompts) if rl.anchor_coef and comp.anchor else None
+        upd = update(comp.policy, optimizer, ro, adv, extra["logp_old"], params, anchor)
         if rl.reward_stats == "running":
             state.stats.update({t: rewards[f"raw/{t}"] for t in state.stats.names}, group_size=rl.k)
         t3 = time.perf_counter()
