@@ -129,6 +129,11 @@ class LengthGroupedTrainer(Seq2SeqTrainer):
                                     lengths=lengths)
 
 
+def trainer_class(sft) -> type[Seq2SeqTrainer]:
+    """``LengthGroupedTrainer`` with ``sft.group_by_length``, else transformers' random batches."""
+    return LengthGroupedTrainer if sft.group_by_length else Seq2SeqTrainer
+
+
 def train_sft(model, tokenizer, train_features: list[dict], eval_features: list[dict], sft, ckpt_dir: str | Path,
               seed: int, use_cpu: bool, callbacks: list[TrainerCallback] | None = None,
               resume_from: str | None = None) -> dict[str, Any]:
@@ -145,7 +150,7 @@ def train_sft(model, tokenizer, train_features: list[dict], eval_features: list[
         logging_steps=max(1, min(sft.eval_steps, 20)), logging_first_step=True, seed=seed, data_seed=seed,
         report_to="none", use_cpu=use_cpu, dataloader_num_workers=0, disable_tqdm=False,
         predict_with_generate=False)  # eval = teacher-forced loss; ROUGE is scored on test afterwards
-    trainer = (LengthGroupedTrainer if sft.group_by_length else Seq2SeqTrainer)(
+    trainer = trainer_class(sft)(
         model=model, args=args, train_dataset=train_features, eval_dataset=eval_features,
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
         processing_class=tokenizer, callbacks=callbacks)
