@@ -188,6 +188,8 @@ class Sft(Section):
     # Retrieval-augmented SFT: the source carries the negatives of the prompt's k nearest training prompts
     # (negopt/retrieval.py); the index is saved with the model. 0 = the prompt alone (README: k=1 did not win).
     retrieval_k: NonNegInt = 0
+    # Batches of similar (source + target) length: random batches of the sample pad to ~2x their tokens
+    group_by_length: bool = True
 
 
 class Decode(Section):
@@ -240,7 +242,9 @@ class Rl(Section):
     entropy_coef: NonNeg = 0.0
     diversity_coef: NonNeg = 0.0
     cross_diversity_coef: NonNeg = 0.0
-    select_every: NonNegInt = 1
+    anchor_coef: NonNeg = 0.0
+    select_every: NonNegInt = 10
+    select_dense_steps: NonNegInt = 10
     select_min_ratio: Pos = 0.75
     select_patience: NonNegInt = 3
     temperature: Pos = 1.0

@@ -23,6 +23,7 @@ from transformers import (
     TrainerCallback,
     TrainerState,
 )
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import get_last_checkpoint
 
 from negopt.decode import Retrieval, format_sources
@@ -110,8 +111,27 @@ def prepare_checkpoints(ckpt_dir: str | Path, run_id: str, max_steps: int | None
 def training_settings(sft, seed: int, base_model: str) -> dict[str, Any]:
     """The settings that shape a training run (for the checkpoint fingerprint)."""
     keys = ("task_prefix", "max_source_length", "max_target_length", "learning_rate", "batch_size",
-            "warmup_steps", "weight_decay")
+            "warmup_steps", "weight_decay", "group_by_length")
     return {**{k: getattr(sft, k) for k in keys}, "seed": seed, "base_model": base_model}
+
+
+class LengthGroupedTrainer(Seq2SeqTrainer):
+    """Batches drawn from length-sorted megabatches (transformers' LengthGroupedSampler), by source + target length.
+
+    transformers' own ``group_by_length`` sorts by ``input_ids`` alone; a seq2seq batch pads both sides, and
+    the decoder's tokens cost more (self- and cross-attention), so the sort key is their sum.
+    """
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        lengths = [len(f["input_ids"]) + len(f["labels"]) for f in dataset]
+        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                    lengths=lengths)
+
+
+def trainer_class(sft) -> type[Seq2SeqTrainer]:
+    """``LengthGroupedTrainer`` with ``sft.group_by_length``, else transformers' random batches."""
+    return LengthGroupedTrainer if sft.group_by_length else Seq2SeqTrainer
 
 
 def train_sft(model, tokenizer, train_features: list[dict], eval_features: list[dict], sft, ckpt_dir: str | Path,
@@ -130,7 +150,7 @@ def train_sft(model, tokenizer, train_features: list[dict], eval_features: list[
         logging_steps=max(1, min(sft.eval_steps, 20)), logging_first_step=True, seed=seed, data_seed=seed,
         report_to="none", use_cpu=use_cpu, dataloader_num_workers=0, disable_tqdm=False,
         predict_with_generate=False)  # eval = teacher-forced loss; ROUGE is scored on test afterwards
-    trainer = Seq2SeqTrainer(
+    trainer = trainer_class(sft)(
         model=model, args=args, train_dataset=train_features, eval_dataset=eval_features,
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
         processing_class=tokenizer, callbacks=callbacks)

@@ -28,7 +28,7 @@ from negopt.models.loader import load_policy, load_scorer, load_sd_pipeline
 from negopt.rl.card import write_rl_card
 from negopt.rl.evaluate import distinct_share, eval_plan, evaluate_rl, greedy_negatives
 from negopt.rl.health import health_checks
-from negopt.rl.loop import Components, run_rl
+from negopt.rl.loop import Components, overhead_share, run_rl
 from negopt.rl.rewards import weighted_sum_reward
 from negopt.rl.selection import DiversityGuard
 from negopt.runtime import start_stage
@@ -51,6 +51,15 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
+def human_negatives(clean_dir: str) -> dict[str, str]:
+    """Each training prompt's first human negative (the SFT anchor's targets, ``rl.anchor_coef``)."""
+    train = read_split(clean_dir, "train")
+    out: dict[str, str] = {}
+    for prompt, negative in zip(train.prompt.tolist(), train.negative_prompt.tolist(), strict=True):
+        out.setdefault(prompt, negative)
+    return out
+
+
 def diversity_guard(params, tokenizer, sft_policy, val_prompts: list[str]) -> DiversityGuard | None:
     """Checkpoint selection on (up to rl.eval_prompts) validation prompts with the deployed decode; None when off."""
     if not params.rl.select_every:
@@ -61,7 +70,7 @@ def diversity_guard(params, tokenizer, sft_policy, val_prompts: list[str]) -> Di
         return distinct_share(greedy_negatives(model, tokenizer, prompts, params))
 
     return DiversityGuard(params.rl.select_every, params.rl.select_min_ratio, measure, sft_policy,
-                          patience=params.rl.select_patience)
+                          patience=params.rl.select_patience, dense_steps=params.rl.select_dense_steps)
 
 
 def main() -> None:
@@ -76,7 +85,8 @@ def main() -> None:
     policy, tokenizer = load_policy(params.paths.sft, device)
     ref, _ = load_policy(params.paths.sft, device)
     comp = Components(policy=policy, ref=ref, tokenizer=tokenizer, pipe=load_sd_pipeline(params.active, device),
-                      scorer=load_scorer(params.active, device), sft_dir=params.paths.sft)
+                      scorer=load_scorer(params.active, device), sft_dir=params.paths.sft,
+                      anchor=human_negatives(params.paths.clean))
     sft_model = copy.deepcopy(ref)  # the reference stays untouched; evaluation reads a copy
     if accelerator.is_main_process:
         print(f"rl: {accelerator.num_processes} process(es), {params.rl.batch_prompts} prompts x k={params.rl.k} "
@@ -94,6 +104,7 @@ def main() -> None:
     checks, warnings = health_checks(metrics, state.stats.report(), params.rl.reward.model_dump(), params.rl.health)
     metrics |= {"calibration": state.stats.report(), **checks, "warnings": warnings, "steps": state.step, "train_seconds": round(train_seconds, 1),
                 **{f"train_seconds_{k}": round(v, 1) for k, v in state.seconds.items()},
+                "train_overhead_share": round(overhead_share(state.seconds), 4),
                 "processes": accelerator.num_processes,
                 "selection": guard.report() if guard else None, "kept_step": guard.kept_step if guard else state.step}
     if not accelerator.is_main_process:

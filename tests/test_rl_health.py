@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
+import torch
 
 from negopt.params import RlHealth
 from negopt.rl.evaluate import distinct_share
@@ -117,3 +120,21 @@ def test_weighted_sum_reward_asks_for_the_configured_clip_variant():
     assert scorer.clip == "cosine"
     # z: aesthetic (x - 2) / 1, clip (x + 20) / 30 -> [-1 - 1, 1 + 1]
     assert r.tolist() == pytest.approx([-2.0, 2.0]) and info["raw"]["clip"][0].item() == -50.0
+
+
+def test_gain_se_by_seeds_decomposes_the_paired_variance_by_hand():
+    from negopt.rl.evaluate import gain_se_by_seeds
+
+    # RL - SFT per (prompt, seed): within-prompt variances 2, 0, 2 -> w = 4/3; prompt means 2, 5, 1 -> v = 13/3;
+    # b = v - w / 2 = 11/3. SE(S') = sqrt((b + w / S') / 3): S'=2 is the plan's own SE sqrt(v / 3)
+    diff = torch.tensor([[1.0, 3.0], [5.0, 5.0], [0.0, 2.0]])
+    out = gain_se_by_seeds(diff, seeds=(1, 2, 4))
+    assert out["within_prompt_var"] == pytest.approx(4 / 3)
+    assert out["between_prompt_var"] == pytest.approx(11 / 3)
+    assert out["gain_se_at_2_seeds"] == pytest.approx(math.sqrt(13 / 9))
+    assert out["gain_se_at_1_seeds"] == pytest.approx(math.sqrt(5 / 3))
+    assert out["gain_se_at_4_seeds"] == pytest.approx(math.sqrt((11 / 3 + 1 / 3) / 3))
+    assert out["gain_over_se_at_1_seeds"] == pytest.approx((8 / 3) / math.sqrt(5 / 3))
+    # seed noise larger than the prompt spread: b is floored at 0, not negative
+    assert gain_se_by_seeds(torch.tensor([[1.0, 3.0], [2.0, 2.0], [0.0, 4.0]]))["between_prompt_var"] == 0.0
+    assert gain_se_by_seeds(torch.ones(4, 1)) == {}  # one seed: no within-prompt variance to estimate

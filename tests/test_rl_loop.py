@@ -271,3 +271,27 @@ def test_stage_builds_the_guard_from_the_select_params(zoo):
     # SFT's share is measured on rl.eval_prompts val prompts with the deployed decode
     sft = greedy_negatives(comp.ref, comp.tokenizer, eval_plan(PROMPTS, 5, params.rl.eval_seed)[0], params)
     assert len(sft) == 5 and guard.sft_share == distinct_share(sft)
+
+
+def test_anchor_adds_coef_times_the_sft_loss_on_human_pairs(zoo):
+    """With zero advantages the RLOO loss is 0, so the update's loss is exactly anchor_coef x the SFT loss."""
+    from negopt.rl.loop import anchor_batch, update
+    from negopt.rl.policy import sample_rollout
+
+    params = rl_params(zoo, "anchor", anchor_coef=2.5)
+    comp = components(params)
+    comp.anchor = dict(zip(PROMPTS, NEGATIVES, strict=True))
+    batch = anchor_batch(comp, params, PROMPTS[:2])
+    want = comp.tokenizer(text_target=NEGATIVES[:2], max_length=params.sft.max_target_length, truncation=True)["input_ids"]
+    for row, ids in zip(batch["labels"].tolist(), want, strict=True):  # the human negatives, padding -100
+        assert row[:len(ids)] == ids and set(row[len(ids):]) <= {-100}
+    with torch.no_grad():
+        sft_loss = comp.policy(**batch).loss.item()
+    ro = sample_rollout(comp.policy, comp.tokenizer, PROMPTS[:2], 2, 1.0, 1.0, 6, 64, 0)
+    zeros = torch.zeros(4)
+    opt = torch.optim.SGD(comp.policy.parameters(), lr=0.0)  # lr 0: the loss is read, the weights stay
+    stats = update(comp.policy, opt, ro, zeros, zeros, params, batch)
+    assert stats["anchor_loss"] == pytest.approx(sft_loss, rel=1e-5)
+    assert stats["loss"] == pytest.approx(2.5 * sft_loss, rel=1e-5)
+    off = update(comp.policy, opt, ro, zeros, zeros, rl_params(zoo, "anchor0"), batch)  # anchor_coef 0: ignored
+    assert off["loss"] == pytest.approx(0.0, abs=1e-7) and "anchor_loss" not in off

@@ -96,3 +96,18 @@ def test_guard_stops_after_patience_consecutive_failures_only():
         p.w.data.fill_(step)
         never.observe(step, p)
     assert not never.stopped()
+
+
+def test_guard_checks_every_step_while_dense_then_every_n():
+    # dense 3, every 5, last 12: steps 1, 2, 3 (dense), 5, 10 (every 5), 12 (the last)
+    guard = DiversityGuard(5, 0.5, lambda m: 1.0, Scalar(), dense_steps=3)
+    assert [s for s in range(1, 13) if guard.due(s, 12)] == [1, 2, 3, 5, 10, 12]
+    assert guard.report()["dense_steps"] == 3
+
+
+def test_overhead_share_is_the_time_outside_images_over_the_loop():
+    from negopt.rl.loop import overhead_share
+
+    # 212 s images, 42 sample, 23 update, 97 select (the fresh-clone run before the dense schedule): 162 / 374
+    assert overhead_share({"images": 212.0, "sample": 42.0, "update": 23.0, "select": 97.0}) == pytest.approx(162 / 374)
+    assert overhead_share({"images": 0.0, "sample": 0.0}) == 0.0

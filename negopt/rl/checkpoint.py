@@ -32,7 +32,7 @@ class RlState:
     step: int
     stats: TermStats
     marginal: torch.Tensor  # [C] Inception marginal of the fidelity term
-    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("sample", "images", "update"), 0.0))
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("sample", "images", "update", "select"), 0.0))
 
 
 def fingerprint(params: Params, sft_dir: str) -> str:

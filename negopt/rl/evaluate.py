@@ -9,6 +9,8 @@ scored with one reward function (the same term statistics and Inception marginal
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -40,6 +42,30 @@ def paired_summary(r_sft: torch.Tensor, r_rl: torch.Tensor) -> dict[str, float]:
     gain, gain_se = mean_and_se(r_rl - r_sft)
     return {"reward_test_sft": m_sft, "reward_test_sft_se": se_sft, "reward_test_rl": m_rl,
             "reward_test_rl_se": se_rl, "reward_test_gain": gain, "reward_test_gain_se": gain_se}
+
+
+def gain_se_by_seeds(diff: torch.Tensor, seeds=(1, 2, 4, 8)) -> dict[str, float]:
+    """What the test's standard error would be with other seed counts: the power the plan buys.
+
+    ``diff[p, s]``: RL - SFT reward of prompt ``p`` on seed ``s`` (n prompts, S seeds). With ``w`` the
+    mean within-prompt variance of ``diff`` over seeds (ddof 1) and ``v`` the variance of the prompt means
+    (ddof 1), the between-prompt variance is ``b = max(v - w / S, 0)`` and, for ``S'`` seeds,
+    ``SE(S') = sqrt((b + w / S') / n)``. Also the ``gain / SE(S')`` each count would give at this gain.
+    Empty (``{}``) with one seed, where ``w`` cannot be estimated.
+    """
+    d = diff.detach().double()
+    n, s = d.shape
+    if s < 2 or n < 2:
+        return {}
+    w = d.var(dim=1, unbiased=True).mean().item()
+    b = max(d.mean(dim=1).var(unbiased=True).item() - w / s, 0.0)
+    gain = d.mean().item()
+    out = {"within_prompt_var": w, "between_prompt_var": b}
+    for k in seeds:
+        se = math.sqrt((b + w / k) / n)
+        out[f"gain_se_at_{k}_seeds"] = se
+        out[f"gain_over_se_at_{k}_seeds"] = gain / se if se > 0 else float("inf")
+    return out
 
 
 def greedy_negatives(model, tokenizer, prompts: list[str], params: Params) -> list[str]:
@@ -84,6 +110,7 @@ def evaluate_rl(accelerator, sft_model, rl_model, tokenizer, pipe, reward_fn: Re
                            flat_s + flat_s, params.rl.image_batch_size)
     per_prompt = scores["reward"].reshape(2, n, s).mean(dim=2)  # [model, prompt]: the unit of the paired test
     metrics = paired_summary(per_prompt[0], per_prompt[1])
+    metrics["power"] = gain_se_by_seeds(scores["reward"].reshape(2, n, s)[1] - scores["reward"].reshape(2, n, s)[0])
     weights = params.rl.reward.model_dump()  # {term: weight}, every registered term
     for t in weights:
         for kind, suffix in (("z", ""), ("raw", "_raw")):

@@ -60,6 +60,7 @@ class Components:
     pipe: object  # StableDiffusionPipeline
     scorer: object  # negopt.metrics.ImageScorer
     sft_dir: str = ""  # where the SFT weights came from (part of the checkpoint fingerprint)
+    anchor: dict[str, str] | None = None  # train prompt -> its human negative, for rl.anchor_coef
 
 
 # --- one step, as small functions ------------------------------------------------------------------
@@ -101,8 +102,29 @@ def compute_advantages(rewards: torch.Tensor, logp_old: torch.Tensor, logp_ref: 
     return rloo_advantages(penalised, k), penalised, kl
 
 
-def update(policy, optimizer, ro: Rollout, advantages: torch.Tensor, logp_old: torch.Tensor, params: Params) -> dict:
-    """One RLOO step, or ``ppo_epochs`` PPO-clip steps, on the whole batch; returns loss statistics."""
+def anchor_batch(comp: Components, params: Params, prompts: list[str]) -> dict[str, torch.Tensor]:
+    """The step's prompts with their human negatives, teacher-forced, for the SFT anchor (``rl.anchor_coef``).
+
+    Same source as the rollout (the deployed model's, with its retrieval context); label padding is -100.
+    """
+    sft = params.sft
+    sources = format_sources(prompts, sft.task_prefix, saved_retrieval(comp.sft_dir or params.paths.sft))
+    enc = comp.tokenizer(sources, max_length=sft.max_source_length, truncation=True, padding=True,
+                         return_tensors="pt")
+    labels = comp.tokenizer(text_target=[comp.anchor[p] for p in prompts], max_length=sft.max_target_length,
+                            truncation=True, padding=True, return_tensors="pt")["input_ids"]
+    labels[labels == comp.tokenizer.pad_token_id] = -100
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+
+
+def update(policy, optimizer, ro: Rollout, advantages: torch.Tensor, logp_old: torch.Tensor, params: Params,
+           anchor: dict[str, torch.Tensor] | None = None) -> dict:
+    """One RLOO step, or ``ppo_epochs`` PPO-clip steps, on the whole batch; returns loss statistics.
+
+    ``anchor`` (with ``rl.anchor_coef`` > 0): the loss adds ``anchor_coef x`` the SFT loss (mean token
+    cross-entropy) on human (prompt, negative) pairs, as InstructGPT's PPO-ptx mixes in its pretraining
+    loss: a pull toward the data's prompt-conditional negatives, against one answer for every prompt.
+    """
     rl = params.rl
     device = next(policy.parameters()).device
     adv, old = advantages.to(device), logp_old.to(device)
@@ -112,6 +134,10 @@ def update(policy, optimizer, ro: Rollout, advantages: torch.Tensor, logp_old: t
         loss, extra = policy_loss(rl.algo, logp, adv, old, rl.clip_range)
         if rl.entropy_coef:  # entropy bonus: -entropy_coef * mean per-token entropy, against early collapse
             loss = loss - rl.entropy_coef * entropy.mean()
+        if anchor is not None and rl.anchor_coef:
+            anchor_loss = policy(**{k: v.to(device) for k, v in anchor.items()}).loss
+            loss = loss + rl.anchor_coef * anchor_loss
+            extra = {**extra, "anchor_loss": anchor_loss.item()}
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), rl.max_grad_norm)
@@ -187,6 +213,13 @@ def calibrate_rewards(accelerator, comp: Components, params: Params, prompts: li
 # --- the loop ------------------------------------------------------------------------------------
 
 
+def overhead_share(seconds: dict[str, float]) -> float:
+    """Share of the training loop's time outside image generation + reward scoring (``images``):
+    ``(sum(seconds) - seconds["images"]) / sum(seconds)``; 0 for an empty loop."""
+    total = sum(seconds.values())
+    return (total - seconds.get("images", 0.0)) / total if total > 0 else 0.0
+
+
 def step_logs(rewards: dict[str, torch.Tensor], penalised, kl, extra: dict, ro: Rollout, upd: dict,
               terms: tuple[str, ...]) -> dict[str, float]:
     """Per-step scalars for dvclive: reward and each of ``terms`` (raw and z), KL, entropy, negative length."""
@@ -248,16 +281,20 @@ def run_rl(params: Params, comp: Components, train_prompts: list[str], accelerat
         t2 = time.perf_counter()
         adv, penalised, kl = compute_advantages(rewards["reward"], extra["logp_old"], extra["logp_ref"], rl.kl_coef, rl.k,
                                                 ro.negatives, rl.diversity_coef, rl.cross_diversity_coef)
-        upd = update(comp.policy, optimizer, ro, adv, extra["logp_old"], params)
+        anchor = anchor_batch(comp, params, prompts) if rl.anchor_coef and comp.anchor else None
+        upd = update(comp.policy, optimizer, ro, adv, extra["logp_old"], params, anchor)
         if rl.reward_stats == "running":
             state.stats.update({t: rewards[f"raw/{t}"] for t in state.stats.names}, group_size=rl.k)
         t3 = time.perf_counter()
-        for name, dt in (("sample", t1 - t0), ("images", t2 - t1), ("update", t3 - t2)):
-            state.seconds[name] += dt
         state.step = step + 1
         logs = step_logs(rewards, penalised, kl, extra, ro, upd, state.stats.names)
         if guard is not None and guard.due(state.step, last):
             logs["val_distinct_ratio"] = guard.observe(state.step, comp.policy)
+        t4 = time.perf_counter()
+        # the step's anatomy, per step in dvclive and summed in rl.json: what is not images + scoring is overhead
+        for name, dt in (("sample", t1 - t0), ("images", t2 - t1), ("update", t3 - t2), ("select", t4 - t3)):
+            state.seconds[name] = state.seconds.get(name, 0.0) + dt
+            logs[f"seconds_{name}"] = dt
         bar.set_postfix(reward=f"{logs['reward']:.3f}", kl=f"{logs['kl']:.2f}")
         if live is not None and main:
             for name, value in logs.items():

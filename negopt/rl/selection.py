@@ -1,7 +1,8 @@
 """Checkpoint selection: the deployed model is the last evaluated step whose negatives stayed diverse.
 
 A reward shaping term can only make a collapse less likely; this makes the diversity check a guarantee
-on held-out prompts. Every ``rl.select_every`` steps (and at the last step) the policy decodes the
+on held-out prompts. At every step up to ``rl.select_dense_steps``, then every ``rl.select_every`` steps
+(and at the last step) the policy decodes the
 validation prompts with the deployed decode (``decode.*``, greedy by default) and its share of distinct
 negatives ``s_t`` is compared with the SFT model's share ``s_0`` on the same prompts::
 
@@ -41,10 +42,11 @@ class DiversityGuard:
     """
 
     def __init__(self, every: int, min_ratio: float, measure: Callable[[torch.nn.Module], float],
-                 sft_policy: torch.nn.Module, patience: int = 0) -> None:
+                 sft_policy: torch.nn.Module, patience: int = 0, dense_steps: int = 0) -> None:
         if every < 1:
             raise ValueError(f"rl.select_every: expected >= 1 (0 turns selection off), got {every}")
         self.every = every
+        self.dense_steps = dense_steps
         self.min_ratio = min_ratio
         self.patience = patience
         self.measure = measure
@@ -58,7 +60,9 @@ class DiversityGuard:
         return {name: t.detach().to("cpu", copy=True).contiguous() for name, t in model.state_dict().items()}
 
     def due(self, step: int, last: int) -> bool:
-        return step % self.every == 0 or step == last
+        """Every step up to ``dense_steps`` (where a collapse starts: steps 3-7 on the real pairs), then every
+        ``every`` steps, and the last step."""
+        return step <= self.dense_steps or step % self.every == 0 or step == last
 
     def observe(self, step: int, policy: torch.nn.Module) -> float:
         """Measure the policy after ``step``; keep its weights if it is now the last passing step. Returns the ratio."""
@@ -81,7 +85,7 @@ class DiversityGuard:
         return self.kept_step
 
     def report(self) -> dict:
-        return {"every": self.every, "patience": self.patience, "min_distinct_ratio": self.min_ratio,
+        return {"every": self.every, "dense_steps": self.dense_steps, "patience": self.patience, "min_distinct_ratio": self.min_ratio,
                 "val_distinct_sft": self.sft_share, "kept_step": self.kept_step, "stopped_early": self.stopped(), "history": [list(h) for h in self.history]}
 
     def state_dict(self) -> dict:
