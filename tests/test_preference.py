@@ -137,6 +137,9 @@ def test_missing_preference_weights_fail_like_the_others(tiny_params, tmp_path):
     assert "- pickscore: " in text and "dvc repro models" in text
     with pytest.raises(MissingWeightsError, match="hpsv2"):
         load_hpsv2(profile, CPU)
+    # PickScore's weights present but not its processor: still missing (the scorer needs both)
+    no_processor = tiny_params.active.model_copy(update={"pickscore_processor": str(tmp_path / "no-processor")})
+    assert not {s.component: s.available for s in check_components(no_processor)}["pickscore"]
     # a weighted term whose model the profile does not name: the error names both keys
     bare = tiny_params.active.model_copy(update={"hpsv2_name": ""})
     with pytest.raises(MissingWeightsError, match=r"rl\.reward\.hpsv2.*models\.<profile>\.hpsv2_name"):
