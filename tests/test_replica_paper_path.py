@@ -187,15 +187,14 @@ def test_policy_is_t5_small_with_its_tokenizer(paper_repo: Path):
 
 def test_replica_holds_exactly_what_fetch_downloads(replica: Path):
     """One list of files: what the replica writes is what `negopt models fetch` asks the hub for."""
-    from negopt.models.fetch import HUB_FILES
+    from negopt.models.fetch import HUB_FILES, SDXL_ONLY
 
     def files(repo: str) -> list[str]:
         snap = next((replica / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots").iterdir())
         return sorted(str(p.relative_to(snap)) for p in snap.rglob("*") if p.is_symlink())
 
-    sdxl_only = ("tokenizer_2/", "text_encoder_2/")  # SD 1.5's repo has no second text encoder
     assert files("stable-diffusion-v1-5/stable-diffusion-v1-5") == sorted(
-        f for f in HUB_FILES["sd"] if not f.startswith(sdxl_only))
+        f for f in HUB_FILES["sd"] if not f.startswith(SDXL_ONLY))  # SD 1.5's repo has no second text encoder
     assert files("google-t5/t5-small") == sorted(HUB_FILES["policy"])
     assert files("timm/vit_large_patch14_clip_224.openai") == ["open_clip_model.safetensors"]
     assert files("xswu/HPSv2") == ["HPS_v2.1_compressed.pt"]
@@ -252,13 +251,14 @@ def test_paper_clip_resolves_the_openai_tag_with_quickgelu(replica: Path, root: 
 
 def test_the_models_stage_downloaded_exactly_the_files_the_loaders_read(paper_repo: Path, hub):
     """Each hub file of fetch's allow-list GET once, nothing else (no .ckpt, no .bin), plus the two URL files."""
-    from negopt.models.fetch import HUB_FILES
+    from negopt.models.fetch import HUB_FILES, SDXL_ONLY
 
     _, requests, _ = hub
     got = sorted(r.split("/resolve/", 1)[0].removeprefix("GET /") + ":" + r.split("/", 5)[-1]
                  for r in requests if r.startswith("GET ") and "/resolve/" in r)
     want = sorted([f"google-t5/t5-small:{f}" for f in HUB_FILES["policy"]]
-                  + [f"stable-diffusion-v1-5/stable-diffusion-v1-5:{f}" for f in HUB_FILES["sd"]]
+                  + [f"stable-diffusion-v1-5/stable-diffusion-v1-5:{f}" for f in HUB_FILES["sd"]
+                     if not f.startswith(SDXL_ONLY)]  # asked for, absent from SD 1.5's repo: never GET
                   + ["timm/vit_large_patch14_clip_224.openai:open_clip_model.safetensors"])
     assert got == want
     assert sorted(r for r in requests if r.startswith("GET /url/")) == [

@@ -69,6 +69,9 @@ HUB_FILES: dict[str, list[str]] = {
     ],
 }
 
+#: SDXL's second tokenizer / text encoder in HUB_FILES["sd"]: an SD 1.x / 2.x repo has none, so none is fetched
+SDXL_ONLY = ("tokenizer_2/", "text_encoder_2/")
+
 # Aesthetic MLP: LAION improved-aesthetic-predictor layout, 768 -> 1024 -> 128 -> 64 -> 16 -> 1.
 AESTHETIC_SHAPES = {
     "layers.0.weight": (1024, 768), "layers.0.bias": (1024,),
