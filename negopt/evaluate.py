@@ -1,4 +1,5 @@
-"""Per-method image metrics: Inception Score (mean and std over splits), mean aesthetic, mean CLIP score.
+"""Per-method image metrics: Inception Score (mean and std over splits), mean aesthetic, mean CLIP score,
+and the mean of each human-preference score the scorer carries (``hpsv2``, ``pickscore``: the profile names them).
 
 Reads the images and the manifest the generate stage wrote; every score comes from ``negopt.metrics``
 so the numbers are the ones RL optimised and the paper reports.
@@ -7,6 +8,7 @@ so the numbers are the ones RL optimised and the paper reports.
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -81,13 +83,15 @@ def evaluate_method(
         batch_size=batch_size,
         device=device,
     )
-    return {
+    row = {
         "inception_score": float(is_mean),
         "inception_score_std": float(is_std),
         "aesthetic": batched_mean(scorer.aesthetic, images, batch_size),
         "clip_score": batched_mean(scorer.clip_score, images, batch_size, prompts),
-        "n_images": len(images),
     }
+    for name in getattr(scorer, "preference", {}):  # hpsv2, pickscore: each one the profile names
+        row[name] = batched_mean(partial(scorer.preference_score, name), images, batch_size, prompts)
+    return row | {"n_images": len(images)}
 
 
 def evaluate_all(

@@ -19,6 +19,7 @@ Images are uint8 ``[N, 3, H, W]`` tensors (any device; results come back on the 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -139,6 +140,30 @@ def inception_score(
     return float(out["inception_score_mean"]), float(out["inception_score_std"])
 
 
+def clip_pixels(images: torch.Tensor, size: tuple[int, int], mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[N, 3, H, W]`` -> a CLIP input: resize (bicubic, antialiased) to ``size``, then ``(x - mean) / std``.
+
+    On square images this is open_clip's eval transform (resize the short side, centre-crop) up to its PIL
+    resampling; every open_clip scorer here (CLIP, aesthetic, HPSv2) feeds its model through it.
+    """
+    x = images.float() / 255.0
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=tuple(size), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    mean, std = mean.to(x.device).view(1, 3, 1, 1), std.to(x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def open_clip_input_spec(model: nn.Module) -> tuple[tuple[int, int], torch.Tensor, torch.Tensor]:
+    """(size, mean, std) of an open_clip model's eval preprocessing (``visual.preprocess_cfg``; OpenAI's
+    mean / std when the model carries none)."""
+    cfg = getattr(model.visual, "preprocess_cfg", {})
+    size = cfg.get("size", getattr(model.visual, "image_size", 224))
+    size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+    mean = torch.tensor(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073)))
+    std = torch.tensor(cfg.get("std", (0.26862954, 0.26130258, 0.27577711)))
+    return size, mean, std
+
+
 class ImageScorer:
     """Aesthetic, CLIP and Inception scores on uint8 images; models load once and stay on ``device``."""
 
@@ -150,6 +175,7 @@ class ImageScorer:
         inception: nn.Module,
         device: torch.device | None = None,
         batch_size: int = 64,
+        preference: dict[str, Any] | None = None,
     ) -> None:
         self.device = device or torch.device("cpu")
         self.clip = clip_model.to(self.device).eval()
@@ -157,22 +183,17 @@ class ImageScorer:
         self.aesthetic_mlp = aesthetic_mlp.to(self.device).eval()
         self.inception = inception.to(self.device).eval()
         self.batch_size = batch_size
-        cfg = getattr(self.clip.visual, "preprocess_cfg", {})
-        size = cfg.get("size", getattr(self.clip.visual, "image_size", 224))
-        self.clip_size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
-        self.mean = torch.tensor(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073)), device=self.device)
-        self.std = torch.tensor(cfg.get("std", (0.26862954, 0.26130258, 0.27577711)), device=self.device)
+        self.clip_size, mean, std = open_clip_input_spec(self.clip)
+        self.mean, self.std = mean.to(self.device), std.to(self.device)
+        # human-preference scorers by name (negopt.preference), loaded only when evaluated or weighted
+        self.preference: dict[str, Any] = dict(preference or {})
 
     def _batches(self, n: int) -> list[slice]:
         return [slice(i, i + self.batch_size) for i in range(0, n, self.batch_size)]
 
     def clip_pixels(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 images -> CLIP input: resize (bicubic, antialiased) to the CLIP size and normalise."""
-        x = images.to(self.device).float() / 255.0
-        if tuple(x.shape[-2:]) != self.clip_size:
-            x = F.interpolate(x, size=self.clip_size, mode="bicubic", align_corners=False, antialias=True)
-            x = x.clamp(0, 1)
-        return (x - self.mean.view(1, 3, 1, 1)) / self.std.view(1, 3, 1, 1)
+        """uint8 images -> CLIP input (:func:`clip_pixels` at this CLIP's size, mean and std)."""
+        return clip_pixels(images.to(self.device), self.clip_size, self.mean, self.std)
 
     @torch.no_grad()
     def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
@@ -251,3 +272,15 @@ class ImageScorer:
             "clip": clip_fn(img_emb, self.text_embeddings(prompts)),
             "fidelity": inception_kl(probs, q),
         }
+
+    def preference_score(self, name: str, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """Per-image human-preference score ``[N]`` of the loaded scorer ``name`` (``hpsv2``, ``pickscore``)."""
+        if name not in self.preference:
+            from negopt.errors import UserError
+
+            raise UserError(f"the {name} scorer is not loaded: name it in the profile (models.<profile>."
+                            f"{'hpsv2_name / hpsv2' if name == 'hpsv2' else 'pickscore'}) and give rl.reward.{name} a "
+                            "non-zero weight, or evaluate with a profile that names it")
+        if len(prompts) != len(images):
+            raise ValueError(f"{name}: {len(images)} images but {len(prompts)} prompts")
+        return self.preference[name](images, list(prompts)).float().cpu()

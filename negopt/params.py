@@ -33,7 +33,7 @@ from pydantic import (
 )
 
 from negopt.errors import ParamsError
-from negopt.reward_terms import REWARD_TERMS, default_weights
+from negopt.reward_terms import REWARD_TERMS, default_weights, scored_weights
 
 Pos = Annotated[float, Field(gt=0)]
 NonNeg = Annotated[float, Field(ge=0)]
@@ -164,6 +164,13 @@ class Profile(Section):
     image_size: Annotated[int, Field(ge=8, multiple_of=8)]  # the VAE downsamples by 8
     num_inference_steps: PosInt
     guidance_scale: NonNeg
+    # Human-preference scorers (negopt/preference.py), "" = not named: evaluate reports a metric for each one
+    # named, and its reward term (rl.reward.hpsv2 / pickscore) may then carry a weight.
+    hpsv2_name: str  # open_clip architecture of HPSv2 (ViT-H-14)
+    hpsv2: str  # its weights: a local .pt / .safetensors, or a hub file "org/repo/file"
+    hpsv2_config: str  # an open_clip config file to register first ("" for one open_clip ships)
+    pickscore: str  # transformers CLIPModel folder or hub id
+    pickscore_processor: str  # its CLIPProcessor (image processor + tokenizer): folder or hub id
 
 
 class Models(Section):
@@ -222,6 +229,11 @@ class RewardWeights(RootModel[dict[str, float]]):
             raise ValueError("; ".join(f"rl.reward.{name}: no reward term of that name" for name in unknown)
                              + f" (registered terms: {', '.join(REWARD_TERMS)}; negopt/reward_terms.py)")
         return default_weights() | weights
+
+    def scored(self) -> dict[str, float]:
+        """``{term: weight}`` of the terms RL scores (``negopt.reward_terms.scored_weights``: a preference
+        model's term only when weighted): what calibration, the reward, the test and the card read."""
+        return scored_weights(self.root)
 
 
 class RlHealth(Section):

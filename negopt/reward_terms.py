@@ -58,17 +58,22 @@ class RewardTerm:
     score: Callable[[TermBatch], torch.Tensor]
     default_weight: float = 1.0
     constant_hint: str = ""
+    model: str = ""  # a model of its own the scorer loads only for this term (a preference model), else ""
 
 
 #: name -> term, in registration order (the order of logs, metrics and the model card's table).
 REWARD_TERMS: dict[str, RewardTerm] = {}
 
 
-def reward_term(name: str, default_weight: float = 1.0, constant_hint: str = ""):
-    """Decorator: register ``score(batch) -> [N]`` as the term ``name`` (weight ``rl.reward.<name>``)."""
+def reward_term(name: str, default_weight: float = 1.0, constant_hint: str = "", model: str = ""):
+    """Decorator: register ``score(batch) -> [N]`` as the term ``name`` (weight ``rl.reward.<name>``).
+
+    ``model``: the term needs a model of its own (``negopt.models.loader.load_scorer(preference=...)``);
+    such a term is scored only when its weight is non-zero (:func:`scored_weights`).
+    """
 
     def register(score: Callable[[TermBatch], torch.Tensor]) -> Callable[[TermBatch], torch.Tensor]:
-        REWARD_TERMS[name] = RewardTerm(score, default_weight, constant_hint)
+        REWARD_TERMS[name] = RewardTerm(score, default_weight, constant_hint, model)
         return score
 
     return register
@@ -77,6 +82,20 @@ def reward_term(name: str, default_weight: float = 1.0, constant_hint: str = "")
 def default_weights() -> dict[str, float]:
     """``{name: default weight}`` of every registered term: the schema default of ``rl.reward``."""
     return {name: term.default_weight for name, term in REWARD_TERMS.items()}
+
+
+def scored_weights(weights: dict[str, float]) -> dict[str, float]:
+    """The terms RL scores, with their weights: every term, except one with a model of its own at weight 0.
+
+    The built-in terms share one scorer pass and are logged even at weight 0; a preference model is a
+    ~1 B-parameter forward per image on the paper profile, so at weight 0 it is not loaded or scored.
+    """
+    return {n: w for n, w in weights.items() if w or not REWARD_TERMS[n].model}
+
+
+def models_needed(weights: dict[str, float]) -> list[str]:
+    """The models the weighted terms need (``load_scorer``'s ``preference``), in registration order."""
+    return list(dict.fromkeys(REWARD_TERMS[n].model for n in scored_weights(weights) if REWARD_TERMS[n].model))
 
 
 def score_terms(batch: TermBatch, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -108,3 +127,18 @@ def clip(batch: TermBatch) -> torch.Tensor:
 def fidelity(batch: TermBatch) -> torch.Tensor:
     """``KL(p(y|x) || p(y))`` of the Inception posterior to the calibration marginal (log IS per image)."""
     return batch.shared(_image_scorer_terms)["fidelity"]
+
+
+# --- human-preference models (negopt/preference.py), each its own model: weight 0 unless asked for ---
+
+
+@reward_term("hpsv2", default_weight=0.0, model="hpsv2")
+def hpsv2(batch: TermBatch) -> torch.Tensor:
+    """HPSv2: ``100 cos`` of the fine-tuned open_clip ViT-H-14's image and prompt features."""
+    return batch.scorer.preference_score("hpsv2", batch.images, batch.prompts)
+
+
+@reward_term("pickscore", default_weight=0.0, model="pickscore")
+def pickscore(batch: TermBatch) -> torch.Tensor:
+    """PickScore: ``exp(logit_scale) cos`` of the fine-tuned CLIP-H's image and prompt features."""
+    return batch.scorer.preference_score("pickscore", batch.images, batch.prompts)

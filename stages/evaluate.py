@@ -1,4 +1,5 @@
-"""Stage `evaluate`: Inception Score, aesthetic and CLIP score per method -> metrics/eval.json."""
+"""Stage `evaluate`: Inception Score, aesthetic, CLIP score (and HPSv2 / PickScore when the profile names them)
+per method -> metrics/eval.json."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ from negopt.runtime import resolve_device, start_stage
 
 def main() -> None:
     params = start_stage()
-    from negopt.models.loader import load_scorer
+    from negopt.models.loader import load_scorer, named_preference
 
     device = resolve_device(params.base.device)
     profile = params.active
     start = time.perf_counter()
     manifest = read_manifest(params.paths.images)
-    scorer = load_scorer(profile, device)
+    scorer = load_scorer(profile, device, preference=named_preference(profile))
     # a NaN / inf metric raises NonFiniteMetricError (a UserError): nothing is written for compare to crash on
     results = evaluate_all(
         manifest,
@@ -36,7 +37,8 @@ def main() -> None:
     for method, m in results.items():
         print(
             f"{method:>12}: IS {m['inception_score']:.4f} ± {m['inception_score_std']:.4f}  "
-            f"aesthetic {m['aesthetic']:.5f}  CLIP {m['clip_score']:.3f}  (n={m['n_images']})"
+            f"aesthetic {m['aesthetic']:.5f}  CLIP {m['clip_score']:.3f}  "
+            + "".join(f"{name} {m[name]:.3f}  " for name in scorer.preference) + f"(n={m['n_images']})"
         )
     print(f"evaluate: {len(manifest)} images in {time.perf_counter() - start:.1f} s -> {out}")
 

@@ -33,7 +33,8 @@ def check_tiny_paths(params) -> None:
     """The tiny profile must point into paths.tiny_models, or the loader would read stale files."""
     root = Path(params.paths.tiny_models).resolve()
     p = params.models.tiny
-    for field in ("policy", "sd", "clip_pretrained", "clip_config", "aesthetic", "inception"):
+    for field in ("policy", "sd", "clip_pretrained", "clip_config", "aesthetic", "inception", "hpsv2", "hpsv2_config",
+                  "pickscore", "pickscore_processor"):
         value = getattr(p, field)
         if value and root not in Path(value).resolve().parents:
             raise ParamsError(

@@ -25,6 +25,7 @@ from negopt.errors import run_stage
 from negopt.io import atomic_dir, write_json
 from negopt.models.find import require_profile
 from negopt.models.loader import load_policy, load_scorer, load_sd_pipeline
+from negopt.reward_terms import models_needed
 from negopt.rl.card import write_rl_card
 from negopt.rl.evaluate import distinct_share, eval_plan, evaluate_rl, greedy_negatives
 from negopt.rl.health import health_checks
@@ -85,8 +86,8 @@ def main() -> None:
     policy, tokenizer = load_policy(params.paths.sft, device)
     ref, _ = load_policy(params.paths.sft, device)
     comp = Components(policy=policy, ref=ref, tokenizer=tokenizer, pipe=load_sd_pipeline(params.active, device),
-                      scorer=load_scorer(params.active, device), sft_dir=params.paths.sft,
-                      anchor=human_negatives(params.paths.clean))
+                      scorer=load_scorer(params.active, device, preference=models_needed(params.rl.reward.scored())),
+                      sft_dir=params.paths.sft, anchor=human_negatives(params.paths.clean))
     sft_model = copy.deepcopy(ref)  # the reference stays untouched; evaluation reads a copy
     if accelerator.is_main_process:
         print(f"rl: {accelerator.num_processes} process(es), {params.rl.batch_prompts} prompts x k={params.rl.k} "
@@ -98,10 +99,10 @@ def main() -> None:
     state = run_rl(params, comp, train, accelerator=accelerator, live=live, guard=guard)
     train_seconds = time.perf_counter() - t0
 
-    reward_fn = weighted_sum_reward(comp.scorer, params.rl.reward.model_dump(), state.stats, state.marginal,
+    reward_fn = weighted_sum_reward(comp.scorer, params.rl.reward.scored(), state.stats, state.marginal,
                                     params.rl.clip_term)
     metrics, examples = evaluate_rl(accelerator, sft_model, policy, tokenizer, comp.pipe, reward_fn, test, params)
-    checks, warnings = health_checks(metrics, state.stats.report(), params.rl.reward.model_dump(), params.rl.health)
+    checks, warnings = health_checks(metrics, state.stats.report(), params.rl.reward.scored(), params.rl.health)
     metrics |= {"calibration": state.stats.report(), **checks, "warnings": warnings, "steps": state.step, "train_seconds": round(train_seconds, 1),
                 **{f"train_seconds_{k}": round(v, 1) for k, v in state.seconds.items()},
                 "train_overhead_share": round(overhead_share(state.seconds), 4),

@@ -133,6 +133,10 @@ def tiny_params(tiny_zoo):
             clip_config=str(z / "clip" / "negopt-tiny-clip.json"),
             aesthetic=str(z / "aesthetic" / "model.safetensors"),
             inception=str(z / "inception" / "weights.pt"),
+            hpsv2=str(z / "hpsv2" / "hps_tiny.pt"),
+            hpsv2_config=str(z / "hpsv2" / "negopt-tiny-hpsv2.json"),
+            pickscore=str(z / "pickscore"),
+            pickscore_processor=str(z / "pickscore"),
         )
     )
     return p.model_copy(update=dict(profile="tiny", models=p.models.model_copy(update=dict(tiny=tiny))))

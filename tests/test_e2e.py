@@ -173,6 +173,13 @@ def test_generate_evaluate_compare_contents(repo: Path, out, monkeypatch):
     rows = by["ground_truth"]
     clip = scorer.clip_score(load_images(repo / "data/images", rows.file.tolist()), rows.prompt.tolist())
     assert ev["ground_truth"]["clip_score"] == pytest.approx(float(clip.mean()), rel=1e-4, abs=1e-4)
+    # the tiny profile names both preference models: each method has their means, recomputed here for one
+    pref = load_scorer(params.active, torch.device("cpu"), preference=["hpsv2", "pickscore"])
+    images = load_images(repo / "data/images", rows.file.tolist())
+    for name in ("hpsv2", "pickscore"):
+        assert all(name in ev[m] for m in g.methods), name
+        want = float(pref.preference_score(name, images, rows.prompt.tolist()).mean())
+        assert ev["ground_truth"][name] == pytest.approx(want, rel=1e-4, abs=1e-4), name
     comparison = read("metrics/comparison.json")
     assert comparison == json.loads(json.dumps(compare_methods(ev, params.compare.candidates, params.compare.baselines)))
     page = (repo / "report/index.html").read_text()

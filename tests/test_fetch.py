@@ -156,19 +156,22 @@ def test_fetch_profile_downloads_exactly_what_the_loaders_read(empty_cache, serv
         url_download=lambda url, dest, verify: hub_calls.append((url, str(dest), verify.__name__)),
         log=lambda m: None,
     )
-    assert fetched == ["policy", "sd", "clip", "aesthetic", "inception"]
+    assert fetched == ["policy", "sd", "clip", "aesthetic", "inception", "hpsv2", "pickscore"]
     assert hub_calls == [
         ("google-t5/t5-small", HUB_FILES["policy"]),
         ("stable-diffusion-v1-5/stable-diffusion-v1-5", HUB_FILES["sd"]),
         ("timm/vit_large_patch14_clip_224.openai", ["open_clip_model.safetensors"]),
         (f"{server}/mlp.pth", profile.aesthetic, "verify_aesthetic"),
         (f"{server}/inception.pth", profile.inception, "verify_inception"),
+        ("xswu/HPSv2", ["HPS_v2.1_compressed.pt"]),
+        ("yuvalkirstain/PickScore_v1", HUB_FILES["pickscore"]),
+        ("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", HUB_FILES["pickscore_processor"]),
     ]
     sd = HUB_FILES["sd"]
     assert not [f for f in sd if f.endswith((".ckpt", ".bin")) or "safety_checker" in f]
     assert [f for f in sd if f.endswith(".safetensors")] == [
         "text_encoder/model.fp16.safetensors", "unet/diffusion_pytorch_model.fp16.safetensors",
-        "vae/diffusion_pytorch_model.fp16.safetensors"]  # fmt: skip
+        "vae/diffusion_pytorch_model.fp16.safetensors", "text_encoder_2/model.fp16.safetensors"]  # fmt: skip
 
 
 def test_fetch_profile_url_files_land_where_params_point(empty_cache, server):
@@ -181,7 +184,10 @@ def test_fetch_profile_url_files_land_where_params_point(empty_cache, server):
 
 def test_offline_message_lists_every_missing_item_with_commands_that_exist(empty_cache):
     how = {s.component: s.how_to for s in check_components(empty_cache)}
-    assert set(how) == {"policy", "sd", "clip", "aesthetic", "inception"} and all(how.values())
+    assert set(how) == {"policy", "sd", "clip", "aesthetic", "inception", "hpsv2", "pickscore"} and all(how.values())
+    assert "hf download xswu/HPSv2 HPS_v2.1_compressed.pt" in how["hpsv2"]
+    assert "hf download yuvalkirstain/PickScore_v1 config.json model.safetensors" in how["pickscore"]
+    assert "hf download laion/CLIP-ViT-H-14-laion2B-s32B-b79K preprocessor_config.json" in how["pickscore"]
     assert "hf download stable-diffusion-v1-5/stable-diffusion-v1-5 model_index.json" in how["sd"]
     assert "hf download google-t5/t5-small config.json" in how["policy"]
     assert "hf download timm/vit_large_patch14_clip_224.openai open_clip_model.safetensors" in how["clip"]
@@ -250,7 +256,8 @@ def test_fetch_through_a_real_hub_client_takes_only_the_allow_list(empty_cache, 
                                 url_download=lambda *a, **k: None, log=logged.append)
     # sd and clip are not on this hub: each failure is logged and the rest still arrives
     assert fetched == ["policy", "aesthetic", "inception"]
-    assert [m.split(":")[0] for m in logged if "failed" in m] == ["fetch sd failed", "fetch clip failed"]
+    assert [m.split(":")[0] for m in logged if "failed" in m] == ["fetch sd failed", "fetch clip failed",
+                                                                  "fetch hpsv2 failed", "fetch pickscore failed"]
     assert "RepositoryNotFoundError" in next(m for m in logged if m.startswith("fetch sd failed"))
     gets = sorted(r.rsplit(f"/resolve/{commit}/", 1)[1] for r in requests if r.startswith("GET ") and "/resolve/" in r)
     assert gets == sorted(HUB_FILES["policy"])

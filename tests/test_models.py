@@ -17,7 +17,7 @@ from negopt.models.nets import AestheticMLP
 from negopt.models.tiny import _inception_shell, build_tiny_zoo
 
 CPU = torch.device("cpu")
-COMPONENTS = ["policy", "sd", "clip", "aesthetic", "inception"]
+COMPONENTS = ["policy", "sd", "clip", "aesthetic", "inception", "hpsv2", "pickscore"]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

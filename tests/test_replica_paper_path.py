@@ -37,7 +37,9 @@ STAGES = ("scrape", "clean", "models", "sft", "rl", "generate", "evaluate", "com
 OVERLAY = {
     "profile": "paper",
     "data": {"sample": {"rows": 2000}},
-    "models": {"paper": {"image_size": 128, "num_inference_steps": 2}},
+    # HPSv2 / PickScore off here: at full size each scores ~1 image per 20 s on one CPU thread (24 images here:
+    # ~16 min); test_paper_preference_models_load_and_score below runs them from the same replica instead
+    "models": {"paper": {"image_size": 128, "num_inference_steps": 2, "hpsv2_name": "", "pickscore": ""}},
     "sft": {"max_steps": 2, "eval_steps": 1, "save_steps": 2, "batch_size": 4, "max_eval_samples": 4,
             "max_test_samples": 2},
     "decode": {"max_new_tokens": 8},
@@ -185,15 +187,49 @@ def test_policy_is_t5_small_with_its_tokenizer(paper_repo: Path):
 
 def test_replica_holds_exactly_what_fetch_downloads(replica: Path):
     """One list of files: what the replica writes is what `negopt models fetch` asks the hub for."""
-    from negopt.models.fetch import HUB_FILES
+    from negopt.models.fetch import HUB_FILES, SDXL_ONLY
 
     def files(repo: str) -> list[str]:
         snap = next((replica / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots").iterdir())
         return sorted(str(p.relative_to(snap)) for p in snap.rglob("*") if p.is_symlink())
 
-    assert files("stable-diffusion-v1-5/stable-diffusion-v1-5") == sorted(HUB_FILES["sd"])
+    assert files("stable-diffusion-v1-5/stable-diffusion-v1-5") == sorted(
+        f for f in HUB_FILES["sd"] if not f.startswith(SDXL_ONLY))  # SD 1.5's repo has no second text encoder
     assert files("google-t5/t5-small") == sorted(HUB_FILES["policy"])
     assert files("timm/vit_large_patch14_clip_224.openai") == ["open_clip_model.safetensors"]
+    assert files("xswu/HPSv2") == ["HPS_v2.1_compressed.pt"]
+    assert files("yuvalkirstain/PickScore_v1") == sorted(HUB_FILES["pickscore"])
+    # no tokenizer.json: transformers builds the fast tokenizer from vocab.json + merges.txt
+    assert files("laion/CLIP-ViT-H-14-laion2B-s32B-b79K") == sorted(
+        set(HUB_FILES["pickscore_processor"]) - {"tokenizer.json"})
+
+
+def test_paper_preference_models_load_and_score(replica: Path, root: Path, monkeypatch):
+    """HPSv2 (open_clip ViT-H-14, 986 M) and PickScore (CLIPModel CLIP-H, 986 M) from the replica's cache
+    through the unchanged paper profile and the one loader; one 128 px image each, resized to 224."""
+    import torch
+    from huggingface_hub import constants
+
+    from negopt.models.find import check_components
+    from negopt.models.loader import load_hpsv2, load_pickscore
+    from negopt.params import load_params
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(replica / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    paper = load_params(root / "params.yaml").models.paper
+    status = {s.component: s for s in check_components(paper)}
+    assert status["hpsv2"].available and status["pickscore"].available
+    assert status["hpsv2"].num_params == status["pickscore"].num_params == 986_109_441
+    image = torch.randint(0, 256, (1, 3, 128, 128), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    hps = load_hpsv2(paper, torch.device("cpu"))
+    assert hps.size == (224, 224) and hps.model.visual.transformer.width == 1280
+    assert -100 <= hps(image, ["a photo of a cat"]).item() <= 100
+    del hps
+    pick = load_pickscore(paper, torch.device("cpu"))
+    assert pick.max_tokens == 77 and pick.model.config.vision_config.hidden_size == 1280
+    assert pick.processor.image_processor(images=list(image), return_tensors="pt")["pixel_values"].shape[-1] == 224
+    score = pick(image, ["a photo of a cat"]).item()
+    assert abs(score) <= pick.model.logit_scale.exp().item()
 
 
 def test_paper_clip_resolves_the_openai_tag_with_quickgelu(replica: Path, root: Path, monkeypatch):
@@ -215,13 +251,14 @@ def test_paper_clip_resolves_the_openai_tag_with_quickgelu(replica: Path, root: 
 
 def test_the_models_stage_downloaded_exactly_the_files_the_loaders_read(paper_repo: Path, hub):
     """Each hub file of fetch's allow-list GET once, nothing else (no .ckpt, no .bin), plus the two URL files."""
-    from negopt.models.fetch import HUB_FILES
+    from negopt.models.fetch import HUB_FILES, SDXL_ONLY
 
     _, requests, _ = hub
     got = sorted(r.split("/resolve/", 1)[0].removeprefix("GET /") + ":" + r.split("/", 5)[-1]
                  for r in requests if r.startswith("GET ") and "/resolve/" in r)
     want = sorted([f"google-t5/t5-small:{f}" for f in HUB_FILES["policy"]]
-                  + [f"stable-diffusion-v1-5/stable-diffusion-v1-5:{f}" for f in HUB_FILES["sd"]]
+                  + [f"stable-diffusion-v1-5/stable-diffusion-v1-5:{f}" for f in HUB_FILES["sd"]
+                     if not f.startswith(SDXL_ONLY)]  # asked for, absent from SD 1.5's repo: never GET
                   + ["timm/vit_large_patch14_clip_224.openai:open_clip_model.safetensors"])
     assert got == want
     assert sorted(r for r in requests if r.startswith("GET /url/")) == [

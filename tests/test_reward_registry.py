@@ -60,7 +60,9 @@ def test_an_unregistered_term_fails_naming_its_key(tmp_path):
 
 def test_a_registered_term_is_a_weight_with_its_default(tmp_path, brightness):
     params = make_params(tmp_path, reward=WEIGHTS | {"brightness": TOY_WEIGHT})
-    assert params.rl.reward.model_dump() == WEIGHTS | {"brightness": TOY_WEIGHT}
+    # every registered term has a weight; a term with a model of its own (hpsv2, pickscore) at weight 0 is not scored
+    assert params.rl.reward.model_dump() == WEIGHTS | {"brightness": TOY_WEIGHT, "hpsv2": 0.0, "pickscore": 0.0}
+    assert params.rl.reward.scored() == WEIGHTS | {"brightness": TOY_WEIGHT}
     assert make_params(tmp_path).rl.reward.model_dump()["brightness"] == 0.0  # left out: its registered default
     with pytest.raises(ParamsError, match=r"rl\.reward\.sharpness"):
         make_params(tmp_path, reward={"sharpness": 1.0})
@@ -112,7 +114,7 @@ def test_the_toy_term_reaches_the_test_metrics_and_the_model_card(fake_images, t
     monkeypatch.setattr(rl_evaluate, "decode_negatives", fake_decode([]))
     monkeypatch.setattr(rl_evaluate, "kl_to_sft", lambda *a, **k: 0.0)
     start = len(fake_images.triples)
-    reward_fn = weighted_sum_reward(FakeScorer(fake_images), params.rl.reward.model_dump(), state.stats, state.marginal)
+    reward_fn = weighted_sum_reward(FakeScorer(fake_images), params.rl.reward.scored(), state.stats, state.marginal)
 
     class Named(torch.nn.Module):
         def __init__(self, name: str) -> None:
@@ -123,7 +125,7 @@ def test_the_toy_term_reaches_the_test_metrics_and_the_model_card(fake_images, t
     # 4 SFT images then 4 RL images, numbered from `start`: raw brightness is the mean index / 48
     assert metrics["brightness_raw_test_sft"] == pytest.approx((start + 1.5) / PIXELS)
     assert metrics["brightness_raw_test_rl"] == pytest.approx((start + 5.5) / PIXELS)
-    checks, warnings = health_checks(metrics, state.stats.report(), params.rl.reward.model_dump(), params.rl.health)
+    checks, warnings = health_checks(metrics, state.stats.report(), params.rl.reward.scored(), params.rl.health)
     metrics |= {"calibration": state.stats.report(), **checks, "warnings": warnings}
     body = model_card_body(params, metrics, examples, state.seconds)
     assert f"{TOY_WEIGHT} * z(brightness)" in body

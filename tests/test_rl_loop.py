@@ -218,7 +218,7 @@ def test_ppo_and_evaluation_run(zoo):
     state = run_rl(params, comp, PROMPTS)
     assert state.stats.count == 4 * 2 + 2 * 2  # calibration (4 prompts x k=2) + one step's running update
     assert state.stats.within_df == 4 + 2  # one degree of freedom per group of k=2
-    reward_fn = weighted_sum_reward(comp.scorer, params.rl.reward.model_dump(), state.stats, state.marginal)
+    reward_fn = weighted_sum_reward(comp.scorer, params.rl.reward.scored(), state.stats, state.marginal)
     metrics, examples = evaluate_rl(None, comp.ref, comp.policy, comp.tokenizer, comp.pipe, reward_fn, PROMPTS, params)
     assert metrics["n_test"] == 4 and metrics["n_test_images"] == 8 and len(examples) == 4
     for key in ("reward_test_sft", "reward_test_rl", "reward_test_gain", "reward_test_gain_se",

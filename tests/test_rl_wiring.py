@@ -24,7 +24,7 @@ import yaml
 import negopt.diffusion
 from negopt.metrics import inception_kl
 from negopt.params import validate_params
-from negopt.reward_terms import REWARD_TERMS as TERMS
+from negopt.reward_terms import default_weights, scored_weights
 from negopt.rl import evaluate as rl_evaluate
 from negopt.rl.advantages import mean_and_se
 from negopt.rl.loop import (
@@ -46,6 +46,8 @@ NEGATIVES = ["blurry", "deformed hands", "low contrast", "watermark", "overexpos
 WEIGHTS = {"aesthetic": 2.0, "clip": 0.5, "fidelity": 3.0}
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TERMS = tuple(scored_weights(default_weights()))  # the terms RL scores at the default weights
 
 
 # --- the fakes -------------------------------------------------------------------------------------

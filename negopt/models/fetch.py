@@ -41,6 +41,13 @@ HUB_FILES: dict[str, list[str]] = {
         "unet/diffusion_pytorch_model.fp16.safetensors",
         "vae/config.json",
         "vae/diffusion_pytorch_model.fp16.safetensors",
+        # SDXL's second tokenizer and text encoder (absent from SD 1.x / 2.x repos: nothing is fetched for them)
+        "tokenizer_2/vocab.json",
+        "tokenizer_2/merges.txt",
+        "tokenizer_2/special_tokens_map.json",
+        "tokenizer_2/tokenizer_config.json",
+        "text_encoder_2/config.json",
+        "text_encoder_2/model.fp16.safetensors",
     ],
     "policy": [
         "config.json",
@@ -50,7 +57,20 @@ HUB_FILES: dict[str, list[str]] = {
         "tokenizer.json",
         "tokenizer_config.json",
     ],
+    # PickScore: the fine-tuned CLIPModel, and the processor of the CLIP-H it was tuned from (a second repo)
+    "pickscore": ["config.json", "model.safetensors"],
+    "pickscore_processor": [
+        "preprocessor_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "vocab.json",
+        "merges.txt",
+    ],
 }
+
+#: SDXL's second tokenizer / text encoder in HUB_FILES["sd"]: an SD 1.x / 2.x repo has none, so none is fetched
+SDXL_ONLY = ("tokenizer_2/", "text_encoder_2/")
 
 # Aesthetic MLP: LAION improved-aesthetic-predictor layout, 768 -> 1024 -> 128 -> 64 -> 16 -> 1.
 AESTHETIC_SHAPES = {
@@ -76,6 +96,15 @@ def clip_hub_file(clip_name: str, clip_tag: str) -> tuple[str, str] | None:
         return None
     repo, filename = os.path.split(hub)  # "org/model/" (trailing slash): open_clip's default file names
     return repo, filename or "open_clip_model.safetensors"
+
+
+def hub_file_ref(ref: str) -> tuple[str, str] | None:
+    """``org/repo/file`` (a file at a hub repo's root, e.g. HPSv2's checkpoint) -> (repo, file); None for a
+    local path: an existing one, one whose first folder exists, or any other number of parts."""
+    parts = ref.split("/")
+    if len(parts) != 3 or not all(parts) or Path(ref).exists() or Path(parts[0]).exists():
+        return None
+    return "/".join(parts[:2]), parts[2]
 
 
 def hub_download_command(repo: str, files: list[str]) -> str:
@@ -198,10 +227,17 @@ def fetch_profile(
 
 def _fetch_component(status, profile: Profile, hub_download, url_download, log) -> bool:
     """Download one missing component; False when it has no download source."""
-    if status.component in HUB_FILES and status.hub:
+    if status.component == "pickscore" and status.hub:
+        log(f"fetch pickscore: {profile.pickscore} + processor {profile.pickscore_processor}")
+        hub_download(profile.pickscore, allow_patterns=HUB_FILES["pickscore"])
+        hub_download(profile.pickscore_processor, allow_patterns=HUB_FILES["pickscore_processor"])
+    elif status.component in HUB_FILES and status.hub:
         files = HUB_FILES[status.component]
         log(f"fetch {status.component}: {status.source} ({len(files)} files)")
         hub_download(status.source, allow_patterns=files)
+    elif status.component == "hpsv2" and (ref := hub_file_ref(profile.hpsv2)):
+        log(f"fetch hpsv2: {ref[0]}/{ref[1]}")
+        hub_download(ref[0], allow_patterns=[ref[1]])
     elif status.component == "clip" and (hub := clip_hub_file(profile.clip_name, profile.clip_pretrained)):
         log(f"fetch clip: {hub[0]}/{hub[1]}")
         hub_download(hub[0], allow_patterns=[hub[1]])

@@ -24,10 +24,17 @@ from pathlib import Path
 import torch
 
 from negopt.errors import UserError
-from negopt.models.fetch import HUB_FILES, clip_hub_file, hub_download_command, url_download_command
+from negopt.models.fetch import (
+    HUB_FILES,
+    clip_hub_file,
+    hub_download_command,
+    hub_file_ref,
+    url_download_command,
+)
 from negopt.params import Params, Profile
 
-SD_SUBFOLDERS = ("unet", "vae", "text_encoder")  # what the pipeline loads; the safety checker is off
+SD_SUBFOLDERS = ("unet", "vae", "text_encoder", "text_encoder_2")  # model weights a pipeline loads (SDXL has two
+# text encoders); only those its model_index.json names count; the safety checker is off
 SD_VARIANT = "fp16"  # the hub's half-size weight files; read on every device and cast to default_dtype
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
@@ -38,7 +45,7 @@ class MissingWeightsError(UserError, RuntimeError):
 
 @dataclass(frozen=True)
 class ComponentStatus:
-    component: str  # policy | sd | clip | aesthetic | inception
+    component: str  # policy | sd | clip | aesthetic | inception | hpsv2 | pickscore
     source: str  # the profile field's value (path, hub id, or open_clip name/tag)
     available: bool
     num_params: (
@@ -104,8 +111,14 @@ def weight_files(folder: Path, variant: str | None = None) -> list[Path]:
 
 
 def _sd_weight_files(folder: Path) -> list[Path]:
-    """Each pipeline subfolder's weights; empty unless every one has them."""
-    parts = [weight_files(folder / sub, sd_variant(folder)) for sub in SD_SUBFOLDERS]
+    """Each weighted subfolder's files (those of :data:`SD_SUBFOLDERS` that ``model_index.json`` names);
+    empty unless every one has them."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return []
+    subs = [sub for sub in SD_SUBFOLDERS if isinstance(index.get(sub), list) and index[sub][0] is not None]
+    parts = [weight_files(folder / sub, sd_variant(folder)) for sub in subs]
     return [f for part in parts for f in part] if all(parts) else []
 
 
@@ -165,6 +178,44 @@ def open_clip_checkpoint(p: Profile) -> Location:
                     hub is not None)
 
 
+def hpsv2_location(p: Profile) -> Path | None:
+    """The HPSv2 weights file: a local path, or the ``org/repo/file`` hub file in the HF cache."""
+    if Path(p.hpsv2).is_file():
+        return Path(p.hpsv2)
+    ref = hub_file_ref(p.hpsv2)
+    if ref is None:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    hit = try_to_load_from_cache(*ref)
+    return Path(hit) if isinstance(hit, str) else None
+
+
+def hpsv2_checkpoint(p: Profile) -> Location:
+    """HPSv2: an open_clip architecture (``hpsv2_name``, its config file when one is named) + one weights file."""
+    config_ok = not p.hpsv2_config or Path(p.hpsv2_config).is_file()
+    where = hpsv2_location(p) if config_ok else None
+    ref = hub_file_ref(p.hpsv2)
+    if ref and config_ok:
+        how = f"`negopt models fetch`, or `{hub_download_command(ref[0], [ref[1]])}`"
+    else:
+        how = f"run `dvc repro models` (builds the tiny zoo), or point hpsv2 at a local HPSv2 checkpoint ({p.hpsv2!r})"
+    return Location(f"open_clip {p.hpsv2_name} / {p.hpsv2}", where, [where] if where else [], how, ref is not None)
+
+
+def pickscore_folder(p: Profile) -> Location:
+    """PickScore: the CLIPModel folder (weights) *and* its processor folder; missing either, it is missing."""
+    model = hf_folder(p.pickscore, "config.json", weight_files, "pickscore", "a local CLIPModel folder")
+    processor = resolve_hf(p.pickscore_processor, "preprocessor_config.json")
+    how = model.how
+    if looks_like_hub_id(p.pickscore_processor):
+        how += f"; processor: `{hub_download_command(p.pickscore_processor, HUB_FILES['pickscore_processor'])}`"
+    hub = model.hub or looks_like_hub_id(p.pickscore_processor)
+    if processor is None:
+        return Location(f"{p.pickscore} + {p.pickscore_processor}", None, [], how, hub)
+    return Location(f"{p.pickscore} + {p.pickscore_processor}", model.where, model.files, how, hub)
+
+
 #: component -> how it is found, in the order ``models check`` lists them
 LOCATORS: dict[str, Callable[[Profile], Location]] = {
     "policy": lambda p: hf_folder(p.policy, "config.json", weight_files, "policy", "a local folder"),
@@ -172,7 +223,17 @@ LOCATORS: dict[str, Callable[[Profile], Location]] = {
     "clip": open_clip_checkpoint,
     "aesthetic": lambda p: url_file(p.aesthetic, p.aesthetic_url),
     "inception": lambda p: url_file(p.inception, p.inception_url),
+    "hpsv2": hpsv2_checkpoint,
+    "pickscore": pickscore_folder,
 }
+
+#: components a profile may leave out: listed (and required) only when this profile field is set
+OPTIONAL = {"hpsv2": "hpsv2_name", "pickscore": "pickscore"}
+
+
+def named_components(p: Profile) -> list[str]:
+    """The components ``p`` uses, in :data:`LOCATORS` order (an optional one only when its field is set)."""
+    return [c for c in LOCATORS if c not in OPTIONAL or getattr(p, OPTIONAL[c])]
 
 
 # --- status -----------------------------------------------------------------------------------------------
@@ -211,7 +272,7 @@ def component_status(p: Profile, component: str) -> ComponentStatus:
 
 def check_components(p: Profile) -> list[ComponentStatus]:
     """Availability of every component of one profile section, offline (never downloads)."""
-    return [component_status(p, c) for c in LOCATORS]
+    return [component_status(p, c) for c in named_components(p)]
 
 
 def check_profile(params: Params, profile_name: str | None = None) -> list[ComponentStatus]:

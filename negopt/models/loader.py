@@ -8,11 +8,20 @@ the weights fill are :mod:`negopt.models.nets`. Nothing here ever substitutes on
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 
-from negopt.models.find import MissingWeightsError, require_component, resolve_hf, sd_variant
+from negopt.models.find import (
+    OPTIONAL,
+    MissingWeightsError,
+    hpsv2_location,
+    named_components,
+    require_component,
+    resolve_hf,
+    sd_variant,
+)
 from negopt.models.nets import AestheticMLP, register_clip_config
 from negopt.models.policy import load_policy as load_policy  # re-exported: every stage imports it from here
 from negopt.params import Profile
@@ -28,26 +37,52 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
-def load_sd_pipeline(profile: Profile, device: torch.device, dtype: torch.dtype | None = None):
-    """``StableDiffusionPipeline.from_pretrained(profile.sd)`` on ``device``: safety checker off, bar off,
-    :func:`default_dtype` unless ``dtype`` is given, PyTorch SDPA attention in the UNet and VAE.
+#: init arguments that would change or hide pixels, off wherever a pipeline class takes them: the safety
+#: checker blacks out flagged images, SDXL's invisible watermark alters every pixel (both would corrupt image
+#: metrics; neither is a swapped model); no IP-adapter image encoder is used
+_PIXEL_GUARDS = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False,
+                 "image_encoder": None, "add_watermarker": False}
 
-    The safety checker is disabled because it blacks out flagged images, which would corrupt image metrics;
-    it is not a swapped model (it never touches the generated pixels otherwise).
+
+def pipeline_class(folder: Path, field: str = "models.<profile>.sd"):
+    """The diffusers pipeline class a folder's ``model_index.json`` names (``_class_name``), checked to be a
+    text-to-image pipeline taking ``negative_prompt``: SD 1.x / 2.x (``StableDiffusionPipeline``), SDXL
+    (``StableDiffusionXLPipeline``, two text encoders) and any other diffusers class with that call."""
+    import inspect
+
+    import diffusers
+
+    from negopt.errors import ParamsError
+
+    name = json.loads((folder / "model_index.json").read_text()).get("_class_name", "")
+    cls = getattr(diffusers, name, None)
+    call = inspect.signature(cls.__call__).parameters if isinstance(cls, type) else {}
+    if not {"prompt", "negative_prompt", "height", "width"} <= set(call):
+        raise ParamsError(f"{field}: {folder} holds a {name or 'unnamed'} pipeline, not a diffusers text-to-image "
+                          "pipeline taking prompt, negative_prompt, height and width; point it at one "
+                          "(e.g. Stable Diffusion 1.5 / 2.1 or SDXL)")
+    return cls
+
+
+def load_sd_pipeline(profile: Profile, device: torch.device, dtype: torch.dtype | None = None):
+    """The profile's text-to-image pipeline (class from its ``model_index.json``, :func:`pipeline_class`) on
+    ``device``: pixel guards off (:data:`_PIXEL_GUARDS`), bar off, :func:`default_dtype` unless ``dtype`` is
+    given, PyTorch SDPA attention in the UNet and VAE.
     """
-    from diffusers import StableDiffusionPipeline
+    import inspect
+
     from diffusers.models.attention_processor import AttnProcessor2_0
 
     where = resolve_hf(profile.sd, "model_index.json")
     if where is None:
         require_component(profile, "sd")  # raises, with the how-to
-    pipe = StableDiffusionPipeline.from_pretrained(
+    cls = pipeline_class(where)
+    takes = inspect.signature(cls.__init__).parameters
+    pipe = cls.from_pretrained(
         str(where),
         dtype=dtype or default_dtype(device),
         variant=sd_variant(where),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+        **{k: v for k, v in _PIXEL_GUARDS.items() if k in takes},
     )
     pipe.set_progress_bar_config(disable=True)
     # Fused attention (flash / memory-efficient on GPU) set explicitly, so rl and generate run the same
@@ -83,12 +118,7 @@ def load_aesthetic(path: str | Path, device: torch.device | None = None) -> torc
     path = Path(path)
     if not path.is_file():
         raise MissingWeightsError(f"aesthetic MLP weights not found at {path} (profile field `aesthetic`)")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_state_dict(path)
     if "layers.0.weight" not in state:
         raise ValueError(f"{path}: not a LAION aesthetic MLP state dict (no layers.0.weight)")
     mlp = AestheticMLP(state["layers.0.weight"].shape[1])
@@ -96,8 +126,62 @@ def load_aesthetic(path: str | Path, device: torch.device | None = None) -> torc
     return mlp.to(device or torch.device("cpu")).eval()
 
 
-def load_scorer(profile: Profile, device: torch.device, batch_size: int = 64):
-    """An :class:`negopt.metrics.ImageScorer` with the profile's CLIP, aesthetic MLP and Inception."""
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from ``.safetensors`` or a torch file (``weights_only=True``; a ``{"state_dict": ...}``
+    checkpoint, HPSv2's layout, is unwrapped)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+def load_hpsv2(profile: Profile, device: torch.device):
+    """:class:`negopt.preference.HPSv2Scorer`: ``open_clip.create_model(hpsv2_name)`` filled with ``hpsv2``."""
+    import open_clip
+
+    from negopt.preference import HPSv2Scorer
+
+    if profile.hpsv2_config and Path(profile.hpsv2_config).is_file():
+        register_clip_config(profile.hpsv2_config)
+    require_component(profile, "hpsv2")
+    model = open_clip.create_model(profile.hpsv2_name, pretrained=None)
+    model.load_state_dict(load_state_dict(hpsv2_location(profile)))  # strict: a wrong architecture fails here
+    return HPSv2Scorer(model.float(), open_clip.get_tokenizer(profile.hpsv2_name), device)
+
+
+def load_pickscore(profile: Profile, device: torch.device):
+    """:class:`negopt.preference.PickScoreScorer`: ``CLIPModel`` from ``pickscore``, processor from
+    ``pickscore_processor`` (float32: the scores are compared across methods)."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    from negopt.preference import PickScoreScorer
+
+    require_component(profile, "pickscore")
+    model = CLIPModel.from_pretrained(str(resolve_hf(profile.pickscore, "config.json")), dtype=torch.float32)
+    processor = CLIPProcessor.from_pretrained(str(resolve_hf(profile.pickscore_processor, "preprocessor_config.json")))
+    return PickScoreScorer(model, processor, device)
+
+
+PREFERENCE_LOADERS = {"hpsv2": load_hpsv2, "pickscore": load_pickscore}
+
+
+def named_preference(profile: Profile) -> list[str]:
+    """The preference scorers the profile names (``hpsv2_name`` / ``pickscore`` set): evaluate's metrics."""
+    return [c for c in named_components(profile) if c in OPTIONAL]
+
+
+def load_scorer(profile: Profile, device: torch.device, batch_size: int = 64, preference=()):
+    """An :class:`negopt.metrics.ImageScorer` with the profile's CLIP, aesthetic MLP and Inception, and the
+    human-preference scorers named in ``preference`` (``hpsv2``, ``pickscore``; none by default: each is a
+    ~1 B-parameter model on the paper profile, loaded only where it is evaluated or weighted)."""
+    unnamed = [n for n in preference if n not in named_preference(profile)]
+    if unnamed:
+        raise MissingWeightsError(
+            "; ".join(f"{n} is asked for (rl.reward.{n} is non-zero) but the profile names no {n} model: set "
+                      f"models.<profile>.{OPTIONAL[n]} (docs/MODELS.md) or set rl.reward.{n}: 0" for n in unnamed))
     from negopt.metrics import ImageScorer, build_inception
 
     clip_model, tokenizer = load_clip(profile, device)
@@ -110,4 +194,5 @@ def load_scorer(profile: Profile, device: torch.device, batch_size: int = 64):
         )
     require_component(profile, "inception")
     inception = build_inception(profile.inception, profile.inception_input_size, device)
-    return ImageScorer(clip_model, tokenizer, mlp, inception, device=device, batch_size=batch_size)
+    loaded = {name: PREFERENCE_LOADERS[name](profile, device) for name in preference}
+    return ImageScorer(clip_model, tokenizer, mlp, inception, device=device, batch_size=batch_size, preference=loaded)

@@ -12,6 +12,11 @@ names the loaders read, so the *unchanged* paper profile resolves them offline::
                                        tokenizer.json, tokenizer_config.json
       models--timm--vit_large_patch14_clip_224.openai   open_clip_model.safetensors (open_clip's
                                        ``ViT-L-14`` / ``openai`` hub entry)
+      models--xswu--HPSv2              HPS_v2.1_compressed.pt: open_clip ``ViT-H-14`` (986M), fp16,
+                                       ``{"state_dict": ...}`` (HPSv2's checkpoint layout)
+      models--yuvalkirstain--PickScore_v1   config.json + model.safetensors: CLIPModel at CLIP-H (986M), fp16
+      models--laion--CLIP-ViT-H-14-laion2B-s32B-b79K   PickScore's processor: preprocessor_config.json,
+                                       CLIP's BPE (vocab.json, merges.txt) and tokenizer configs
     <out>/paper/                       what params.yaml models.paper.{aesthetic,inception} name
       sac+logos+ava1-l14-linearMSE.pth           LAION MLP state dict, 768 -> 1024 -> 128 -> 64 -> 16 -> 1
       weights-inception-2015-12-05-6726825d.pth  torch-fidelity InceptionV3, logits scaled at 299 px
@@ -22,7 +27,9 @@ Use it: ``HF_HUB_CACHE=<out>/hub HF_HUB_OFFLINE=1`` and copy (or link) ``<out>/p
 
 Honest differences from the hub (documented in docs/MODELS.md):
 - weights are random; SD's are written as the hub's ``fp16`` variant files (``*.fp16.safetensors``, the
-  ones negopt loads and fetches), open_clip's ViT-L in fp16 too (open_clip casts on load);
+  ones negopt loads and fetches), open_clip's ViT-L in fp16 too (open_clip casts on load), and so are the
+  two preference models (HPSv2, PickScore: ~2 GB each instead of ~4 GB; the loaders cast them to float32),
+  so the replica grows by ~4 GB, not ~8 GB;
 - t5-small's ``spiece.model`` (a SentencePiece protobuf) cannot be produced offline without the
   ``sentencepiece`` trainer; the replica ships only the hub's ``tokenizer.json`` form: a Unigram with
   T5's id layout (<pad>=0, </s>=1, <unk>=2, 32000 pieces, <extra_id_99..0> = 32000..32099), its pieces
@@ -45,10 +52,12 @@ import torch
 from negopt.io import atomic_path, read_json, write_json
 from negopt.models.hub_cache import add_file, fake_commit, set_ref
 
-REPLICA_VERSION = 2  # bump when a component changes: the stamp then forces a rebuild
+REPLICA_VERSION = 3  # bump when a component changes: the stamp then forces a rebuild
 SD_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 T5_REPO = "google-t5/t5-small"
 CLIP_NAME, CLIP_TAG = "ViT-L-14", "openai"
+HPSV2_NAME, HPSV2_REPO, HPSV2_FILE = "ViT-H-14", "xswu/HPSv2", "HPS_v2.1_compressed.pt"
+PICKSCORE_REPO, PICKSCORE_PROCESSOR_REPO = "yuvalkirstain/PickScore_v1", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 AESTHETIC_FILE = "sac+logos+ava1-l14-linearMSE.pth"
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
@@ -180,6 +189,31 @@ T5_CONFIG = {
     "vocab_size": 32128,
 }
 T5_PIECES = 32000  # SentencePiece pieces incl. <pad>, </s>, <unk>; then 100 sentinels; 28 padding rows to 32128
+
+
+# --- PickScore: CLIP-H in transformers' layout (yuvalkirstain/PickScore_v1, laion/CLIP-ViT-H-14-...) ------
+_CLIP_MEAN, _CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+PICKSCORE_CONFIG: dict = {
+    "architectures": ["CLIPModel"],
+    "model_type": "clip",
+    "projection_dim": 1024,
+    "logit_scale_init_value": 2.6592,
+    "text_config": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+                    "num_attention_heads": 16, "max_position_embeddings": 77, "vocab_size": 49408,
+                    "hidden_act": "gelu", "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1},
+    "vision_config": {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32,
+                      "num_attention_heads": 16, "image_size": 224, "patch_size": 14, "hidden_act": "gelu"},
+}
+PICKSCORE_PROCESSOR_FILES: dict[str, dict] = {
+    "preprocessor_config.json": {"crop_size": 224, "do_center_crop": True, "do_normalize": True, "do_resize": True,
+                                 "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": _CLIP_MEAN,
+                                 "image_std": _CLIP_STD, "resample": 3, "size": 224},
+    "tokenizer_config.json": {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True,
+                              "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+                              "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"},
+    "special_tokens_map.json": {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+                                "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"},
+}
 
 
 # --- tokenizers -----------------------------------------------------------------------------------
@@ -355,6 +389,29 @@ def _clip_weights(tmp: Path, seed: int) -> tuple[str, str, Path]:
     return repo, filename, path
 
 
+def _hpsv2_weights(tmp: Path, seed: int) -> Path:
+    """open_clip ViT-H-14 saved as HPSv2's checkpoint: ``torch.save({"state_dict": fp16 tensors})``."""
+    import open_clip
+
+    torch.manual_seed(seed)
+    model = open_clip.create_model(HPSV2_NAME, pretrained=None)
+    path = tmp / HPSV2_FILE
+    torch.save({"state_dict": {k: v.to(torch.float16).contiguous() for k, v in model.state_dict().items()}}, path)
+    return path
+
+
+def _pickscore_weights(tmp: Path, seed: int) -> Path:
+    """transformers CLIPModel at CLIP-H (PickScore_v1's config), fp16 ``model.safetensors``."""
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(seed)
+    cfg = {k: v for k, v in PICKSCORE_CONFIG.items() if k not in ("architectures", "model_type")}
+    model = CLIPModel(CLIPConfig(**cfg))
+    path = tmp / "pickscore.safetensors"
+    _save_safetensors(model.state_dict(), path, torch.float16)
+    return path
+
+
 def _non_hub_files(paper_dir: Path, seed: int) -> None:
     from negopt.models.nets import AestheticMLP
     from negopt.models.tiny import random_inception_state_dict
@@ -432,10 +489,33 @@ def build_replica(out: str | Path, seed: int = 0, force: bool = False, log=print
         add_file(hub, repo, clip_commit, filename, path)
         set_ref(hub, repo, clip_commit)
 
+        log("replica: HPSv2 (open_clip ViT-H-14, 986M) and PickScore (CLIPModel CLIP-H, 986M), fp16 ...")
+        add_preference_models(hub, tmp, seed, salt, add_json)
+
         log("replica: LAION aesthetic MLP, Inception logits scaled at 299 px ...")
         _non_hub_files(paper, seed)
     write_json(out / "REPLICA.json", stamp(seed))  # last: only a complete replica is ever "ready"
     return out
+
+
+def add_preference_models(hub: Path, tmp: Path, seed: int, salt: str, add_json) -> None:
+    """HPSv2's and PickScore's repos (and PickScore's processor repo) into the hub cache ``hub``."""
+    commit = fake_commit(HPSV2_REPO, salt)
+    add_file(hub, HPSV2_REPO, commit, HPSV2_FILE, _hpsv2_weights(tmp, seed))
+    set_ref(hub, HPSV2_REPO, commit)  # add_file moved the ~2 GB file into the cache: tmp holds one model at a time
+
+    commit = fake_commit(PICKSCORE_REPO, salt)
+    add_json(PICKSCORE_REPO, commit, "config.json", PICKSCORE_CONFIG)
+    add_file(hub, PICKSCORE_REPO, commit, "model.safetensors", _pickscore_weights(tmp, seed))
+    set_ref(hub, PICKSCORE_REPO, commit)
+
+    commit = fake_commit(PICKSCORE_PROCESSOR_REPO, salt)
+    for rel, obj in PICKSCORE_PROCESSOR_FILES.items():
+        add_json(PICKSCORE_PROCESSOR_REPO, commit, rel, obj)
+    write_clip_tokenizer(tmp / "pickscore-tok")
+    for name in ("vocab.json", "merges.txt"):
+        add_file(hub, PICKSCORE_PROCESSOR_REPO, commit, name, tmp / "pickscore-tok" / name)
+    set_ref(hub, PICKSCORE_PROCESSOR_REPO, commit)
 
 
 def disk_usage(out: str | Path) -> int:

@@ -9,10 +9,14 @@ Layout written by :func:`build_tiny_zoo` (params.yaml ``models.tiny`` points int
 
     t5/                                    policy (helper "sft": negopt.models.policy.build_tiny_t5)
     sd/                                    diffusers StableDiffusionPipeline (save_pretrained)
+    sdxl/                                  diffusers StableDiffusionXLPipeline (two text encoders), not the default
     clip/negopt-tiny-clip.json             open_clip model config (registered by name)
     clip/open_clip_model.safetensors       open_clip state dict
     aesthetic/model.safetensors            LAION aesthetic MLP sized to the CLIP embed dim
     inception/weights.pt                   torch-fidelity InceptionV3 state dict (random, ~92 MB)
+    hpsv2/negopt-tiny-hpsv2.json           HPSv2: open_clip config (the tiny CLIP's architecture) ...
+    hpsv2/hps_tiny.pt                      ... and ``{"state_dict": ...}``, the layout of HPS_v2.1_compressed.pt
+    pickscore/                             PickScore: transformers CLIPModel + CLIPProcessor (save_pretrained)
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from negopt.io import atomic_dir, atomic_path, write_text
 from negopt.models.nets import AestheticMLP, register_clip_config
 
 TINY_CLIP_NAME = "negopt-tiny-clip"
+TINY_HPSV2_NAME = "negopt-tiny-hpsv2"
 SD_SPECIALS = (
     "<|startoftext|>",
     "<|endoftext|>",
@@ -145,6 +150,58 @@ def build_tiny_sd(texts: Sequence[str], out_dir: str | Path, vocab_size: int = 1
     return out_dir
 
 
+def build_tiny_sdxl(texts: Sequence[str], out_dir: str | Path, vocab_size: int = 1000, seed: int = 0) -> Path:
+    """A tiny ``StableDiffusionXLPipeline`` (64x64 images, 8x8 latents) with SDXL's architecture, saved.
+
+    What differs from SD 1.x is all here, small: two text encoders (``CLIPTextModel`` and
+    ``CLIPTextModelWithProjection``, 32 wide each) whose penultimate hidden states are concatenated into a
+    64-wide cross-attention context; a UNet with ``addition_embed_type="text_time"`` that adds the pooled,
+    projected text embedding and the six size / crop conditioning numbers (``addition_time_embed_dim`` 8 each:
+    ``6 * 8 + 32 = 80`` inputs); an ``EulerDiscreteScheduler``; the VAE scaling factor 0.13025.
+    Both tokenizers are the tiny SD tokenizer (SDXL's two are both CLIP's BPE).
+    """
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    tokenizer = build_sd_tokenizer(texts, vocab_size)
+    text_config = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=SD_MAX_LENGTH, projection_dim=32, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(text_config)
+    torch.manual_seed(seed + 1)
+    text_encoder_2 = CLIPTextModelWithProjection(text_config)
+    torch.manual_seed(seed + 2)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, transformer_layers_per_block=(1, 1),
+        addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=6 * 8 + 32,
+        cross_attention_dim=64, norm_num_groups=8,
+    )
+    torch.manual_seed(seed + 3)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(16, 16, 32, 32), latent_channels=4,
+        norm_num_groups=8, sample_size=64, scaling_factor=0.13025,
+    )
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       steps_offset=1, timestep_spacing="leading")
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                     tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=scheduler,
+                                     add_watermarker=False)
+    out_dir = Path(out_dir)
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
+
+
 # --- CLIP, aesthetic head, Inception --------------------------------------------------------------
 
 
@@ -165,6 +222,56 @@ def build_tiny_clip(out_dir: str | Path, seed: int = 0, name: str = TINY_CLIP_NA
     with atomic_path(weights) as tmp:
         save_file(state, str(tmp))
     return config_path, weights
+
+
+def build_tiny_hpsv2(out_dir: str | Path, seed: int = 0, name: str = TINY_HPSV2_NAME) -> tuple[Path, Path]:
+    """A random open_clip model saved as HPSv2's checkpoint, ``torch.save({"state_dict": ...})``.
+
+    Same class and file layout as HPSv2.1 (open_clip ``ViT-H-14``, ``HPS_v2.1_compressed.pt``), so
+    :func:`negopt.models.loader.load_hpsv2` reads both; returns (config path, weights path).
+    """
+    import open_clip
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config_path = out_dir / f"{name}.json"
+    write_text(config_path, json.dumps(TINY_CLIP_CONFIG, indent=2) + "\n")
+    register_clip_config(config_path)
+    torch.manual_seed(seed)
+    model = open_clip.create_model(name, pretrained=None)
+    weights = out_dir / "hps_tiny.pt"
+    with atomic_path(weights) as tmp:
+        torch.save({"state_dict": {k: v.contiguous() for k, v in model.state_dict().items()}}, tmp)
+    return config_path, weights
+
+
+def build_tiny_pickscore(texts: Sequence[str], out_dir: str | Path, vocab_size: int = 1000, seed: int = 0) -> Path:
+    """A random transformers ``CLIPModel`` (PickScore's class) and its ``CLIPProcessor``, ``save_pretrained``.
+
+    64 px images (patch 8), a 32-token text encoder on a BPE trained on ``texts`` (the tiny SD's tokenizer
+    recipe); the processor resizes and centre-crops to 64 as PickScore's does to 224.
+    """
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    tokenizer = build_sd_tokenizer(texts, vocab_size)
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+    config = CLIPConfig(
+        text_config=dict(small, vocab_size=len(tokenizer), max_position_embeddings=SD_MAX_LENGTH,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id),
+        vision_config=dict(small, image_size=64, patch_size=8),
+        projection_dim=32,
+    )
+    torch.manual_seed(seed)
+    model = CLIPModel(config)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    # the hub layout of laion/CLIP-ViT-H-14-laion2B-s32B-b79K (preprocessor_config.json + tokenizer files), which
+    # CLIPProcessor.from_pretrained reads; transformers 5's CLIPProcessor.save_pretrained would write processor_config.json
+    image_processor.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
 
 
 def build_aesthetic(out_path: str | Path, embed_dim: int, seed: int = 0) -> Path:
@@ -311,14 +418,21 @@ def build_tiny_zoo(
     with atomic_dir(out_dir) as tmp:
         build_tiny_t5(texts, tmp / "t5", vocab_size=t5_vocab_size, seed=seed)
         build_tiny_sd(texts, tmp / "sd", vocab_size=sd_vocab_size, seed=seed)
+        build_tiny_sdxl(texts, tmp / "sdxl", vocab_size=sd_vocab_size, seed=seed)
         build_tiny_clip(tmp / "clip", seed=seed)
         build_aesthetic(tmp / "aesthetic" / "model.safetensors", TINY_CLIP_CONFIG["embed_dim"], seed=seed)
         build_inception(tmp / "inception" / "weights.pt", seed=seed, input_size=inception_input_size)
+        build_tiny_hpsv2(tmp / "hpsv2", seed=seed + 1)
+        build_tiny_pickscore(texts, tmp / "pickscore", vocab_size=sd_vocab_size, seed=seed + 2)
     return {
         "policy": out_dir / "t5",
         "sd": out_dir / "sd",
+        "sdxl": out_dir / "sdxl",  # the SDXL architecture: models.tiny.sd=models/tiny/sdxl runs the SDXL path
         "clip_config": out_dir / "clip" / f"{TINY_CLIP_NAME}.json",
         "clip_pretrained": out_dir / "clip" / "open_clip_model.safetensors",
         "aesthetic": out_dir / "aesthetic" / "model.safetensors",
         "inception": out_dir / "inception" / "weights.pt",
+        "hpsv2_config": out_dir / "hpsv2" / f"{TINY_HPSV2_NAME}.json",
+        "hpsv2": out_dir / "hpsv2" / "hps_tiny.pt",
+        "pickscore": out_dir / "pickscore",
     }

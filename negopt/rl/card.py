@@ -25,7 +25,7 @@ def write_rl_card(out_dir: str | Path, params, metrics: dict, examples: list[dic
 
 def model_card_body(params, metrics: dict, examples: list[dict], seconds: dict) -> str:
     rl = params.rl
-    weights = rl.reward.model_dump()  # {term: weight}, every registered term
+    weights = rl.reward.scored()  # {term: weight}, every scored term
     rows = "\n".join(f"| {e['prompt']} | {e['sft']} | {e['rl']} |" for e in examples)
     keys = ("reward_test_sft", "reward_test_rl", "reward_test_gain", "reward_test_gain_se", "distinct_negatives_sft",
             "distinct_negatives_rl", "kl_test", "z_test_abs_max")

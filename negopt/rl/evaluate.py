@@ -111,7 +111,7 @@ def evaluate_rl(accelerator, sft_model, rl_model, tokenizer, pipe, reward_fn: Re
     per_prompt = scores["reward"].reshape(2, n, s).mean(dim=2)  # [model, prompt]: the unit of the paired test
     metrics = paired_summary(per_prompt[0], per_prompt[1])
     metrics["power"] = gain_se_by_seeds(scores["reward"].reshape(2, n, s)[1] - scores["reward"].reshape(2, n, s)[0])
-    weights = params.rl.reward.model_dump()  # {term: weight}, every registered term
+    weights = params.rl.reward.scored()  # {term: weight}, every scored term
     for t in weights:
         for kind, suffix in (("z", ""), ("raw", "_raw")):
             metrics[f"{t}{suffix}_test_sft"] = scores[f"{kind}/{t}"][: n * s].mean().item()

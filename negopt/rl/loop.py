@@ -193,7 +193,7 @@ def calibrate_rewards(accelerator, comp: Components, params: Params, prompts: li
     images = first["images"]  # [M, 3, H, W]: pass 2 reads these rows, whichever process made them
 
     def terms_for(marginal: torch.Tensor) -> dict[str, torch.Tensor]:
-        names = tuple(params.rl.reward.model_dump())
+        names = tuple(params.rl.reward.scored())
 
         def work(idx: list[int]) -> dict[str, torch.Tensor]:
             parts = []
@@ -207,7 +207,7 @@ def calibrate_rewards(accelerator, comp: Components, params: Params, prompts: li
         return map_sharded(accelerator, len(chosen), work, granularity=mb)
 
     return fit_term_stats(first["probs"], terms_for, group_size=k, norm=params.rl.reward_norm,
-                          floor=params.rl.scale_floor, weights=params.rl.reward.model_dump())
+                          floor=params.rl.scale_floor, weights=params.rl.reward.scored())
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ def run_rl(params: Params, comp: Components, train_prompts: list[str], accelerat
     if live is not None and main:
         truncate_live(live.dir, state.step)
         live.step = state.step
-    weights = params.rl.reward.model_dump()
+    weights = params.rl.reward.scored()
     last = rl.steps if stop_after is None else min(rl.steps, stop_after)
     bar = tqdm(range(state.step, last), desc="rl", unit="step", disable=not main)
     for step in bar:

@@ -51,7 +51,8 @@ class TermStats:
             raise ValueError(f"rl.reward_norm: expected 'global' or 'group', got {norm!r}")
         if not 0.0 <= floor <= 1.0:
             raise ValueError(f"rl.scale_floor: expected a share of the global std in [0, 1], got {floor}")
-        self.names = tuple(REWARD_TERMS if names is None else names)  # default: every registered term
+        # default: every registered term that needs no model of its own (those are scored only when weighted)
+        self.names = tuple((n for n, t in REWARD_TERMS.items() if not t.model) if names is None else names)
         self.norm = norm
         self.floor = floor
         self.count = 0

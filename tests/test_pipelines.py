@@ -1,0 +1,92 @@
+"""Pipelines beyond SD 1.5: the class comes from model_index.json; the tiny SDXL-architecture pipeline (two
+text encoders) generates through the same helper, is scored by evaluate, and takes the Python API's negatives."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from negopt.diffusion import generate_images
+from negopt.errors import ParamsError
+from negopt.models.find import check_components
+from negopt.models.loader import load_scorer, load_sd_pipeline, named_preference, pipeline_class
+
+CPU = torch.device("cpu")
+PROMPTS = ["a portrait of a cat, oil painting", "a castle on a hill, anime style"]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def sdxl_profile(tiny_params, tiny_zoo):
+    return tiny_params.active.model_copy(update={"sd": str(tiny_zoo / "sdxl"), "num_inference_steps": 2})
+
+
+@pytest.fixture(scope="module")
+def sdxl(sdxl_profile):
+    return load_sd_pipeline(sdxl_profile, CPU)
+
+
+def test_the_pipeline_class_is_the_one_model_index_names(tiny_zoo, tmp_path):
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    assert pipeline_class(tiny_zoo / "sd") is StableDiffusionPipeline
+    assert pipeline_class(tiny_zoo / "sdxl") is StableDiffusionXLPipeline
+    for name in ("DDPMPipeline", "NoSuchPipeline"):  # unconditional (no prompt / negative_prompt), unknown
+        (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": name}))
+        with pytest.raises(ParamsError, match=rf"models\.<profile>\.sd: .* holds a {name} pipeline"):
+            pipeline_class(tmp_path)
+
+
+def test_sdxl_has_two_text_encoders_and_both_count_as_weights(sdxl, sdxl_profile, tmp_path):
+    import shutil
+
+    from diffusers import StableDiffusionXLPipeline
+
+    assert type(sdxl) is StableDiffusionXLPipeline and sdxl.text_encoder_2 is not None
+    assert sdxl.unet.config.addition_embed_type == "text_time" and sdxl.unet.config.cross_attention_dim == 64
+    assert sdxl.watermark is None  # the invisible watermark would change every pixel the metrics read
+    status = {s.component: s for s in check_components(sdxl_profile)}["sd"]
+    assert status.available and status.num_params == sum(
+        p.numel() for m in ("unet", "vae", "text_encoder", "text_encoder_2") for p in getattr(sdxl, m).parameters())
+    # without the second text encoder's weights the pipeline is missing, as for SD 1.5's subfolders
+    shutil.copytree(sdxl_profile.sd, tmp_path / "sdxl")
+    for f in (tmp_path / "sdxl" / "text_encoder_2").glob("*.safetensors"):
+        f.unlink()
+    broken = {s.component: s for s in check_components(sdxl_profile.model_copy(update={"sd": str(tmp_path / "sdxl")}))}
+    assert not broken["sd"].available
+
+
+def test_sdxl_generates_per_seed_and_is_scored_by_evaluate(sdxl, sdxl_profile):
+    from negopt.evaluate import evaluate_method
+
+    prompts = PROMPTS * 2
+    negatives = ["blurry, lowres", "", "watermark, text", "blurry, lowres"]
+    images = generate_images(sdxl, prompts, negatives, [1, 2, 3, 4], sdxl_profile, batch_size=4)
+    assert images.shape == (4, 3, 64, 64) and images.dtype == torch.uint8
+    one = generate_images(sdxl, prompts[:1], negatives[:1], [1], sdxl_profile)
+    # per-image generators: batched equals single up to float sums that depend on the batch size (SDXL's
+    # UNet here: at most 1 level of 255, measured; a shared generator would move every pixel)
+    assert (one[0].int() - images[0].int()).abs().max() <= 1
+    other = generate_images(sdxl, prompts[:1], ["watermark, text"], [1], sdxl_profile)
+    assert (other.float() - one.float()).abs().mean() > 0.01  # the negative prompt reaches the image
+    scorer = load_scorer(sdxl_profile, CPU, preference=named_preference(sdxl_profile))
+    row = evaluate_method(scorer, images, prompts, sdxl_profile.inception, sdxl_profile.inception_input_size, 2, 4)
+    assert set(row) >= {"inception_score", "aesthetic", "clip_score", "hpsv2", "pickscore"} and row["n_images"] == 4
+    assert all(torch.isfinite(torch.tensor(float(v))) for v in row.values())
+
+
+def test_the_python_api_fills_negative_prompt_for_any_pipeline(sdxl, sdxl_profile, tiny_params, tiny_zoo):
+    """``pipe(**gen.pipeline_kwargs(prompts))``: the generator's own negatives, on SDXL as on SD 1.5."""
+    from negopt import NegativePromptGenerator
+
+    gen = NegativePromptGenerator.from_params(tiny_zoo / "t5", tiny_params)
+    kwargs = gen.pipeline_kwargs(PROMPTS)
+    assert kwargs == {"prompt": PROMPTS, "negative_prompt": gen(PROMPTS)}
+    out = sdxl(**kwargs, num_inference_steps=2, height=64, width=64, output_type="pt",
+               generator=[torch.Generator().manual_seed(s) for s in (5, 6)]).images
+    from negopt.diffusion import to_uint8
+
+    same = generate_images(sdxl, PROMPTS, gen(PROMPTS), [5, 6], sdxl_profile.model_copy(update={"guidance_scale": 5.0}))
+    assert torch.equal(to_uint8(out), same)  # SDXL's default guidance is 5.0: the same call as the stages'
