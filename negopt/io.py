@@ -4,6 +4,11 @@ Every output goes to a temporary sibling first, is flushed to disk (``fsync`` of
 file in a folder) and renamed into place, and the parent folder is fsynced after the rename. So a crash,
 even a power loss, never leaves a half-written file that a later stage (or DVC) would take for a
 finished one: a reader sees the old version or the new one.
+
+A writer killed before its rename leaves only its temp sibling (``.NAME.XXXXXXXX[suffix]``, never the final
+name); the next write of the same path removes such leftovers, so repeated kills do not fill the disk.
+A folder is replaced in two renames (old aside to ``.NAME.old``, new into place); a kill between them leaves
+the final name absent and the old version whole under ``.NAME.old``, which ``recover_dir`` puts back.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -40,6 +46,28 @@ def fsync_tree(root: Path) -> None:
         fsync_path(folder)
 
 
+def _remove_leftovers(path: Path, suffix: str) -> None:
+    """Delete temp siblings of ``path`` left by killed writers: mkstemp/mkdtemp's ``.NAME.`` + 8 characters
+    + ``suffix`` exactly, so no other output of the folder (say ``NAME.x``'s temp files) ever matches."""
+    pattern = re.compile(re.escape(f".{path.name}.") + r"[a-z0-9_]{8}" + re.escape(suffix))
+    for sibling in path.parent.iterdir():
+        if pattern.fullmatch(sibling.name):
+            if sibling.is_dir():
+                shutil.rmtree(sibling, ignore_errors=True)
+            else:
+                sibling.unlink(missing_ok=True)
+
+
+def recover_dir(path: str | Path) -> None:
+    """Put back the whole old version of a folder that a writer killed between ``atomic_dir``'s two renames
+    left absent (moved aside to ``.NAME.old``); a no-op when ``path`` exists or nothing was moved aside."""
+    path = Path(path)
+    old = path.with_name(f".{path.name}.old")
+    if not path.exists() and old.is_dir():
+        os.replace(old, path)
+        fsync_path(path.parent)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temp path next to ``path``; on success rename it onto ``path``.
@@ -48,7 +76,9 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp", dir=path.parent)
+    suffix = suffix or path.suffix or ".tmp"
+    _remove_leftovers(path, suffix)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -69,6 +99,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temp directory; on success it replaces ``path`` (a directory) as a whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(path, "")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp

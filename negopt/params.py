@@ -45,7 +45,8 @@ METHODS = ("none", "generic", "ground_truth", "retrieval", "sft", "rl")
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # allow_inf_nan=False: YAML's .inf / .nan pass every `gt=0` bound (an infinite learning rate validated)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class Base(Section):
@@ -218,7 +219,7 @@ class RewardWeights(RootModel[dict[str, float]]):
     ``model_dump()`` is ``{term: weight}`` in registration order.
     """
 
-    model_config = ConfigDict(frozen=True, strict=True)
+    model_config = ConfigDict(frozen=True, strict=True, allow_inf_nan=False)
     root: dict[str, float] = Field(default_factory=default_weights)
 
     @field_validator("root")
@@ -228,6 +229,10 @@ class RewardWeights(RootModel[dict[str, float]]):
         if unknown:
             raise ValueError("; ".join(f"rl.reward.{name}: no reward term of that name" for name in unknown)
                              + f" (registered terms: {', '.join(REWARD_TERMS)}; negopt/reward_terms.py)")
+        negative = [name for name, w in weights.items() if w < 0]
+        if negative:  # a negative weight trains the policy to make the term worse
+            raise ValueError("; ".join(f"rl.reward.{name}: {weights[name]} is negative; use a weight >= 0 "
+                                       "(0 turns the term off)" for name in negative))
         return default_weights() | weights
 
     def scored(self) -> dict[str, float]:

@@ -91,7 +91,8 @@ def image_grid(manifest: pd.DataFrame, images_dir: str | Path, grid_prompts: int
         sub = manifest[manifest["prompt_idx"] == pid]
         seed = int(sub["seed"].min())
         prompt = str(sub["prompt"].iloc[0])
-        cells = [f"<td class='prompt'>{html.escape(prompt)}<br><small>seed {seed}</small></td>"]
+        # <bdi>: a right-to-left override in the data stays inside its text, not the seed label or the next cell
+        cells = [f"<td class='prompt'><bdi>{html.escape(prompt)}</bdi><br><small>seed {seed}</small></td>"]
         for method in methods:
             hit = sub[(sub["method"] == method) & (sub["seed"] == seed)]
             if hit.empty or not (images_dir / hit["file"].iloc[0]).exists():
@@ -99,7 +100,7 @@ def image_grid(manifest: pd.DataFrame, images_dir: str | Path, grid_prompts: int
                 continue
             row = hit.iloc[0]
             src = thumbnail_uri(images_dir / row["file"])
-            negative = html.escape(str(row["negative"])) or "<i>(empty)</i>"
+            negative = f"<bdi>{html.escape(str(row['negative']))}</bdi>" if str(row["negative"]) else "<i>(empty)</i>"
             alt = html.escape(f"{method}: {prompt}", quote=True)
             cells.append(f"<td><img src='{src}' alt='{alt}'><div class='neg-prompt'>{negative}</div></td>")
         rows.append(f"<tr>{''.join(cells)}</tr>")

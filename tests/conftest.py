@@ -1,4 +1,5 @@
 import os
+import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -67,7 +68,6 @@ class FakeLive:
 def copy_tracked(root: Path, dst: Path) -> None:
     """Copy the files git tracks in ``root`` (as a fresh clone would hold them) into ``dst``."""
     import shutil
-    import subprocess
 
     files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True)
     for rel in files.stdout.split():
@@ -152,3 +152,45 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# --- SIGKILL a child at chosen moments and resume it (the kill tests of sft, rl and the writers) ----------
+def one_thread_child(argv: list[str], log: Path) -> subprocess.Popen:
+    """``python argv...`` with one torch thread (bit-identical CPU maths across runs), stderr to ``log``."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), TOKENIZERS_PARALLELISM="false")
+    with open(log, "ab") as err:
+        return subprocess.Popen([sys.executable, *argv], env=env, stdout=subprocess.DEVNULL, stderr=err)
+
+
+def wait_until(proc: subprocess.Popen, condition: Callable[[], bool], timeout: float = 600) -> None:
+    """Poll every 2 ms until ``condition()`` holds or ``proc`` has exited (bounded by ``timeout``)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and not condition() and time.monotonic() < deadline:
+        time.sleep(0.002)
+
+
+def kill_and_resume(start: Callable[[], subprocess.Popen], arm: Callable[[subprocess.Popen], None],
+                    kills: int, log: Path) -> int:
+    """Run ``start()`` again and again: the first ``kills`` runs are SIGKILLed once ``arm(proc)`` returns
+    (it waits for the moment), then one runs to the end. Returns the number of kills that landed.
+
+    Every run must end by the kill or with rc 0: a crash of its own (say, a resume from a torn checkpoint)
+    fails with the child's stderr. A run that finished before its kill counts as no kill."""
+    import signal
+
+    landed = runs = 0
+    while True:
+        runs += 1
+        assert runs <= 3 * kills + 2, "the killed run never finished"
+        proc = start()
+        if landed < kills:
+            arm(proc)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                landed += 1
+        rc = proc.wait(timeout=900)
+        if rc == 0:
+            return landed
+        assert rc == -signal.SIGKILL, f"rc {rc}:\n{log.read_text(errors='replace')[-4000:]}"

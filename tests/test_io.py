@@ -76,3 +76,38 @@ def test_append_jsonl_appends_whole_lines(tmp_path):
     io.append_jsonl(path, [{"a": 1}])
     io.append_jsonl(path, [{"b": 2}, {"c": 3}])
     assert path.read_text().splitlines() == ['{"a": 1}', '{"b": 2}', '{"c": 3}']
+
+
+def test_a_killed_writers_temp_files_are_removed_by_the_next_write(tmp_path):
+    # what SIGKILLed writers leave: mkstemp/mkdtemp siblings (8 random characters), never the final name
+    (tmp_path / ".a.json.k3x9_q0z.json").write_text("{half")
+    (tmp_path / ".out.ab12cd34").mkdir()
+    (tmp_path / ".out.ab12cd34" / "w.bin").write_bytes(b"x")
+    keep = [".a.json.x.json", ".a.jsonl.k3x9_q0z.jsonl", ".out.old", ".out.x.ab12cd34", "a.json.k3x9_q0z.json"]
+    for name in keep:  # not temp files of a.json or of out/: other outputs' names or too short a random part
+        (tmp_path / name).write_text("other")
+    io.write_json(tmp_path / "a.json", {"v": 1})
+    with io.atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "w.bin").write_bytes(b"whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep + ["a.json", "out"])
+
+
+def test_recover_dir_puts_back_a_folder_moved_aside_by_a_killed_swap(tmp_path, monkeypatch):
+    out = tmp_path / "ckpt"
+    with io.atomic_dir(out) as tmp:
+        (tmp / "w").write_text("old")
+    real_replace = os.replace
+
+    def killed_after_first_rename(src, dst):  # the process dies between atomic_dir's two renames
+        real_replace(src, dst)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(io.os, "replace", killed_after_first_rename)
+    with pytest.raises(KeyboardInterrupt), io.atomic_dir(out) as tmp:
+        (tmp / "w").write_text("new")
+    monkeypatch.setattr(io.os, "replace", real_replace)
+    assert not out.exists() and (tmp_path / ".ckpt.old" / "w").read_text() == "old"
+    io.recover_dir(out)
+    assert (out / "w").read_text() == "old" and not (tmp_path / ".ckpt.old").exists()
+    io.recover_dir(out)  # nothing aside: a no-op
+    assert (out / "w").read_text() == "old"

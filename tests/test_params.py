@@ -172,9 +172,28 @@ def test_every_section_rejects_an_unknown_key_naming_it(raw):
      (("rl", "k"), 1, "greater than or equal to 2"), (("models", "tiny", "image_size"), 60, "multiple of 8"),
      (("profile",), "huge", "'tiny' or 'paper'"), (("data", "split", "test"), 1.5, "less than or equal to 1"),
      (("rl", "top_p"), 0.0, "greater than 0"), (("decode", "repetition_penalty"), 0.5, "greater than or equal to 1"),
-     (("base", "device"), "tpu", "'auto', 'cpu' or 'cuda'"), (("generate", "methods"), ["sft", "dalle"], "generate.methods.1")],
+     (("base", "device"), "tpu", "'auto', 'cpu' or 'cuda'"), (("generate", "methods"), ["sft", "dalle"], "generate.methods.1"),
+     (("rl", "learning_rate"), float("inf"), "finite number"), (("sft", "learning_rate"), float("nan"), "finite number"),
+     (("rl", "reward", "clip"), -1.0, "is negative; use a weight >= 0"),
+     (("rl", "reward", "fidelity"), float("inf"), "finite number")],
 )
 def test_out_of_range_values_name_the_key_and_the_bound(raw, path, value, message):
     with pytest.raises(ParamsError) as err:
         validate_params(_set(raw, path, value))
     assert ".".join(path) in str(err.value) and message in str(err.value), str(err.value)
+
+
+def test_every_float_rejects_inf_and_nan_naming_it(raw):
+    """YAML's .inf / .nan are floats that pass every `gt=0` bound; no setting of ours means either."""
+    floats = [p for p in _leaves(raw) if isinstance(_get(raw, p), float)]
+    assert len(floats) > 20
+    for path in floats:
+        for bad in (float("inf"), float("nan")):
+            with pytest.raises(ParamsError, match=rf"{re.escape('.'.join(path))}: Input should be a finite number"):
+                validate_params(_set(raw, path, bad))
+
+
+def _get(d: dict, path: tuple):
+    for key in path:
+        d = d[key]
+    return d

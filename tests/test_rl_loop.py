@@ -86,6 +86,21 @@ def test_truncate_live_drops_rows_from_the_resume_step(tmp_path):
     assert tsv.read_text() == "step\treward\n0\t0.1\n1\t0.2\n"
 
 
+def test_truncate_live_drops_a_row_torn_by_a_kill(tmp_path):
+    tsv = tmp_path / "plots/metrics/train/reward.tsv"
+    tsv.parent.mkdir(parents=True)
+    # a kill while dvclive appended step 2: the row has no newline (and a cut value)
+    tsv.write_text("timestamp\tstep\treward\n10\t0\t0.1\n11\t1\t0.2\n12\t2\t0.3")
+    truncate_live(tmp_path, 5)
+    assert tsv.read_text() == "timestamp\tstep\treward\n10\t0\t0.1\n11\t1\t0.2\n"
+    tsv.write_text("timestamp\tstep\treward\n10\t0\t0.1\n11\t1\n12\tx\t0.3\n")  # short row, bad step
+    truncate_live(tmp_path, 5)
+    assert tsv.read_text() == "timestamp\tstep\treward\n10\t0\t0.1\n"
+    tsv.write_text("timestamp\tst")  # torn header: dvclive starts the file again
+    truncate_live(tmp_path, 5)
+    assert not tsv.exists()
+
+
 # --- the loop on a tiny zoo ------------------------------------------------------------------------
 
 

@@ -53,3 +53,54 @@ def test_plain_state_dicts_still_load(tmp_path):
     path = tmp_path / "mlp.pth"
     torch.save(AestheticMLP(8).state_dict(), path)
     assert load_aesthetic(path).input_size == 8
+
+
+def _with_payload(path, tmp_path):
+    """``path`` (a weights file) replaced by the code-carrying pickle."""
+    _evil_pth(tmp_path / "evil.pt")
+    path.write_bytes((tmp_path / "evil.pt").read_bytes())
+    return path
+
+
+def test_fetch_verifiers_refuse_a_code_pickle(tmp_path, monkeypatch):
+    from negopt.models.fetch import verify_aesthetic, verify_inception
+
+    monkeypatch.chdir(tmp_path)
+    for verify in (verify_aesthetic, verify_inception):
+        with pytest.raises((pickle.UnpicklingError, RuntimeError)):
+            verify(_evil_pth(tmp_path / "download.pth"))
+    assert not (tmp_path / MARKER).exists()
+
+
+def test_rl_checkpoint_refuses_a_code_pickle_as_its_optimizer_state(tmp_path, monkeypatch):
+    """A crafted checkpoint whose state.json lists the payload's size: whole by its sizes, refused as a pickle."""
+    import json
+
+    from negopt.rl.checkpoint import RlState, load_checkpoint, save_checkpoint
+    from negopt.rl.reward_stats import TermStats
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    ckpt = tmp_path / "rl"
+    save_checkpoint(ckpt, model, opt, RlState(step=1, stats=TermStats(), marginal=torch.ones(2)), "fp")
+    _with_payload(ckpt / "optimizer.pt", tmp_path)
+    meta = json.loads((ckpt / "state.json").read_text())
+    meta["files"]["optimizer.pt"] = (ckpt / "optimizer.pt").stat().st_size
+    (ckpt / "state.json").write_text(json.dumps(meta))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_checkpoint(ckpt, model, opt, "fp")
+    assert not (tmp_path / MARKER).exists()
+
+
+def test_policy_folder_with_a_code_pickle_instead_of_safetensors_is_refused(tmp_path, monkeypatch):
+    """A T5 folder whose weights are a pytorch_model.bin carrying code (no model.safetensors)."""
+    from negopt.models.policy import build_tiny_t5, load_policy
+
+    folder = build_tiny_t5(["a cat", "a dog, blurry"] * 5, tmp_path / "t5", vocab_size=60, seed=0)
+    (folder / "model.safetensors").unlink()
+    _with_payload(folder / "pytorch_model.bin", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):  # transformers: weights_only
+        load_policy(str(folder))
+    assert not (tmp_path / MARKER).exists(), "the pickle's code ran"

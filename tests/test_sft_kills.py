@@ -9,16 +9,13 @@ a resume from one would crash the child with a traceback, which the test refuses
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import kill_and_resume, one_thread_child, wait_until
 from safetensors.torch import load_file
 
 from negopt.models.policy import build_tiny_t5
@@ -47,12 +44,6 @@ save_file({k: v.clone().contiguous() for k, v in model.state_dict().items()}, ou
 """
 
 
-def _start(t5_dir: Path, ckpt: Path, out: Path) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(t5_dir), str(ckpt), str(out), str(TESTS)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
 def _checkpoints(ckpt: Path) -> set[str]:
     return {p.name for p in ckpt.glob("checkpoint-*")} if ckpt.exists() else set()
 
@@ -61,31 +52,23 @@ def test_random_sigkills_resume_to_the_same_weights(tmp_path):
     from test_sft import NEGATIVES, PROMPTS
 
     t5_dir = build_tiny_t5(PROMPTS + NEGATIVES, tmp_path / "t5", vocab_size=400, seed=0)
+    log = tmp_path / "child.log"
+
+    def start(ckpt: Path, out: Path):
+        return lambda: one_thread_child(["-c", CHILD, str(t5_dir), str(ckpt), str(out), str(TESTS)], log)
+
     reference = tmp_path / "reference.safetensors"
-    proc = _start(t5_dir, tmp_path / "ref-ckpt", reference)
-    assert proc.wait(timeout=900) == 0, proc.stderr.read()
+    assert start(tmp_path / "ref-ckpt", reference)().wait(timeout=900) == 0, log.read_text()
 
     rng = random.Random(20261201)
     ckpt, out = tmp_path / "ckpt", tmp_path / "killed.safetensors"
-    kills = runs = 0
-    while True:
-        runs += 1
-        assert runs <= 3 * KILLS + 2, "the killed training never finished"
+
+    def arm(proc) -> None:
         before = _checkpoints(ckpt)
-        proc = _start(t5_dir, ckpt, out)
-        if kills < KILLS:
-            deadline = time.monotonic() + 600
-            while proc.poll() is None and _checkpoints(ckpt) <= before and time.monotonic() < deadline:
-                time.sleep(0.005)
-            time.sleep(rng.uniform(0.0, 0.05))  # inside or just after the checkpoint write
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                kills += 1
-        rc = proc.wait(timeout=900)
-        if rc == 0:
-            break
-        assert rc == -signal.SIGKILL, proc.stderr.read()  # never a crash of its own (e.g. a torn resume)
-    assert kills == KILLS
+        wait_until(proc, lambda: bool(_checkpoints(ckpt) - before))  # a new one (save_total_limit=2 drops the oldest)
+        time.sleep(rng.uniform(0.0, 0.05))  # inside or just after the checkpoint write
+
+    assert kill_and_resume(start(ckpt, out), arm, KILLS, log) == KILLS
     want, got = load_file(reference), load_file(out)
     assert want.keys() == got.keys()
     assert all(torch.equal(want[k], got[k]) for k in want), "resumed weights differ from the uninterrupted run"

@@ -2,8 +2,11 @@
 the fingerprint that says whether a checkpoint belongs to this run.
 
 One folder, written atomically by the main process: ``policy.safetensors``, ``optimizer.pt``
-(``torch.load(weights_only=True)``), ``tensors.safetensors`` (Inception marginal, torch RNG) and
-``state.json`` (step, fingerprint, term statistics, seconds, Python and numpy RNG).
+(``torch.load(weights_only=True)``), ``tensors.safetensors`` (Inception marginal, torch RNG) and, last,
+``state.json`` (step, fingerprint, term statistics, seconds, Python and numpy RNG, and the size of every
+other file). ``atomic_dir`` means a kill mid-write leaves the previous checkpoint; a folder that is torn
+all the same (copied by hand, a disk that lost a write, a checkpoint of an older version) fails
+``checkpoint_meta`` and is skipped with a message, never loaded: nothing is restored from it in part.
 """
 
 from __future__ import annotations
@@ -61,19 +64,38 @@ def save_checkpoint(ckpt_dir: Path, policy, optimizer, state: RlState, fp: str, 
         if guard is not None:
             save_file(guard.kept, str(tmp / "kept_policy.safetensors"))
             meta["guard"] = guard.state_dict()
+        meta["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
         (tmp / "state.json").write_text(json.dumps(meta))
+
+
+def checkpoint_meta(ckpt_dir: Path) -> dict | None:
+    """``state.json`` of a whole checkpoint: it parses and every file it lists is there at its written size;
+    None otherwise (a torn or foreign folder)."""
+    try:
+        meta = json.loads((ckpt_dir / "state.json").read_text())
+        files = meta["files"]
+        if all((ckpt_dir / name).stat().st_size == size for name, size in files.items()):
+            return meta
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return None
 
 
 def load_checkpoint(ckpt_dir: Path, policy, optimizer, fp: str, remove_stale: bool = True,
                     guard=None) -> RlState | None:
-    """Restore a checkpoint of the same run (same fingerprint); drop one of a different run.
+    """Restore a checkpoint of the same run (same fingerprint); drop one of a different run or a torn one.
 
     Only one process may remove a stale checkpoint (``remove_stale``); the others just ignore it.
     """
-    meta_path = ckpt_dir / "state.json"
-    if not meta_path.exists():
+    if not ckpt_dir.exists():
         return None
-    meta = json.loads(meta_path.read_text())
+    meta = checkpoint_meta(ckpt_dir)
+    if meta is None:
+        if remove_stale:
+            print(f"rl: checkpoint in {ckpt_dir} is incomplete (a file missing or cut short); not loaded, "
+                  "starting afresh")
+            shutil.rmtree(ckpt_dir)
+        return None
     if meta["fingerprint"] != fp:
         if remove_stale:
             print(f"rl: checkpoint in {ckpt_dir} is from other settings or SFT weights; starting afresh")

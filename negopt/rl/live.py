@@ -5,13 +5,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from negopt.io import write_text
+
 
 def truncate_live(live_dir: str | Path, step: int) -> None:
-    """Drop dvclive rows logged at or after ``step`` (a run stopped after its last checkpoint)."""
+    """Drop dvclive rows logged at or after ``step`` (a run stopped after its last checkpoint), and a row
+    that a kill cut short while dvclive appended it (no final newline, or fewer columns than the header).
+    The file is rewritten atomically: a kill here leaves the old curve, never a half one."""
     for tsv in Path(live_dir).glob("plots/metrics/**/*.tsv"):
-        lines = tsv.read_text().splitlines()
-        if not lines:
+        lines = tsv.read_text().split("\n")[:-1]  # what follows the last newline is a torn row (or "")
+        if not lines:  # empty, or a torn header: dvclive writes a new file
+            tsv.unlink()
             continue
-        col = lines[0].split("\t").index("step")
-        kept = [lines[0]] + [ln for ln in lines[1:] if int(ln.split("\t")[col]) < step]
-        tsv.write_text("\n".join(kept) + "\n")
+        width, col = len(lines[0].split("\t")), lines[0].split("\t").index("step")
+        rows = [ln.split("\t") for ln in lines[1:]]
+        kept = [lines[0]] + ["\t".join(r) for r in rows if len(r) == width and r[col].isdigit() and int(r[col]) < step]
+        write_text(tsv, "\n".join(kept) + "\n")

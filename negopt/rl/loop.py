@@ -37,6 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from negopt.decode import format_sources, saved_retrieval
+from negopt.io import recover_dir
 from negopt.params import Params
 from negopt.reward_terms import TermBatch, score_terms
 from negopt.rl.advantages import duplicate_shares, kl_penalised_rewards, rloo_advantages
@@ -252,6 +253,10 @@ def run_rl(params: Params, comp: Components, train_prompts: list[str], accelerat
     comp.ref.eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(comp.policy.parameters(), lr=rl.learning_rate, weight_decay=0.0)
     fp = fingerprint(params, comp.sft_dir or params.paths.sft)
+    if main:
+        recover_dir(ckpt_dir)  # a kill between atomic_dir's two renames left the last checkpoint aside
+    if accelerator is not None:
+        accelerator.wait_for_everyone()  # ... and every rank reads it only once it is back
     state = load_checkpoint(ckpt_dir, comp.policy, optimizer, fp, remove_stale=main, guard=guard)
     if accelerator is not None:
         accelerator.wait_for_everyone()  # no rank may start writing before all have read
