@@ -46,9 +46,12 @@ rl_worker.main(*sys.argv[1:4])
 
 
 def _curves(live_dir: Path) -> dict[str, list[tuple[str, str]]]:
-    """Each dvclive tsv as (step, value) rows: the timestamps of two runs differ by design."""
+    """Each dvclive tsv as (step, value) rows: the timestamps of two runs differ by design, and so do the
+    step-time curves (train/seconds_*), which measure the machine, not the run."""
     out = {}
     for tsv in sorted(live_dir.glob("plots/metrics/**/*.tsv")):
+        if tsv.stem.startswith("seconds_"):
+            continue
         lines = tsv.read_text().splitlines()
         head = lines[0].split("\t")
         step, value = head.index("step"), len(head) - 1
