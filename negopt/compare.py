@@ -4,6 +4,10 @@ The paper reports "+24.8% Inception Score, +18.6% aesthetics" against baselines;
 candidate (sft, rl) is compared with every baseline (none, generic, ground_truth, retrieval) on each metric as
 ``100 * (candidate - baseline) / |baseline|``. The absolute value in the denominator keeps the sign
 meaningful for metrics that can be negative (a random aesthetic head can score below zero).
+
+Each gain also carries a paired bootstrap interval over prompts (``negopt.intervals``), from the
+per-image scores and Inception posteriors that ``evaluate`` stores (``paths.scores``): comparison.json's
+``ci`` entry of each pair, ``{metric: {estimate, low, high, diff_low, diff_high, excludes_zero}}``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,11 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from negopt.errors import ParamsError
+from negopt.intervals import gain_interval, resample_counts, resampled_inception_score, resampled_mean
 from negopt.io import write_bytes, write_json
 
 # The metrics the paper compares, with the labels the table and plots use.
@@ -64,6 +72,64 @@ def compare_methods(
     return out
 
 
+def method_grid(scores: pd.DataFrame, probs: dict[str, np.ndarray], method: str) -> dict[str, np.ndarray]:
+    """One method's per-image values as prompt x seed grids: ``{metric: [P, S]}``, ``inception_probs [P, S, C]``.
+
+    ``scores`` rows (method, prompt_idx, seed, aesthetic, clip_score) follow ``probs[method]``'s row order
+    within a method, as ``evaluate`` writes them.
+    """
+    rows = scores[scores["method"] == method].reset_index(drop=True)
+    order = np.lexsort((rows["seed"].to_numpy(), rows["prompt_idx"].to_numpy()))
+    num_prompts = rows["prompt_idx"].nunique()
+    if len(rows) % num_prompts or rows.groupby("prompt_idx").size().nunique() != 1:
+        raise ValueError(f"compare: method {method!r} has unequal seed counts per prompt; re-run generate")
+    shape = (num_prompts, len(rows) // num_prompts)
+    grid = {m: rows[m].to_numpy(np.float64)[order].reshape(shape) for m in ("aesthetic", "clip_score")}
+    grid["inception_probs"] = np.asarray(probs[method], dtype=np.float64)[order].reshape(*shape, -1)
+    grid["keys"] = rows[["prompt_idx", "seed"]].to_numpy()[order]
+    return grid
+
+
+def add_intervals(
+    comparison: dict,
+    scores: pd.DataFrame,
+    probs: dict[str, np.ndarray],
+    resamples: int,
+    seed: int,
+    confidence: float,
+) -> dict:
+    """Add to every (candidate, baseline) pair of ``comparison`` its ``ci``: one paired resample of prompt
+    indices ``W [R, P]`` (``compare.bootstrap_resamples``, ``compare.bootstrap_seed``) shared by all methods."""
+    methods = list(dict.fromkeys([c for c in comparison] + [k.removeprefix("vs_") for b in comparison.values()
+                                                             for k in b]))
+    grids = {m: method_grid(scores, probs, m) for m in methods}
+    first = grids[methods[0]]["keys"]
+    for m in methods:
+        if not np.array_equal(grids[m]["keys"], first):
+            raise ValueError(f"compare: {m!r} and {methods[0]!r} were not rendered on the same prompts and seeds; "
+                             "a paired interval needs both: re-run generate")
+    counts = resample_counts(len(np.unique(first[:, 0])), resamples, seed)
+    full = np.ones((1, counts.shape[1]))
+    stats = {}
+    for m in methods:
+        g = grids[m]
+        stats[m] = {
+            metric: (fn(g[key], counts), float(fn(g[key], full)[0]))
+            for metric, key, fn in (("inception_score", "inception_probs", resampled_inception_score),
+                                    ("aesthetic", "aesthetic", resampled_mean),
+                                    ("clip_score", "clip_score", resampled_mean))
+        }
+    for cand, by_base in comparison.items():
+        for key, gains in by_base.items():
+            base = key.removeprefix("vs_")
+            gains["ci"] = {
+                metric: gain_interval(stats[cand][metric][0], stats[base][metric][0], stats[cand][metric][1],
+                                      stats[base][metric][1], confidence)
+                for metric in METRICS
+            }
+    return comparison
+
+
 def format_gain(gain: float | None) -> str:
     """``+24.8%``; gains under 0.05 % keep two significant digits so tiny-profile effects stay visible."""
     if gain is None:
@@ -76,14 +142,29 @@ def format_value(x: float) -> str:
     return f"{x:.6g}"
 
 
+def format_interval(ci: dict | None) -> str:
+    """``[-1.2%, +9.8%]``, with ``*`` when the interval excludes 0; empty without an interval."""
+    if not ci:
+        return ""
+    if ci["low"] is None:
+        return " [n/a]"
+    return f" [{format_gain(ci['low'])}, {format_gain(ci['high'])}]" + ("*" if ci["excludes_zero"] else "")
+
+
+def gain_cell(gains: dict, metric: str) -> str:
+    """The gain with its interval, as the markdown table and the report print it."""
+    return format_gain(gains[metric]) + format_interval(gains.get("ci", {}).get(metric))
+
+
 def gains_markdown(comparison: dict[str, dict[str, dict[str, float | None]]]) -> str:
-    """The comparison as a markdown table: one row per (candidate, baseline), one column per metric."""
+    """The comparison as a markdown table: one row per (candidate, baseline), one column per metric;
+    with intervals, each cell is ``gain [low, high]`` and ``*`` marks an interval that excludes 0."""
     header = "| candidate | baseline | " + " | ".join(METRICS.values()) + " |"
     rule = "|---|---|" + "---:|" * len(METRICS)
     rows = [header, rule]
     for cand, by_base in comparison.items():
         for key, gains in by_base.items():
-            cells = " | ".join(format_gain(gains[m]) for m in METRICS)
+            cells = " | ".join(gain_cell(gains, m) for m in METRICS)
             rows.append(f"| {cand} | {key.removeprefix('vs_')} | {cells} |")
     return "\n".join(rows)
 
@@ -144,9 +225,17 @@ def write_comparison(
     baselines: list[str],
     comparison_path: str | Path,
     plots_dir: str | Path,
+    scores: tuple[pd.DataFrame, dict[str, np.ndarray]] | None = None,
+    bootstrap: tuple[int, int, float] = (1000, 0, 0.95),
 ) -> tuple[dict, dict[str, bytes]]:
-    """Write comparison.json and one plot JSON per metric; return the comparison and the PNG charts."""
+    """Write comparison.json and one plot JSON per metric; return the comparison and the PNG charts.
+
+    ``scores``: (per-image frame, posteriors per method) from ``evaluate``, for the intervals;
+    ``bootstrap``: (resamples, seed, confidence).
+    """
     comparison = compare_methods(eval_metrics, candidates, baselines)
+    if scores is not None:
+        add_intervals(comparison, scores[0], scores[1], *bootstrap)
     write_json(comparison_path, comparison)
     pngs: dict[str, bytes] = {}
     for metric in METRICS:

@@ -61,6 +61,7 @@ class Paths(Section):
     sft: str = "models/sft"
     rl: str = "models/rl"
     images: str = "data/images"
+    scores: str = "data/scores"  # evaluate's per-image scores and Inception posteriors (negopt/scores.py)
     metrics: str = "metrics"
     plots: str = "plots"
     report: str = "report"
@@ -283,6 +284,9 @@ class Compare(Section):
     candidates: list[Literal[METHODS]] = ["sft", "rl"]  # type: ignore[valid-type]
     baselines: list[Literal[METHODS]] = ["none", "generic", "ground_truth", "retrieval"]  # type: ignore[valid-type]
     grid_prompts: PosInt = 8
+    bootstrap_resamples: Annotated[int, Field(ge=100)] = 1000  # paired bootstrap over prompts (negopt/intervals.py)
+    bootstrap_seed: NonNegInt = 0
+    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
 
 
 class Params(Section):

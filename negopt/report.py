@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from negopt.compare import METRICS, format_gain, format_value
+from negopt.compare import METRICS, format_gain, format_interval, format_value
 from negopt.io import write_text
 
 CSS = """
@@ -22,6 +22,8 @@ table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 4px 10px; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.pos { color: #1a7f37; } td.neg { color: #b42318; }
+td.sig { font-weight: bold; } .ci { font-size: 0.85em; color: #555; }
+p.profile { padding: 0.5em 1em; background: #f4f4f4; border-left: 4px solid #888; }
 .charts img { margin: 0 1em 1em 0; border: 1px solid #eee; }
 table.grid td { vertical-align: top; width: 160px; }
 table.grid img { width: 128px; height: 128px; image-rendering: pixelated; display: block; }
@@ -74,7 +76,11 @@ def gains_table(comparison: dict[str, dict[str, dict[str, float | None]]]) -> st
             for metric in METRICS:
                 g = gains[metric]
                 cls = "num" if g is None or g == 0 else ("num pos" if g > 0 else "num neg")
-                cells.append(f"<td class='{cls}'>{format_gain(g)}</td>")
+                ci = gains.get("ci", {}).get(metric)
+                if ci and ci["excludes_zero"]:
+                    cls += " sig"
+                span = f" <span class='ci'>{html.escape(format_interval(ci).strip())}</span>" if ci else ""
+                cells.append(f"<td class='{cls}'>{format_gain(g)}{span}</td>")
             base = html.escape(key.removeprefix("vs_"))
             rows.append(f"<tr><td>{html.escape(cand)}</td><td>{base}</td>{''.join(cells)}</tr>")
     return f"<table class='gains'><tr><th>candidate</th><th>baseline</th>{head}</tr>{''.join(rows)}</table>"
@@ -106,6 +112,17 @@ def image_grid(manifest: pd.DataFrame, images_dir: str | Path, grid_prompts: int
     return f"<table class='grid'><tr><th>prompt</th>{head}</tr>{''.join(rows)}</table>"
 
 
+def profile_note(profile: str | None) -> str:
+    """The report's first lines: which profile produced it, and on ``tiny`` what its numbers mean."""
+    if profile is None:
+        return ""
+    note = f"Produced by the <b>{html.escape(profile)}</b> profile."
+    if profile == "tiny":
+        note += (" Its models are small and randomly initialised: the numbers below describe the machinery"
+                 " (that every stage runs and the statistics are computed), not image quality.")
+    return f"<p class='profile'>{note}</p>"
+
+
 def render_report(
     eval_metrics: dict[str, dict[str, float]],
     comparison: dict[str, dict[str, dict[str, float | None]]],
@@ -114,8 +131,10 @@ def render_report(
     chart_pngs: dict[str, bytes],
     grid_prompts: int = 8,
     title: str = "negopt: negative prompts compared",
+    profile: str | None = None,
+    confidence: float = 0.95,
 ) -> str:
-    """The report page as one HTML string with every image inlined."""
+    """The report page as one HTML string with every image inlined; its first lines name the ``profile``."""
     charts = "".join(
         f"<img src='{data_uri(png)}' alt='{html.escape(METRICS.get(metric, metric))} by method'>"
         for metric, png in chart_pngs.items()
@@ -125,10 +144,14 @@ def render_report(
 <style>{CSS}</style></head>
 <body>
 <h1>{html.escape(title)}</h1>
+{profile_note(profile)}
 <h2>Metrics per method</h2>
 {metrics_table(eval_metrics)}
 <h2>Relative gain of the learned negatives</h2>
-<p>100 &times; (candidate &minus; baseline) / |baseline|, as in the paper's +24.8% IS / +18.6% aesthetics.</p>
+<p>100 &times; (candidate &minus; baseline) / |baseline|, as in the paper's +24.8% IS / +18.6% aesthetics.
+In brackets: the {confidence:.0%} paired bootstrap interval over prompts (all methods resampled on the same
+prompt indices; the Inception Score re-computed per resample from the stored class posteriors, one split).
+<b>Bold</b> with <code>*</code>: the interval excludes 0, a gain distinguishable from zero on these prompts.</p>
 {gains_table(comparison)}
 <h2>Charts</h2>
 <div class="charts">{charts}</div>

@@ -11,6 +11,7 @@ from negopt.evaluate import read_manifest
 from negopt.io import read_json
 from negopt.report import render_report, write_report
 from negopt.runtime import start_stage
+from negopt.scores import read_scores
 
 
 def main() -> None:
@@ -23,15 +24,19 @@ def main() -> None:
         list(cfg.baselines),
         Path(paths.metrics) / "comparison.json",
         Path(paths.plots) / "comparison",
+        read_scores(paths.scores),
+        (cfg.bootstrap_resamples, cfg.bootstrap_seed, cfg.confidence),
     )
     save_pngs(pngs, Path(paths.report) / "plots")
     page = render_report(
-        eval_metrics, comparison, read_manifest(paths.images), paths.images, pngs, cfg.grid_prompts
+        eval_metrics, comparison, read_manifest(paths.images), paths.images, pngs, cfg.grid_prompts,
+        profile=params.profile, confidence=cfg.confidence,
     )
     write_report(Path(paths.report) / "index.html", page)
     print(metrics_markdown(eval_metrics))
     print()
     print(gains_markdown(comparison))
+    print(f"(gain [{cfg.confidence:.0%} paired bootstrap interval over prompts]; * = the interval excludes 0)")
     print(f"\ncompare: report -> {Path(paths.report) / 'index.html'}")
 
 

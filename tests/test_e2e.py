@@ -174,7 +174,12 @@ def test_generate_evaluate_compare_contents(repo: Path, out, monkeypatch):
     clip = scorer.clip_score(load_images(repo / "data/images", rows.file.tolist()), rows.prompt.tolist())
     assert ev["ground_truth"]["clip_score"] == pytest.approx(float(clip.mean()), rel=1e-4, abs=1e-4)
     comparison = read("metrics/comparison.json")
+    intervals = {(c, b): gains.pop("ci") for c, by in comparison.items() for b, gains in by.items()}
     assert comparison == json.loads(json.dumps(compare_methods(ev, params.compare.candidates, params.compare.baselines)))
+    assert all(ci[m]["low"] <= ci[m]["high"] for ci in intervals.values() for m in ("aesthetic", "clip_score"))
+    scores = pd.read_parquet(repo / "data/scores/per_image.parquet")  # method x prompt x seed, kept as an output
+    assert len(scores) == len(manifest) and scores.aesthetic.mean() == pytest.approx(
+        np.mean([ev[m]["aesthetic"] for m in g.methods]), rel=1e-5)
     page = (repo / "report/index.html").read_text()
     assert all(f"<th>{m}</th>" in page for m in g.methods) and page.count("<img src='data:image/") >= len(g.methods)
 
