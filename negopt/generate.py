@@ -1,7 +1,8 @@
 """Images per method for the comparison: the same test prompts and seeds, only the negative differs.
 
-Methods: ``none`` (empty negative), ``generic`` (``generate.generic_negative``), ``ground_truth`` (the
-test row's own negative), ``retrieval`` (the negative of the most similar training prompt,
+Prompts: ``generate.prompts`` (the clean test split, or a file: ``negopt.prompts``). Methods: ``none``
+(empty negative), ``generic`` (``generate.generic_negative``), ``ground_truth`` (the prompt row's own
+negative; skipped with a notice when the prompts carry none), ``retrieval`` (the negative of the most similar training prompt,
 negopt/retrieval.py), ``sft`` / ``rl`` (the deployed decode of the trained models). The work is a
 flat *plan* of items cut into fixed batches; accelerate splits the *batches* between processes, so
 every image is generated in the same batch whatever the process count, and a sharded run writes the
@@ -11,6 +12,7 @@ same files as a single process (each image also has its own seeded generator).
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,9 +22,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from negopt.errors import MissingInputError, ParamsError, require_input
+from negopt.errors import MissingInputError
 from negopt.io import atomic_path, write_parquet
 from negopt.params import METHODS, Params
+from negopt.prompts import has_negatives, load_prompts
 
 MANIFEST = "manifest.parquet"
 MODEL_METHODS = ("sft", "rl")  # methods whose negatives come from a trained model
@@ -50,15 +53,13 @@ def prompt_seeds(seed: int, num_prompts: int, seeds_per_prompt: int) -> list[lis
     return [[image_seed(seed, i, j) for j in range(seeds_per_prompt)] for i in range(num_prompts)]
 
 
-def load_test_prompts(test_parquet: str | Path, num_prompts: int) -> pd.DataFrame:
-    """The first ``num_prompts`` rows (prompt, negative_prompt) of the clean test split, in file order."""
-    path = require_input(test_parquet, "clean")
-    df = pd.read_parquet(path, columns=["prompt", "negative_prompt"])
-    if len(df) < num_prompts:
-        raise ParamsError(
-            f"generate.num_prompts={num_prompts} but {path} has only {len(df)} rows: lower generate.num_prompts"
-        )
-    return df.iloc[:num_prompts].reset_index(drop=True)
+def usable_methods(methods: list[str], prompts: pd.DataFrame, source: str) -> list[str]:
+    """``methods`` less ``ground_truth`` when the prompts carry no negatives (a prompt-only file), with a notice."""
+    if "ground_truth" in methods and not has_negatives(prompts):
+        print(f"generate: skipping 'ground_truth': generate.prompts={source} carries no negative prompts",
+              file=sys.stderr)
+        return [m for m in methods if m != "ground_truth"]
+    return methods
 
 
 def method_model_path(params: Params, method: str) -> Path:
@@ -191,9 +192,10 @@ def generate_all(params: Params, state, device: torch.device) -> pd.DataFrame | 
     payload: list = [None]
     if state.is_main_process:
         clear_outputs(images_dir)
-        test = load_test_prompts(Path(params.paths.clean) / "test.parquet", g.num_prompts)
+        test = load_prompts(g.prompts, params.paths.clean, g.num_prompts)
         prompts = test["prompt"].astype(str).tolist()
         gt = test["negative_prompt"].fillna("").astype(str).tolist()
+        methods = usable_methods(methods, test, g.prompts)
         negatives = {
             m: method_negatives(
                 m, prompts, gt, g.generic_negative, lambda mm, p: model_negatives(params, mm, p, device),

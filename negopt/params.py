@@ -265,6 +265,7 @@ class Rl(Section):
 
 
 class Generate(Section):
+    prompts: str = "test"  # test (the clean held-out split) | file:<path> (negopt/prompts.py)
     methods: list[Literal[METHODS]] = list(METHODS)  # type: ignore[valid-type]
     generic_negative: str = (
         "ugly, blurry, low quality, lowres, deformed, bad anatomy, watermark, text, jpeg artifacts"
@@ -273,6 +274,13 @@ class Generate(Section):
     seeds_per_prompt: PosInt = 2
     batch_size: PosInt = 32
     seed: NonNegInt = 0
+
+    @field_validator("prompts")
+    @classmethod
+    def _known_prompts(cls, v: str) -> str:
+        if v == "test" or (v.startswith("file:") and len(v) > 5):
+            return v
+        raise ValueError(f"unknown prompts {v!r}: use test or file:<path> (.txt, .csv, .jsonl or .parquet)")
 
 
 class Evaluate(Section):
