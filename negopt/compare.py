@@ -169,16 +169,24 @@ def gains_markdown(comparison: dict[str, dict[str, dict[str, float | None]]]) ->
     return "\n".join(rows)
 
 
-def metrics_markdown(eval_metrics: dict[str, dict[str, float]]) -> str:
-    """Absolute metric values per method as a markdown table."""
+def search_costs(generate_metrics: dict | None) -> dict[str, int]:
+    """``{method: images rendered before its evaluation images}`` from metrics/generate.json (best_of_n's
+    calibration + selection renders; 0 for methods without a test-time search)."""
+    methods = (generate_metrics or {}).get("methods", {})
+    return {m: int(v.get("search_images", 0)) for m, v in methods.items()}
+
+
+def metrics_markdown(eval_metrics: dict[str, dict[str, float]], costs: dict[str, int] | None = None) -> str:
+    """Absolute metric values per method as a markdown table; ``costs``: a ``search images`` column."""
+    costs = costs or {}
     rows = [
-        "| method | " + " | ".join(METRICS.values()) + " | images |",
-        "|---|" + "---:|" * (len(METRICS) + 1),
+        "| method | " + " | ".join(METRICS.values()) + " | images | search images |",
+        "|---|" + "---:|" * (len(METRICS) + 2),
     ]
     for method, m in eval_metrics.items():
         is_cell = f"{format_value(m['inception_score'])} ± {format_value(m.get('inception_score_std', 0.0))}"
         cells = f"{is_cell} | {format_value(m['aesthetic'])} | {format_value(m['clip_score'])}"
-        rows.append(f"| {method} | {cells} | {int(m['n_images'])} |")
+        rows.append(f"| {method} | {cells} | {int(m['n_images'])} | {costs.get(method, 0)} |")
     return "\n".join(rows)
 
 

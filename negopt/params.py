@@ -41,7 +41,7 @@ PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 
-METHODS = ("none", "generic", "ground_truth", "retrieval", "sft", "rl")
+METHODS = ("none", "generic", "ground_truth", "retrieval", "best_of_n", "sft", "rl")
 
 
 class Section(BaseModel):
@@ -264,6 +264,11 @@ class Rl(Section):
     health: RlHealth = RlHealth()
 
 
+class BestOfN(Section):
+    n: Annotated[int, Field(ge=2)] = 4  # SFT samples per prompt, each rendered once on the selection seed
+    selection_seed: NonNegInt = 1  # seeds the samples and the selection renders; must differ from generate.seed
+
+
 class Generate(Section):
     prompts: str = "test"  # test (the clean held-out split) | file:<path> (negopt/prompts.py)
     methods: list[Literal[METHODS]] = list(METHODS)  # type: ignore[valid-type]
@@ -274,6 +279,14 @@ class Generate(Section):
     seeds_per_prompt: PosInt = 2
     batch_size: PosInt = 32
     seed: NonNegInt = 0
+    best_of_n: BestOfN = BestOfN()
+
+    @model_validator(mode="after")
+    def _selection_is_not_evaluation(self) -> Generate:
+        if self.best_of_n.selection_seed == self.seed:
+            raise ValueError(f"generate.best_of_n.selection_seed={self.seed} equals generate.seed: best_of_n would "
+                             "select on the evaluation seeds; pick another selection_seed")
+        return self
 
     @field_validator("prompts")
     @classmethod
@@ -290,7 +303,7 @@ class Evaluate(Section):
 
 class Compare(Section):
     candidates: list[Literal[METHODS]] = ["sft", "rl"]  # type: ignore[valid-type]
-    baselines: list[Literal[METHODS]] = ["none", "generic", "ground_truth", "retrieval"]  # type: ignore[valid-type]
+    baselines: list[Literal[METHODS]] = ["none", "generic", "ground_truth", "retrieval", "best_of_n"]  # type: ignore[valid-type]
     grid_prompts: PosInt = 8
     bootstrap_resamples: Annotated[int, Field(ge=100)] = 1000  # paired bootstrap over prompts (negopt/intervals.py)
     bootstrap_seed: NonNegInt = 0

@@ -52,7 +52,9 @@ def thumbnail_uri(path: Path, max_side: int = 256) -> str:
     return data_uri(buf.getvalue(), "image/jpeg")
 
 
-def metrics_table(eval_metrics: dict[str, dict[str, float]]) -> str:
+def metrics_table(eval_metrics: dict[str, dict[str, float]], costs: dict[str, int] | None = None) -> str:
+    """Metric values per method, the images each was scored on, and the images its test-time search cost."""
+    costs = costs or {}
     head = "".join(f"<th>{html.escape(label)}</th>" for label in METRICS.values())
     rows = []
     for method, m in eval_metrics.items():
@@ -62,9 +64,10 @@ def metrics_table(eval_metrics: dict[str, dict[str, float]]) -> str:
         rows.append(
             f"<tr><td>{html.escape(method)}</td><td class='num'>{is_cell}</td>"
             f"<td class='num'>{format_value(m['aesthetic'])}</td><td class='num'>{format_value(m['clip_score'])}</td>"
-            f"<td class='num'>{int(m['n_images'])}</td></tr>"
+            f"<td class='num'>{int(m['n_images'])}</td><td class='num'>{costs.get(method, 0)}</td></tr>"
         )
-    return f"<table class='metrics'><tr><th>method</th>{head}<th>images</th></tr>{''.join(rows)}</table>"
+    return (f"<table class='metrics'><tr><th>method</th>{head}<th>images</th><th>search images</th></tr>"
+            f"{''.join(rows)}</table>")
 
 
 def gains_table(comparison: dict[str, dict[str, dict[str, float | None]]]) -> str:
@@ -133,6 +136,7 @@ def render_report(
     title: str = "negopt: negative prompts compared",
     profile: str | None = None,
     confidence: float = 0.95,
+    costs: dict[str, int] | None = None,
 ) -> str:
     """The report page as one HTML string with every image inlined; its first lines name the ``profile``."""
     charts = "".join(
@@ -146,7 +150,9 @@ def render_report(
 <h1>{html.escape(title)}</h1>
 {profile_note(profile)}
 <h2>Metrics per method</h2>
-{metrics_table(eval_metrics)}
+<p><i>search images</i>: images a method rendered before its evaluation images (best_of_n: the reward
+calibration and n candidates per prompt on a selection seed); RL's training renders are in metrics/rl.json.</p>
+{metrics_table(eval_metrics, costs)}
 <h2>Relative gain of the learned negatives</h2>
 <p>100 &times; (candidate &minus; baseline) / |baseline|, as in the paper's +24.8% IS / +18.6% aesthetics.
 In brackets: the {confidence:.0%} paired bootstrap interval over prompts (all methods resampled on the same

@@ -138,3 +138,19 @@ def test_write_comparison_files(eval_metrics, tmp_path):
     for metric, png in pngs.items():
         assert bar_heights(png) == ranks(eval_metrics, metric), metric
     assert not list((tmp_path / "metrics").glob(".*"))  # no temp files left behind
+
+
+def test_search_images_column_from_generate_metrics(eval_metrics):
+    """best_of_n's search cost (metrics/generate.json) is printed beside its row; other methods cost 0."""
+    import pandas as pd
+
+    from negopt.compare import metrics_markdown, search_costs
+    from negopt.generate import generate_metrics
+
+    manifest = pd.DataFrame({"method": ["none", "none", "best_of_n", "best_of_n"]})
+    gen = generate_metrics(manifest, {"best_of_n": {"n": 4, "search_images": 17}})
+    assert gen["methods"] == {"none": {"eval_images": 2, "search_images": 0},
+                              "best_of_n": {"eval_images": 2, "search_images": 17}}
+    costs = search_costs(gen)
+    md = metrics_markdown(eval_metrics | {"best_of_n": eval_metrics["sft"]}, costs)
+    assert md.splitlines()[-1].endswith("| 20 | 17 |") and "| none | 2 ± 0.1 | -4 | 20 | 20 | 0 |" in md
