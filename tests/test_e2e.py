@@ -185,6 +185,27 @@ def test_generate_evaluate_compare_contents(repo: Path, out, monkeypatch):
     assert all(f"<th>{m}</th>" in page for m in g.methods) and page.count("<img src='data:image/") >= len(g.methods)
 
 
+# A small queued sweep over the reward weights, rl stage only (frontier reads metrics/rl.json): two weightings
+# besides the baseline's 1/1/1, run by `dvc exp run --run-all`, then `negopt frontier` on `dvc exp show --json`.
+SWEEP = [{"rl.reward.aesthetic": "3.0"}, {"rl.reward.clip": "3.0"}]
+
+
+def test_frontier_from_a_queued_sweep(repo: Path):
+    for point in SWEEP:
+        _run(["dvc", "exp", "run", "--queue", "rl", *(a for k, v in point.items() for a in ("-S", f"{k}={v}"))], repo)
+    _run(["dvc", "exp", "run", "--run-all", "-j", "1"], repo)
+    out = repo.parent / "frontier"
+    res = _run([sys.executable, "-m", "negopt.cli", "frontier", "--out", str(out)], repo)
+    print(res.stdout)  # the sweep's table, for the log
+    table = __import__("pandas").read_csv(out / "frontier.csv")
+    assert len(table) == 1 + len(SWEEP), res.stdout
+    weights = sorted(tuple(r) for r in table[["w_aesthetic", "w_clip", "w_fidelity"]].itertuples(index=False))
+    assert weights == [(1.0, 1.0, 1.0), (1.0, 3.0, 1.0), (3.0, 1.0, 1.0)]
+    # each weighting trained its own policy: the test means differ between experiments
+    assert table[["aesthetic", "clip", "fidelity"]].drop_duplicates().shape[0] == len(table)
+    assert table["pareto"].any() and (out / "frontier.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_exp_run_with_override_changes_metrics(repo: Path):
     _run(["dvc", "exp", "run", "-S", "data.split.seed=7"], repo)
     diff = _run(["dvc", "metrics", "diff", "--json"], repo).stdout
