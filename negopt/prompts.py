@@ -23,8 +23,7 @@ def read_prompt_file(path: str | Path) -> pd.DataFrame:
         raise ParamsError(f"{where}: no such file (paths are relative to the project root)")
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        df = pd.DataFrame({"prompt": [line for line in lines if line]})
+        df = pd.DataFrame({"prompt": [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]})
     elif suffix == ".csv":
         df = pd.read_csv(path, keep_default_na=False)
     elif suffix in (".jsonl", ".ndjson"):
@@ -35,7 +34,7 @@ def read_prompt_file(path: str | Path) -> pd.DataFrame:
         raise ParamsError(f"{where}: unsupported file type {suffix!r}; use .txt, .csv, .jsonl or .parquet")
     if "prompt" not in df.columns:
         raise ParamsError(f"{where}: no `prompt` column (the file has {', '.join(map(str, df.columns)) or 'none'})")
-    df = df[df["prompt"].astype(str).str.strip() != ""]
+    df = df[df["prompt"].astype(str).str.strip() != ""]  # blank lines / empty cells are no prompts
     negatives = df["negative_prompt"] if "negative_prompt" in df.columns else ""
     out = pd.DataFrame({"prompt": df["prompt"].astype(str), "negative_prompt": negatives})
     out["negative_prompt"] = out["negative_prompt"].fillna("").astype(str)

@@ -192,7 +192,10 @@ SWEEP = [{"rl.reward.aesthetic": "3.0"}, {"rl.reward.clip": "3.0"}]
 
 def test_frontier_from_a_queued_sweep(repo: Path):
     for point in SWEEP:
-        _run(["dvc", "exp", "run", "--queue", "rl", *(a for k, v in point.items() for a in ("-S", f"{k}={v}"))], repo)
+        # -C checkpoints: the persisted, uncached checkpoint folders (gitignored) go into the experiment's temp
+        # copy; without them scrape and sft count as changed and the whole pipeline re-runs per experiment
+        _run(["dvc", "exp", "run", "--queue", "rl", "-C", "checkpoints",
+              *(a for k, v in point.items() for a in ("-S", f"{k}={v}"))], repo)
     _run(["dvc", "exp", "run", "--run-all", "-j", "1"], repo)
     out = repo.parent / "frontier"
     res = _run([sys.executable, "-m", "negopt.cli", "frontier", "--out", str(out)], repo)

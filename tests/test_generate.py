@@ -120,6 +120,7 @@ def project_params(tmp: Path, methods: list[str]) -> dict:
         sft=str(tmp / "models/sft"),
         rl=str(tmp / "models/rl"),
         images=str(tmp / "data/images"),
+        metrics=str(tmp / "metrics"),
     )
     raw["models"]["tiny"]["sd"] = str(tmp / "models/tiny/sd")
     raw["generate"].update(methods=methods, num_prompts=3, seeds_per_prompt=2, batch_size=4, seed=3)

@@ -85,6 +85,14 @@ def test_constant_shift_gives_a_zero_width_interval_at_the_shift():
     flat = c["rl"]["vs_generic"]["ci"]["clip_score"]
     assert flat["low"] == pytest.approx(25.0) and flat["high"] == pytest.approx(25.0) and flat["estimate"] == 25.0
     assert "25.0%, +25.0%]*" in gains_markdown(c)
+    # rows are matched by (prompt, seed), not by position: one method's rows (and posteriors) reversed
+    # still pair each image with its own baseline image
+    rev = scores[scores.method == "sft"].index[::-1]
+    shuffled = pd.concat([scores[scores.method != "sft"], scores.loc[rev]], ignore_index=True)
+    probs_rev = probs | {"sft": probs["sft"][::-1].copy()}
+    c2 = add_intervals(compare_methods(ev, ["sft"], ["none"]), shuffled, probs_rev, 500, 0, 0.95)
+    assert c2["sft"]["vs_none"]["ci"]["aesthetic"]["diff_low"] == pytest.approx(0.5)
+    assert c2["sft"]["vs_none"]["ci"]["inception_score"] == c["sft"]["vs_none"]["ci"]["inception_score"]
 
 
 def test_identical_methods_give_an_interval_at_zero_and_a_shuffled_copy_one_around_zero():
