@@ -124,5 +124,40 @@ def suggest_cmd(
         typer.echo(negative.replace("\n", " "))  # one output line per negative, in order
 
 
+@app.command("frontier")
+def frontier_cmd(
+    out: Path = typer.Option(Path("frontier"), "--out", help="folder for frontier.csv, frontier.md, frontier.png"),
+    exp_json: Path = typer.Option(None, "--exp-json", help="saved `dvc exp show --json` output (default: run it)"),
+    raw: bool = typer.Option(False, "--raw", help="raw term values (<term>_raw_test_rl) instead of z units"),
+    workspace: bool = typer.Option(False, "--workspace", help="also list the workspace's uncommitted results"),
+) -> None:
+    """Per-term test means of each experiment of a rl.reward.* sweep; marks the Pareto-optimal weightings."""
+    import json
+    import subprocess
+
+    from negopt.frontier import experiments, frontier_markdown, frontier_png, frontier_table
+    from negopt.io import write_bytes, write_text
+
+    if exp_json is None:
+        proc = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            typer.echo(f"frontier: `dvc exp show --json` failed:\n{proc.stderr[-2000:]}", err=True)
+            raise typer.Exit(1)
+        text = proc.stdout
+    else:
+        text = exp_json.read_text()
+    try:
+        table, terms = frontier_table(experiments(json.loads(text), raw=raw, include_workspace=workspace))
+    except ValueError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(1) from None
+    md = frontier_markdown(table, terms)
+    write_text(out / "frontier.csv", table.to_csv(index=False))
+    write_text(out / "frontier.md", md + "\n")
+    write_bytes(out / "frontier.png", frontier_png(table, terms))
+    typer.echo(md)
+    typer.echo(f"({'raw values' if raw else 'z units'}; * = Pareto-optimal) -> {out}/frontier.{{csv,md,png}}")
+
+
 if __name__ == "__main__":
     app()

@@ -48,13 +48,13 @@ def load_images(images_dir: str | Path, files: list[str]) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-def batched_mean(fn, images: torch.Tensor, batch_size: int, *extra: list[str]) -> float:
-    """Mean of a per-image score computed in batches (so the paper profile's ViT-L fits in memory)."""
+def batched_scores(fn, images: torch.Tensor, batch_size: int, *extra: list[str]) -> torch.Tensor:
+    """A per-image score ``[N]`` computed in batches (so the paper profile's ViT-L fits in memory)."""
     scores = [
         fn(images[i : i + batch_size], *(e[i : i + batch_size] for e in extra)).float().cpu()
         for i in range(0, len(images), batch_size)
     ]
-    return float(torch.cat(scores).mean())
+    return torch.cat(scores)
 
 
 def evaluate_method(
@@ -66,8 +66,11 @@ def evaluate_method(
     is_splits: int,
     batch_size: int,
     device: torch.device | None = None,
+    per_image: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, float | int]:
-    """The metric row of one method."""
+    """The metric row of one method; a ``per_image`` dict receives ``aesthetic``, ``clip_score`` (and each named
+    preference score) ``[N]`` and
+    the Inception posteriors ``inception_probs [N, C]`` (compare's bootstrap reads them, ``negopt.scores``)."""
     from negopt.metrics import inception_score
 
     if len(images) < is_splits:
@@ -83,15 +86,20 @@ def evaluate_method(
         batch_size=batch_size,
         device=device,
     )
+    aesthetic = batched_scores(scorer.aesthetic, images, batch_size)
+    clip = batched_scores(scorer.clip_score, images, batch_size, prompts)
     row = {
         "inception_score": float(is_mean),
         "inception_score_std": float(is_std),
-        "aesthetic": batched_mean(scorer.aesthetic, images, batch_size),
-        "clip_score": batched_mean(scorer.clip_score, images, batch_size, prompts),
+        "aesthetic": float(aesthetic.mean()),
+        "clip_score": float(clip.mean()),
     }
-    for name in getattr(scorer, "preference", {}):  # hpsv2, pickscore: each one the profile names
-        row[name] = batched_mean(partial(scorer.preference_score, name), images, batch_size, prompts)
-    return row | {"n_images": len(images)}
+    preference = {name: batched_scores(partial(scorer.preference_score, name), images, batch_size, prompts)
+                  for name in getattr(scorer, "preference", {})}  # hpsv2, pickscore: each one the profile names
+    if per_image is not None:
+        per_image |= {"aesthetic": aesthetic, "clip_score": clip, **preference,
+                      "inception_probs": batched_scores(scorer.inception_probs, images, batch_size)}
+    return row | {name: float(v.mean()) for name, v in preference.items()} | {"n_images": len(images)}
 
 
 def evaluate_all(
@@ -103,8 +111,11 @@ def evaluate_all(
     is_splits: int,
     batch_size: int,
     device: torch.device | None = None,
+    per_image: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> dict[str, dict[str, float | int]]:
-    """``{method: metrics}`` in the manifest's method order; a non-finite metric raises NonFiniteMetricError."""
+    """``{method: metrics}`` in the manifest's method order; a non-finite metric raises NonFiniteMetricError.
+
+    ``per_image``, when given, receives ``{method: per-image values}`` (see ``evaluate_method``)."""
     out = {}
     methods = list(dict.fromkeys(manifest["method"]))
     for method in tqdm(methods, desc="evaluate", unit="method"):
@@ -119,6 +130,7 @@ def evaluate_all(
             is_splits,
             batch_size,
             device,
+            None if per_image is None else per_image.setdefault(method, {}),
         )
         check_finite(method, out[method])  # before the next method: fail as soon as it is known
     return out

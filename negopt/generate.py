@@ -1,8 +1,10 @@
 """Images per method for the comparison: the same test prompts and seeds, only the negative differs.
 
-Methods: ``none`` (empty negative), ``generic`` (``generate.generic_negative``), ``ground_truth`` (the
-test row's own negative), ``retrieval`` (the negative of the most similar training prompt,
-negopt/retrieval.py), ``sft`` / ``rl`` (the deployed decode of the trained models). The work is a
+Prompts: ``generate.prompts`` (the clean test split, or a file: ``negopt.prompts``). Methods: ``none``
+(empty negative), ``generic`` (``generate.generic_negative``), ``ground_truth`` (the prompt row's own
+negative; skipped with a notice when the prompts carry none), ``retrieval`` (the negative of the most similar training prompt,
+negopt/retrieval.py), ``best_of_n`` (the best of n SFT samples under the RL reward, negopt/best_of_n.py),
+``sft`` / ``rl`` (the deployed decode of the trained models). The work is a
 flat *plan* of items cut into fixed batches; accelerate splits the *batches* between processes, so
 every image is generated in the same batch whatever the process count, and a sharded run writes the
 same files as a single process (each image also has its own seeded generator).
@@ -11,6 +13,7 @@ same files as a single process (each image also has its own seeded generator).
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,11 +23,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from negopt.errors import MissingInputError, ParamsError, require_input
-from negopt.io import atomic_path, write_parquet
+from negopt.errors import MissingInputError
+from negopt.io import atomic_path, write_json, write_parquet
 from negopt.params import METHODS, Params
+from negopt.prompts import has_negatives, load_prompts
 
 MANIFEST = "manifest.parquet"
+GENERATE_METRICS = "generate.json"  # under paths.metrics: what each method's images cost
 MODEL_METHODS = ("sft", "rl")  # methods whose negatives come from a trained model
 
 # generate_fn(prompts, negatives, seeds) -> uint8 [N, 3, H, W]; injectable so the plan is testable without SD.
@@ -50,32 +55,32 @@ def prompt_seeds(seed: int, num_prompts: int, seeds_per_prompt: int) -> list[lis
     return [[image_seed(seed, i, j) for j in range(seeds_per_prompt)] for i in range(num_prompts)]
 
 
-def load_test_prompts(test_parquet: str | Path, num_prompts: int) -> pd.DataFrame:
-    """The first ``num_prompts`` rows (prompt, negative_prompt) of the clean test split, in file order."""
-    path = require_input(test_parquet, "clean")
-    df = pd.read_parquet(path, columns=["prompt", "negative_prompt"])
-    if len(df) < num_prompts:
-        raise ParamsError(
-            f"generate.num_prompts={num_prompts} but {path} has only {len(df)} rows: lower generate.num_prompts"
-        )
-    return df.iloc[:num_prompts].reset_index(drop=True)
+def usable_methods(methods: list[str], prompts: pd.DataFrame, source: str) -> list[str]:
+    """``methods`` less ``ground_truth`` when the prompts carry no negatives (a prompt-only file), with a notice."""
+    if "ground_truth" in methods and not has_negatives(prompts):
+        print(f"generate: skipping 'ground_truth': generate.prompts={source} carries no negative prompts",
+              file=sys.stderr)
+        return [m for m in methods if m != "ground_truth"]
+    return methods
 
 
 def method_model_path(params: Params, method: str) -> Path:
-    return Path(params.paths.sft if method == "sft" else params.paths.rl)
+    """The model a method's negatives come from: models/rl for rl, models/sft for sft and best_of_n."""
+    return Path(params.paths.rl if method == "rl" else params.paths.sft)
 
 
 def check_method_models(params: Params, methods: Sequence[str]) -> None:
     """Fail before any work if a model-based method has no trained model on disk."""
     problems = []
     for method in methods:
-        if method not in MODEL_METHODS:
+        if method not in (*MODEL_METHODS, "best_of_n"):
             continue
         path = method_model_path(params, method)
+        model = "rl" if method == "rl" else "sft"
         if not (path / "config.json").exists():
             problems.append(
-                f"generate.methods lists {method!r} but {path} (paths.{method}) holds no trained model: "
-                f"run `dvc repro {method}`, or drop {method!r} from generate.methods"
+                f"generate.methods lists {method!r} but {path} (paths.{model}) holds no trained model: "
+                f"run `dvc repro {model}`, or drop {method!r} from generate.methods"
             )
     if problems:
         raise MissingInputError("\n".join(problems))
@@ -104,9 +109,10 @@ def method_negatives(
     generic: str,
     model_fn: Callable[[str, list[str]], list[str]] | None = None,
     retrieval_fn: Callable[[list[str]], list[str]] | None = None,
+    search_fn: Callable[[list[str]], list[str]] | None = None,
 ) -> list[str]:
     """The negative prompt of each prompt under ``method``; ``model_fn(method, prompts)`` serves sft / rl,
-    ``retrieval_fn(prompts)`` the retrieval baseline."""
+    ``retrieval_fn(prompts)`` the retrieval baseline, ``search_fn(prompts)`` best_of_n (negopt/best_of_n.py)."""
     if method == "none":
         return [""] * len(prompts)
     if method == "generic":
@@ -117,6 +123,10 @@ def method_negatives(
         if retrieval_fn is None:
             raise ValueError("method 'retrieval' needs a retrieval_fn to produce its negatives")
         return list(retrieval_fn(prompts))
+    if method == "best_of_n":
+        if search_fn is None:
+            raise ValueError("method 'best_of_n' needs a search_fn to produce its negatives")
+        return list(search_fn(prompts))
     if method in MODEL_METHODS:
         if model_fn is None:
             raise ValueError(f"method {method!r} needs a model_fn to produce its negatives")
@@ -172,8 +182,11 @@ def clear_outputs(images_dir: str | Path) -> None:
     (images_dir / MANIFEST).unlink(missing_ok=True)
 
 
-def generate_all(params: Params, state, device: torch.device) -> pd.DataFrame | None:
+def generate_all(params: Params, state, device: torch.device, best_of_n: Callable | None = None) -> pd.DataFrame | None:
     """The whole stage on one of ``state.num_processes`` processes; the main one returns the manifest.
+
+    ``best_of_n``: ``negopt.best_of_n.best_of_n_negatives``, passed in by the stage so that modules reading
+    only ``MANIFEST`` from here (evaluate, compare) do not depend on the RL code it imports.
 
     The main process builds the plan (negatives need the models) and broadcasts it, so every process
     works from one plan; each renders its share of whole batches (``negopt.sharding.map_sharded``, as RL
@@ -189,34 +202,52 @@ def generate_all(params: Params, state, device: torch.device) -> pd.DataFrame | 
     images_dir = Path(params.paths.images)
     check_method_models(params, methods)
     payload: list = [None]
-    if state.is_main_process:
-        clear_outputs(images_dir)
-        test = load_test_prompts(Path(params.paths.clean) / "test.parquet", g.num_prompts)
-        prompts = test["prompt"].astype(str).tolist()
-        gt = test["negative_prompt"].fillna("").astype(str).tolist()
-        negatives = {
-            m: method_negatives(
-                m, prompts, gt, g.generic_negative, lambda mm, p: model_negatives(params, mm, p, device),
-                lambda p: retrieval_negatives(params.paths.clean, p),
-            )
-            for m in methods
-        }
-        payload = [build_plan(prompts, negatives, prompt_seeds(g.seed, g.num_prompts, g.seeds_per_prompt))]
-    plan: list[WorkItem] = broadcast_object_list(payload)[0]
-    batches = make_batches(plan, g.batch_size)
     profile = params.active
     loaded: list = []  # the pipeline, loaded on first use by this process
+    search: dict = {}  # best_of_n's report (the images it cost), main process only
 
-    def render(idx: list[int]) -> dict[str, torch.Tensor]:
-        """This process's share of whole batches -> PNG files; returns the indices of the batches written."""
-        from negopt.diffusion import generate_images
+    def pipeline():
         from negopt.models.loader import load_sd_pipeline
 
         if not loaded:
             loaded.append(load_sd_pipeline(profile, device))  # the loader's one dtype policy, the same as rl's
+        return loaded[0]
+
+    if state.is_main_process:
+        clear_outputs(images_dir)
+        test = load_prompts(g.prompts, params.paths.clean, g.num_prompts)
+        prompts = test["prompt"].astype(str).tolist()
+        gt = test["negative_prompt"].fillna("").astype(str).tolist()
+        methods = usable_methods(methods, test, g.prompts)
+        seeds = prompt_seeds(g.seed, g.num_prompts, g.seeds_per_prompt)
+
+        def search_fn(p: list[str]) -> list[str]:
+            # on the main process only (accelerator None inside): the search is small next to the renders
+            if best_of_n is None:
+                raise ValueError("method 'best_of_n' needs generate_all(..., best_of_n=negopt.best_of_n."
+                                 "best_of_n_negatives)")
+            kept, search["best_of_n"] = best_of_n(params, p, seeds, pipeline(), device)
+            return kept
+
+        negatives = {
+            m: method_negatives(
+                m, prompts, gt, g.generic_negative, lambda mm, p: model_negatives(params, mm, p, device),
+                lambda p: retrieval_negatives(params.paths.clean, p), search_fn,
+            )
+            for m in methods
+        }
+        payload = [build_plan(prompts, negatives, seeds)]
+    plan: list[WorkItem] = broadcast_object_list(payload)[0]
+    batches = make_batches(plan, g.batch_size)
+
+    def render(idx: list[int]) -> dict[str, torch.Tensor]:
+        """This process's share of whole batches -> PNG files; returns the indices of the batches written."""
+        from negopt.diffusion import generate_images
+
+        pipe = pipeline()
 
         def generate_fn(prompts: list[str], negatives: list[str], seeds: list[int]) -> torch.Tensor:
-            return generate_images(loaded[0], prompts, negatives, seeds, profile, batch_size=len(prompts))
+            return generate_images(pipe, prompts, negatives, seeds, profile, batch_size=len(prompts))
 
         render_batches([batches[i] for i in idx], generate_fn, images_dir, progress=state.is_local_main_process)
         return {"batch": torch.tensor(idx, dtype=torch.long)}
@@ -230,4 +261,16 @@ def generate_all(params: Params, state, device: torch.device) -> pd.DataFrame | 
         raise RuntimeError(f"generate: planned batches {missing[:3]} were not written, or their files are gone")
     manifest = manifest_frame(plan)
     write_parquet(images_dir / MANIFEST, manifest)
+    write_json(Path(params.paths.metrics) / GENERATE_METRICS, generate_metrics(manifest, search))
     return manifest
+
+
+def generate_metrics(manifest: pd.DataFrame, search: dict[str, dict]) -> dict:
+    """metrics/generate.json: per method the evaluation images and the images its search cost beforehand
+    (``search_images``: best_of_n's calibration + selection renders, 0 for the others), and each search's report."""
+    counts = manifest.groupby("method", sort=False).size()
+    return {
+        "methods": {m: {"eval_images": int(n), "search_images": int(search.get(m, {}).get("search_images", 0))}
+                    for m, n in counts.items()},
+        **search,
+    }

@@ -41,7 +41,7 @@ PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 
-METHODS = ("none", "generic", "ground_truth", "retrieval", "sft", "rl")
+METHODS = ("none", "generic", "ground_truth", "retrieval", "best_of_n", "sft", "rl")
 
 
 class Section(BaseModel):
@@ -62,6 +62,7 @@ class Paths(Section):
     sft: str = "models/sft"
     rl: str = "models/rl"
     images: str = "data/images"
+    scores: str = "data/scores"  # evaluate's per-image scores and Inception posteriors (negopt/scores.py)
     metrics: str = "metrics"
     plots: str = "plots"
     report: str = "report"
@@ -284,7 +285,13 @@ class Rl(Section):
     health: RlHealth = RlHealth()
 
 
+class BestOfN(Section):
+    n: Annotated[int, Field(ge=2)] = 4  # SFT samples per prompt, each rendered once on the selection seed
+    selection_seed: NonNegInt = 1  # seeds the samples and the selection renders; must differ from generate.seed
+
+
 class Generate(Section):
+    prompts: str = "test"  # test (the clean held-out split) | file:<path> (negopt/prompts.py)
     methods: list[Literal[METHODS]] = list(METHODS)  # type: ignore[valid-type]
     generic_negative: str = (
         "ugly, blurry, low quality, lowres, deformed, bad anatomy, watermark, text, jpeg artifacts"
@@ -293,6 +300,21 @@ class Generate(Section):
     seeds_per_prompt: PosInt = 2
     batch_size: PosInt = 32
     seed: NonNegInt = 0
+    best_of_n: BestOfN = BestOfN()
+
+    @model_validator(mode="after")
+    def _selection_is_not_evaluation(self) -> Generate:
+        if self.best_of_n.selection_seed == self.seed:
+            raise ValueError(f"generate.best_of_n.selection_seed={self.seed} equals generate.seed: best_of_n would "
+                             "select on the evaluation seeds; pick another selection_seed")
+        return self
+
+    @field_validator("prompts")
+    @classmethod
+    def _known_prompts(cls, v: str) -> str:
+        if v == "test" or (v.startswith("file:") and len(v) > 5):
+            return v
+        raise ValueError(f"unknown prompts {v!r}: use test or file:<path> (.txt, .csv, .jsonl or .parquet)")
 
 
 class Evaluate(Section):
@@ -302,8 +324,11 @@ class Evaluate(Section):
 
 class Compare(Section):
     candidates: list[Literal[METHODS]] = ["sft", "rl"]  # type: ignore[valid-type]
-    baselines: list[Literal[METHODS]] = ["none", "generic", "ground_truth", "retrieval"]  # type: ignore[valid-type]
+    baselines: list[Literal[METHODS]] = ["none", "generic", "ground_truth", "retrieval", "best_of_n"]  # type: ignore[valid-type]
     grid_prompts: PosInt = 8
+    bootstrap_resamples: Annotated[int, Field(ge=100)] = 1000  # paired bootstrap over prompts (negopt/intervals.py)
+    bootstrap_seed: NonNegInt = 0
+    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
 
 
 class Params(Section):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from negopt.compare import METRICS, format_gain, format_value
+from negopt.compare import METRICS, format_gain, format_interval, format_value
 from negopt.io import write_text
 
 CSS = """
@@ -22,6 +22,8 @@ table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 4px 10px; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.pos { color: #1a7f37; } td.neg { color: #b42318; }
+td.sig { font-weight: bold; } .ci { font-size: 0.85em; color: #555; }
+p.profile { padding: 0.5em 1em; background: #f4f4f4; border-left: 4px solid #888; }
 .charts img { margin: 0 1em 1em 0; border: 1px solid #eee; }
 table.grid td { vertical-align: top; width: 160px; }
 table.grid img { width: 128px; height: 128px; image-rendering: pixelated; display: block; }
@@ -50,7 +52,9 @@ def thumbnail_uri(path: Path, max_side: int = 256) -> str:
     return data_uri(buf.getvalue(), "image/jpeg")
 
 
-def metrics_table(eval_metrics: dict[str, dict[str, float]]) -> str:
+def metrics_table(eval_metrics: dict[str, dict[str, float]], costs: dict[str, int] | None = None) -> str:
+    """Metric values per method, the images each was scored on, and the images its test-time search cost."""
+    costs = costs or {}
     head = "".join(f"<th>{html.escape(label)}</th>" for label in METRICS.values())
     rows = []
     for method, m in eval_metrics.items():
@@ -60,9 +64,10 @@ def metrics_table(eval_metrics: dict[str, dict[str, float]]) -> str:
         rows.append(
             f"<tr><td>{html.escape(method)}</td><td class='num'>{is_cell}</td>"
             f"<td class='num'>{format_value(m['aesthetic'])}</td><td class='num'>{format_value(m['clip_score'])}</td>"
-            f"<td class='num'>{int(m['n_images'])}</td></tr>"
+            f"<td class='num'>{int(m['n_images'])}</td><td class='num'>{costs.get(method, 0)}</td></tr>"
         )
-    return f"<table class='metrics'><tr><th>method</th>{head}<th>images</th></tr>{''.join(rows)}</table>"
+    return (f"<table class='metrics'><tr><th>method</th>{head}<th>images</th><th>search images</th></tr>"
+            f"{''.join(rows)}</table>")
 
 
 def gains_table(comparison: dict[str, dict[str, dict[str, float | None]]]) -> str:
@@ -74,7 +79,11 @@ def gains_table(comparison: dict[str, dict[str, dict[str, float | None]]]) -> st
             for metric in METRICS:
                 g = gains[metric]
                 cls = "num" if g is None or g == 0 else ("num pos" if g > 0 else "num neg")
-                cells.append(f"<td class='{cls}'>{format_gain(g)}</td>")
+                ci = gains.get("ci", {}).get(metric)
+                if ci and ci["excludes_zero"]:
+                    cls += " sig"
+                span = f" <span class='ci'>{html.escape(format_interval(ci).strip())}</span>" if ci else ""
+                cells.append(f"<td class='{cls}'>{format_gain(g)}{span}</td>")
             base = html.escape(key.removeprefix("vs_"))
             rows.append(f"<tr><td>{html.escape(cand)}</td><td>{base}</td>{''.join(cells)}</tr>")
     return f"<table class='gains'><tr><th>candidate</th><th>baseline</th>{head}</tr>{''.join(rows)}</table>"
@@ -107,6 +116,17 @@ def image_grid(manifest: pd.DataFrame, images_dir: str | Path, grid_prompts: int
     return f"<table class='grid'><tr><th>prompt</th>{head}</tr>{''.join(rows)}</table>"
 
 
+def profile_note(profile: str | None) -> str:
+    """The report's first lines: which profile produced it, and on ``tiny`` what its numbers mean."""
+    if profile is None:
+        return ""
+    note = f"Produced by the <b>{html.escape(profile)}</b> profile."
+    if profile == "tiny":
+        note += (" Its models are small and randomly initialised: the numbers below describe the machinery"
+                 " (that every stage runs and the statistics are computed), not image quality.")
+    return f"<p class='profile'>{note}</p>"
+
+
 def render_report(
     eval_metrics: dict[str, dict[str, float]],
     comparison: dict[str, dict[str, dict[str, float | None]]],
@@ -115,8 +135,11 @@ def render_report(
     chart_pngs: dict[str, bytes],
     grid_prompts: int = 8,
     title: str = "negopt: negative prompts compared",
+    profile: str | None = None,
+    confidence: float = 0.95,
+    costs: dict[str, int] | None = None,
 ) -> str:
-    """The report page as one HTML string with every image inlined."""
+    """The report page as one HTML string with every image inlined; its first lines name the ``profile``."""
     charts = "".join(
         f"<img src='{data_uri(png)}' alt='{html.escape(METRICS.get(metric, metric))} by method'>"
         for metric, png in chart_pngs.items()
@@ -126,10 +149,16 @@ def render_report(
 <style>{CSS}</style></head>
 <body>
 <h1>{html.escape(title)}</h1>
+{profile_note(profile)}
 <h2>Metrics per method</h2>
-{metrics_table(eval_metrics)}
+<p><i>search images</i>: images a method rendered before its evaluation images (best_of_n: the reward
+calibration and n candidates per prompt on a selection seed); RL's training renders are in metrics/rl.json.</p>
+{metrics_table(eval_metrics, costs)}
 <h2>Relative gain of the learned negatives</h2>
-<p>100 &times; (candidate &minus; baseline) / |baseline|, as in the paper's +24.8% IS / +18.6% aesthetics.</p>
+<p>100 &times; (candidate &minus; baseline) / |baseline|, as in the paper's +24.8% IS / +18.6% aesthetics.
+In brackets: the {confidence:.0%} paired bootstrap interval over prompts (all methods resampled on the same
+prompt indices; the Inception Score re-computed per resample from the stored class posteriors, one split).
+<b>Bold</b> with <code>*</code>: the interval excludes 0, a gain distinguishable from zero on these prompts.</p>
 {gains_table(comparison)}
 <h2>Charts</h2>
 <div class="charts">{charts}</div>

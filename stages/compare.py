@@ -5,33 +5,40 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from negopt.compare import gains_markdown, metrics_markdown, save_pngs, write_comparison
+from negopt.compare import gains_markdown, metrics_markdown, save_pngs, search_costs, write_comparison
 from negopt.errors import require_input, run_stage
 from negopt.evaluate import read_manifest
+from negopt.generate import GENERATE_METRICS
 from negopt.io import read_json
 from negopt.report import render_report, write_report
 from negopt.runtime import start_stage
+from negopt.scores import read_scores
 
 
 def main() -> None:
     params = start_stage()
     paths, cfg = params.paths, params.compare
     eval_metrics = read_json(require_input(Path(paths.metrics) / "eval.json", "evaluate"))
+    costs = search_costs(read_json(require_input(Path(paths.metrics) / GENERATE_METRICS, "generate")))
     comparison, pngs = write_comparison(
         eval_metrics,
         list(cfg.candidates),
         list(cfg.baselines),
         Path(paths.metrics) / "comparison.json",
         Path(paths.plots) / "comparison",
+        read_scores(paths.scores),
+        (cfg.bootstrap_resamples, cfg.bootstrap_seed, cfg.confidence),
     )
     save_pngs(pngs, Path(paths.report) / "plots")
     page = render_report(
-        eval_metrics, comparison, read_manifest(paths.images), paths.images, pngs, cfg.grid_prompts
+        eval_metrics, comparison, read_manifest(paths.images), paths.images, pngs, cfg.grid_prompts,
+        profile=params.profile, confidence=cfg.confidence, costs=costs,
     )
     write_report(Path(paths.report) / "index.html", page)
-    print(metrics_markdown(eval_metrics))
+    print(metrics_markdown(eval_metrics, costs))
     print()
     print(gains_markdown(comparison))
+    print(f"(gain [{cfg.confidence:.0%} paired bootstrap interval over prompts]; * = the interval excludes 0)")
     print(f"\ncompare: report -> {Path(paths.report) / 'index.html'}")
 
 

@@ -1,5 +1,6 @@
 """Stage `evaluate`: Inception Score, aesthetic, CLIP score (and HPSv2 / PickScore when the profile names them)
-per method -> metrics/eval.json."""
+per method -> metrics/eval.json, and the per-image scores with their Inception posteriors -> paths.scores
+(negopt/scores.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from negopt.errors import run_stage
 from negopt.evaluate import evaluate_all, read_manifest
 from negopt.io import write_json
 from negopt.runtime import resolve_device, start_stage
+from negopt.scores import write_scores
 
 
 def main() -> None:
@@ -22,6 +24,7 @@ def main() -> None:
     manifest = read_manifest(params.paths.images)
     scorer = load_scorer(profile, device, preference=named_preference(profile))
     # a NaN / inf metric raises NonFiniteMetricError (a UserError): nothing is written for compare to crash on
+    per_image: dict = {}
     results = evaluate_all(
         manifest,
         params.paths.images,
@@ -31,7 +34,9 @@ def main() -> None:
         params.evaluate.is_splits,
         params.evaluate.batch_size,
         device,
+        per_image,
     )
+    write_scores(params.paths.scores, manifest, per_image)
     out = Path(params.paths.metrics) / "eval.json"
     write_json(out, results)
     for method, m in results.items():

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from accelerate import PartialState
 
+from negopt.best_of_n import best_of_n_negatives
 from negopt.errors import run_stage
 from negopt.generate import MANIFEST, generate_all
 from negopt.runtime import resolve_device, start_stage
@@ -26,7 +27,7 @@ def main() -> None:
     if device.type == "cuda":
         device = state.device  # one GPU per process under accelerate launch
     start = time.perf_counter()
-    manifest = generate_all(params, state, device)
+    manifest = generate_all(params, state, device, best_of_n_negatives)
     if manifest is not None:
         seconds = time.perf_counter() - start
         print(

@@ -138,3 +138,32 @@ def test_write_comparison_files(eval_metrics, tmp_path):
     for metric, png in pngs.items():
         assert bar_heights(png) == ranks(eval_metrics, metric), metric
     assert not list((tmp_path / "metrics").glob(".*"))  # no temp files left behind
+
+
+def test_search_images_column_from_generate_metrics(eval_metrics):
+    """best_of_n's search cost (metrics/generate.json) is printed beside its row; other methods cost 0."""
+    import pandas as pd
+
+    from negopt.compare import metrics_markdown, search_costs
+    from negopt.generate import generate_metrics
+
+    manifest = pd.DataFrame({"method": ["none", "none", "best_of_n", "best_of_n"]})
+    gen = generate_metrics(manifest, {"best_of_n": {"n": 4, "search_images": 17}})
+    assert gen["methods"] == {"none": {"eval_images": 2, "search_images": 0},
+                              "best_of_n": {"eval_images": 2, "search_images": 17}}
+    costs = search_costs(gen)
+    md = metrics_markdown(eval_metrics | {"best_of_n": eval_metrics["sft"]}, costs)
+    assert md.splitlines()[-1].endswith("| 20 | 17 |") and "| none | 2 ± 0.1 | -4 | 20 | 20 | 0 |" in md
+
+
+def test_preference_scores_are_compared_when_every_method_has_them():
+    from negopt.compare import compare_methods, compared_metrics, gains_markdown
+
+    base = {"inception_score": 2.0, "aesthetic": 5.0, "clip_score": 20.0}
+    both = {"sft": base | {"hpsv2": 20.0, "pickscore": 10.0}, "none": base | {"hpsv2": 25.0, "pickscore": 10.0}}
+    assert list(compared_metrics(both)) == ["inception_score", "aesthetic", "clip_score", "hpsv2", "pickscore"]
+    gains = compare_methods(both, ["sft"], ["none"])["sft"]["vs_none"]
+    assert gains["hpsv2"] == pytest.approx(-20.0) and gains["pickscore"] == 0.0  # (20 - 25) / 25
+    assert "HPSv2" in gains_markdown({"sft": {"vs_none": gains}})
+    one = {"sft": base | {"hpsv2": 20.0}, "none": base}  # a method without it: not compared
+    assert "hpsv2" not in compare_methods(one, ["sft"], ["none"])["sft"]["vs_none"]

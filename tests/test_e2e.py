@@ -148,7 +148,7 @@ def test_generate_evaluate_compare_contents(repo: Path, out, monkeypatch):
     import torch
     from PIL import Image
 
-    from negopt.compare import compare_methods
+    from negopt.compare import METRICS, compare_methods
     from negopt.evaluate import load_images
     from negopt.models.loader import load_scorer
 
@@ -181,9 +181,39 @@ def test_generate_evaluate_compare_contents(repo: Path, out, monkeypatch):
         want = float(pref.preference_score(name, images, rows.prompt.tolist()).mean())
         assert ev["ground_truth"][name] == pytest.approx(want, rel=1e-4, abs=1e-4), name
     comparison = read("metrics/comparison.json")
+    intervals = {(c, b): gains.pop("ci") for c, by in comparison.items() for b, gains in by.items()}
     assert comparison == json.loads(json.dumps(compare_methods(ev, params.compare.candidates, params.compare.baselines)))
+    # the difference is always defined (a percent gain is not where a resample's baseline is 0: tiny CLIP scores)
+    assert all(ci[m]["diff_low"] <= ci[m]["diff_high"] for ci in intervals.values() for m in METRICS)
+    scores = pd.read_parquet(repo / "data/scores/per_image.parquet")  # method x prompt x seed, kept as an output
+    assert len(scores) == len(manifest) and scores.aesthetic.mean() == pytest.approx(
+        np.mean([ev[m]["aesthetic"] for m in g.methods]), rel=1e-5)
     page = (repo / "report/index.html").read_text()
     assert all(f"<th>{m}</th>" in page for m in g.methods) and page.count("<img src='data:image/") >= len(g.methods)
+
+
+# A small queued sweep over the reward weights, rl stage only (frontier reads metrics/rl.json): two weightings
+# besides the baseline's 1/1/1, run by `dvc exp run --run-all`, then `negopt frontier` on `dvc exp show --json`.
+SWEEP = [{"rl.reward.aesthetic": "3.0"}, {"rl.reward.clip": "3.0"}]
+
+
+def test_frontier_from_a_queued_sweep(repo: Path):
+    for point in SWEEP:
+        # -C checkpoints: the persisted, uncached checkpoint folders (gitignored) go into the experiment's temp
+        # copy; without them scrape and sft count as changed and the whole pipeline re-runs per experiment
+        _run(["dvc", "exp", "run", "--queue", "rl", "-C", "checkpoints",
+              *(a for k, v in point.items() for a in ("-S", f"{k}={v}"))], repo)
+    _run(["dvc", "exp", "run", "--run-all", "-j", "1"], repo)
+    out = repo.parent / "frontier"
+    res = _run([sys.executable, "-m", "negopt.cli", "frontier", "--out", str(out)], repo)
+    print(res.stdout)  # the sweep's table, for the log
+    table = __import__("pandas").read_csv(out / "frontier.csv")
+    assert len(table) == 1 + len(SWEEP), res.stdout
+    weights = sorted(tuple(r) for r in table[["w_aesthetic", "w_clip", "w_fidelity"]].itertuples(index=False))
+    assert weights == [(1.0, 1.0, 1.0), (1.0, 3.0, 1.0), (3.0, 1.0, 1.0)]
+    # each weighting trained its own policy: the test means differ between experiments
+    assert table[["aesthetic", "clip", "fidelity"]].drop_duplicates().shape[0] == len(table)
+    assert table["pareto"].any() and (out / "frontier.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_exp_run_with_override_changes_metrics(repo: Path):

@@ -88,3 +88,30 @@ def test_evaluate_all_by_hand(images_dir, monkeypatch):
 def test_missing_manifest_names_the_stage(tmp_path):
     with pytest.raises(FileNotFoundError, match="dvc repro generate"):
         read_manifest(tmp_path)
+
+
+def test_evaluate_all_keeps_per_image_scores_and_posteriors(images_dir, monkeypatch, tmp_path):
+    """per_image gets each image's own scores (manifest order) and Inception posteriors, and the
+    scores table round-trips with them (negopt.scores)."""
+    from negopt.scores import read_scores, write_scores
+
+    class WithProbs(FakeScorer):
+        def inception_probs(self, images):  # class 0 certainty = mean pixel / 255
+            a = images.float().mean(dim=(1, 2, 3)) / 255
+            return torch.stack([a, 1 - a], dim=1)
+
+    monkeypatch.setattr(negopt.metrics, "inception_score", lambda *a, **k: (1.5, 0.1))
+    per_image: dict = {}
+    manifest = read_manifest(images_dir)
+    out = evaluate_all(manifest, images_dir, WithProbs(), "w.pt", 75, is_splits=3, batch_size=2, per_image=per_image)
+    assert list(per_image) == ["none", "sft"]
+    assert per_image["sft"]["aesthetic"].tolist() == pytest.approx([1.0, 1.0, 0.2])
+    assert per_image["none"]["clip_score"].tolist() == pytest.approx([0.0, 0.0, 6 * 0.2])
+    assert per_image["sft"]["inception_probs"].flatten().tolist() == pytest.approx([1, 0, 1, 0, 0.2, 0.8])
+    assert out["sft"]["aesthetic"] == pytest.approx(float(per_image["sft"]["aesthetic"].mean()))
+    write_scores(tmp_path / "scores", manifest, per_image)
+    frame, probs = read_scores(tmp_path / "scores")
+    assert frame[["method", "prompt_idx", "seed", "file"]].values.tolist() == manifest[
+        ["method", "prompt_idx", "seed", "file"]].values.tolist()
+    assert frame.loc[frame.method == "none", "clip_score"].tolist() == pytest.approx([0.0, 0.0, 1.2])
+    assert probs["sft"].shape == (3, 2) and probs["sft"][2].tolist() == pytest.approx([0.2, 0.8])

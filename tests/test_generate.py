@@ -16,7 +16,6 @@ from negopt.generate import (
     MANIFEST,
     build_plan,
     check_method_models,
-    load_test_prompts,
     make_batches,
     manifest_frame,
     method_negatives,
@@ -101,15 +100,17 @@ def test_plan_same_prompts_and_seeds_for_every_method():
     assert m["file"].tolist() == [w.file for w in plan]
 
 
-def test_load_test_prompts(tmp_path):
+def test_load_prompts_from_the_test_split(tmp_path):
+    from negopt.prompts import load_prompts
+
     path = tmp_path / "test.parquet"
     pd.DataFrame({"prompt": PROMPTS, "negative_prompt": GT, "likes": range(5)}).to_parquet(path)
-    df = load_test_prompts(path, 3)
+    df = load_prompts("test", tmp_path, 3)
     assert df["prompt"].tolist() == PROMPTS[:3] and df["negative_prompt"].tolist() == GT[:3]
     with pytest.raises(ValueError, match="generate.num_prompts=9"):
-        load_test_prompts(path, 9)
+        load_prompts("test", tmp_path, 9)
     with pytest.raises(FileNotFoundError, match="dvc repro clean"):
-        load_test_prompts(tmp_path / "nope.parquet", 1)
+        load_prompts("test", tmp_path / "nope", 1)
 
 
 def project_params(tmp: Path, methods: list[str]) -> dict:
@@ -119,6 +120,7 @@ def project_params(tmp: Path, methods: list[str]) -> dict:
         sft=str(tmp / "models/sft"),
         rl=str(tmp / "models/rl"),
         images=str(tmp / "data/images"),
+        metrics=str(tmp / "metrics"),
     )
     raw["models"]["tiny"]["sd"] = str(tmp / "models/tiny/sd")
     raw["generate"].update(methods=methods, num_prompts=3, seeds_per_prompt=2, batch_size=4, seed=3)
@@ -232,3 +234,23 @@ def test_sharded_equals_single_process(mini_project, tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(sharded_dir / MANIFEST), pd.read_parquet(images / MANIFEST))
     for f in manifest["file"]:
         assert (sharded_dir / f).read_bytes() == (images / f).read_bytes(), f
+
+
+def test_prompt_file_renders_its_prompts_and_skips_ground_truth(mini_project, tmp_path, capsys):
+    """generate.prompts=file:<txt>: the file's prompts in order; ground_truth is dropped with a notice
+    because a prompt-only file carries no negatives."""
+    import torch
+    from accelerate import PartialState
+
+    from negopt.generate import generate_all
+
+    prompt_file = tmp_path / "bench.txt"
+    prompt_file.write_text("a teapot on a table\n\n  a lighthouse in fog  \nthree cats\n")
+    raw = project_params(mini_project, ["none", "ground_truth", "generic"])
+    raw["paths"]["images"] = str(tmp_path / "images")
+    raw["generate"].update(prompts=f"file:{prompt_file}", seeds_per_prompt=1)
+    manifest = generate_all(validate_params(raw), PartialState(), torch.device("cpu"))
+    assert list(dict.fromkeys(manifest["method"])) == ["none", "generic"]
+    assert manifest[manifest.method == "none"]["prompt"].tolist() == ["a teapot on a table", "a lighthouse in fog",
+                                                                      "three cats"]
+    assert "skipping 'ground_truth'" in capsys.readouterr().err

@@ -142,3 +142,27 @@ def test_renders_in_headless_chromium(setup, tmp_path):
     assert pixels.shape[:2] == (1200, 1000)
     # A blank page is one colour; the rendered tables and images are not.
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20
+
+
+def test_profile_note_and_marked_intervals(setup):
+    """The first lines name the profile (tiny: machinery, not image quality); a gain whose interval
+    excludes 0 is bold with a *, one whose interval straddles 0 is not."""
+    _, images_dir = setup
+    eval_metrics = {"none": row(2.0, 4.0, 20.0), "sft": row(2.5, 5.0, 19.0)}
+    comparison = compare_methods(eval_metrics, ["sft"], ["none"])
+    ci = {"estimate": 25.0, "diff_low": 0.1, "diff_high": 0.9}
+    comparison["sft"]["vs_none"]["ci"] = {
+        "inception_score": ci | {"low": 5.0, "high": 40.0, "excludes_zero": True},
+        "aesthetic": ci | {"low": -3.0, "high": 50.0, "excludes_zero": False},
+        "clip_score": ci | {"low": None, "high": None, "excludes_zero": False},
+    }
+    manifest = pd.DataFrame(columns=["method", "prompt_idx", "prompt", "negative", "seed", "file"])
+    page = render_report(eval_metrics, comparison, manifest, images_dir, {}, profile="tiny")
+    body = page.split("<body>", 1)[1]
+    assert body.index("tiny</b> profile") < body.index("<h2>") and "not image quality" in body
+    gains = re.search(r"<table class='gains'>.*?</table>", page).group(0)
+    assert "<td class='num pos sig'>+25.0% <span class='ci'>[+5.0%, +40.0%]*</span></td>" in gains
+    assert "<td class='num pos'>+25.0% <span class='ci'>[-3.0%, +50.0%]</span></td>" in gains
+    assert "[n/a]" in gains
+    paper = render_report(eval_metrics, comparison, manifest, images_dir, {}, profile="paper")
+    assert "paper</b> profile" in paper and "not image quality" not in paper

@@ -1,0 +1,88 @@
+"""The ``best_of_n`` baseline: test-time search with the SFT model and the RL reward, no training.
+
+What a user without RL could do by spending compute at test time: for each prompt, sample ``n``
+negatives from the SFT model (the RL rollout sampler, ``rl.temperature`` / ``rl.top_p`` /
+``rl.max_new_tokens``), render each on one **selection seed** per prompt (shared by its ``n``
+candidates, so they differ only in the negative, as in an RL group; never an evaluation seed), score
+them with the RL image reward and keep the best; ``generate`` then renders the kept negative on the
+evaluation seeds like every other method.
+
+The reward is the RL stage's, by the RL stage's code: ``negopt.rl.loop.calibrate_rewards`` on the SFT
+model (``rl.calibration_prompts`` x ``rl.k`` images; deterministic from ``base.seed``, so the same term
+statistics and Inception marginal the RL run fixes at its start), then
+``negopt.rl.rewards.weighted_sum_reward`` with ``rl.reward.*`` and ``rl.clip_term``. The KL-to-SFT
+penalty of RL's reward is left out: it keeps a *trained* policy near SFT, while every candidate here is
+an SFT sample already.
+
+Cost, reported beside the table (metrics/generate.json): calibration images + ``n`` x prompts selection
+images, on top of the evaluation images every method renders.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from negopt.params import Params
+
+
+def selection_seeds(seed: int, num_prompts: int, eval_seeds: list[list[int]]) -> list[int]:
+    """One selection seed per prompt from ``generate.best_of_n.selection_seed``; refuses any evaluation seed."""
+    from negopt.generate import image_seed
+
+    seeds = [image_seed(seed, i, 0) for i in range(num_prompts)]
+    clash = {s for row in eval_seeds for s in row} & set(seeds)
+    if clash:
+        raise ValueError(f"generate.best_of_n.selection_seed={seed} gives evaluation seed(s) {sorted(clash)[:3]}: "
+                         "pick another selection_seed")
+    return seeds
+
+
+def pick_best(rewards: torch.Tensor, n: int) -> list[int]:
+    """rewards ``[P * n]`` prompt-major -> for each prompt the index (into the flat list) of its best
+    candidate; the first one on ties."""
+    grid = rewards.reshape(-1, n)  # [P, n]
+    return (torch.arange(len(grid)) * n + grid.argmax(dim=1)).tolist()
+
+
+def best_of_n_negatives(params: Params, prompts: list[str], eval_seeds: list[list[int]], pipe,
+                        device: torch.device) -> tuple[list[str], dict]:
+    """The kept negative per prompt and the search's report (n, images it cost, rewards, seconds)."""
+    from negopt.data.splits import read_split
+    from negopt.decode import format_sources, saved_retrieval
+    from negopt.models.loader import load_policy, load_scorer
+    from negopt.rl.loop import Components, calibrate_rewards
+    from negopt.rl.policy import sample_rollout
+    from negopt.rl.rewards import score_triples, weighted_sum_reward
+
+    cfg, rl, sft = params.generate.best_of_n, params.rl, params.sft
+    start = time.perf_counter()
+    policy, tokenizer = load_policy(params.paths.sft, device)
+    scorer = load_scorer(params.active, device)
+    comp = Components(policy=policy, ref=policy, tokenizer=tokenizer, pipe=pipe, scorer=scorer,
+                      sft_dir=params.paths.sft)
+    # the RL stage's calibration prompts: the train split's distinct prompts, in file order
+    train = list(dict.fromkeys(read_split(params.paths.clean, "train", ("prompt",)).prompt.tolist()))
+    marginal, stats = calibrate_rewards(None, comp, params, train)
+    reward_fn = weighted_sum_reward(scorer, rl.reward.model_dump(), stats, marginal, rl.clip_term)
+
+    sources = format_sources(prompts, sft.task_prefix, saved_retrieval(params.paths.sft))
+    ro = sample_rollout(policy, tokenizer, sources, cfg.n, rl.temperature, rl.top_p, rl.max_new_tokens,
+                        sft.max_source_length, cfg.selection_seed)
+    seeds = selection_seeds(cfg.selection_seed, len(prompts), eval_seeds)
+    rewards = score_triples(None, pipe, params.active, reward_fn, [p for p in prompts for _ in range(cfg.n)],
+                            ro.negatives, [s for s in seeds for _ in range(cfg.n)], rl.image_batch_size)["reward"]
+    best = pick_best(rewards, cfg.n)
+    report = {
+        "n": cfg.n,
+        "selection_seed": cfg.selection_seed,
+        "calibration_images": min(rl.calibration_prompts, len(train)) * rl.k,
+        "selection_images": len(prompts) * cfg.n,
+        "reward_best_mean": float(rewards[best].mean()),
+        "reward_candidates_mean": float(rewards.mean()),
+        "distinct_kept": len({ro.negatives[i] for i in best}),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    report["search_images"] = report["calibration_images"] + report["selection_images"]
+    return [ro.negatives[i] for i in best], report

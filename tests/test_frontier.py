@@ -1,0 +1,77 @@
+"""negopt frontier: experiments from `dvc exp show --json` (its real layout), Pareto marks worked out by hand."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from negopt.cli import app
+from negopt.frontier import experiments, frontier_markdown, frontier_table, pareto_mask
+
+
+def record(rev: str, name: str | None, weights: dict | None, terms: dict | None) -> dict:
+    """One node as dvc 3 writes it (captured from `dvc exp show --json` of a queued sweep)."""
+    metrics = {} if terms is None else {"metrics/rl.json": {"data": {
+        **{f"{t}_test_rl": v for t, v in terms.items()}, **{f"{t}_raw_test_rl": 10 * v for t, v in terms.items()},
+        "reward_test_rl": 0.0}}}
+    params = {"params.yaml": {"data": {"rl": {"reward": weights} if weights else {"steps": 2}}}}
+    return {"rev": rev, "name": name, "data": {"rev": rev, "params": params, "metrics": metrics}, "error": None,
+            "experiments": None}
+
+
+def exp_show() -> list[dict]:
+    base = record("a" * 40, "main", {"aesthetic": 1.0, "clip": 1.0, "fidelity": 1.0}, {"aesthetic": 0.1, "clip": 0.2,
+                                                                                       "fidelity": 0.0})
+    base["experiments"] = [
+        {"revs": [record("b" * 40, "exp-aes", {"aesthetic": 3.0, "clip": 1.0, "fidelity": 1.0},
+                         {"aesthetic": 0.5, "clip": 0.1, "fidelity": 0.0})], "executor": {"state": "success"},
+         "name": "exp-aes"},
+        # dominated by main: worse on aesthetic and clip, equal on fidelity
+        {"revs": [record("c" * 40, "exp-bad", {"aesthetic": 1.0, "clip": 0.0, "fidelity": 1.0},
+                         {"aesthetic": 0.05, "clip": 0.1, "fidelity": 0.0})], "executor": {"state": "success"},
+         "name": "exp-bad"},
+        {"revs": [record("d" * 40, "exp-queued", {"aesthetic": 0.0, "clip": 3.0, "fidelity": 1.0}, None)],
+         "executor": {"state": "queued"}, "name": "exp-queued"},
+    ]
+    workspace = record("workspace", None, {"aesthetic": 9.0, "clip": 1.0, "fidelity": 1.0},
+                       {"aesthetic": 9.0, "clip": 9.0, "fidelity": 9.0})
+    return [workspace, base]
+
+
+def test_pareto_mask_by_hand():
+    pts = np.array([[1, 1], [2, 0], [0.5, 0.5], [1, 1], [2, 0.0]])
+    # (0.5, 0.5) is dominated by (1, 1); duplicates do not dominate each other
+    assert pareto_mask(pts).tolist() == [True, True, False, True, True]
+    assert pareto_mask(np.array([[0.0, 0.0, 1.0]])).tolist() == [True]
+
+
+def test_experiments_read_from_exp_show_layout():
+    exps = experiments(exp_show())
+    assert exps["name"].tolist() == ["main", "exp-aes", "exp-bad"]  # no workspace, no queued run
+    assert exps.loc[1, "w_aesthetic"] == 3.0 and exps.loc[1, "aesthetic"] == 0.5
+    assert experiments(exp_show(), raw=True).loc[1, "aesthetic"] == pytest.approx(5.0)
+    assert "workspace" in experiments(exp_show(), include_workspace=True)["rev"].tolist()
+    table, terms = frontier_table(exps)
+    assert terms == ["aesthetic", "clip", "fidelity"]
+    assert table["pareto"].tolist() == [True, True, False]
+    md = frontier_markdown(table, terms)
+    assert "| exp-aes | 3 | 1 | 1 | +0.5000 | +0.1000 | +0.0000 | * |" in md
+    assert "| exp-bad | 1 | 0 | 1 | +0.0500 | +0.1000 | +0.0000 |  |" in md
+
+
+def test_no_experiments_names_the_fix():
+    with pytest.raises(ValueError, match="run the sweep first"):
+        frontier_table(experiments([record("workspace", None, None, None)]))
+
+
+def test_cli_writes_table_and_plot(tmp_path):
+    saved = tmp_path / "exp.json"
+    saved.write_text(json.dumps(exp_show()))
+    res = CliRunner().invoke(app, ["frontier", "--exp-json", str(saved), "--out", str(tmp_path / "f")])
+    assert res.exit_code == 0, res.output
+    assert "| exp-aes |" in res.output and (tmp_path / "f/frontier.png").read_bytes()[:4] == b"\x89PNG"
+    csv = (tmp_path / "f/frontier.csv").read_text().splitlines()
+    assert csv[0].split(",")[-1] == "pareto" and len(csv) == 4
