@@ -76,6 +76,10 @@ def test_repro_writes_every_declared_output(repo: Path):
     assert (repo / "report" / "index.html").exists()
     status = _run(["dvc", "status"], repo).stdout
     assert "changed" not in status, status
+    # idempotence: a second repro with nothing changed runs no stage (dvc prints "Running stage" for each it runs)
+    again = _run(["dvc", "repro"], repo)
+    assert "Running stage" not in again.stdout + again.stderr, again.stdout
+    assert "up to date" in again.stdout, again.stdout
 
 
 @pytest.fixture(scope="module")
