@@ -52,6 +52,7 @@ def best_of_n_negatives(params: Params, prompts: list[str], eval_seeds: list[lis
     from negopt.data.splits import read_split
     from negopt.decode import format_sources, saved_retrieval
     from negopt.models.loader import load_policy, load_scorer
+    from negopt.reward_terms import models_needed
     from negopt.rl.loop import Components, calibrate_rewards
     from negopt.rl.policy import sample_rollout
     from negopt.rl.rewards import score_triples, weighted_sum_reward
@@ -59,13 +60,14 @@ def best_of_n_negatives(params: Params, prompts: list[str], eval_seeds: list[lis
     cfg, rl, sft = params.generate.best_of_n, params.rl, params.sft
     start = time.perf_counter()
     policy, tokenizer = load_policy(params.paths.sft, device)
-    scorer = load_scorer(params.active, device)
+    # the RL stage's scorer: a preference model only when its reward weight is non-zero
+    scorer = load_scorer(params.active, device, preference=models_needed(rl.reward.scored()))
     comp = Components(policy=policy, ref=policy, tokenizer=tokenizer, pipe=pipe, scorer=scorer,
                       sft_dir=params.paths.sft)
     # the RL stage's calibration prompts: the train split's distinct prompts, in file order
     train = list(dict.fromkeys(read_split(params.paths.clean, "train", ("prompt",)).prompt.tolist()))
     marginal, stats = calibrate_rewards(None, comp, params, train)
-    reward_fn = weighted_sum_reward(scorer, rl.reward.model_dump(), stats, marginal, rl.clip_term)
+    reward_fn = weighted_sum_reward(scorer, rl.reward.scored(), stats, marginal, rl.clip_term)
 
     sources = format_sources(prompts, sft.task_prefix, saved_retrieval(params.paths.sft))
     ro = sample_rollout(policy, tokenizer, sources, cfg.n, rl.temperature, rl.top_p, rl.max_new_tokens,
