@@ -205,18 +205,25 @@ def build_tiny_sdxl(texts: Sequence[str], out_dir: str | Path, vocab_size: int =
 # --- CLIP, aesthetic head, Inception --------------------------------------------------------------
 
 
-def build_tiny_clip(out_dir: str | Path, seed: int = 0, name: str = TINY_CLIP_NAME) -> tuple[Path, Path]:
-    """Write ``<name>.json`` and ``open_clip_model.safetensors``; returns (config path, weights path)."""
+def _random_open_clip(out_dir: Path, name: str, seed: int):
+    """Write the tiny open_clip config ``<name>.json`` into ``out_dir``, register it, and build a seeded
+    random model of it; returns (config path, model). The CLIP scorer and the tiny HPSv2 share it."""
     import open_clip
-    from safetensors.torch import save_file
 
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config_path = out_dir / f"{name}.json"
     write_text(config_path, json.dumps(TINY_CLIP_CONFIG, indent=2) + "\n")
     register_clip_config(config_path)
     torch.manual_seed(seed)
-    model = open_clip.create_model(name, pretrained=None)
+    return config_path, open_clip.create_model(name, pretrained=None)
+
+
+def build_tiny_clip(out_dir: str | Path, seed: int = 0, name: str = TINY_CLIP_NAME) -> tuple[Path, Path]:
+    """Write ``<name>.json`` and ``open_clip_model.safetensors``; returns (config path, weights path)."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    config_path, model = _random_open_clip(out_dir, name, seed)
     weights = out_dir / "open_clip_model.safetensors"
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     with atomic_path(weights) as tmp:
@@ -230,15 +237,8 @@ def build_tiny_hpsv2(out_dir: str | Path, seed: int = 0, name: str = TINY_HPSV2_
     Same class and file layout as HPSv2.1 (open_clip ``ViT-H-14``, ``HPS_v2.1_compressed.pt``), so
     :func:`negopt.models.loader.load_hpsv2` reads both; returns (config path, weights path).
     """
-    import open_clip
-
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config_path = out_dir / f"{name}.json"
-    write_text(config_path, json.dumps(TINY_CLIP_CONFIG, indent=2) + "\n")
-    register_clip_config(config_path)
-    torch.manual_seed(seed)
-    model = open_clip.create_model(name, pretrained=None)
+    config_path, model = _random_open_clip(out_dir, name, seed)
     weights = out_dir / "hps_tiny.pt"
     with atomic_path(weights) as tmp:
         torch.save({"state_dict": {k: v.contiguous() for k, v in model.state_dict().items()}}, tmp)
