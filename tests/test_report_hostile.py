@@ -34,7 +34,7 @@ HOSTILE = {  # name -> text, used as a prompt and as a negative
     "control chars": "tab\tnew\nline\x7f",
 }
 TEMPLATE_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "div", "table", "tr", "th",
-                 "td", "img", "br", "small", "i", "bdi"}
+                 "td", "img", "br", "small", "i", "bdi", "b", "code"}  # b, code: the profile line and the interval marks
 
 
 class Tags(HTMLParser):
