@@ -82,12 +82,13 @@ def main() -> None:
     # processes; its `--cpu --num_processes N` starts one) only cpu=True joins the gloo process group.
     accelerator = Accelerator(cpu=params.base.device == "cpu" or not torch.cuda.is_available())
     device = accelerator.device
-    train, test = read_prompts(params.paths.clean, "train"), read_prompts(params.paths.clean, "test")
+    anchor = human_negatives(params.paths.clean)  # train prompt -> its first human negative, in file order
+    train, test = list(anchor), read_prompts(params.paths.clean, "test")
     policy, tokenizer = load_policy(params.paths.sft, device)
     ref, _ = load_policy(params.paths.sft, device)
     comp = Components(policy=policy, ref=ref, tokenizer=tokenizer, pipe=load_sd_pipeline(params.active, device),
                       scorer=load_scorer(params.active, device, preference=models_needed(params.rl.reward.scored())),
-                      sft_dir=params.paths.sft, anchor=human_negatives(params.paths.clean))
+                      sft_dir=params.paths.sft, anchor=anchor)
     sft_model = copy.deepcopy(ref)  # the reference stays untouched; evaluation reads a copy
     if accelerator.is_main_process:
         print(f"rl: {accelerator.num_processes} process(es), {params.rl.batch_prompts} prompts x k={params.rl.k} "

@@ -75,11 +75,16 @@ def step_plan(seed: int, step: int, prompts: list[str], batch_prompts: int) -> t
     return [prompts[i] for i in pick], image_seeds, int(rng.integers(0, 2**31 - 1))
 
 
+def deployed_sources(comp: Components, params: Params, prompts: list[str]) -> list[str]:
+    """The deployed model's source for each prompt (with its saved retrieval context, if any): RL optimises
+    what users run."""
+    return format_sources(prompts, params.sft.task_prefix, saved_retrieval(comp.sft_dir or params.paths.sft))
+
+
 def rollout(comp: Components, params: Params, prompts: list[str], sample_seed: int) -> tuple[Rollout, dict]:
     """Sample k negatives per prompt; log-probs under the policy (old) and the reference, entropy."""
     rl, sft = params.rl, params.sft
-    # the deployed model's source (with its saved retrieval context, if any): RL optimises what users run
-    sources = format_sources(prompts, sft.task_prefix, saved_retrieval(comp.sft_dir or params.paths.sft))
+    sources = deployed_sources(comp, params, prompts)
     ro = sample_rollout(comp.policy, comp.tokenizer, sources, rl.k, rl.temperature, rl.top_p, rl.max_new_tokens,
                         sft.max_source_length, sample_seed)
     with torch.no_grad():
@@ -106,16 +111,19 @@ def compute_advantages(rewards: torch.Tensor, logp_old: torch.Tensor, logp_ref: 
 def anchor_batch(comp: Components, params: Params, prompts: list[str]) -> dict[str, torch.Tensor]:
     """The step's prompts with their human negatives, teacher-forced, for the SFT anchor (``rl.anchor_coef``).
 
-    Same source as the rollout (the deployed model's, with its retrieval context); label padding is -100.
+    Same source as the rollout (the deployed model's, with its retrieval context), encoded and padded as
+    SFT training encodes its pairs (``encode_pairs``, label padding -100): the anchor is the SFT loss.
     """
+    from transformers import DataCollatorForSeq2Seq
+
+    from negopt.sft import encode_pairs
+
     sft = params.sft
-    sources = format_sources(prompts, sft.task_prefix, saved_retrieval(comp.sft_dir or params.paths.sft))
-    enc = comp.tokenizer(sources, max_length=sft.max_source_length, truncation=True, padding=True,
-                         return_tensors="pt")
-    labels = comp.tokenizer(text_target=[comp.anchor[p] for p in prompts], max_length=sft.max_target_length,
-                            truncation=True, padding=True, return_tensors="pt")["input_ids"]
-    labels[labels == comp.tokenizer.pad_token_id] = -100
-    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+    retrieval = saved_retrieval(comp.sft_dir or params.paths.sft)
+    contexts = retrieval.context(prompts) if retrieval is not None else None
+    features = encode_pairs(comp.tokenizer, prompts, [comp.anchor[p] for p in prompts], sft.task_prefix,
+                            sft.max_source_length, sft.max_target_length, contexts)
+    return dict(DataCollatorForSeq2Seq(comp.tokenizer, label_pad_token_id=-100, return_tensors="pt")(features))
 
 
 def update(policy, optimizer, ro: Rollout, advantages: torch.Tensor, logp_old: torch.Tensor, params: Params,
