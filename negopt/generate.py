@@ -174,12 +174,15 @@ def manifest_frame(plan: list[WorkItem]) -> pd.DataFrame:
 
 
 def clear_outputs(images_dir: str | Path) -> None:
-    """Remove a previous run's method folders and manifest (DVC does it too; plain runs need it)."""
+    """Remove a previous run's method folders and manifest (DVC does it too; plain runs need it).
+
+    The manifest goes first: a kill in the middle must not leave it beside a half-removed image set, which a
+    reader would take for a whole one."""
     images_dir = Path(images_dir)
+    (images_dir / MANIFEST).unlink(missing_ok=True)
     for method in METHODS:
         if (images_dir / method).is_dir():
             shutil.rmtree(images_dir / method)
-    (images_dir / MANIFEST).unlink(missing_ok=True)
 
 
 def generate_all(params: Params, state, device: torch.device, best_of_n: Callable | None = None) -> pd.DataFrame | None:

@@ -16,6 +16,7 @@ from negopt.generate import (
     MANIFEST,
     build_plan,
     check_method_models,
+    clear_outputs,
     make_batches,
     manifest_frame,
     method_negatives,
@@ -154,6 +155,27 @@ def test_render_batches_fake_generator(tmp_path):
     for w in plan:
         pixels = Image.open(tmp_path / w.file)
         assert pixels.size == (4, 4) and pixels.getpixel((0, 0)) == ((w.seed + len(w.negative)),) * 3
+
+
+def test_clear_outputs_removes_the_manifest_before_any_image(tmp_path, monkeypatch):
+    """A kill while clearing must not leave the old manifest beside a half-removed image set (evaluate would
+    take it for whole): the manifest is gone before the first image folder is touched."""
+    import shutil
+
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft/0_0.png").write_bytes(b"png")
+    (tmp_path / MANIFEST).write_bytes(b"manifest")
+    seen = []
+
+    def killed(path, *a, **k):
+        seen.append((Path(path).name, (tmp_path / MANIFEST).exists()))
+        raise KeyboardInterrupt  # the process dies here
+
+    monkeypatch.setattr(shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        clear_outputs(tmp_path)
+    assert seen == [("sft", False)]
+    assert (tmp_path / "sft/0_0.png").exists() and not (tmp_path / MANIFEST).exists()
 
 
 @pytest.fixture(scope="module")
