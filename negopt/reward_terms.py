@@ -98,6 +98,11 @@ def models_needed(weights: dict[str, float]) -> list[str]:
     return list(dict.fromkeys(REWARD_TERMS[n].model for n in scored_weights(weights) if REWARD_TERMS[n].model))
 
 
+def unused_models(weights: dict[str, float]) -> set[str]:
+    """The registered terms' models that ``weights`` does not need: a stage neither loads nor requires them."""
+    return {t.model for t in REWARD_TERMS.values() if t.model} - set(models_needed(weights))
+
+
 def score_terms(batch: TermBatch, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """``{name: raw values [N]}`` (float32, CPU) of the named terms on one batch."""
     return {name: REWARD_TERMS[name].score(batch).float().cpu() for name in names}

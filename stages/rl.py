@@ -25,7 +25,7 @@ from negopt.errors import run_stage
 from negopt.io import atomic_dir, write_json
 from negopt.models.find import require_profile
 from negopt.models.loader import load_policy, load_scorer, load_sd_pipeline
-from negopt.reward_terms import models_needed
+from negopt.reward_terms import models_needed, unused_models
 from negopt.rl.card import write_rl_card
 from negopt.rl.evaluate import distinct_share, eval_plan, evaluate_rl, greedy_negatives
 from negopt.rl.health import health_checks
@@ -77,7 +77,8 @@ def diversity_guard(params, tokenizer, sft_policy, val_prompts: list[str]) -> Di
 def main() -> None:
     params = start_stage()
     quiet_libraries()
-    require_profile(params)
+    scored_models = models_needed(params.rl.reward.scored())
+    require_profile(params, unused=unused_models(params.rl.reward.scored()))  # weight 0: never loaded
     # cpu=True also without CUDA: under `accelerate launch --multi_gpu` (how accelerate 1.x starts several CPU
     # processes; its `--cpu --num_processes N` starts one) only cpu=True joins the gloo process group.
     accelerator = Accelerator(cpu=params.base.device == "cpu" or not torch.cuda.is_available())
@@ -87,7 +88,7 @@ def main() -> None:
     policy, tokenizer = load_policy(params.paths.sft, device)
     ref, _ = load_policy(params.paths.sft, device)
     comp = Components(policy=policy, ref=ref, tokenizer=tokenizer, pipe=load_sd_pipeline(params.active, device),
-                      scorer=load_scorer(params.active, device, preference=models_needed(params.rl.reward.scored())),
+                      scorer=load_scorer(params.active, device, preference=scored_models),
                       sft_dir=params.paths.sft, anchor=anchor)
     sft_model = copy.deepcopy(ref)  # the reference stays untouched; evaluation reads a copy
     if accelerator.is_main_process:

@@ -14,7 +14,7 @@ from negopt.models.find import MissingWeightsError, check_components, require_pr
 from negopt.models.loader import load_hpsv2, load_pickscore, load_scorer, named_preference
 from negopt.params import validate_params
 from negopt.preference import HPSv2Scorer, scaled_cosine
-from negopt.reward_terms import TermBatch, models_needed, score_terms
+from negopt.reward_terms import TermBatch, models_needed, score_terms, unused_models
 
 CPU = torch.device("cpu")
 PROMPTS = ["a portrait of a cat, oil painting", "a castle on a hill, anime style"]
@@ -137,6 +137,12 @@ def test_missing_preference_weights_fail_like_the_others(tiny_params, tmp_path):
     assert "- pickscore: " in text and "dvc repro models" in text
     with pytest.raises(MissingWeightsError, match="hpsv2"):
         load_hpsv2(profile, CPU)
+    # the rl stage at weight 0 never loads them, so it does not ask for them (paper: ~2 GB each, unread)
+    assert unused_models({"aesthetic": 1.0, "hpsv2": 0.0, "pickscore": 0.0}) == {"hpsv2", "pickscore"}
+    require_profile(params, "tiny", unused=unused_models({"hpsv2": 0.0, "pickscore": 0.0}))
+    with pytest.raises(MissingWeightsError) as err:
+        require_profile(params, "tiny", unused=unused_models({"hpsv2": 0.5, "pickscore": 0.0}))
+    assert "1 component(s) not available" in str(err.value) and "- hpsv2: " in str(err.value)
     # PickScore's weights present but not its processor: still missing (the scorer needs both)
     no_processor = tiny_params.active.model_copy(update={"pickscore_processor": str(tmp_path / "no-processor")})
     assert not {s.component: s.available for s in check_components(no_processor)}["pickscore"]

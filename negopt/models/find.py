@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -299,10 +299,13 @@ def require_component(p: Profile, component: str) -> None:
         raise MissingWeightsError(missing_message([status]))
 
 
-def require_profile(params: Params, profile_name: str | None = None) -> None:
-    """Raise :class:`MissingWeightsError` listing every missing component of the profile; else return."""
+def require_profile(params: Params, profile_name: str | None = None, unused: Iterable[str] = ()) -> None:
+    """Raise :class:`MissingWeightsError` listing every missing component of the profile; else return.
+
+    ``unused``: components the caller will not load (the rl stage's preference models at weight 0), so a
+    user is never sent to download weights a run does not read."""
     name = profile_name or params.profile
-    statuses = check_profile(params, name)
+    statuses = [s for s in check_profile(params, name) if s.component not in set(unused)]
     if any(not s.available for s in statuses):
         raise MissingWeightsError(missing_message(statuses, name))
 
