@@ -261,6 +261,7 @@ class Rl(Section):
     diversity_coef: NonNeg = 0.0
     cross_diversity_coef: NonNeg = 0.0
     anchor_coef: NonNeg = 0.0
+    anchor_when: Literal["always", "collapse"] = "always"
     select_every: NonNegInt = 10
     select_dense_steps: NonNegInt = 10
     select_min_ratio: Pos = 0.75

@@ -29,7 +29,7 @@ from negopt.reward_terms import models_needed, unused_models
 from negopt.rl.card import write_rl_card
 from negopt.rl.evaluate import distinct_share, eval_plan, evaluate_rl, greedy_negatives
 from negopt.rl.health import health_checks
-from negopt.rl.loop import Components, overhead_share, run_rl
+from negopt.rl.loop import Components, anchor_from_step, overhead_share, run_rl
 from negopt.rl.rewards import weighted_sum_reward
 from negopt.rl.selection import DiversityGuard
 from negopt.runtime import start_stage
@@ -109,13 +109,17 @@ def main() -> None:
                 **{f"train_seconds_{k}": round(v, 1) for k, v in state.seconds.items()},
                 "train_overhead_share": round(overhead_share(state.seconds), 4),
                 "processes": accelerator.num_processes,
-                "selection": guard.report() if guard else None, "kept_step": guard.kept_step if guard else state.step}
+                "selection": guard.report() if guard else None, "kept_step": guard.kept_step if guard else state.step,
+                "anchor_from_step": anchor_from_step(params.rl, guard)}
     if not accelerator.is_main_process:
         return
     for e in examples:
         print(f"rl example: {e['prompt']!r}\n    sft: {e['sft']!r}\n    rl:  {e['rl']!r}")
     for w in warnings:
         print(f"rl: WARNING: {w}")
+    if metrics["anchor_from_step"] and params.rl.anchor_when == "collapse":
+        print(f"rl: the val decode fell below rl.select_min_ratio at step {metrics['anchor_from_step'] - 1}; the SFT "
+              f"anchor (rl.anchor_coef = {params.rl.anchor_coef}) was on from step {metrics['anchor_from_step']}")
     if guard and guard.kept_step != state.step:
         print(f"rl: deployed weights from step {guard.kept_step} of {state.step}: the last step whose val negatives "
               f"kept >= rl.select_min_ratio = {params.rl.select_min_ratio} x SFT's distinct share")

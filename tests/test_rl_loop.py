@@ -310,3 +310,26 @@ def test_anchor_adds_coef_times_the_sft_loss_on_human_pairs(zoo):
     assert stats["loss"] == pytest.approx(2.5 * sft_loss, rel=1e-5)
     off = update(comp.policy, opt, ro, zeros, zeros, rl_params(zoo, "anchor0"), batch)  # anchor_coef 0: ignored
     assert off["loss"] == pytest.approx(0.0, abs=1e-7) and "anchor_loss" not in off
+
+
+def test_anchor_when_collapse_latches_on_after_the_first_failing_check(zoo):
+    """anchor_when=collapse: off while every check passes, on from the step after the first failing one, and
+    on for good (a passing check later does not turn it off); always: on from step 1; coef 0: never."""
+    from negopt.rl.loop import anchor_from_step, run_rl
+
+    def trained(name, shares, **overrides):
+        params = rl_params(zoo, name, select_every=1, **overrides)
+        comp = components(params)
+        comp.anchor = dict(zip(PROMPTS, NEGATIVES, strict=True))
+        guard = scripted_guard(comp.ref, shares)
+        live = FakeLive(zoo / name)
+        run_rl(params, comp, PROMPTS, live=live, guard=guard)
+        on = [v for _, n, v in sorted(live.rows) if n == "train/anchor_on"]
+        return on, anchor_from_step(params.rl, guard)
+
+    # SFT 0.5; after steps 1..4: 0.5, 0.1 (fails), 0.5, 0.5 -> the anchor is on at steps 3 and 4
+    shares = [0.5, 0.5, 0.1, 0.5, 0.5]
+    assert trained("latch", shares, steps=4, anchor_coef=2.5, anchor_when="collapse") == ([0, 0, 1, 1], 3)
+    assert trained("always", shares, steps=4, anchor_coef=2.5, anchor_when="always") == ([1, 1, 1, 1], 1)
+    assert trained("none", shares, steps=4, anchor_coef=0.0, anchor_when="collapse") == ([0, 0, 0, 0], None)
+    assert trained("kept", [0.5] * 5, steps=4, anchor_coef=2.5, anchor_when="collapse") == ([0, 0, 0, 0], None)

@@ -36,6 +36,8 @@ def model_card_body(params, metrics: dict, examples: list[dict], seconds: dict) 
         for t, w in weights.items())
     health = "healthy" if metrics["healthy"] else "**NOT healthy**"
     warnings = "".join(f"\n- {w}" for w in metrics["warnings"]) or "\n- none"
+    start = metrics.get("anchor_from_step")
+    anchor = f"on from step {start}" if start else "never on"
     return f"""# negopt RL policy
 
 Negative-prompt generator: the SFT model (`{params.paths.sft}`) optimised with {rl.algo.upper()} for
@@ -59,6 +61,7 @@ Calibration scales (raw units; z = (term - mean) / scale):
 Deployed weights: step {metrics.get('kept_step', metrics.get('steps'))} of {metrics.get('steps')} (checkpoint selection,
 `rl.select_every = {rl.select_every}`: the last step whose validation negatives kept
 >= `rl.select_min_ratio = {rl.select_min_ratio}` x SFT's distinct share; 0 = the SFT weights).
+SFT anchor (`rl.anchor_coef = {rl.anchor_coef}`, `rl.anchor_when = {rl.anchor_when}`): {anchor}.
 
 Health: {health}. Warnings:{warnings}
 

@@ -126,6 +126,28 @@ def anchor_batch(comp: Components, params: Params, prompts: list[str]) -> dict[s
     return dict(DataCollatorForSeq2Seq(comp.tokenizer, label_pad_token_id=-100, return_tensors="pt")(features))
 
 
+def anchor_on(rl, comp: Components, guard: DiversityGuard | None) -> bool:
+    """Whether this step's loss carries the SFT anchor: ``rl.anchor_when`` always, or (``collapse``) from the
+    first checkpoint-selection check whose val distinct share fell below ``rl.select_min_ratio`` x SFT's on.
+
+    A latch, not a switch: once the greedy decode has started to collapse the anchor stays on, so a run whose
+    decode never collapses (the built-in sample) trains without it. Without a guard nothing measures a
+    collapse, and ``collapse`` keeps the anchor off. Resumes alike: the guard's history is checkpointed."""
+    if not (rl.anchor_coef and comp.anchor):
+        return False
+    return rl.anchor_when == "always" or (guard is not None and guard.failed_once())
+
+
+def anchor_from_step(rl, guard: DiversityGuard | None) -> int | None:
+    """The first step trained with the anchor (None: never), for rl.json: the step after the first failing check."""
+    if not rl.anchor_coef:
+        return None
+    if rl.anchor_when == "always":
+        return 1
+    failed = [step for step, _, r in (guard.history if guard else []) if r < guard.min_ratio]
+    return failed[0] + 1 if failed else None
+
+
 def update(policy, optimizer, ro: Rollout, advantages: torch.Tensor, logp_old: torch.Tensor, params: Params,
            anchor: dict[str, torch.Tensor] | None = None) -> dict:
     """One RLOO step, or ``ppo_epochs`` PPO-clip steps, on the whole batch; returns loss statistics.
@@ -294,13 +316,14 @@ def run_rl(params: Params, comp: Components, train_prompts: list[str], accelerat
         t2 = time.perf_counter()
         adv, penalised, kl = compute_advantages(rewards["reward"], extra["logp_old"], extra["logp_ref"], rl.kl_coef, rl.k,
                                                 ro.negatives, rl.diversity_coef, rl.cross_diversity_coef)
-        anchor = anchor_batch(comp, params, prompts) if rl.anchor_coef and comp.anchor else None
+        anchor = anchor_batch(comp, params, prompts) if anchor_on(rl, comp, guard) else None
         upd = update(comp.policy, optimizer, ro, adv, extra["logp_old"], params, anchor)
         if rl.reward_stats == "running":
             state.stats.update({t: rewards[f"raw/{t}"] for t in state.stats.names}, group_size=rl.k)
         t3 = time.perf_counter()
         state.step = step + 1
         logs = step_logs(rewards, penalised, kl, extra, ro, upd, state.stats.names)
+        logs["anchor_on"] = float(anchor is not None)
         if guard is not None and guard.due(state.step, last):
             logs["val_distinct_ratio"] = guard.observe(state.step, comp.policy)
         t4 = time.perf_counter()

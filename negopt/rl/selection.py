@@ -73,6 +73,10 @@ class DiversityGuard:
             self.kept_step, self.kept = step, self._copy(policy)
         return ratio
 
+    def failed_once(self) -> bool:
+        """Some evaluation so far fell below the bound: the decode has started to collapse (``rl.anchor_when``)."""
+        return any(r < self.min_ratio for _, _, r in self.history)
+
     def stopped(self) -> bool:
         """The last ``patience`` evaluations all failed the bound (never with patience 0)."""
         last = self.history[-self.patience:] if self.patience else []
