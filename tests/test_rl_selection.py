@@ -98,6 +98,18 @@ def test_guard_stops_after_patience_consecutive_failures_only():
     assert not never.stopped()
 
 
+def test_failed_once_latches_from_the_first_failing_check():
+    # SFT 0.4; ratios at steps 2, 4, 6: 1.0, 0.25 (fail), 0.75: rl.anchor_when=collapse stays on after step 4
+    shares = {0.0: 0.4, 2.0: 0.4, 4.0: 0.1, 6.0: 0.3}
+    guard, policy = guard_over(shares, every=2)
+    seen = []
+    for step in (2, 4, 6):
+        policy.w.data.fill_(step)
+        guard.observe(step, policy)
+        seen.append(guard.failed_once())
+    assert seen == [False, True, True]
+
+
 def test_guard_checks_every_step_while_dense_then_every_n():
     # dense 3, every 5, last 12: steps 1, 2, 3 (dense), 5, 10 (every 5), 12 (the last)
     guard = DiversityGuard(5, 0.5, lambda m: 1.0, Scalar(), dense_steps=3)

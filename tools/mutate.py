@@ -208,6 +208,13 @@ MUTANTS: list[Mutant] = [
     M("negopt/decode.py", 'return f"{task_prefix}{prompt.strip()}"', 'return f"{prompt.strip()}"', "task prefix dropped"),
     M("negopt/decode.py", '"top_p": decode.top_p, "temperature": decode.temperature', '"top_p": decode.top_p, "temperature": 1.0',
       "sampling temperature ignored"),
+    # --- outputs a reader trusts, the anchor latch, the models a stage asks for ----------------------
+    M("negopt/generate.py", """    (images_dir / MANIFEST).unlink(missing_ok=True)
+    for method in METHODS:""", """    for method in METHODS:""", "clear_outputs leaves the old manifest while it removes images"),
+    M("negopt/rl/selection.py", "return any(r < self.min_ratio for _, _, r in self.history)",
+      "return any(r < self.min_ratio for _, _, r in self.history[-1:])", "anchor latch forgets an earlier failing check"),
+    M("negopt/reward_terms.py", "return {t.model for t in REWARD_TERMS.values() if t.model} - set(models_needed(weights))",
+      "return {t.model for t in REWARD_TERMS.values() if t.model}", "a weighted preference model counted as unused"),
 ]
 
 # Fast tests per module (first match wins); slow ones (the tiny-zoo loop, SFT training) run in CI only.
@@ -215,6 +222,8 @@ _SFT_FAST = ["tests/test_sft.py", "-k", "not training_lowers and not interrupted
 TESTS: list[tuple[str, list[str]]] = [
     ("negopt/rl/advantages.py", ["tests/test_rl_advantages.py", "tests/test_rl_wiring.py"]),
     ("negopt/rl/live.py", ["tests/test_rl_loop.py", "-k", "truncate_live"]),
+    ("negopt/rl/selection.py", ["tests/test_rl_selection.py"]),
+    ("negopt/generate.py", ["tests/test_generate.py", "-k", "not sharded and not prompt_file"]),
     ("negopt/rl/reward_stats.py", ["tests/test_rl_advantages.py", "tests/test_reward_calibration.py",
                                    "tests/test_rl_wiring.py"]),
     ("negopt/reward_terms.py", ["tests/test_reward_registry.py", "tests/test_rl_wiring.py", "tests/test_preference.py"]),
