@@ -66,7 +66,7 @@ def main() -> None:
     prompts = [p for _ in negatives for p, _ in contexts]
     seeds = [s for _ in negatives for _, s in contexts]
     negs = [n for n in negatives for _ in contexts]
-    reward_fn = weighted_sum_reward(comp.scorer, params.rl.reward.model_dump(), stats, marginal)
+    reward_fn = weighted_sum_reward(comp.scorer, params.rl.reward.scored(), stats, marginal, params.rl.clip_term)
     out = score_triples(None, comp.pipe, params.active, reward_fn, prompts, negs, seeds, params.rl.image_batch_size)
     seconds = time.perf_counter() - t0
 
