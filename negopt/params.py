@@ -256,6 +256,7 @@ class Rl(Section):
     batch_prompts: PosInt = 8
     k: Annotated[int, Field(ge=2)] = 4
     learning_rate: Pos = 6e-4
+    warmup_steps: NonNegInt = 0
     kl_coef: NonNeg = 0.3
     entropy_coef: NonNeg = 0.0
     diversity_coef: NonNeg = 0.0

@@ -317,6 +317,8 @@ def test_anchor_when_collapse_latches_on_after_the_first_failing_check(zoo):
     on for good (a passing check later does not turn it off); always: on from step 1; coef 0: never."""
     from negopt.rl.loop import anchor_from_step, run_rl
 
+    lrs = {}
+
     def trained(name, shares, **overrides):
         params = rl_params(zoo, name, select_every=1, **overrides)
         comp = components(params)
@@ -325,11 +327,21 @@ def test_anchor_when_collapse_latches_on_after_the_first_failing_check(zoo):
         live = FakeLive(zoo / name)
         run_rl(params, comp, PROMPTS, live=live, guard=guard)
         on = [v for _, n, v in sorted(live.rows) if n == "train/anchor_on"]
+        lrs[name] = [v for _, n, v in sorted(live.rows) if n == "train/lr"]
         return on, anchor_from_step(params.rl, guard)
 
     # SFT 0.5; after steps 1..4: 0.5, 0.1 (fails), 0.5, 0.5 -> the anchor is on at steps 3 and 4
     shares = [0.5, 0.5, 0.1, 0.5, 0.5]
     assert trained("latch", shares, steps=4, anchor_coef=2.5, anchor_when="collapse") == ([0, 0, 1, 1], 3)
-    assert trained("always", shares, steps=4, anchor_coef=2.5, anchor_when="always") == ([1, 1, 1, 1], 1)
+    assert trained("always", shares, steps=4, anchor_coef=2.5, anchor_when="always", warmup_steps=4) == ([1, 1, 1, 1], 1)
+    # rl.warmup_steps 4 at learning_rate 1e-3: 1/4, 2/4, 3/4, 4/4 of it at steps 1-4; 0: the full rate throughout
+    assert lrs["always"] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3]) and lrs["latch"] == pytest.approx([1e-3] * 4)
     assert trained("none", shares, steps=4, anchor_coef=0.0, anchor_when="collapse") == ([0, 0, 0, 0], None)
     assert trained("kept", [0.5] * 5, steps=4, anchor_coef=2.5, anchor_when="collapse") == ([0, 0, 0, 0], None)
+
+
+def test_warmup_lr_is_linear_to_the_full_rate_by_hand():
+    from negopt.rl.loop import warmup_lr
+
+    assert [warmup_lr(0.8, s, 4) for s in range(6)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 0.8, 0.8])
+    assert warmup_lr(0.8, 0, 0) == 0.8

@@ -148,6 +148,14 @@ def anchor_from_step(rl, guard: DiversityGuard | None) -> int | None:
     return failed[0] + 1 if failed else None
 
 
+def warmup_lr(lr: float, step: int, warmup_steps: int) -> float:
+    """The learning rate of 0-based ``step``: linear from ``lr / warmup_steps`` to ``lr`` over ``warmup_steps``.
+
+    Adam's first updates move every weight by about ``lr`` whatever the gradient's size, and on the real
+    pairs one such step can already flip the greedy decode of every prompt (README, The RL stage)."""
+    return lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps else lr
+
+
 def update(policy, optimizer, ro: Rollout, advantages: torch.Tensor, logp_old: torch.Tensor, params: Params,
            anchor: dict[str, torch.Tensor] | None = None) -> dict:
     """One RLOO step, or ``ppo_epochs`` PPO-clip steps, on the whole batch; returns loss statistics.
@@ -317,6 +325,8 @@ def run_rl(params: Params, comp: Components, train_prompts: list[str], accelerat
         adv, penalised, kl = compute_advantages(rewards["reward"], extra["logp_old"], extra["logp_ref"], rl.kl_coef, rl.k,
                                                 ro.negatives, rl.diversity_coef, rl.cross_diversity_coef)
         anchor = anchor_batch(comp, params, prompts) if anchor_on(rl, comp, guard) else None
+        for group in optimizer.param_groups:  # from the step alone, so a resumed run gets the same rate
+            group["lr"] = warmup_lr(rl.learning_rate, step, rl.warmup_steps)
         upd = update(comp.policy, optimizer, ro, adv, extra["logp_old"], params, anchor)
         if rl.reward_stats == "running":
             state.stats.update({t: rewards[f"raw/{t}"] for t in state.stats.names}, group_size=rl.k)
@@ -324,6 +334,7 @@ def run_rl(params: Params, comp: Components, train_prompts: list[str], accelerat
         state.step = step + 1
         logs = step_logs(rewards, penalised, kl, extra, ro, upd, state.stats.names)
         logs["anchor_on"] = float(anchor is not None)
+        logs["lr"] = optimizer.param_groups[0]["lr"]
         if guard is not None and guard.due(state.step, last):
             logs["val_distinct_ratio"] = guard.observe(state.step, comp.policy)
         t4 = time.perf_counter()
