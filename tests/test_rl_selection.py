@@ -107,7 +107,7 @@ def test_failed_once_latches_from_the_first_failing_check():
         policy.w.data.fill_(step)
         guard.observe(step, policy)
         seen.append(guard.failed_once())
-    assert seen == [False, True, True]
+    assert seen == [False, True, True] and guard.first_failure() == 4
 
 
 def test_guard_checks_every_step_while_dense_then_every_n():

@@ -211,8 +211,9 @@ MUTANTS: list[Mutant] = [
     # --- outputs a reader trusts, the anchor latch, the models a stage asks for ----------------------
     M("negopt/generate.py", """    (images_dir / MANIFEST).unlink(missing_ok=True)
     for method in METHODS:""", """    for method in METHODS:""", "clear_outputs leaves the old manifest while it removes images"),
-    M("negopt/rl/selection.py", "return any(r < self.min_ratio for _, _, r in self.history)",
-      "return any(r < self.min_ratio for _, _, r in self.history[-1:])", "anchor latch forgets an earlier failing check"),
+    M("negopt/rl/selection.py", "return next((step for step, _, r in self.history if r < self.min_ratio), None)",
+      "return next((step for step, _, r in self.history[-1:] if r < self.min_ratio), None)",
+      "anchor latch forgets an earlier failing check"),
     M("negopt/reward_terms.py", "return {t.model for t in REWARD_TERMS.values() if t.model} - set(models_needed(weights))",
       "return {t.model for t in REWARD_TERMS.values() if t.model}", "a weighted preference model counted as unused"),
 ]

@@ -305,7 +305,8 @@ def require_profile(params: Params, profile_name: str | None = None, unused: Ite
     ``unused``: components the caller will not load (the rl stage's preference models at weight 0), so a
     user is never sent to download weights a run does not read."""
     name = profile_name or params.profile
-    statuses = [s for s in check_profile(params, name) if s.component not in set(unused)]
+    skipped = set(unused)
+    statuses = [s for s in check_profile(params, name) if s.component not in skipped]
     if any(not s.available for s in statuses):
         raise MissingWeightsError(missing_message(statuses, name))
 

@@ -144,8 +144,8 @@ def anchor_from_step(rl, guard: DiversityGuard | None) -> int | None:
         return None
     if rl.anchor_when == "always":
         return 1
-    failed = [step for step, _, r in (guard.history if guard else []) if r < guard.min_ratio]
-    return failed[0] + 1 if failed else None
+    failed = guard.first_failure() if guard is not None else None
+    return None if failed is None else failed + 1
 
 
 def warmup_lr(lr: float, step: int, warmup_steps: int) -> float:

@@ -73,9 +73,13 @@ class DiversityGuard:
             self.kept_step, self.kept = step, self._copy(policy)
         return ratio
 
+    def first_failure(self) -> int | None:
+        """The first evaluated step below the bound (None: none so far): where the decode began to collapse."""
+        return next((step for step, _, r in self.history if r < self.min_ratio), None)
+
     def failed_once(self) -> bool:
-        """Some evaluation so far fell below the bound: the decode has started to collapse (``rl.anchor_when``)."""
-        return any(r < self.min_ratio for _, _, r in self.history)
+        """Some evaluation so far fell below the bound (``rl.anchor_when: collapse`` latches on it)."""
+        return self.first_failure() is not None
 
     def stopped(self) -> bool:
         """The last ``patience`` evaluations all failed the bound (never with patience 0)."""
