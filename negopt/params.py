@@ -263,10 +263,14 @@ class Rl(Section):
     cross_diversity_coef: NonNeg = 0.0
     anchor_coef: NonNeg = 0.0
     anchor_when: Literal["always", "collapse"] = "always"
-    select_every: NonNegInt = 10
+    select_every: NonNegInt = 25
     select_dense_steps: NonNegInt = 10
     select_min_ratio: Pos = 0.75
     select_patience: NonNegInt = 3
+    select_reward_prompts: NonNegInt = 160
+    select_reward_seeds: Annotated[int, Field(ge=1, le=16)] = 1
+    select_min_z: NonNeg = 3.0
+    restarts: NonNegInt = 4
     temperature: Pos = 1.0
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
     max_new_tokens: PosInt = 32

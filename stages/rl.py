@@ -27,7 +27,7 @@ from negopt.models.find import require_profile
 from negopt.models.loader import load_policy, load_scorer, load_sd_pipeline
 from negopt.reward_terms import models_needed, unused_models
 from negopt.rl.card import write_rl_card
-from negopt.rl.evaluate import distinct_share, eval_plan, evaluate_rl, greedy_negatives
+from negopt.rl.evaluate import ValRewardGain, distinct_share, eval_plan, evaluate_rl, greedy_negatives
 from negopt.rl.health import health_checks
 from negopt.rl.loop import Components, anchor_from_step, overhead_share, run_rl
 from negopt.rl.rewards import weighted_sum_reward
@@ -61,17 +61,22 @@ def human_negatives(clean_dir: str) -> dict[str, str]:
     return out
 
 
-def diversity_guard(params, tokenizer, sft_policy, val_prompts: list[str]) -> DiversityGuard | None:
-    """Checkpoint selection on (up to rl.eval_prompts) validation prompts with the deployed decode; None when off."""
-    if not params.rl.select_every:
+def diversity_guard(params, tokenizer, sft_policy, val_prompts: list[str], accelerator=None,
+                    pipe=None) -> DiversityGuard | None:
+    """Checkpoint selection on (up to rl.eval_prompts) validation prompts with the deployed decode; None when off.
+    With rl.select_reward_prompts > 0 it also reads the val reward (``ValRewardGain``, on ``pipe``)."""
+    rl = params.rl
+    if not rl.select_every:
         return None
-    prompts, _ = eval_plan(val_prompts, params.rl.eval_prompts, params.rl.eval_seed)
+    prompts, _ = eval_plan(val_prompts, rl.eval_prompts, rl.eval_seed)
 
     def measure(model) -> float:
         return distinct_share(greedy_negatives(model, tokenizer, prompts, params))
 
-    return DiversityGuard(params.rl.select_every, params.rl.select_min_ratio, measure, sft_policy,
-                          patience=params.rl.select_patience, dense_steps=params.rl.select_dense_steps)
+    gain = (ValRewardGain(accelerator, pipe, tokenizer, sft_policy, val_prompts, params)
+            if rl.select_reward_prompts else None)
+    return DiversityGuard(rl.select_every, rl.select_min_ratio, measure, sft_policy, patience=rl.select_patience,
+                          dense_steps=rl.select_dense_steps, gain=gain, min_z=rl.select_min_z)
 
 
 def main() -> None:
@@ -97,7 +102,7 @@ def main() -> None:
 
     live = Live(LIVE_DIR, dvcyaml=False, save_dvc_exp=False, resume=True) if accelerator.is_main_process else None
     t0 = time.perf_counter()
-    guard = diversity_guard(params, tokenizer, ref, read_prompts(params.paths.clean, "val"))
+    guard = diversity_guard(params, tokenizer, ref, read_prompts(params.paths.clean, "val"), accelerator, comp.pipe)
     state = run_rl(params, comp, train, accelerator=accelerator, live=live, guard=guard)
     train_seconds = time.perf_counter() - t0
 
@@ -105,7 +110,8 @@ def main() -> None:
                                     params.rl.clip_term)
     metrics, examples = evaluate_rl(accelerator, sft_model, policy, tokenizer, comp.pipe, reward_fn, test, params)
     checks, warnings = health_checks(metrics, state.stats.report(), params.rl.reward.scored(), params.rl.health)
-    metrics |= {"calibration": state.stats.report(), **checks, "warnings": warnings, "steps": state.step, "train_seconds": round(train_seconds, 1),
+    metrics |= {"calibration": state.stats.report(), **checks, "warnings": warnings, "steps": state.step, "attempt": state.attempt,
+                "steps_total": state.steps_before + state.step, "train_seconds": round(train_seconds, 1),
                 **{f"train_seconds_{k}": round(v, 1) for k, v in state.seconds.items()},
                 "train_overhead_share": round(overhead_share(state.seconds), 4),
                 "processes": accelerator.num_processes,
@@ -120,7 +126,11 @@ def main() -> None:
     if metrics["anchor_from_step"] and params.rl.anchor_when == "collapse":
         print(f"rl: the val decode fell below rl.select_min_ratio at step {metrics['anchor_from_step'] - 1}; the SFT "
               f"anchor (rl.anchor_coef = {params.rl.anchor_coef}) was on from step {metrics['anchor_from_step']}")
-    if guard and guard.kept_step != state.step:
+    if guard and guard.gain is not None:
+        print(f"rl: deployed weights from step {guard.kept_step} of {state.step}: the val reward's best step among those "
+              f"whose negatives kept >= rl.select_min_ratio = {params.rl.select_min_ratio} x SFT's distinct share and "
+              f"gained >= rl.select_min_z = {params.rl.select_min_z} SE ({guard.gain.images_rendered} val images)")
+    elif guard and guard.kept_step != state.step:
         print(f"rl: deployed weights from step {guard.kept_step} of {state.step}: the last step whose val negatives "
               f"kept >= rl.select_min_ratio = {params.rl.select_min_ratio} x SFT's distinct share")
     for key in ("reward_test_sft", "reward_test_rl", "reward_test_gain", "reward_test_gain_se", "distinct_negatives_rl",

@@ -24,7 +24,9 @@ VENV_BIN = Path(sys.executable).parent
 FAST = {
     "data": {"sample": {"rows": 2000}},
     "sft": {"max_steps": 40, "eval_steps": 20, "save_steps": 20, "max_eval_samples": 32, "max_test_samples": 32},
-    "rl": {"steps": 4, "checkpoint_every": 2, "eval_prompts": 16, "calibration_prompts": 8},
+    # selection by reward as by default, with any positive val gain kept (4 steps cannot reach 3 SE) and one restart
+    "rl": {"steps": 4, "checkpoint_every": 2, "eval_prompts": 16, "calibration_prompts": 8, "select_reward_prompts": 16,
+           "select_min_z": 0.0, "restarts": 1},
     "generate": {"num_prompts": 4, "seeds_per_prompt": 1},
     "evaluate": {"is_splits": 2},
     "compare": {"grid_prompts": 2},
@@ -137,13 +139,21 @@ def test_rl_contents(repo: Path, out):
     rl = read("metrics/rl.json")
     test_prompts = pd.read_parquet(repo / "data/clean/test.parquet").prompt.nunique()
     assert rl["n_test"] == min(params.rl.eval_prompts, test_prompts)
-    assert rl["n_test_images"] == rl["n_test"] * params.rl.eval_seeds_per_prompt and rl["steps"] == params.rl.steps
-    assert rl["reward_test_gain_se"] > 0
+    assert rl["n_test_images"] == rl["n_test"] * params.rl.eval_seeds_per_prompt and rl["steps"] <= params.rl.steps
+    assert rl["attempt"] <= params.rl.restarts and rl["selection"]["by"] == "reward"
+    # every diverse check carries its val gain, every collapsed one none; the kept step is the best positive gain
+    rows = rl["selection"]["history"]
+    assert all((r[2] >= params.rl.select_min_ratio) == (r[3] is not None) for r in rows)
+    best = max(((r[3], r[0]) for r in rows if r[3] is not None and r[3] > 0), default=(0, 0))[1]
+    assert rl["kept_step"] == best
     kl = pd.read_csv(repo / "dvclive/rl/plots/metrics/train/kl.tsv", sep="\t")
-    assert kl.step.tolist() == list(range(params.rl.steps))
+    assert kl.step.tolist() == list(range(rl["steps_total"]))  # one curve across the attempts
     assert kl.kl.iloc[1:].abs().max() > 0  # the reference stays the SFT model while the policy moves
     sft_w, rl_w = load_file(repo / "models/sft/model.safetensors"), load_file(repo / "models/rl/model.safetensors")
-    assert sft_w.keys() == rl_w.keys() and any(not (sft_w[k] == rl_w[k]).all() for k in sft_w)
+    assert sft_w.keys() == rl_w.keys()
+    # the deployed weights are SFT's exactly when no step was kept
+    assert (rl["kept_step"] == 0) == all((sft_w[k] == rl_w[k]).all() for k in sft_w)
+    assert rl["reward_test_gain_se"] > 0 or rl["kept_step"] == 0
 
 
 def test_generate_evaluate_compare_contents(repo: Path, out, monkeypatch):

@@ -130,6 +130,11 @@ def test_the_toy_term_reaches_the_test_metrics_and_the_model_card(fake_images, t
     body = model_card_body(params, metrics, examples, state.seconds)
     assert f"{TOY_WEIGHT} * z(brightness)" in body
     assert f"| brightness | {TOY_WEIGHT} | " in body and "brightness " in body.split("Per-term test means")[1]
+    # the card states the selection rule the run used: by val reward (default) or the last diverse step
+    assert "largest paired val reward gain over SFT, if >= `rl.select_min_z = 3.0` SE (160 val prompts x 1 seeds)" in body
+    by_diversity = params.model_copy(update={"rl": params.rl.model_copy(update={"select_reward_prompts": 0})})
+    plain = model_card_body(by_diversity, metrics, examples, state.seconds)
+    assert "the last step whose validation negatives kept" in plain and "val reward gain" not in plain
     # the card file: the hub's own parser reads its YAML metadata, the body follows
     from huggingface_hub import ModelCard
 

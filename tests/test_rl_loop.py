@@ -57,6 +57,9 @@ def test_step_plan_is_a_function_of_seed_and_step():
     prompts, seeds, sample_seed = a
     assert len(set(prompts)) == 4 and set(prompts) <= set(PROMPTS) and len(seeds) == 4
     assert step_plan(0, 0, PROMPTS[:2], 4)[0].__len__() == 2  # fewer prompts than the batch: all of them
+    # a restart (rl.restarts) draws its own stream; attempt 0 is the stream of a run without restarts
+    assert step_plan(0, 5, PROMPTS, 4, attempt=1) != a and step_plan(0, 5, PROMPTS, 4, attempt=0) == a
+    assert step_plan(0, 5, PROMPTS, 4, attempt=1) != step_plan(0, 5, PROMPTS, 4, attempt=2)
 
 
 def test_paired_summary_by_hand():
@@ -279,13 +282,33 @@ def test_stage_builds_the_guard_from_the_select_params(zoo):
     from stages.rl import diversity_guard
 
     assert diversity_guard(rl_params(zoo, "g0", select_every=0), None, None, PROMPTS) is None  # 0: selection off
-    params = rl_params(zoo, "g", select_every=2, select_min_ratio=0.6, select_patience=4, eval_prompts=5)
+    params = rl_params(zoo, "g", select_every=2, select_min_ratio=0.6, select_patience=4, eval_prompts=5,
+                       select_reward_prompts=0)
     comp = components(params)
     guard = diversity_guard(params, comp.tokenizer, comp.ref, PROMPTS)
     assert (guard.every, guard.min_ratio, guard.patience) == (2, 0.6, 4)
     # SFT's share is measured on rl.eval_prompts val prompts with the deployed decode
     sft = greedy_negatives(comp.ref, comp.tokenizer, eval_plan(PROMPTS, 5, params.rl.eval_seed)[0], params)
     assert len(sft) == 5 and guard.sft_share == distinct_share(sft)
+    assert guard.gain is None  # rl.select_reward_prompts 0: by diversity alone
+
+
+def test_selection_by_reward_is_bound_to_the_calibrated_reward_and_scores_each_diverse_check(zoo):
+    from negopt.rl.loop import run_rl
+    from stages.rl import diversity_guard
+
+    params = rl_params(zoo, "by-reward", select_every=1, select_min_ratio=0.01, select_reward_prompts=3,
+                       select_reward_seeds=2, select_min_z=0.0)
+    comp = components(params)
+    guard = diversity_guard(params, comp.tokenizer, comp.ref, PROMPTS, None, comp.pipe)
+    live = FakeLive(zoo / "by-reward")
+    run_rl(params, comp, PROMPTS, live=live, guard=guard)
+    assert guard.gain.reward_fn is not None and guard.gain.sft_rewards.shape == (3, 2)
+    assert [len(h) for h in guard.history] == [5, 5, 5] and all(h[3] is not None for h in guard.history)
+    gains = [h[3] for h in guard.history]
+    assert [v for _, n, v in live.rows if n == "train/val_reward_gain"] == pytest.approx(gains)
+    best = max(((g, s) for s, _, _, g, _ in guard.history if g > 0), default=(0, 0))[1]
+    assert guard.kept_step == best and guard.report()["by"] == "reward"
 
 
 def test_anchor_adds_coef_times_the_sft_loss_on_human_pairs(zoo):
@@ -345,3 +368,44 @@ def test_warmup_lr_is_linear_to_the_full_rate_by_hand():
 
     assert [warmup_lr(0.8, s, 4) for s in range(6)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 0.8, 0.8])
     assert warmup_lr(0.8, 0, 0) == 0.8
+
+
+def test_a_run_that_kept_nothing_restarts_from_sft_on_its_own_stream_and_resumes_alike(zoo):
+    from negopt.rl.loop import run_rl
+
+    def guard_for(comp, shares):
+        g = scripted_guard(comp.ref, shares)
+        g.patience = 1
+        return g
+
+    # SFT 0.5; attempt 0, step 1: 0.1 (fails: stop, nothing kept); attempt 1, steps 1-2: 0.5, 0.5 (kept 2)
+    full = rl_params(zoo, "restart-full", select_every=1, restarts=1, steps=2)
+    comp = components(full)
+    guard = guard_for(comp, [0.5, 0.1, 0.5, 0.5])
+    live = FakeLive(zoo / "restart-full")
+    state = run_rl(full, comp, PROMPTS, live=live, guard=guard)
+    assert (state.attempt, state.steps_before, state.step, guard.kept_step) == (1, 1, 2, 2)
+    assert guard.past == [{"history": [[1, 0.1, pytest.approx(0.2)]], "kept_step": 0}]
+    assert [v for _, n, v in live.rows if n == "train/attempt"] == [0.0, 1.0, 1.0]
+    assert guard.report()["attempt"] == 1 and len(guard.report()["past_attempts"]) == 1
+
+    # without restarts the same script deploys SFT after the first attempt
+    once = rl_params(zoo, "restart-none", select_every=1, steps=2, restarts=0)
+    c0 = components(once)
+    g0 = guard_for(c0, [0.5, 0.1])
+    s0 = run_rl(once, c0, PROMPTS, guard=g0)
+    assert (s0.attempt, s0.step, g0.kept_step) == (0, 1, 0)
+    for k, v in c0.ref.state_dict().items():
+        assert torch.equal(v, c0.policy.state_dict()[k]), k
+
+    # stopped one step into the restart and resumed with a fresh guard: the same final weights
+    part = rl_params(zoo, "restart-part", select_every=1, restarts=1, steps=2)
+    first = components(part)
+    s1 = run_rl(part, first, PROMPTS, stop_after=1, guard=guard_for(first, [0.5, 0.1, 0.5]))
+    assert (s1.attempt, s1.step) == (1, 1)
+    again = components(part)
+    resumed = guard_for(again, [0.5, 0.5])
+    s2 = run_rl(part, again, PROMPTS, guard=resumed)
+    assert (s2.attempt, s2.steps_before, s2.step, resumed.kept_step) == (1, 1, 2, 2) and resumed.past == guard.past
+    for k, v in comp.policy.state_dict().items():
+        assert torch.allclose(v, again.policy.state_dict()[k], atol=1e-6), k

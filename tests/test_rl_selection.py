@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from negopt.rl.selection import DiversityGuard, kept_step
+from negopt.rl.advantages import mean_and_se
+from negopt.rl.selection import DiversityGuard, best_gain_step, kept_step
 
 
 def test_kept_step_is_the_last_step_at_or_above_the_bound():
@@ -123,3 +124,94 @@ def test_overhead_share_is_the_time_outside_images_over_the_loop():
     # 212 s images, 42 sample, 23 update, 97 select (the fresh-clone run before the dense schedule): 162 / 374
     assert overhead_share({"images": 212.0, "sample": 42.0, "update": 23.0, "select": 97.0}) == pytest.approx(162 / 374)
     assert overhead_share({"images": 0.0, "sample": 0.0}) == 0.0
+
+
+def test_best_gain_step_is_the_largest_significant_gain_among_diverse_steps():
+    # (step, ratio, gain, se): 1 diverse but under 2 SE; 2 the best significant; 3 larger but not diverse;
+    # 4 significant and smaller; 5 not scored (a failing step)
+    history = [(1, 1.0, 0.30, 0.2), (2, 0.9, 0.25, 0.1), (3, 0.4, 0.9, 0.1), (4, 0.8, 0.21, 0.1), (5, 0.3, None, None)]
+    assert best_gain_step(history, 0.5, 2.0) == 2
+    assert best_gain_step(history, 0.5, 1.0) == 1  # at 1 SE step 1's +0.30 counts and is the largest
+    assert best_gain_step(history, 0.3, 2.0) == 3  # step 3 passes a looser diversity bound
+    assert best_gain_step(history, 0.5, 3.0) == 0  # nothing is 3 SE above SFT: the SFT weights
+    assert best_gain_step([(1, 1.0, 0.0, 0.0), (2, 1.0, -0.5, 0.1)], 0.5, 0.0) == 0  # no change / a loss: never kept
+    assert best_gain_step([(1, 1.0, 0.2, 0.05), (2, 1.0, 0.2, 0.05)], 0.5, 2.0) == 2  # a tie: the later step
+
+
+class Gain:
+    """A scripted val gain measure: (gain, se) by the policy's weight; records bind and the steps it scored."""
+
+    def __init__(self, table: dict[float, tuple[float, float]]) -> None:
+        self.table, self.bound, self.scored = table, None, []
+
+    def bind(self, reward_fn) -> None:
+        self.bound = reward_fn
+
+    def __call__(self, model) -> tuple[float, float]:
+        self.scored.append(model.w.item())
+        return self.table[model.w.item()]
+
+
+def test_guard_by_reward_keeps_the_best_val_gain_and_scores_only_diverse_steps():
+    # SFT share 0.4; steps 1-4: ratios 1, 1, 0.25 (fails: not scored), 1; gains +0.1 (1 SE), +0.5 (5 SE), -, +0.3
+    shares = {0.0: 0.4, 1.0: 0.4, 2.0: 0.4, 3.0: 0.1, 4.0: 0.4}
+    gain = Gain({1.0: (0.1, 0.1), 2.0: (0.5, 0.1), 4.0: (0.3, 0.1)})
+    policy = Scalar()
+    guard = DiversityGuard(1, 0.5, lambda m: shares[m.w.item()], policy, gain=gain, min_z=2.0)
+    guard.bind_reward("the reward")
+    assert gain.bound == "the reward"
+    kept = []
+    for step in (1, 2, 3, 4):
+        policy.w.data.fill_(step)
+        guard.observe(step, policy)
+        kept.append(guard.kept_step)
+    assert kept == [0, 2, 2, 2] and gain.scored == [1.0, 2.0, 4.0]  # step 1 is under 2 SE: SFT stays kept
+    assert guard.history[2] == (3, 0.1, 0.25, None, None) and guard.history[1][3:] == (0.5, 0.1)
+    assert guard.restore(policy, 4) == 2 and policy.w.item() == 2.0  # the best step, not the last diverse one
+    assert guard.report()["by"] == "reward" and guard.report()["min_z"] == 2.0
+    # the history (with its unscored rows) round-trips through a checkpoint
+    other = DiversityGuard(1, 0.5, lambda m: shares[m.w.item()], Scalar(), gain=Gain({}), min_z=2.0)
+    other.load_state_dict(guard.state_dict(), guard.kept)
+    assert other.history == guard.history and other.kept_step == 2
+    # the same scripted shares without a gain measure keep the last diverse step
+    plain, p = guard_over(shares, every=1)
+    for step in (1, 2, 3, 4):
+        p.w.data.fill_(step)
+        plain.observe(step, p)
+    assert plain.kept_step == 4 and plain.report()["by"] == "diversity"
+
+
+def test_val_reward_gain_renders_only_changed_prompts_and_pairs_by_hand(monkeypatch):
+    """reward(prompt, negative, seed) = len(negative) + seed % 3: the gain over SFT is known by hand."""
+    from types import SimpleNamespace
+
+    from negopt.rl import evaluate as ev
+
+    prompts = [f"prompt {i}" for i in range(6)]
+    rl = SimpleNamespace(select_reward_prompts=4, select_reward_seeds=2, eval_seed=7, image_batch_size=3)
+    params = SimpleNamespace(rl=rl, active=None)
+    decodes = {"sft": lambda p: "ab", "rl": lambda p: "abcd" if p.endswith(("1", "3", "5")) else "ab"}
+    monkeypatch.setattr(ev, "greedy_negatives", lambda model, tok, ps, params: [decodes[model](p) for p in ps])
+    rendered = []
+
+    def fake_score(acc, pipe, profile, reward_fn, ps, negs, seeds, batch_size):
+        rendered.extend(zip(ps, negs, seeds, strict=True))
+        return {"reward": torch.tensor([reward_fn(n, s) for n, s in zip(negs, seeds, strict=True)])}
+
+    monkeypatch.setattr(ev, "score_triples", fake_score)
+    gain = ev.ValRewardGain(None, None, None, "sft", prompts, params)
+    plan, seeds = ev.eval_plan(prompts, 4, 7, 2)
+    assert gain.prompts == plan and gain.seeds == seeds and len(plan) == 4
+    with pytest.raises(RuntimeError, match="bind"):
+        gain("rl")
+    gain.bind(lambda negative, seed: float(len(negative) + seed % 3))
+    assert len(rendered) == 8 and gain.images_rendered == 8  # SFT's plan: 4 prompts x 2 seeds, once
+    rendered.clear()
+    g, se = gain("rl")
+    changed = [i for i, p in enumerate(plan) if p.endswith(("1", "3", "5"))]
+    assert {r[0] for r in rendered} == {plan[i] for i in changed} and len(rendered) == 2 * len(changed)
+    # the seeds cancel (same seeds for SFT and RL): a changed prompt gains len("abcd") - len("ab") = 2, others 0
+    want = torch.tensor([2.0 if i in changed else 0.0 for i in range(4)], dtype=torch.float64)
+    assert (g, se) == pytest.approx(mean_and_se(want))
+    rendered.clear()
+    assert gain("sft") == (0.0, 0.0) and rendered == []  # nothing changed: nothing rendered, exactly no gain

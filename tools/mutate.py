@@ -211,9 +211,23 @@ MUTANTS: list[Mutant] = [
     # --- outputs a reader trusts, the anchor latch, the models a stage asks for ----------------------
     M("negopt/generate.py", """    (images_dir / MANIFEST).unlink(missing_ok=True)
     for method in METHODS:""", """    for method in METHODS:""", "clear_outputs leaves the old manifest while it removes images"),
-    M("negopt/rl/selection.py", "return next((step for step, _, r in self.history if r < self.min_ratio), None)",
-      "return next((step for step, _, r in self.history[-1:] if r < self.min_ratio), None)",
+    M("negopt/rl/selection.py", "return next((h[0] for h in self.history if h[2] < self.min_ratio), None)",
+      "return next((h[0] for h in self.history[-1:] if h[2] < self.min_ratio), None)",
       "anchor latch forgets an earlier failing check"),
+    # --- selection by val reward and restarts (issue 12) --------------------------------------------
+    M("negopt/rl/selection.py", "and gain > 0 and gain >= min_z * se]", "and gain > 0]",
+      "selection by reward ignores rl.select_min_z"),
+    M("negopt/rl/selection.py", "if ratio >= min_ratio and gain is not None", "if gain is not None",
+      "selection by reward keeps a collapsed step"),
+    M("negopt/rl/selection.py", "return max(ok)[1] if ok else 0", "return ok[-1][1] if ok else 0",
+      "selection by reward keeps the last significant step, not the best"),
+    M("negopt/rl/selection.py", "row += tuple(self.gain(policy)) if ratio >= self.min_ratio else (None, None)",
+      "row += tuple(self.gain(policy))", "val reward scored at collapsed checks too"),
+    M("negopt/rl/evaluate.py", "if a != b]", "]", "val reward re-renders the prompts whose negative did not change"),
+    M("negopt/rl/evaluate.py", "- self.sft_rewards[changed].mean(1))", "- self.sft_rewards.mean(1)[: len(changed)])",
+      "val gain against the wrong SFT prompts"),
+    M("negopt/rl/loop.py", "rng = np.random.default_rng([seed, step, attempt] if attempt else [seed, step])",
+      "rng = np.random.default_rng([seed, step])", "a restart repeats the first attempt's training stream"),
     M("negopt/reward_terms.py", "return {t.model for t in REWARD_TERMS.values() if t.model} - set(models_needed(weights))",
       "return {t.model for t in REWARD_TERMS.values() if t.model}", "a weighted preference model counted as unused"),
 ]
@@ -224,6 +238,10 @@ TESTS: list[tuple[str, list[str]]] = [
     ("negopt/rl/advantages.py", ["tests/test_rl_advantages.py", "tests/test_rl_wiring.py"]),
     ("negopt/rl/live.py", ["tests/test_rl_loop.py", "-k", "truncate_live"]),
     ("negopt/rl/selection.py", ["tests/test_rl_selection.py"]),
+    ("negopt/rl/evaluate.py", ["tests/test_rl_selection.py", "tests/test_rl_wiring.py", "tests/test_rl_advantages.py",
+                               "tests/test_reward_registry.py"]),
+    ("negopt/rl/loop.py", ["tests/test_rl_wiring.py", "tests/test_rl_advantages.py", "tests/test_reward_registry.py",
+                           "tests/test_rl_loop.py::test_step_plan_is_a_function_of_seed_and_step"]),
     ("negopt/generate.py", ["tests/test_generate.py", "-k", "not sharded and not prompt_file"]),
     ("negopt/rl/reward_stats.py", ["tests/test_rl_advantages.py", "tests/test_reward_calibration.py",
                                    "tests/test_rl_wiring.py"]),
@@ -252,7 +270,7 @@ EQUIVALENT: dict[str, str] = {}
 def tests_for(file: str, scratch: Path) -> list[str]:
     for prefix, args in TESTS:
         if file.startswith(prefix):
-            present = [a for a in args if not a.startswith("tests/") or (scratch / a).exists()]
+            present = [a for a in args if not a.startswith("tests/") or (scratch / a.split("::")[0]).exists()]
             return present if any(a.startswith("tests/") for a in present) else []
     return []
 

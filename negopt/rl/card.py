@@ -38,6 +38,11 @@ def model_card_body(params, metrics: dict, examples: list[dict], seconds: dict) 
     warnings = "".join(f"\n- {w}" for w in metrics["warnings"]) or "\n- none"
     start = metrics.get("anchor_from_step")
     anchor = f"on from step {start}" if start else "never on"
+    rule = (f"the diverse step (val negatives >= `rl.select_min_ratio = {rl.select_min_ratio}` x SFT's distinct share) "
+            f"with the largest paired val reward gain over SFT, if >= `rl.select_min_z = {rl.select_min_z}` SE "
+            f"({rl.select_reward_prompts} val prompts x {rl.select_reward_seeds} seeds)" if rl.select_reward_prompts else
+            f"the last step whose validation negatives kept >= `rl.select_min_ratio = {rl.select_min_ratio}` x SFT's "
+            "distinct share")
     return f"""# negopt RL policy
 
 Negative-prompt generator: the SFT model (`{params.paths.sft}`) optimised with {rl.algo.upper()} for
@@ -58,9 +63,8 @@ Calibration scales (raw units; z = (term - mean) / scale):
 |---|---|---|---|---|---|
 {scales}
 
-Deployed weights: step {metrics.get('kept_step', metrics.get('steps'))} of {metrics.get('steps')} (checkpoint selection,
-`rl.select_every = {rl.select_every}`: the last step whose validation negatives kept
->= `rl.select_min_ratio = {rl.select_min_ratio}` x SFT's distinct share; 0 = the SFT weights).
+Deployed weights: step {metrics.get('kept_step', metrics.get('steps'))} of {metrics.get('steps')} of attempt {metrics.get('attempt', 0)}
+(`rl.restarts = {rl.restarts}`; checkpoint selection, `rl.select_every = {rl.select_every}`: {rule}; 0 = the SFT weights).
 SFT anchor (`rl.anchor_coef = {rl.anchor_coef}`, `rl.anchor_when = {rl.anchor_when}`): {anchor}.
 
 Health: {health}. Warnings:{warnings}

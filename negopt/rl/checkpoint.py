@@ -35,6 +35,8 @@ class RlState:
     step: int
     stats: TermStats
     marginal: torch.Tensor  # [C] Inception marginal of the fidelity term
+    attempt: int = 0  # the training run (rl.restarts): 0 first, each restart on its own training stream
+    steps_before: int = 0  # steps trained by the earlier attempts (dvclive's step = steps_before + step)
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("sample", "images", "update", "select"), 0.0))
 
 
@@ -59,7 +61,7 @@ def save_checkpoint(ckpt_dir: Path, policy, optimizer, state: RlState, fp: str, 
         save_file({"marginal": state.marginal.contiguous(), "torch_rng": torch.get_rng_state()},
                   str(tmp / "tensors.safetensors"))
         np_state = np.random.get_state()
-        meta = {"step": state.step, "fingerprint": fp, "stats": state.stats.state_dict(), "seconds": state.seconds,
+        meta = {"step": state.step, "attempt": state.attempt, "steps_before": state.steps_before, "fingerprint": fp, "stats": state.stats.state_dict(), "seconds": state.seconds,
                 "python_rng": random.getstate(), "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
         if guard is not None:
             save_file(guard.kept, str(tmp / "kept_policy.safetensors"))
@@ -113,4 +115,5 @@ def load_checkpoint(ckpt_dir: Path, policy, optimizer, fp: str, remove_stale: bo
     stats.load_state_dict(meta["stats"])
     if guard is not None and "guard" in meta:
         guard.load_state_dict(meta["guard"], load_file(str(ckpt_dir / "kept_policy.safetensors")))
-    return RlState(step=int(meta["step"]), stats=stats, marginal=tensors["marginal"], seconds=meta["seconds"])
+    return RlState(step=int(meta["step"]), stats=stats, marginal=tensors["marginal"], seconds=meta["seconds"],
+                   attempt=int(meta.get("attempt", 0)), steps_before=int(meta.get("steps_before", 0)))

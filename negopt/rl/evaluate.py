@@ -74,6 +74,53 @@ def greedy_negatives(model, tokenizer, prompts: list[str], params: Params) -> li
                             params.sft.max_source_length, retrieval=saved_retrieval(params.paths.sft))
 
 
+class ValRewardGain:
+    """Paired val reward gain of a policy's deployed decode over SFT's: checkpoint selection by reward.
+
+    Plan: ``rl.select_reward_prompts`` val prompts (a seeded draw) x ``rl.select_reward_seeds`` diffusion seeds,
+    fixed for the run. SFT's images are rendered once (``bind``, after calibration); at a step, a prompt whose
+    deployed negative equals SFT's has the same images, so its difference is exactly 0 and only the changed
+    prompts are rendered. ``__call__(model) -> (gain, se)``: the mean and standard error over prompts of the
+    per-prompt mean difference, as ``paired_summary`` on the test.
+    """
+
+    def __init__(self, accelerator, pipe, tokenizer, sft_model, val_prompts: list[str], params: Params) -> None:
+        rl = params.rl
+        self.accelerator, self.pipe, self.tokenizer, self.params = accelerator, pipe, tokenizer, params
+        self.prompts, self.seeds = eval_plan(val_prompts, rl.select_reward_prompts, rl.eval_seed, rl.select_reward_seeds)
+        self.sft_negatives = greedy_negatives(sft_model, tokenizer, self.prompts, params)
+        self.reward_fn: RewardFn | None = None
+        self.sft_rewards: torch.Tensor | None = None  # [prompt, seed]
+        self.images_rendered = 0
+
+    def rewards(self, idx: list[int], negatives: list[str]) -> torch.Tensor:
+        """[len(idx), seeds] rewards of the plan's prompts ``idx`` with ``negatives`` (one per index)."""
+        s = len(self.seeds[0])
+        flat_p = [self.prompts[i] for i in idx for _ in range(s)]
+        flat_n = [n for n in negatives for _ in range(s)]
+        flat_s = [x for i in idx for x in self.seeds[i]]
+        scores = score_triples(self.accelerator, self.pipe, self.params.active, self.reward_fn, flat_p, flat_n, flat_s,
+                               self.params.rl.image_batch_size)
+        self.images_rendered += len(flat_p)
+        return scores["reward"].double().cpu().reshape(len(idx), s)
+
+    def bind(self, reward_fn: RewardFn) -> None:
+        """Fix the reward (the calibrated one, frozen for the run) and render SFT's plan."""
+        self.reward_fn = reward_fn
+        self.sft_rewards = self.rewards(list(range(len(self.prompts))), self.sft_negatives)
+
+    def __call__(self, model) -> tuple[float, float]:
+        if self.sft_rewards is None:
+            raise RuntimeError("ValRewardGain: bind(reward_fn) before scoring a step")
+        negatives = greedy_negatives(model, self.tokenizer, self.prompts, self.params)
+        changed = [i for i, (a, b) in enumerate(zip(negatives, self.sft_negatives, strict=True)) if a != b]
+        diff = torch.zeros(len(self.prompts), dtype=torch.float64)
+        if changed:
+            diff[changed] = (self.rewards(changed, [negatives[i] for i in changed]).mean(1)
+                             - self.sft_rewards[changed].mean(1))
+        return mean_and_se(diff)
+
+
 @torch.no_grad()
 def kl_to_sft(rl_model, sft_model, tokenizer, prompts: list[str], params: Params, batch: int = 64) -> float:
     """``KL(pi_rl || pi_sft)`` on ``prompts``: mean of ``log pi_rl(y|x) - log pi_sft(y|x)`` over ``rl.k``

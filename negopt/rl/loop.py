@@ -19,7 +19,9 @@ One step (``B = rl.batch_prompts`` prompts, ``k = rl.k`` samples each, ``N = B *
    clipped surrogate. Gradients clipped to ``rl.max_grad_norm``. Every process holds the whole batch
    and the same gathered rewards, so the update is identical on all ranks without gradient sync.
 5. **selection** (``rl.select_every``, ``selection.py``): every few steps the deployed decode of the
-   validation prompts is checked for diversity; the last passing step's weights are what the run returns.
+   validation prompts is checked for diversity and, at a diverse step, scored by the val reward; the best
+   significant diverse step's weights are what the run returns, and a run that kept none restarts from SFT
+   (``rl.restarts``).
 
 Every random choice of a step (prompts, diffusion seeds, sampling seed) derives from
 ``(base.seed, step)``, so a resumed run repeats the steps an uninterrupted run would take.
@@ -28,6 +30,7 @@ Dropout stays off (``eval()``): the log-probs in the update are those of the sam
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,9 +70,11 @@ class Components:
 # --- one step, as small functions ------------------------------------------------------------------
 
 
-def step_plan(seed: int, step: int, prompts: list[str], batch_prompts: int) -> tuple[list[str], list[int], int]:
-    """The step's prompts, one diffusion seed per prompt, and the sampling seed, from (seed, step) only."""
-    rng = np.random.default_rng([seed, step])
+def step_plan(seed: int, step: int, prompts: list[str], batch_prompts: int,
+              attempt: int = 0) -> tuple[list[str], list[int], int]:
+    """The step's prompts, one diffusion seed per prompt, and the sampling seed, from (seed, step) only; a
+    restart (``attempt`` > 0, rl.restarts) draws from (seed, step, attempt), its own training stream."""
+    rng = np.random.default_rng([seed, step, attempt] if attempt else [seed, step])
     pick = rng.choice(len(prompts), size=min(batch_prompts, len(prompts)), replace=False)
     image_seeds = rng.integers(0, 2**31 - 1, size=len(pick)).tolist()
     return [prompts[i] for i in pick], image_seeds, int(rng.integers(0, 2**31 - 1))
@@ -279,7 +284,9 @@ def run_rl(params: Params, comp: Components, train_prompts: list[str], accelerat
 
     With a ``guard`` (checkpoint selection), the policy ends with the weights of ``guard.kept_step``
     once ``rl.steps`` is reached or the guard stopped the run early (the last checkpoint keeps the trained
-    weights, so a longer run resumes).
+    weights, so a longer run resumes). An attempt that finished keeping nothing restarts from the SFT
+    weights with a fresh optimizer on the next training stream, up to ``rl.restarts`` times; the reward
+    statistics stay the first attempt's, so every attempt is judged by one reward.
 
     Resumes from ``paths.checkpoints/rl`` when a checkpoint of the same run exists. Only the main
     process writes checkpoints and logs. Returns the final state (reward statistics, marginal).
@@ -302,17 +309,50 @@ def run_rl(params: Params, comp: Components, train_prompts: list[str], accelerat
         marginal, stats = calibrate_rewards(accelerator, comp, params, train_prompts)
         state = RlState(step=0, stats=stats, marginal=marginal)
     elif main:
-        print(f"rl: resuming from step {state.step} ({ckpt_dir})")
+        print(f"rl: resuming from step {state.step}" + (f" of attempt {state.attempt}" if state.attempt else "")
+              + f" ({ckpt_dir})")
+    if guard is not None:  # selection by val reward scores with the calibrated reward, frozen for the run
+        guard.bind_reward(weighted_sum_reward(comp.scorer, params.rl.reward.scored(), copy.deepcopy(state.stats),
+                                              state.marginal, rl.clip_term))
     if live is not None and main:
-        truncate_live(live.dir, state.step)
-        live.step = state.step
+        truncate_live(live.dir, state.steps_before + state.step)
+        live.step = state.steps_before + state.step
+    while True:  # one training run per attempt (rl.restarts)
+        train_attempt(params, comp, train_prompts, state, optimizer, accelerator, live, stop_after, guard, fp)
+        finished = state.step == rl.steps or (guard is not None and guard.stopped())
+        if guard is not None and finished:
+            guard.restore(comp.policy, state.step)
+        if not (guard is not None and finished and guard.kept_step == 0 and state.attempt < rl.restarts):
+            return state
+        # nothing kept (no diverse step gained on val): start again from the SFT weights on the next training stream
+        if main:
+            print(f"rl: attempt {state.attempt} kept no step (SFT stays deployed); restart {state.attempt + 1} of "
+                  f"rl.restarts = {rl.restarts} from the SFT weights on its own training stream")
+        guard.new_attempt()
+        optimizer = torch.optim.AdamW(comp.policy.parameters(), lr=rl.learning_rate, weight_decay=0.0)
+        state.steps_before, state.step, state.attempt = state.steps_before + state.step, 0, state.attempt + 1
+        if main:
+            save_checkpoint(ckpt_dir, comp.policy, optimizer, state, fp, guard)
+        if accelerator is not None:
+            accelerator.wait_for_everyone()
+
+
+def train_attempt(params: Params, comp: Components, train_prompts: list[str], state: RlState, optimizer, accelerator,
+                  live, stop_after: int | None, guard: DiversityGuard | None, fp: str) -> None:
+    """Steps ``state.step + 1 ..`` of ``state.attempt`` until rl.steps, ``stop_after`` or the guard's early stop;
+    updates ``state`` (and the policy, the optimizer, the guard) in place and checkpoints."""
+    rl = params.rl
+    main = accelerator is None or accelerator.is_main_process
+    ckpt_dir = Path(params.paths.checkpoints) / "rl"
     weights = params.rl.reward.scored()
     last = rl.steps if stop_after is None else min(rl.steps, stop_after)
-    bar = tqdm(range(state.step, last), desc="rl", unit="step", disable=not main)
+    bar = tqdm(range(state.step, last), desc="rl" if not state.attempt else f"rl (attempt {state.attempt})",
+               unit="step", disable=not main)
     for step in bar:
         if guard is not None and guard.stopped():  # checkpoint selection's early stop (also on resume)
             break
-        prompts, image_seeds, sample_seed = step_plan(params.base.seed, step, train_prompts, rl.batch_prompts)
+        prompts, image_seeds, sample_seed = step_plan(params.base.seed, step, train_prompts, rl.batch_prompts,
+                                                      state.attempt)
         t0 = time.perf_counter()
         ro, extra = rollout(comp, params, prompts, sample_seed)
         t1 = time.perf_counter()
@@ -334,9 +374,13 @@ def run_rl(params: Params, comp: Components, train_prompts: list[str], accelerat
         state.step = step + 1
         logs = step_logs(rewards, penalised, kl, extra, ro, upd, state.stats.names)
         logs["anchor_on"] = float(anchor is not None)
+        logs["attempt"] = float(state.attempt)
         logs["lr"] = optimizer.param_groups[0]["lr"]
         if guard is not None and guard.due(state.step, last):
             logs["val_distinct_ratio"] = guard.observe(state.step, comp.policy)
+            row = guard.history[-1]
+            if len(row) > 3 and row[3] is not None:  # scored by reward (a diverse step)
+                logs["val_reward_gain"] = row[3]
         t4 = time.perf_counter()
         # the step's anatomy, per step in dvclive and summed in rl.json: what is not images + scoring is overhead
         for name, dt in (("sample", t1 - t0), ("images", t2 - t1), ("update", t3 - t2), ("select", t4 - t3)):
@@ -352,6 +396,3 @@ def run_rl(params: Params, comp: Components, train_prompts: list[str], accelerat
                 save_checkpoint(ckpt_dir, comp.policy, optimizer, state, fp, guard)
             if accelerator is not None:
                 accelerator.wait_for_everyone()
-    if guard is not None and (state.step == rl.steps or guard.stopped()):
-        guard.restore(comp.policy, state.step)
-    return state

@@ -19,6 +19,23 @@ itself: on the real pairs the greedy distinct share fell from 1 to 1/8 of SFT's 
 *sampled* negatives stayed ~all distinct, so the remaining steps would only cost time); 0 never stops. Validation prompts, not test prompts: the
 test stays held out from every choice. The rule reads only diversity (no images), so it costs one
 greedy decode of the validation prompts per evaluation.
+
+**By reward** (``rl.select_reward_prompts`` > 0): a diverse step is also scored on a fixed validation plan
+(those prompts x ``rl.select_reward_seeds`` diffusion seeds, the same for SFT and every step), giving the
+paired gain ``g_t`` of its deployed decode over SFT's and its standard error ``se_t`` (prompts are the
+units, as on the test), and the kept step becomes::
+
+    kept = argmax{g_t : ratio_t >= rl.select_min_ratio, g_t > 0, g_t >= rl.select_min_z x se_t}, or 0
+
+The diversity rule alone keeps the last diverse step whatever its reward; on the real pairs the few
+steps before the decode collapses are mostly a random walk, and two RL seeds of one configuration gave
+test gains of -6.5 and +5.8 SE (README). Reading the reward on held-out val prompts turns that walk into
+a choice, and deploys SFT when no step beat it; the test stays untouched by the choice.
+
+**Restarts** (``rl.restarts``, ``negopt.rl.loop.run_rl``): an attempt that finished keeping nothing (step 0)
+trains again from the SFT weights on its own training stream; ``new_attempt`` archives its history
+(``past_attempts`` in the report). The reward statistics and the val plan stay those of the first attempt,
+so every attempt is judged by one reward.
 """
 
 from __future__ import annotations
@@ -34,15 +51,26 @@ def kept_step(history: list[tuple[int, float]], min_ratio: float) -> int:
     return max(passing) if passing else 0
 
 
+def best_gain_step(history: list[tuple[int, float, float | None, float | None]], min_ratio: float, min_z: float) -> int:
+    """Of ``(step, ratio, gain, se)`` rows, the step with the largest val gain among those with ``ratio >=
+    min_ratio``, ``gain > 0`` and ``gain >= min_z x se`` (the later step on a tie); 0 (SFT) when there is none."""
+    ok = [(gain, step) for step, ratio, gain, se in history
+          if ratio >= min_ratio and gain is not None and gain > 0 and gain >= min_z * se]
+    return max(ok)[1] if ok else 0
+
+
 class DiversityGuard:
     """Evaluates the policy at selected steps and holds the weights of the kept step.
 
-    ``measure(model) -> share of distinct deployed negatives on the validation prompts``. The kept
-    weights start as the SFT weights (step 0, ratio 1 by definition) and live on the CPU.
+    ``measure(model) -> share of distinct deployed negatives on the validation prompts``; ``gain(model) ->
+    (val reward gain over SFT, its SE)`` (optional: selection by reward, called only at diverse steps; it
+    may need a ``bind(reward_fn)`` once the reward is calibrated, ``bind_reward``). The kept weights start
+    as the SFT weights (step 0, ratio 1 by definition) and live on the CPU.
     """
 
     def __init__(self, every: int, min_ratio: float, measure: Callable[[torch.nn.Module], float],
-                 sft_policy: torch.nn.Module, patience: int = 0, dense_steps: int = 0) -> None:
+                 sft_policy: torch.nn.Module, patience: int = 0, dense_steps: int = 0,
+                 gain: Callable[[torch.nn.Module], tuple[float, float]] | None = None, min_z: float = 2.0) -> None:
         if every < 1:
             raise ValueError(f"rl.select_every: expected >= 1 (0 turns selection off), got {every}")
         self.every = every
@@ -50,10 +78,13 @@ class DiversityGuard:
         self.min_ratio = min_ratio
         self.patience = patience
         self.measure = measure
+        self.gain = gain
+        self.min_z = min_z
         self.sft_share = measure(sft_policy)
-        self.history: list[tuple[int, float, float]] = []  # (step, share, ratio)
+        self.history: list[tuple] = []  # (step, share, ratio) or, by reward, (step, share, ratio, gain | None, se | None)
         self.kept_step = 0
         self.kept = self._copy(sft_policy)
+        self.past: list[dict] = []  # earlier attempts (rl.restarts), each {"history", "kept_step"}: all deployed SFT
 
     @staticmethod
     def _copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -64,18 +95,41 @@ class DiversityGuard:
         ``every`` steps, and the last step."""
         return step <= self.dense_steps or step % self.every == 0 or step == last
 
+    def bind_reward(self, reward_fn) -> None:
+        """Hand the calibrated reward to the ``gain`` measure (a no-op when selecting by diversity alone)."""
+        if self.gain is not None and hasattr(self.gain, "bind"):
+            self.gain.bind(reward_fn)
+
+    def choose(self) -> int:
+        """The kept step the history gives: ``best_gain_step`` by reward, else ``kept_step``."""
+        if self.gain is None:
+            return kept_step([(h[0], h[2]) for h in self.history], self.min_ratio)
+        return best_gain_step([(h[0], h[2], h[3], h[4]) for h in self.history], self.min_ratio, self.min_z)
+
     def observe(self, step: int, policy: torch.nn.Module) -> float:
-        """Measure the policy after ``step``; keep its weights if it is now the last passing step. Returns the ratio."""
+        """Measure the policy after ``step`` (its val reward too when selecting by reward and the step is
+        diverse); keep its weights if the history now chooses it. Returns the ratio."""
         share = self.measure(policy)
         ratio = share / self.sft_share if self.sft_share > 0 else 1.0
-        self.history = [h for h in self.history if h[0] < step] + [(step, share, ratio)]
-        if kept_step([(s, r) for s, _, r in self.history], self.min_ratio) == step:
+        row: tuple = (step, share, ratio)
+        if self.gain is not None:
+            row += tuple(self.gain(policy)) if ratio >= self.min_ratio else (None, None)
+        self.history = [h for h in self.history if h[0] < step] + [row]
+        if self.choose() == step:
             self.kept_step, self.kept = step, self._copy(policy)
         return ratio
 
+    def new_attempt(self) -> None:
+        """Archive this attempt's history and start the next afresh. Only after an attempt that kept nothing
+        (step 0), so the kept weights are still the SFT weights the next attempt starts from."""
+        if self.kept_step != 0:
+            raise RuntimeError(f"new_attempt after an attempt that kept step {self.kept_step}")
+        self.past.append({"history": [list(h) for h in self.history], "kept_step": 0})
+        self.history = []
+
     def first_failure(self) -> int | None:
         """The first evaluated step below the bound (None: none so far): where the decode began to collapse."""
-        return next((step for step, _, r in self.history if r < self.min_ratio), None)
+        return next((h[0] for h in self.history if h[2] < self.min_ratio), None)
 
     def failed_once(self) -> bool:
         """Some evaluation so far fell below the bound (``rl.anchor_when: collapse`` latches on it)."""
@@ -84,7 +138,7 @@ class DiversityGuard:
     def stopped(self) -> bool:
         """The last ``patience`` evaluations all failed the bound (never with patience 0)."""
         last = self.history[-self.patience:] if self.patience else []
-        return len(last) == self.patience > 0 and all(r < self.min_ratio for _, _, r in last)
+        return len(last) == self.patience > 0 and all(h[2] < self.min_ratio for h in last)
 
     def restore(self, policy: torch.nn.Module, final_step: int) -> int:
         """Load the kept weights into ``policy`` unless the final step is the kept one; returns the kept step."""
@@ -94,12 +148,16 @@ class DiversityGuard:
 
     def report(self) -> dict:
         return {"every": self.every, "dense_steps": self.dense_steps, "patience": self.patience, "min_distinct_ratio": self.min_ratio,
-                "val_distinct_sft": self.sft_share, "kept_step": self.kept_step, "stopped_early": self.stopped(), "history": [list(h) for h in self.history]}
+                "by": "reward" if self.gain is not None else "diversity", "min_z": self.min_z if self.gain is not None else None,
+                "val_distinct_sft": self.sft_share, "kept_step": self.kept_step, "stopped_early": self.stopped(), "history": [list(h) for h in self.history],
+                "attempt": len(self.past), "past_attempts": self.past}
 
     def state_dict(self) -> dict:
-        return {"kept_step": self.kept_step, "history": [list(h) for h in self.history]}
+        return {"kept_step": self.kept_step, "history": [list(h) for h in self.history], "past": self.past}
 
     def load_state_dict(self, state: dict, kept: dict[str, torch.Tensor]) -> None:
         self.kept_step = int(state["kept_step"])
-        self.history = [(int(s), float(sh), float(r)) for s, sh, r in state["history"]]
+        self.history = [(int(h[0]), float(h[1]), float(h[2]), *(None if x is None else float(x) for x in h[3:]))
+                        for h in state["history"]]
+        self.past = list(state.get("past", []))
         self.kept = kept
