@@ -61,31 +61,25 @@ def evaluate_method(
     scorer,
     images: torch.Tensor,
     prompts: list[str],
-    inception_weights: str,
-    inception_input_size: int,
     is_splits: int,
     batch_size: int,
-    device: torch.device | None = None,
     per_image: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, float | int]:
     """The metric row of one method; a ``per_image`` dict receives ``aesthetic``, ``clip_score`` (and each named
     preference score) ``[N]`` and
-    the Inception posteriors ``inception_probs [N, C]`` (compare's bootstrap reads them, ``negopt.scores``)."""
-    from negopt.metrics import inception_score
+    the Inception posteriors ``inception_probs [N, C]`` (compare's bootstrap reads them, ``negopt.scores``).
+
+    One Inception pass (the scorer's) gives both the IS and the posteriors: torch-fidelity's IS formula is
+    applied to the scorer's logits (``negopt.metrics.inception_score_from_logits``)."""
+    from negopt.metrics import inception_score_from_logits, posteriors
 
     if len(images) < is_splits:
         raise ParamsError(
             f"evaluate.is_splits={is_splits} exceeds the {len(images)} images of a method: "
             "lower evaluate.is_splits or raise generate.num_prompts / generate.seeds_per_prompt"
         )
-    is_mean, is_std = inception_score(
-        images,
-        inception_weights,
-        inception_input_size,
-        splits=is_splits,
-        batch_size=batch_size,
-        device=device,
-    )
+    logits = batched_scores(scorer.inception_logits, images, batch_size)
+    is_mean, is_std = inception_score_from_logits(logits, is_splits)
     aesthetic = batched_scores(scorer.aesthetic, images, batch_size)
     clip = batched_scores(scorer.clip_score, images, batch_size, prompts)
     row = {
@@ -98,7 +92,7 @@ def evaluate_method(
                   for name in getattr(scorer, "preference", {})}  # hpsv2, pickscore: each one the profile names
     if per_image is not None:
         per_image |= {"aesthetic": aesthetic, "clip_score": clip, **preference,
-                      "inception_probs": batched_scores(scorer.inception_probs, images, batch_size)}
+                      "inception_probs": posteriors(logits)}
     return row | {name: float(v.mean()) for name, v in preference.items()} | {"n_images": len(images)}
 
 
@@ -106,11 +100,8 @@ def evaluate_all(
     manifest: pd.DataFrame,
     images_dir: str | Path,
     scorer,
-    inception_weights: str,
-    inception_input_size: int,
     is_splits: int,
     batch_size: int,
-    device: torch.device | None = None,
     per_image: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> dict[str, dict[str, float | int]]:
     """``{method: metrics}`` in the manifest's method order; a non-finite metric raises NonFiniteMetricError.
@@ -125,11 +116,8 @@ def evaluate_all(
             scorer,
             images,
             rows["prompt"].astype(str).tolist(),
-            inception_weights,
-            inception_input_size,
             is_splits,
             batch_size,
-            device,
             None if per_image is None else per_image.setdefault(method, {}),
         )
         check_finite(method, out[method])  # before the next method: fail as soon as it is known

@@ -2,8 +2,10 @@
 
 Images are uint8 ``[N, 3, H, W]`` tensors (any device; results come back on the CPU as float32).
 
-- Inception Score: torch-fidelity (``isc=True``, ``logits_unbiased``, its fixed shuffle seed), never
-  re-derived. ``profile.inception_input_size`` picks the real 299 px ``inception-v3-compat`` or a
+- Inception Score: torch-fidelity's (``logits_unbiased``, its fixed shuffle seed), never re-derived:
+  :func:`inception_score` runs its whole pipeline; :func:`inception_score_from_logits` applies its own
+  formula (``isc_features_to_metric``) to logits already computed, so ``evaluate`` makes one Inception pass
+  for the IS and the per-image posteriors. ``profile.inception_input_size`` picks the real 299 px ``inception-v3-compat`` or a
   registered subclass with a smaller input (75 px for the tiny profile; same weights layout).
 - Aesthetic: the CLIP image embedding, L2-normalised, through the LAION MLP (scores ~1-10 with real weights).
 - CLIP score: ``max(100 * cos(image, text), 0)`` (the torchmetrics convention), for evaluation. The RL
@@ -75,6 +77,11 @@ def build_inception(weights_path: str, input_size: int, device: torch.device | N
     return model.to(device or torch.device("cpu"), memory_format=torch.channels_last)
 
 
+def posteriors(logits: torch.Tensor) -> torch.Tensor:
+    """``softmax(logits)`` in float64, returned as float32: the class posteriors of Inception logits."""
+    return logits.double().softmax(dim=1).float()
+
+
 def inception_kl(probs: torch.Tensor, marginal: torch.Tensor) -> torch.Tensor:
     """Per-image ``KL(p(y|x) || p(y)) = sum_y p log(p / p(y))``; probs ``[N, C]``, marginal ``[C]`` -> ``[N]``."""
     p = probs.double()
@@ -139,6 +146,21 @@ def inception_score(
         save_cpu_ram=True,  # no DataLoader worker processes: the images are already in memory
         verbose=False,
     )
+    return float(out["inception_score_mean"]), float(out["inception_score_std"])
+
+
+def inception_score_from_logits(logits: torch.Tensor, splits: int = 10) -> tuple[float, float]:
+    """torch-fidelity's Inception Score (mean, std over ``splits``) of ``logits_unbiased`` ``[N, C]``.
+
+    The same function and defaults (shuffle with its seed, then ``splits`` chunks) that
+    ``torch_fidelity.calculate_metrics(isc=True)`` applies after its own Inception pass.
+    """
+    from torch_fidelity.defaults import DEFAULTS
+    from torch_fidelity.metric_isc import isc_features_to_metric
+
+    if len(logits) < splits:
+        raise ValueError(f"inception_score: {len(logits)} images cannot fill {splits} splits (evaluate.is_splits)")
+    out = isc_features_to_metric(logits.cpu(), splits, DEFAULTS["samples_shuffle"], DEFAULTS["rng_seed"])
     return float(out["inception_score_mean"]), float(out["inception_score_std"])
 
 
@@ -243,14 +265,14 @@ class ImageScorer:
         return self.clip_from_embeddings(self.image_embeddings(images), self.text_embeddings(prompts))
 
     @torch.no_grad()
+    def inception_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Inception ``logits_unbiased`` ``[N, C]`` (the IS's own features), float32 on the CPU."""
+        _check_uint8(images, "inception_logits")
+        return torch.cat([self.inception(images[s].to(self.device))[0].float().cpu() for s in self._batches(len(images))])
+
     def inception_probs(self, images: torch.Tensor) -> torch.Tensor:
-        """Inception class posterior ``softmax(logits_unbiased)`` ``[N, C]`` (the IS's own features)."""
-        _check_uint8(images, "inception_probs")
-        parts = []
-        for s in self._batches(len(images)):
-            (logits,) = self.inception(images[s].to(self.device))
-            parts.append(logits.double().softmax(dim=1).float().cpu())
-        return torch.cat(parts)
+        """Inception class posterior ``softmax(logits_unbiased)`` ``[N, C]``."""
+        return posteriors(self.inception_logits(images))
 
     def reward_terms(
         self, images: torch.Tensor, prompts: Sequence[str], marginal: torch.Tensor | None = None,

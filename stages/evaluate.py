@@ -29,11 +29,8 @@ def main() -> None:
         manifest,
         params.paths.images,
         scorer,
-        profile.inception,
-        profile.inception_input_size,
         params.evaluate.is_splits,
         params.evaluate.batch_size,
-        device,
         per_image,
     )
     write_scores(params.paths.scores, manifest, per_image)

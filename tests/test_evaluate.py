@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
-import negopt.metrics
 from negopt.evaluate import evaluate_all, load_images, read_manifest
 
 
@@ -25,6 +26,10 @@ class FakeScorer:
     def clip_score(self, images, prompts):
         assert len(images) == len(prompts)
         return torch.tensor([float(len(p)) for p in prompts]) * images.float().mean(dim=(1, 2, 3)) / 255
+
+    def inception_logits(self, images):  # class 0 posterior = mean pixel / 255 (logits = log posteriors)
+        a = images.float().mean(dim=(1, 2, 3)) / 255
+        return torch.stack([a, 1 - a], dim=1).clamp_min(1e-12).log()
 
 
 @pytest.fixture
@@ -55,17 +60,8 @@ def test_load_images_round_trip(images_dir):
     assert x[0].unique().tolist() == [255] and x[1].unique().tolist() == [51]
 
 
-def test_evaluate_all_by_hand(images_dir, monkeypatch):
-    seen = {}
-
-    def fake_is(images, weights_path, input_size, splits, batch_size, device):
-        seen[len(seen)] = (images.shape, weights_path, input_size, splits)
-        return 1.0 + images.float().mean().item() / 255, 0.25
-
-    monkeypatch.setattr(negopt.metrics, "inception_score", fake_is)
-    out = evaluate_all(
-        read_manifest(images_dir), images_dir, FakeScorer(), "w.pt", 75, is_splits=3, batch_size=2
-    )
+def test_evaluate_all_by_hand(images_dir):
+    out = evaluate_all(read_manifest(images_dir), images_dir, FakeScorer(), is_splits=1, batch_size=2)
     assert list(out) == ["none", "sft"]
     # none: pixels (0, 0, 51) -> aesthetic (0 + 0 + 0.2) / 3; sft: (1 + 1 + 0.2) / 3
     assert out["none"]["aesthetic"] == pytest.approx(0.2 / 3)
@@ -73,16 +69,15 @@ def test_evaluate_all_by_hand(images_dir, monkeypatch):
     # clip, prompts (ab, abcd, abcdef) paired with their own images: none (0 + 0 + 6 * 0.2) / 3,
     # sft (2 * 1 + 4 * 1 + 6 * 0.2) / 3; reversed pairing would give sft (6 + 4 + 0.4) / 3
     assert out["none"]["clip_score"] == pytest.approx(1.2 / 3) and out["sft"]["clip_score"] == pytest.approx(7.2 / 3)
-    assert (
-        out["sft"]["inception_score"] == pytest.approx(1 + 2.2 / 3)
-        and out["sft"]["inception_score_std"] == 0.25
-    )
+    # IS of sft by hand: posteriors (1, 0), (1, 0), (0.2, 0.8); marginal q = (0.7333, 0.2667);
+    # KL(p_i || q) = ln(1 / 0.7333) twice and 0.2 ln(0.2 / 0.7333) + 0.8 ln(0.8 / 0.2667); IS = exp(mean KL)
+    q0, q1 = 2.2 / 3, 0.8 / 3
+    kl = [math.log(1 / q0)] * 2 + [0.2 * math.log(0.2 / q0) + 0.8 * math.log(0.8 / q1)]
+    assert out["sft"]["inception_score"] == pytest.approx(math.exp(sum(kl) / 3), rel=1e-6)
+    assert out["sft"]["inception_score_std"] == 0.0  # one split
     assert out["none"]["n_images"] == 3
-    assert seen[0] == ((3, 3, 4, 4), "w.pt", 75, 3)
     with pytest.raises(ValueError, match="evaluate.is_splits=10"):
-        evaluate_all(
-            read_manifest(images_dir), images_dir, FakeScorer(), "w.pt", 75, is_splits=10, batch_size=2
-        )
+        evaluate_all(read_manifest(images_dir), images_dir, FakeScorer(), is_splits=10, batch_size=2)
 
 
 def test_missing_manifest_names_the_stage(tmp_path):
@@ -90,20 +85,14 @@ def test_missing_manifest_names_the_stage(tmp_path):
         read_manifest(tmp_path)
 
 
-def test_evaluate_all_keeps_per_image_scores_and_posteriors(images_dir, monkeypatch, tmp_path):
+def test_evaluate_all_keeps_per_image_scores_and_posteriors(images_dir, tmp_path):
     """per_image gets each image's own scores (manifest order) and Inception posteriors, and the
     scores table round-trips with them (negopt.scores)."""
     from negopt.scores import read_scores, write_scores
 
-    class WithProbs(FakeScorer):
-        def inception_probs(self, images):  # class 0 certainty = mean pixel / 255
-            a = images.float().mean(dim=(1, 2, 3)) / 255
-            return torch.stack([a, 1 - a], dim=1)
-
-    monkeypatch.setattr(negopt.metrics, "inception_score", lambda *a, **k: (1.5, 0.1))
     per_image: dict = {}
     manifest = read_manifest(images_dir)
-    out = evaluate_all(manifest, images_dir, WithProbs(), "w.pt", 75, is_splits=3, batch_size=2, per_image=per_image)
+    out = evaluate_all(manifest, images_dir, FakeScorer(), is_splits=3, batch_size=2, per_image=per_image)
     assert list(per_image) == ["none", "sft"]
     assert per_image["sft"]["aesthetic"].tolist() == pytest.approx([1.0, 1.0, 0.2])
     assert per_image["none"]["clip_score"].tolist() == pytest.approx([0.0, 0.0, 6 * 0.2])

@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-import negopt.metrics
 from negopt.evaluate import NonFiniteMetricError, check_finite, evaluate_all, read_manifest
 
 
@@ -23,6 +22,9 @@ class ConstScorer:
 
     def clip_score(self, images, prompts):
         return torch.full((len(images),), 20.0)
+
+    def inception_logits(self, images):  # two classes, a different posterior per image: a finite IS > 1
+        return torch.stack([torch.arange(len(images), dtype=torch.float32), torch.zeros(len(images))], dim=1)
 
 
 @pytest.fixture
@@ -47,23 +49,21 @@ def test_check_finite_names_method_and_metric(value):
         check_finite("rl", {"inception_score": 2.0, "inception_score_std": value, "n_images": 4})
 
 
-def test_evaluate_all_stops_at_the_first_method_with_nan_is(images_dir, monkeypatch):
+def test_evaluate_all_stops_at_the_first_method_with_nan_is(images_dir):
     """The probe's failure: a random Inception overflowing at 299 px made every IS NaN without a word."""
     calls = []
 
-    def nan_is(images, weights_path, input_size, splits, batch_size, device):
-        calls.append(len(images))
-        return (math.nan if len(calls) == 2 else 1.5), 0.1  # the second method (rl) goes NaN
+    class Overflowing(ConstScorer):
+        def inception_logits(self, images):
+            calls.append(len(images))
+            logits = super().inception_logits(images)
+            return logits * math.nan if len(calls) == 2 else logits  # the second method (rl) goes NaN
 
-    monkeypatch.setattr(negopt.metrics, "inception_score", nan_is)
     with pytest.raises(NonFiniteMetricError, match=r"method 'rl'.*inception_score=nan"):
-        evaluate_all(read_manifest(images_dir), images_dir, ConstScorer(), "w.pt", 299, is_splits=2, batch_size=2)
+        evaluate_all(read_manifest(images_dir), images_dir, Overflowing(), is_splits=2, batch_size=2)
     assert calls == [2, 2]
 
 
-def test_evaluate_all_refuses_nan_aesthetic(images_dir, monkeypatch):
-    monkeypatch.setattr(negopt.metrics, "inception_score", lambda *a, **k: (1.5, 0.1))
+def test_evaluate_all_refuses_nan_aesthetic(images_dir):
     with pytest.raises(NonFiniteMetricError, match=r"method 'none'.*aesthetic=nan"):
-        evaluate_all(
-            read_manifest(images_dir), images_dir, ConstScorer(math.nan), "w.pt", 299, is_splits=2, batch_size=2
-        )
+        evaluate_all(read_manifest(images_dir), images_dir, ConstScorer(math.nan), is_splits=2, batch_size=2)

@@ -10,7 +10,7 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from negopt import metrics
-from negopt.metrics import ImageScorer, inception_kl, inception_score
+from negopt.metrics import ImageScorer, inception_kl, inception_score, inception_score_from_logits
 from negopt.models.nets import AestheticMLP
 
 # Known logits, picked by each image's first pixel value: class posteriors (0.9, 0.1) and (0.1, 0.9).
@@ -102,6 +102,18 @@ def test_inception_score_splits_by_hand(stub_inception):
     assert std > 1e-3  # the two chunks differ, so a dropped `splits` (one chunk, std 0) shows
     one, _ = inception_score(_images(classes), str(weights), input_size=75, splits=1)
     assert one == pytest.approx(chunk_is(p), rel=1e-6) and abs(one - mean) > 1e-3
+
+
+def test_inception_score_from_logits_is_torch_fidelitys_on_the_same_logits(stub_inception):
+    # evaluate's one-pass IS: torch-fidelity's formula on logits already computed gives its full pipeline's
+    # number, shuffle and splits included (the stub's posteriors are (0.9, 0.1) / (0.1, 0.9) per class)
+    classes = [0, 0, 0, 1, 1, 0, 1, 0]
+    logits = torch.tensor([[0.9, 0.1] if c == 0 else [0.1, 0.9] for c in classes]).log()
+    for splits in (1, 2):
+        full = inception_score(_images(classes), str(stub_inception), input_size=75, splits=splits)
+        assert inception_score_from_logits(logits, splits) == pytest.approx(full, rel=1e-6)
+    with pytest.raises(ValueError, match="is_splits"):
+        inception_score_from_logits(logits, 9)
 
 
 def test_inception_score_refuses_bad_input(tmp_path):

@@ -72,7 +72,7 @@ def test_sdxl_generates_per_seed_and_is_scored_by_evaluate(sdxl, sdxl_profile):
     other = generate_images(sdxl, prompts[:1], ["watermark, text"], [1], sdxl_profile)
     assert (other.float() - one.float()).abs().mean() > 0.01  # the negative prompt reaches the image
     scorer = load_scorer(sdxl_profile, CPU, preference=named_preference(sdxl_profile))
-    row = evaluate_method(scorer, images, prompts, sdxl_profile.inception, sdxl_profile.inception_input_size, 2, 4)
+    row = evaluate_method(scorer, images, prompts, 2, 4)
     assert set(row) >= {"inception_score", "aesthetic", "clip_score", "hpsv2", "pickscore"} and row["n_images"] == 4
     assert all(torch.isfinite(torch.tensor(float(v))) for v in row.values())
 
