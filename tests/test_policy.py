@@ -25,7 +25,7 @@ def test_folder_loads_with_auto_classes(t5_dir):
     tok = AutoTokenizer.from_pretrained(t5_dir)
     cfg = model.config
     assert (cfg.d_model, cfg.d_ff, cfg.d_kv, cfg.num_heads) == (128, 512, 32, 4)
-    assert (cfg.num_layers, cfg.num_decoder_layers, cfg.feed_forward_proj) == (3, 3, "relu")
+    assert (cfg.num_layers, cfg.num_decoder_layers, cfg.feed_forward_proj, cfg.dropout_rate) == (3, 3, "relu", 0.0)
     assert (cfg.pad_token_id, cfg.eos_token_id, cfg.decoder_start_token_id) == (0, 1, 0)
     assert (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id) == (0, 1, 2)
     assert cfg.vocab_size == len(tok) <= 400  # a tiny corpus runs out of merges before 400
