@@ -107,11 +107,13 @@ def test_inception_score_splits_by_hand(stub_inception):
 def test_inception_score_from_logits_is_torch_fidelitys_on_the_same_logits(stub_inception):
     # evaluate's one-pass IS: torch-fidelity's formula on logits already computed gives its full pipeline's
     # number, shuffle and splits included (the stub's posteriors are (0.9, 0.1) / (0.1, 0.9) per class)
-    classes = [0, 0, 0, 1, 1, 0, 1, 0]
+    # sorted classes: unshuffled, each of 2 splits holds one class (IS 1 each); shuffled, they mix (IS > 1)
+    classes = [0, 0, 0, 0, 1, 1, 1, 1]
     logits = torch.tensor([[0.9, 0.1] if c == 0 else [0.1, 0.9] for c in classes]).log()
     for splits in (1, 2):
         full = inception_score(_images(classes), str(stub_inception), input_size=75, splits=splits)
         assert inception_score_from_logits(logits, splits) == pytest.approx(full, rel=1e-6)
+    assert full[0] > 1.05  # the splits mixed: torch-fidelity's shuffle was applied
     with pytest.raises(ValueError, match="is_splits"):
         inception_score_from_logits(logits, 9)
 
