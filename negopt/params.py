@@ -147,6 +147,9 @@ class Data(Section):
 class TinyBuild(Section):
     seed: NonNegInt = 0
     t5_vocab_size: Annotated[int, Field(ge=300)] = 1000
+    # where the policy's BPE may merge: "word" (GPT-2's split) or "phrase" (between commas: a frequent
+    # negative-prompt phrase with its comma becomes one token; negopt/models/policy.py)
+    t5_pretokenizer: Literal["word", "phrase"] = "word"
     sd_vocab_size: Annotated[int, Field(ge=300)] = 1000
 
 
@@ -197,6 +200,9 @@ class Sft(Section):
     # Retrieval-augmented SFT: the source carries the negatives of the prompt's k nearest training prompts
     # (negopt/retrieval.py); the index is saved with the model. 0 = the prompt alone (README: k=1 did not win).
     retrieval_k: NonNegInt = 0
+    # with retrieval_k > 0: the share of training rows whose first retrieved negative is their own (self-retrieval),
+    # so a from-scratch model learns to copy (negopt.sft.training_contexts); 0 = neighbours only
+    retrieval_self_share: Fraction = 0.0
     # Batches of similar (source + target) length: random batches of the sample pad to ~2x their tokens
     group_by_length: bool = True
 

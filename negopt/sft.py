@@ -220,16 +220,30 @@ def score_sft(predictions: Sequence[str], references: Sequence[str], train_negat
     return scores
 
 
-def training_contexts(retrieval: Retrieval, prompts: Sequence[str], near_duplicate_threshold: float) -> list[list[str]]:
+def training_contexts(retrieval: Retrieval, prompts: Sequence[str], near_duplicate_threshold: float,
+                      negatives: Sequence[str] = (), self_share: float = 0.0, seed: int = 0) -> list[list[str]]:
     """Neighbour negatives for the *training* prompts, each row's own near-duplicate group excluded.
 
     Without the exclusion a training row retrieves itself (cosine 1) and the model learns to copy its
     own target; at test time no neighbour is that close (the split keeps near duplicates together),
     so copying would not transfer. Groups are the split's (``data.split.near_duplicate_threshold``).
+
+    ``self_share`` (``sft.retrieval_self_share``): that share of the rows, drawn with ``seed``, see their own
+    negative (``negatives[i]``) as the first retrieved one instead. A from-scratch model learns to copy
+    the retrieved negative only from such rows: a neighbour's negative is a copy of the target too
+    rarely for 400 steps to teach it (README: the real pairs).
     """
     from negopt.data.clean import prompt_groups
 
-    return retrieval.context(prompts, groups=prompt_groups(list(prompts), near_duplicate_threshold))
+    contexts = retrieval.context(prompts, groups=prompt_groups(list(prompts), near_duplicate_threshold))
+    if self_share <= 0:
+        return contexts
+    if len(negatives) != len(prompts):
+        raise ValueError(f"training_contexts: self_share needs one negative per prompt, got {len(negatives)} "
+                         f"for {len(prompts)} prompts")
+    chosen = np.random.default_rng(seed).random(len(prompts)) < self_share
+    return [[own, *ctx[:retrieval.k - 1]] if pick else ctx
+            for ctx, own, pick in zip(contexts, negatives, chosen, strict=True)]
 
 
 def model_card_body(base_model: str, data: dict[str, Any], params: dict[str, Any], metrics: dict[str, Any],

@@ -80,6 +80,7 @@ def main() -> None:
         params.paths.tiny_models,
         seed=build.seed,
         t5_vocab_size=build.t5_vocab_size,
+        t5_pretokenizer=build.t5_pretokenizer,
         sd_vocab_size=build.sd_vocab_size,
     )
     statuses = check_profile(params, "tiny")

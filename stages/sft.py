@@ -55,7 +55,8 @@ def main() -> None:
         return encode_pairs(tokenizer, df.prompt.tolist(), df.negative_prompt.tolist(), sft.task_prefix,
                             sft.max_source_length, sft.max_target_length, contexts)
 
-    train_ctx = (training_contexts(retrieval, train.prompt.tolist(), params.data.split.near_duplicate_threshold)
+    train_ctx = (training_contexts(retrieval, train.prompt.tolist(), params.data.split.near_duplicate_threshold,
+                                   train.negative_prompt.tolist(), sft.retrieval_self_share, seed)
                  if retrieval is not None else None)
     train_f, val_f = features(train, train_ctx), features(val)
     ckpt_dir = Path(paths.checkpoints) / "sft"

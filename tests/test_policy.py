@@ -66,3 +66,22 @@ def test_load_policy_missing_local_folder_says_how_to_build(tmp_path):
 def test_empty_corpus_is_refused(tmp_path):
     with pytest.raises(ValueError, match="no texts"):
         build_tiny_t5([], tmp_path / "t5")
+
+
+def test_phrase_pretokenizer_learns_whole_phrases_and_round_trips(tmp_path):
+    # the phrases repeat 120 times: merging across spaces, a phrase with its comma becomes one token
+    texts = [f"cartoon, painting, blurry, (worst quality:1.4), lowres {i}" for i in range(40)] * 3
+    phrase = AutoTokenizer.from_pretrained(build_tiny_t5(texts, tmp_path / "p", vocab_size=400, pretokenizer="phrase"))
+    word = AutoTokenizer.from_pretrained(build_tiny_t5(texts, tmp_path / "w", vocab_size=400, pretokenizer="word"))
+    text = "cartoon, painting, blurry, (worst quality:1.4), lowres 7"
+    p_ids, w_ids = phrase(text)["input_ids"], word(text)["input_ids"]
+    assert phrase.convert_ids_to_tokens(p_ids)[:4] == ["cartoon,Ġ", "painting,Ġ", "blurry,Ġ", "(worstĠquality:1.4),Ġ"]
+    assert len(p_ids) < len(w_ids)
+    for tok in (phrase, word):  # decoding gives the normalised text back, spaces and commas included
+        assert tok.decode(tok(text + ", new  words")["input_ids"], skip_special_tokens=True).strip() == \
+            text + ", new  words"
+
+
+def test_unknown_pretokenizer_names_the_key(tmp_path):
+    with pytest.raises(ValueError, match="t5_pretokenizer"):
+        build_tiny_t5(TEXTS, tmp_path / "x", vocab_size=400, pretokenizer="chars")

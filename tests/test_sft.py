@@ -85,6 +85,27 @@ def test_training_contexts_exclude_the_rows_near_duplicate_group():
     assert training_contexts(r, GROUPED_P, 0.0) == [["lowres fisherman"], ["blurry fisherman"], ["umbrella"], ["cars"]]
 
 
+def test_training_contexts_self_share_puts_the_rows_own_negative_first():
+    from negopt.retrieval import RetrievalIndex
+
+    r = Retrieval(RetrievalIndex(GROUPED_P, GROUPED_N), 2)
+    plain = training_contexts(r, GROUPED_P, 0.7)
+    assert training_contexts(r, GROUPED_P, 0.7, GROUPED_N, 0.0) == plain
+    # every row: its own negative, then its best neighbour (k = 2 negatives in all)
+    assert training_contexts(r, GROUPED_P, 0.7, GROUPED_N, 1.0) == [[own, ctx[0]] for own, ctx in
+                                                                      zip(GROUPED_N, plain, strict=True)]
+    # a share draws rows with the seed: the chosen rows change with it, the others keep their neighbours
+    many_p = [f"{p} {i}" for i in range(50) for p in GROUPED_P[2:]]
+    many_n = [f"{n} {i}" for i in range(50) for n in GROUPED_N[2:]]
+    r = Retrieval(RetrievalIndex(many_p, many_n), 1)
+    draws = [training_contexts(r, many_p, 0.7, many_n, 0.3, seed) for seed in (0, 0, 1)]
+    own = [[c == [n] for c, n in zip(d, many_n, strict=True)] for d in draws]
+    assert draws[0] == draws[1] and own[0] != own[2]
+    assert 0.15 < sum(own[0]) / len(many_n) < 0.45
+    with pytest.raises(ValueError, match="one negative per prompt"):
+        training_contexts(r, many_p, 0.7, many_n[:3], 0.3)
+
+
 def test_most_frequent_breaks_ties_alphabetically():
     assert most_frequent(["b", "a", "b", "a", "c"]) == "a"  # a and b both twice
     assert most_frequent(["x", "y", "y"]) == "y"

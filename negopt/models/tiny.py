@@ -404,6 +404,7 @@ def build_tiny_zoo(
     seed: int = 0,
     t5_vocab_size: int = 1000,
     sd_vocab_size: int = 1000,
+    t5_pretokenizer: str = "word",
     inception_input_size: int = 75,
 ) -> dict[str, Path]:
     """Build every tiny component into ``out_dir`` (replaced atomically as a whole); returns their paths."""
@@ -416,7 +417,7 @@ def build_tiny_zoo(
         )
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
-        build_tiny_t5(texts, tmp / "t5", vocab_size=t5_vocab_size, seed=seed)
+        build_tiny_t5(texts, tmp / "t5", vocab_size=t5_vocab_size, seed=seed, pretokenizer=t5_pretokenizer)
         build_tiny_sd(texts, tmp / "sd", vocab_size=sd_vocab_size, seed=seed)
         build_tiny_sdxl(texts, tmp / "sdxl", vocab_size=sd_vocab_size, seed=seed)
         build_tiny_clip(tmp / "clip", seed=seed)
