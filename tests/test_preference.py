@@ -114,7 +114,7 @@ def test_evaluate_reports_each_named_preference_metric(tiny_params):
     assert named_preference(profile) == ["hpsv2", "pickscore"]
     scorer = load_scorer(profile, CPU, preference=named_preference(profile))
     imgs, prompts = images(4, seed=1), PROMPTS * 2
-    row = evaluate_method(scorer, imgs, prompts, profile.inception, profile.inception_input_size, 2, 3)
+    row = evaluate_method(scorer, imgs, prompts, 2, 3)
     assert list(row) == ["inception_score", "inception_score_std", "aesthetic", "clip_score", "hpsv2", "pickscore",
                          "n_images"]
     assert row["hpsv2"] == pytest.approx(scorer.preference["hpsv2"](imgs, prompts).mean().item(), abs=1e-5)
@@ -122,8 +122,7 @@ def test_evaluate_reports_each_named_preference_metric(tiny_params):
     # a profile that names neither: the row has no preference metric, and none is loaded
     bare = profile.model_copy(update={"hpsv2_name": "", "pickscore": ""})
     assert named_preference(bare) == [] and "hpsv2" not in [s.component for s in check_components(bare)]
-    assert "hpsv2" not in evaluate_method(load_scorer(bare, CPU), imgs, prompts, profile.inception,
-                                          profile.inception_input_size, 2, 4)
+    assert "hpsv2" not in evaluate_method(load_scorer(bare, CPU), imgs, prompts, 2, 4)
 
 
 def test_missing_preference_weights_fail_like_the_others(tiny_params, tmp_path):

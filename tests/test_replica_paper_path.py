@@ -164,7 +164,9 @@ def test_eval_is_finite_and_computed_at_299_px(paper_repo: Path):
     weights = yaml.safe_load((paper_repo / "params.yaml").read_text())["models"]["paper"]["inception"]
     weights = str(paper_repo / weights)
     is_299, _ = inception_score(images, weights, 299, splits=2, batch_size=4)
-    assert is_299 == pytest.approx(ev["sft"]["inception_score"], rel=1e-6)
+    # evaluate applies torch-fidelity's formula to its scorer's channels_last Inception, whose logits differ
+    # from torch-fidelity's contiguous pass by < 4e-3 (bench/RESULTS.md): measured 2.3e-5 apart here
+    assert is_299 == pytest.approx(ev["sft"]["inception_score"], rel=2e-4)
     is_75, _ = inception_score(images, weights, 75, splits=2, batch_size=4)
     assert is_75 != pytest.approx(is_299, rel=1e-3)  # the check above can tell the sizes apart
 
