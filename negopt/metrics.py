@@ -115,6 +115,12 @@ def _check_uint8(images: torch.Tensor, who: str) -> None:
         raise ValueError(f"{who}: expected uint8 images [N, 3, H, W], got {shape} {dtype}")
 
 
+def _require_splits(n: int, splits: int) -> None:
+    """Both IS paths refuse fewer images than splits (an empty split has no marginal)."""
+    if n < splits:
+        raise ValueError(f"inception_score: {n} images cannot fill {splits} splits (evaluate.is_splits)")
+
+
 def inception_score(
     images: torch.Tensor,
     weights_path: str,
@@ -127,10 +133,7 @@ def inception_score(
     import torch_fidelity
 
     _check_uint8(images, "inception_score")
-    if len(images) < splits:
-        raise ValueError(
-            f"inception_score: {len(images)} images cannot fill {splits} splits (evaluate.is_splits)"
-        )
+    _require_splits(len(images), splits)
     check_inception_weights(weights_path)
     name, _ = inception_extractor(input_size)
     device = device or torch.device("cpu")
@@ -158,8 +161,7 @@ def inception_score_from_logits(logits: torch.Tensor, splits: int = 10) -> tuple
     from torch_fidelity.defaults import DEFAULTS
     from torch_fidelity.metric_isc import isc_features_to_metric
 
-    if len(logits) < splits:
-        raise ValueError(f"inception_score: {len(logits)} images cannot fill {splits} splits (evaluate.is_splits)")
+    _require_splits(len(logits), splits)
     out = isc_features_to_metric(logits.cpu(), splits, DEFAULTS["samples_shuffle"], DEFAULTS["rng_seed"])
     return float(out["inception_score_mean"]), float(out["inception_score_std"])
 

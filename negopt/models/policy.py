@@ -42,8 +42,8 @@ def _pre_tokenizer(kind: str):
     low quality:1.4), watermark, ..."), so with ``phrase`` a BPE can learn a frequent phrase with its
     comma as one token: on the shared real pairs a test negative's median length is 28 tokens (90th
     percentile 72) at vocabulary 4,000, against 74 (219) for ``word`` at the default 1,000 and 66 (201)
-    at 4,000, so copying a retrieved negative is a short sequence. On the built-in sample it costs most of SFT's ROUGE (README), so ``word`` is
-    the default.
+    at 4,000, so copying a retrieved negative is a short sequence. On the built-in sample it costs most
+    of SFT's ROUGE (README), so ``word`` is the default.
     """
     if kind == "word":
         return pre_tokenizers.ByteLevel(add_prefix_space=True)
