@@ -11,7 +11,8 @@ of a trained model: ``save_pretrained`` writes it, with the decode, to ``negopt.
 A retrieval-augmented model (``sft.retrieval_k`` > 0) also reads the negatives of the prompt's nearest
 training prompts (:class:`Retrieval`); its index is saved in the same folder (negopt/retrieval.py) and
 :func:`format_sources` builds the source for SFT, the RL rollouts and this decode alike, so RL
-optimises the model a user deploys.
+optimises the model a user deploys. A model whose sft stage fitted a rerank (negopt/rerank.py) also answers
+with the best of its own negative and its neighbours' negatives under the saved weights, here, for every consumer.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from negopt.params import Decode, Sft
+from negopt.rerank import RerankWeights, choose, table
 from negopt.retrieval import RetrievalIndex
 
 _INPUT = Sft()  # the input-format defaults (task prefix, source length) live in the params schema
@@ -49,10 +51,12 @@ def format_source(prompt: str, task_prefix: str, context: Sequence[str] = ()) ->
 
 @dataclass(frozen=True)
 class Retrieval:
-    """A trained model's retrieval: the training index and how many neighbours' negatives a source holds."""
+    """A trained model's retrieval: the training index, how many neighbours' negatives a source holds (``k``, may
+    be 0) and the fitted rerank of the decode's output against the neighbours' negatives (negopt/rerank.py), if any."""
 
     index: RetrievalIndex
     k: int
+    rerank: RerankWeights | None = None
 
     def context(self, prompts: Sequence[str], groups=None) -> list[list[str]]:
         """The negatives of each prompt's ``k`` nearest training prompts (``groups``: see ``RetrievalIndex.context``)."""
@@ -70,13 +74,14 @@ def format_sources(prompts: Sequence[str], task_prefix: str, retrieval: Retrieva
 def load_retrieval(path: str | Path) -> Retrieval | None:
     """The retrieval saved with the model in folder ``path`` (``negopt.json``'s ``retrieval_k`` + the index), if any."""
     cfg_path = Path(path) / CONFIG
-    k = json.loads(cfg_path.read_text()).get("retrieval_k", 0) if cfg_path.is_file() else 0
-    if not k:
+    cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    k, rerank = cfg.get("retrieval_k", 0), cfg.get("rerank")
+    if not k and not rerank:
         return None
     if not RetrievalIndex.saved_in(path):
-        raise FileNotFoundError(f"{path}: {CONFIG} says retrieval_k={k} but the retrieval index is missing; "
-                                "re-run `dvc repro sft`")
-    return Retrieval(RetrievalIndex.load(path), k)
+        raise FileNotFoundError(f"{path}: {CONFIG} says retrieval_k={k}, rerank={rerank} but the retrieval index is "
+                                "missing; re-run `dvc repro sft`")
+    return Retrieval(RetrievalIndex.load(path), k, RerankWeights.from_dict(rerank) if rerank else None)
 
 
 _SAVED: dict[tuple[str, int], Retrieval | None] = {}
@@ -130,7 +135,14 @@ def decode_negatives(model, tokenizer, prompts: Sequence[str], decode: Decode, t
             enc = tokenizer(batch, max_length=max_source_length, truncation=True, padding=True,
                             return_tensors="pt").to(device)
             ids = model.generate(**enc, **generate_kwargs(decode, num))
-            out += [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+            own = [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+            if retrieval is not None and retrieval.rerank is not None:
+                w = retrieval.rerank
+                c = table(model, tokenizer, prompts[i:i + batch_size], batch,
+                          [own[j:j + num] for j in range(0, len(own), num)], retrieval.index, w.neighbours,
+                          max_source_length, decode.max_new_tokens, logprob=w.logprob != 0)
+                own = [t for row in choose(c, w, num) for t in row]
+            out += own
     model.train(was_training)
     return out
 
@@ -181,7 +193,8 @@ class NegativePromptGenerator:
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
         cfg = {"task_prefix": self.task_prefix, "max_source_length": self.max_source_length,
-               "decode": self.decode.model_dump(), "retrieval_k": self.retrieval.k if self.retrieval else 0}
+               "decode": self.decode.model_dump(), "retrieval_k": self.retrieval.k if self.retrieval else 0,
+               "rerank": self.retrieval.rerank.to_dict() if self.retrieval and self.retrieval.rerank else None}
         if self.retrieval is not None:
             self.retrieval.index.save(path)
         (Path(path) / CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")

@@ -203,6 +203,11 @@ class Sft(Section):
     # with retrieval_k > 0: the share of training rows whose first retrieved negative is their own (self-retrieval),
     # so a from-scratch model learns to copy (negopt.sft.training_contexts); 0 = neighbours only
     retrieval_self_share: Fraction = 0.0
+    # Retrieve-and-rerank decode (negopt/rerank.py): the model's negative or one of its k nearest training prompts'
+    # negatives, by weights fitted on val; kept only if they beat the model's own by rerank_min_z paired SE there.
+    # 0 = the model's negative alone
+    rerank_neighbours: NonNegInt = 8
+    rerank_min_z: NonNeg = 3.0
     # Batches of similar (source + target) length: random batches of the sample pad to ~2x their tokens
     group_by_length: bool = True
 

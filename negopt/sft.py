@@ -26,7 +26,7 @@ from transformers import (
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import get_last_checkpoint
 
-from negopt.decode import Retrieval, format_sources
+from negopt.decode import Retrieval, decode_negatives, format_sources
 from negopt.fingerprint import fingerprint
 from negopt.io import write_json
 
@@ -244,6 +244,28 @@ def training_contexts(retrieval: Retrieval, prompts: Sequence[str], near_duplica
     chosen = np.random.default_rng(seed).random(len(prompts)) < self_share
     return [[own, *ctx[:retrieval.k - 1]] if pick else ctx
             for ctx, own, pick in zip(contexts, negatives, chosen, strict=True)]
+
+
+def fit_rerank(model, tokenizer, prompts: Sequence[str], references: Sequence[str], retrieval: Retrieval,
+               sft, decode, seed: int = 0) -> tuple[Retrieval, dict]:
+    """``retrieval`` with the rerank fitted on (``prompts``, ``references``) (val), or without one when it does not
+    beat the model's own negative by ``sft.rerank_min_z`` paired SE (negopt/rerank.py); and the fit's report."""
+    from dataclasses import replace
+
+    from negopt.rerank import fit, rouge_l_tokens, rouge_tokens, table
+
+    plain = replace(retrieval, rerank=None)
+    own = decode_negatives(model, tokenizer, list(prompts), decode, sft.task_prefix, sft.max_source_length,
+                           seed=seed, retrieval=plain)
+    sources = format_sources(list(prompts), sft.task_prefix, plain)
+    c = table(model, tokenizer, prompts, sources, [[o] for o in own], retrieval.index, sft.rerank_neighbours,
+              sft.max_source_length, decode.max_new_tokens)
+    refs = rouge_tokens(references)
+    rouge = np.zeros(c.valid.shape)
+    for i, (row, ref) in enumerate(zip(c.texts, refs, strict=True)):
+        rouge[i, :len(row)] = [rouge_l_tokens(t, ref) for t in rouge_tokens(row)]
+    weights, report = fit(c, rouge, sft.rerank_neighbours, sft.rerank_min_z)
+    return replace(retrieval, rerank=weights), report | {"rerank_weights": weights.to_dict() if weights else None}
 
 
 def model_card_body(base_model: str, data: dict[str, Any], params: dict[str, Any], metrics: dict[str, Any],

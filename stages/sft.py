@@ -24,6 +24,7 @@ from negopt.runtime import resolve_device, start_stage
 from negopt.sft import (
     LiveCallback,
     encode_pairs,
+    fit_rerank,
     model_card_body,
     prepare_checkpoints,
     run_fingerprint,
@@ -71,12 +72,24 @@ def main() -> None:
                        callbacks=[LiveCallback(live)], resume_from=resume)
     train_seconds = time.perf_counter() - t0
 
+    rerank: dict = {"rerank": False}
+    if sft.rerank_neighbours:
+        fitted, rerank = fit_rerank(model, tokenizer, val.prompt.tolist(), val.negative_prompt.tolist(),
+                                    Retrieval(index, sft.retrieval_k), sft, params.decode, seed)
+        print(f"sft: rerank {'on' if fitted.rerank else 'off'}: val rougeL {rerank['rerank_val_rougeL']:.3f} vs the "
+              f"model's own {rerank['rerank_val_rougeL_own']:.3f} ({rerank['rerank_val_gain_z']:.1f} paired SE; "
+              f"sft.rerank_min_z = {sft.rerank_min_z})")
+        retrieval = fitted if fitted.rerank or fitted.k else None
     generator = NegativePromptGenerator(model, tokenizer, params.decode, sft.task_prefix, sft.max_source_length,
                                         retrieval)
     predictions = generator(test.prompt.tolist(), seed=seed, progress=True)
-    scores = score_sft(predictions, test.negative_prompt.tolist(), train.negative_prompt.tolist(),
-                       baselines={"retrieval": index.predict(test.prompt.tolist())})
-    metrics = {"eval_loss": result["eval_loss"], **scores, "train_loss": result["train_loss"],
+    baselines = {"retrieval": index.predict(test.prompt.tolist())}
+    if rerank["rerank"]:  # the model's own negative, as the deployed decode was before the rerank
+        own = NegativePromptGenerator(model, tokenizer, params.decode, sft.task_prefix, sft.max_source_length,
+                                      Retrieval(index, sft.retrieval_k) if sft.retrieval_k else None)
+        baselines["model_own"] = own(test.prompt.tolist(), seed=seed)
+    scores = score_sft(predictions, test.negative_prompt.tolist(), train.negative_prompt.tolist(), baselines)
+    metrics = {"eval_loss": result["eval_loss"], **scores, **rerank, "train_loss": result["train_loss"],
                "n_train": len(train), "n_val": len(val), "n_test": len(test), "steps": result["global_step"],
                "resumed_from_step": result["resumed_from_step"], "train_seconds": round(train_seconds, 1)}
 

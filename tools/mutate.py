@@ -243,6 +243,23 @@ MUTANTS: list[Mutant] = [
       "rng = np.random.default_rng([seed, step])", "a restart repeats the first attempt's training stream"),
     M("negopt/reward_terms.py", "return {t.model for t in REWARD_TERMS.values() if t.model} - set(models_needed(weights))",
       "return {t.model for t in REWARD_TERMS.values() if t.model}", "a weighted preference model counted as unused"),
+    # --- the retrieve-and-rerank decode (issue 15) ----------------------------------------------------
+    M("negopt/rerank.py", "v = ((v + u) | (v - u)) & full", "v = (v - u) & full", "bit-parallel LCS without the carry"),
+    M("negopt/rerank.py", "return 0.0 if n == 0 else 2 * n / (len(a) + len(b))", "return 0.0 if n == 0 else n / max(len(a), len(b))",
+      "ROUGE-L as LCS over the longer text, not the F-measure"),
+    M("negopt/rerank.py", "            if t not in row:\n", "            if True:\n", "a neighbour's repeated negative is a second candidate"),
+    M("negopt/rerank.py", "weight = np.clip(c.cos, 0.0, None) ** w.sharpness", "weight = np.clip(c.cos, 0.0, None) ** 1.0",
+      "rerank.sharpness ignored"),
+    M("negopt/rerank.py", "+ w.similarity * c.sim +", "+ w.similarity * c.sim * 0 +", "neighbour similarity dropped from the score"),
+    M("negopt/rerank.py", "np.where(c.own, w.own, 0.0)", "np.where(c.own, 0.0, w.own)", "own bonus given to the neighbours"),
+    M("negopt/rerank.py", 'order = np.argsort(-scores(c, w), axis=1, kind="stable")', 'order = np.argsort(scores(c, w), axis=1, kind="stable")',
+      "rerank chooses the worst candidate"),
+    M("negopt/rerank.py", "keep = bool(d.mean() > 0 and z >= min_z)", "keep = bool(d.mean() > 0)", "rerank kept whatever its val z"),
+    M("negopt/rerank.py", "own = rouge[:, 0]  # column 0", "own = rouge[:, 1]  # column 0", "rerank gate against a neighbour"),
+    M("negopt/rerank.py", "c.logprob[rows, cols] = lp", "c.logprob[rows, cols] = 0.0 * lp", "candidate log-probs never filled"),
+    M("negopt/decode.py", "own = [t for row in choose(c, w, num) for t in row]", "own = own", "the saved rerank not applied"),
+    M("negopt/decode.py", '"rerank": self.retrieval.rerank.to_dict() if self.retrieval and self.retrieval.rerank else None}',
+      '"rerank": None}', "rerank weights not saved with the model"),
 ]
 
 # Fast tests per module (first match wins); slow ones (the tiny-zoo loop, SFT training) run in CI only.
@@ -271,7 +288,8 @@ TESTS: list[tuple[str, list[str]]] = [
     ("negopt/data/clean.py", ["tests/test_clean.py"]),
     ("negopt/compare.py", ["tests/test_compare.py", "tests/test_report.py"]),
     ("negopt/sft.py", _SFT_FAST + ["tests/test_retrieval.py"]),
-    ("negopt/decode.py", ["tests/test_decode.py"]),
+    ("negopt/decode.py", ["tests/test_decode.py", "tests/test_rerank.py"]),
+    ("negopt/rerank.py", ["tests/test_rerank.py"]),
     ("negopt/models/find.py", ["tests/test_find.py", "tests/test_fetch.py", "tests/test_models.py",
                                "tests/test_pipelines.py", "tests/test_preference.py", "-k", "not rl_trains"]),
     ("negopt/data/sources.py", ["tests/test_source_tracking.py", "tests/test_sources.py", "-m", "not e2e"]),
