@@ -23,7 +23,10 @@ VENV_BIN = Path(sys.executable).parent
 # Keys overridden in the temp repo only; every stage still runs its full code path.
 FAST = {
     "data": {"sample": {"rows": 2000}},
-    "sft": {"max_steps": 40, "eval_steps": 20, "save_steps": 20, "max_eval_samples": 32, "max_test_samples": 32},
+    # rerank off: a 40-step model loses to its neighbours' negatives, so the fitted rerank would answer those and
+    # 4 RL steps could not change a deployed negative (the sweep's weightings then tie); tests/test_rerank.py covers it
+    "sft": {"max_steps": 40, "eval_steps": 20, "save_steps": 20, "max_eval_samples": 32, "max_test_samples": 32,
+            "rerank_neighbours": 0},
     # selection by reward as by default, with any positive val gain kept (4 steps cannot reach 3 SE) and one restart
     "rl": {"steps": 4, "checkpoint_every": 2, "eval_prompts": 16, "calibration_prompts": 8, "select_reward_prompts": 16,
            "select_min_z": 0.0, "restarts": 1},
