@@ -72,7 +72,8 @@ def format_sources(prompts: Sequence[str], task_prefix: str, retrieval: Retrieva
 
 
 def load_retrieval(path: str | Path) -> Retrieval | None:
-    """The retrieval saved with the model in folder ``path`` (``negopt.json``'s ``retrieval_k`` + the index), if any."""
+    """The retrieval saved with the model in folder ``path`` (``negopt.json``'s ``retrieval_k`` and ``rerank`` + the
+    index), if either is set."""
     cfg_path = Path(path) / CONFIG
     cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
     k, rerank = cfg.get("retrieval_k", 0), cfg.get("rerank")

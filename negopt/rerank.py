@@ -29,10 +29,10 @@ import torch
 
 # The fitted grid. Scores are compared within a prompt only, so one weight may stay at a fixed scale;
 # ``own`` spans "never the model" (-1e9) to "always the model" (1e9, the plain decode).
-GRID = {"logprob": (0.0, 0.05, 0.1, 0.2, 0.5, 1.0), "agreement": (0.0, 0.5, 1.0, 2.0, 4.0),
-        "similarity": (0.0, 0.5, 1.0, 2.0, 4.0), "own": (-1e9, -0.5, -0.2, 0.0, 0.2, 0.5, 1e9),
-        "sharpness": (0.0, 1.0, 2.0, 4.0, 8.0)}
 ALWAYS_OWN = 1e9
+GRID = {"logprob": (0.0, 0.05, 0.1, 0.2, 0.5, 1.0), "agreement": (0.0, 0.5, 1.0, 2.0, 4.0),
+        "similarity": (0.0, 0.5, 1.0, 2.0, 4.0), "own": (-ALWAYS_OWN, -0.5, -0.2, 0.0, 0.2, 0.5, ALWAYS_OWN),
+        "sharpness": (0.0, 1.0, 2.0, 4.0, 8.0)}
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,7 @@ def main() -> None:
     train_seconds = time.perf_counter() - t0
 
     rerank: dict = {"rerank": False}
+    context_only = retrieval  # the trained model's input (retrieval_k's context, or None), before any rerank
     if sft.rerank_neighbours:
         fitted, rerank = fit_rerank(model, tokenizer, val.prompt.tolist(), val.negative_prompt.tolist(),
                                     Retrieval(index, sft.retrieval_k), sft, params.decode, seed)
@@ -86,7 +87,7 @@ def main() -> None:
     baselines = {"retrieval": index.predict(test.prompt.tolist())}
     if rerank["rerank"]:  # the model's own negative, as the deployed decode was before the rerank
         own = NegativePromptGenerator(model, tokenizer, params.decode, sft.task_prefix, sft.max_source_length,
-                                      Retrieval(index, sft.retrieval_k) if sft.retrieval_k else None)
+                                      context_only)
         baselines["model_own"] = own(test.prompt.tolist(), seed=seed)
     scores = score_sft(predictions, test.negative_prompt.tolist(), train.negative_prompt.tolist(), baselines)
     metrics = {"eval_loss": result["eval_loss"], **scores, **rerank, "train_loss": result["train_loss"],

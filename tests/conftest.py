@@ -99,6 +99,12 @@ def shared_pairs() -> Path:
     return path
 
 
+# The crafted retrieval train set (tests/test_retrieval.py works its neighbours out by hand): "a city street"
+# retrieves rows 2 then 3, "a cat oil painting" rows 1 then 0.
+TRAIN_P = ["a portrait of a cat", "a cat oil painting", "a city street", "a street at night"]
+TRAIN_N = ["blurry", "ugly hands", "lowres", "noise"]
+
+
 # --- the tiny model zoo (helper "models"), built once per session and shared by every test ---------------
 TINY_TEXTS = [
     f"{subject} {style}, {extra}"

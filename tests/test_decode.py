@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import TRAIN_N, TRAIN_P
 from typer.testing import CliRunner
 
 from negopt.decode import (
@@ -20,10 +21,6 @@ from negopt.decode import (
 )
 from negopt.params import Decode
 from negopt.retrieval import RetrievalIndex
-
-# the crafted train set of tests/test_retrieval.py: "a city street" retrieves rows 2 then 3
-TRAIN_P = ["a portrait of a cat", "a cat oil painting", "a city street", "a street at night"]
-TRAIN_N = ["blurry", "ugly hands", "lowres", "noise"]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

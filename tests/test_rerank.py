@@ -8,6 +8,7 @@ import random
 
 import numpy as np
 import pytest
+from conftest import TRAIN_N, TRAIN_P
 from rouge_score import rouge_scorer
 
 from negopt.decode import CONFIG, NegativePromptGenerator, Retrieval, saved_retrieval
@@ -22,9 +23,6 @@ from negopt.rerank import (
     scores,
 )
 from negopt.retrieval import RetrievalIndex
-
-TRAIN_P = ["a portrait of a cat", "a cat oil painting", "a city street", "a street at night"]
-TRAIN_N = ["blurry", "ugly hands", "lowres", "noise"]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import TRAIN_N, TRAIN_P
 
 from negopt.retrieval import RetrievalIndex
 from negopt.sft import paired_gain, score_sft
@@ -41,9 +42,8 @@ def test_score_sft_reports_each_baseline_and_the_gain_over_it():
     assert s["rougeL_gain_over_most_frequent"] == pytest.approx(2 / 3)
 
 
-# A crafted train set whose neighbours are known by hand: rows 0/1 share "cat", rows 2/3 share "street".
-TRAIN_P = ["a portrait of a cat", "a cat oil painting", "a city street", "a street at night"]
-TRAIN_N = ["blurry", "ugly hands", "lowres", "noise"]
+# The crafted train set (conftest.TRAIN_P / TRAIN_N), neighbours known by hand: rows 0/1 share "cat", rows 2/3
+# share "street".
 
 
 def test_context_is_the_k_nearest_negatives_best_first():
