@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import random
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -23,6 +24,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import tqdm
+import tqdm.auto
 
 from negopt import io
 from negopt.generate import MANIFEST, WorkItem, clear_outputs, manifest_frame, render_batches, save_png
@@ -83,8 +86,22 @@ def _hashes(path: Path) -> dict[str, str] | None:
     return out
 
 
+def _own_progress_locks() -> None:
+    """tqdm's write lock holds a multiprocessing RLock, a semaphore that a forked child shares with its
+    parent: a child killed while it draws a progress bar (save_pretrained draws one) leaves it taken, and
+    the parent's next bar blocks for ever -- the hang that ran CI past its 90 minutes. The child draws
+    with locks of its own."""
+    classes = [tqdm.tqdm]
+    while classes:
+        cls = classes.pop()
+        classes += cls.__subclasses__()
+        if cls is tqdm.tqdm or "_lock" in vars(cls):
+            cls.set_lock(threading.RLock())
+
+
 def _write_forever(kind: str, path: str, started, writing) -> None:
     torch.set_num_threads(1)
+    _own_progress_locks()
     write, _ = WRITERS[kind]
     started.set()
     for i in range(10_000):  # bounded; the parent kills it long before
@@ -122,20 +139,22 @@ def test_killed_writers_leave_whole_outputs_or_none(kind, tmp_path):
     reads = mid_write = 0
     for _ in range(KILLS):
         started, writing = ctx.Event(), ctx.Value("i", 0, lock=False)
-        child = ctx.Process(target=_write_forever, args=(kind, str(path), started, writing))
+        child = ctx.Process(target=_write_forever, args=(kind, str(path), started, writing), daemon=True)
         child.start()
-        assert started.wait(timeout=60)
-        deadline = time.monotonic() + rng.uniform(0.0, 2 * seconds)  # within the first two writes
-        while time.monotonic() < deadline:
-            try:
-                h = _hashes(path)
-            except FileNotFoundError:  # a folder swapped while listed: absent for that moment
-                continue
-            assert seen_ok(h, writer_dead=False), f"{kind}: a reader saw a partial output while it was written"
-            reads += 1
-        assert child.is_alive(), f"{kind}: the writer died on its own (exit code {child.exitcode})"
-        child.kill()
-        child.join(timeout=30)
+        try:  # a failed check still kills the writer: a live child would block pytest's exit
+            assert started.wait(timeout=60)
+            deadline = time.monotonic() + rng.uniform(0.0, 2 * seconds)  # within the first two writes
+            while time.monotonic() < deadline:
+                try:
+                    h = _hashes(path)
+                except FileNotFoundError:  # a folder swapped while listed: absent for that moment
+                    continue
+                assert seen_ok(h, writer_dead=False), f"{kind}: a reader saw a partial output while written"
+                reads += 1
+            assert child.is_alive(), f"{kind}: the writer died on its own (exit code {child.exitcode})"
+        finally:
+            child.kill()
+            child.join(timeout=30)
         mid_write += writing.value
         assert seen_ok(_hashes(path), writer_dead=True), f"{kind}: a kill left a partial output at the final path"
         reads += 1
@@ -145,3 +164,30 @@ def test_killed_writers_leave_whole_outputs_or_none(kind, tmp_path):
     write(1, path)  # the stage's rerun
     assert _hashes(path) == versions[1]
     assert not list(path.parent.rglob(".*"))  # no temp file of a killed writer remains
+
+
+def _hold_a_progress_lock(held) -> None:
+    _own_progress_locks()
+    tqdm.auto.tqdm.get_lock().acquire()  # what a bar does while it draws
+    held.set()
+    time.sleep(60)
+
+
+def test_a_writer_killed_while_drawing_a_progress_bar_leaves_the_parents_bars_free():
+    for _ in tqdm.auto.tqdm(range(2), disable=False):  # the parent's lock exists before the fork, as in a run
+        pass
+    ctx = multiprocessing.get_context("fork")
+    held = ctx.Event()
+    child = ctx.Process(target=_hold_a_progress_lock, args=(held,), daemon=True)
+    child.start()
+    try:
+        assert held.wait(timeout=60)
+    finally:
+        child.kill()
+        child.join(timeout=30)
+    locks = tqdm.auto.tqdm.get_lock().locks
+    free = [lk.acquire(timeout=2) for lk in locks]
+    for lk, ok in zip(locks, free, strict=True):
+        if ok:
+            lk.release()
+    assert all(free), "the parent's next progress bar would block for ever"
