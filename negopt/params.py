@@ -295,7 +295,7 @@ class Rl(Section):
     clip_term: Literal["cosine", "clamped"] = "cosine"
     scale_floor: Fraction = 0.01
     calibration_prompts: Annotated[int, Field(ge=2)] = 32
-    image_batch_size: PosInt = 16
+    image_batch_size: PosInt = 32
     eval_prompts: PosInt = 256  # >= 128 recommended (see recommendations)
     eval_seeds_per_prompt: Annotated[int, Field(ge=1, le=16)] = 4
     eval_seed: NonNegInt = 1234
