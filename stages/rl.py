@@ -27,7 +27,7 @@ from negopt.models.find import require_profile
 from negopt.models.loader import load_policy, load_scorer, load_sd_pipeline
 from negopt.reward_terms import models_needed, unused_models
 from negopt.rl.card import write_rl_card
-from negopt.rl.evaluate import ValRewardGain, distinct_share, eval_plan, evaluate_rl, greedy_negatives
+from negopt.rl.evaluate import ValDecode, ValRewardGain, distinct_share, eval_plan, evaluate_rl
 from negopt.rl.health import health_checks
 from negopt.rl.loop import Components, anchor_from_step, overhead_share, run_rl
 from negopt.rl.rewards import weighted_sum_reward
@@ -69,11 +69,12 @@ def diversity_guard(params, tokenizer, sft_policy, val_prompts: list[str], accel
     if not rl.select_every:
         return None
     prompts, _ = eval_plan(val_prompts, rl.eval_prompts, rl.eval_seed)
+    decode = ValDecode(tokenizer, params)  # the share and the reward plan read one decode per check
 
     def measure(model) -> float:
-        return distinct_share(greedy_negatives(model, tokenizer, prompts, params))
+        return distinct_share(decode(model, prompts))
 
-    gain = (ValRewardGain(accelerator, pipe, tokenizer, sft_policy, val_prompts, params)
+    gain = (ValRewardGain(accelerator, pipe, tokenizer, sft_policy, val_prompts, params, decode)
             if rl.select_reward_prompts else None)
     return DiversityGuard(rl.select_every, rl.select_min_ratio, measure, sft_policy, patience=rl.select_patience,
                           dense_steps=rl.select_dense_steps, gain=gain, min_z=rl.select_min_z)

@@ -311,6 +311,32 @@ def test_selection_by_reward_is_bound_to_the_calibrated_reward_and_scores_each_d
     assert guard.kept_step == best and guard.report()["by"] == "reward"
 
 
+def test_selections_val_images_count_as_images_in_the_steps_anatomy(zoo):
+    """Checkpoint selection's val rendering + scoring is generation, not overhead: the loop logs it as
+    ``seconds_select_images`` (the gain measure's own clock) and the rest of the check as ``seconds_select``."""
+    from negopt.rl.loop import overhead_share, run_rl
+    from negopt.rl.selection import DiversityGuard
+
+    class ClockedGain:  # a gain whose val images "took" 2.5 s a check, on its own clock
+        image_seconds = 0.0
+
+        def __call__(self, model):
+            self.image_seconds += 2.5
+            return 1.0, 0.1
+
+    params = rl_params(zoo, "anatomy", select_every=1)
+    comp = components(params)
+    guard = DiversityGuard(1, 0.5, lambda model: 0.5, comp.ref, gain=ClockedGain(), min_z=0.0)
+    live = FakeLive(zoo / "anatomy")
+    state = run_rl(params, comp, PROMPTS, live=live, guard=guard)
+    rows = {name: [v for _, n, v in live.rows if n == name] for name in ("train/seconds_select_images", "train/seconds_select")}
+    assert rows["train/seconds_select_images"] == [2.5] * state.step
+    assert state.seconds["select_images"] == pytest.approx(2.5 * state.step)
+    assert state.seconds["select"] == pytest.approx(sum(rows["train/seconds_select"]))
+    moved = dict(state.seconds, images=state.seconds["images"] + state.seconds["select_images"], select_images=0.0)
+    assert overhead_share(state.seconds) == pytest.approx(overhead_share(moved))
+
+
 def test_anchor_adds_coef_times_the_sft_loss_on_human_pairs(zoo):
     """With zero advantages the RLOO loss is 0, so the update's loss is exactly anchor_coef x the SFT loss."""
     from negopt.rl.loop import anchor_batch, update

@@ -124,6 +124,9 @@ def test_overhead_share_is_the_time_outside_images_over_the_loop():
     # 212 s images, 42 sample, 23 update, 97 select (the fresh-clone run before the dense schedule): 162 / 374
     assert overhead_share({"images": 212.0, "sample": 42.0, "update": 23.0, "select": 97.0}) == pytest.approx(162 / 374)
     assert overhead_share({"images": 0.0, "sample": 0.0}) == 0.0
+    # selection's val images are generation + scoring too: 100 + 20 of 150 s, overhead 30 / 150
+    assert overhead_share({"images": 100.0, "select_images": 20.0, "sample": 10.0, "update": 10.0,
+                           "select": 10.0}) == pytest.approx(30 / 150)
 
 
 def test_best_gain_step_is_the_largest_significant_gain_among_diverse_steps():
@@ -190,7 +193,8 @@ def test_val_reward_gain_renders_only_changed_prompts_and_pairs_by_hand(monkeypa
     prompts = [f"prompt {i}" for i in range(6)]
     rl = SimpleNamespace(select_reward_prompts=4, select_reward_seeds=2, eval_seed=7, image_batch_size=3)
     params = SimpleNamespace(rl=rl, active=None)
-    decodes = {"sft": lambda p: "ab", "rl": lambda p: "abcd" if p.endswith(("1", "3", "5")) else "ab"}
+    sft, rl_model = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)  # the decode is keyed by a module's weights
+    decodes = {sft: lambda p: "ab", rl_model: lambda p: "abcd" if p.endswith(("1", "3", "5")) else "ab"}
     monkeypatch.setattr(ev, "greedy_negatives", lambda model, tok, ps, params: [decodes[model](p) for p in ps])
     rendered = []
 
@@ -199,19 +203,50 @@ def test_val_reward_gain_renders_only_changed_prompts_and_pairs_by_hand(monkeypa
         return {"reward": torch.tensor([reward_fn(n, s) for n, s in zip(negs, seeds, strict=True)])}
 
     monkeypatch.setattr(ev, "score_triples", fake_score)
-    gain = ev.ValRewardGain(None, None, None, "sft", prompts, params)
+    gain = ev.ValRewardGain(None, None, None, sft, prompts, params)
     plan, seeds = ev.eval_plan(prompts, 4, 7, 2)
     assert gain.prompts == plan and gain.seeds == seeds and len(plan) == 4
     with pytest.raises(RuntimeError, match="bind"):
-        gain("rl")
+        gain(rl_model)
     gain.bind(lambda negative, seed: float(len(negative) + seed % 3))
     assert len(rendered) == 8 and gain.images_rendered == 8  # SFT's plan: 4 prompts x 2 seeds, once
     rendered.clear()
-    g, se = gain("rl")
+    g, se = gain(rl_model)
     changed = [i for i, p in enumerate(plan) if p.endswith(("1", "3", "5"))]
     assert {r[0] for r in rendered} == {plan[i] for i in changed} and len(rendered) == 2 * len(changed)
     # the seeds cancel (same seeds for SFT and RL): a changed prompt gains len("abcd") - len("ab") = 2, others 0
     want = torch.tensor([2.0 if i in changed else 0.0 for i in range(4)], dtype=torch.float64)
     assert (g, se) == pytest.approx(mean_and_se(want))
     rendered.clear()
-    assert gain("sft") == (0.0, 0.0) and rendered == []  # nothing changed: nothing rendered, exactly no gain
+    assert gain(sft) == (0.0, 0.0) and rendered == []  # nothing changed: nothing rendered, exactly no gain
+
+
+def test_val_decode_decodes_each_prompt_once_per_weights(monkeypatch):
+    """A check's two reads (diversity share, reward plan) cost one decode; any weight change decodes anew."""
+    from negopt.rl import evaluate as ev
+
+    calls = []
+
+    def fake_greedy(model, tok, ps, params):
+        calls.append(list(ps))
+        return [f"{p}|{model.weight.item():.1f}" for p in ps]
+
+    monkeypatch.setattr(ev, "greedy_negatives", fake_greedy)
+    model = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    decode = ev.ValDecode(None, None)
+    assert decode(model, ["a", "b", "c"]) == ["a|1.0", "b|1.0", "c|1.0"] and calls == [["a", "b", "c"]]
+    assert decode(model, ["c", "a"]) == ["c|1.0", "a|1.0"] and len(calls) == 1  # the plan's subset: free
+    assert decode(model, ["a", "d", "d"]) == ["a|1.0", "d|1.0", "d|1.0"] and calls[-1] == ["d"]  # only the new one
+    opt = torch.optim.AdamW(model.parameters(), lr=0.5)
+    model(torch.ones(1, 1)).sum().backward()
+    opt.step()  # an RL update writes the weights in place
+    assert decode(model, ["a"])[0] != "a|1.0" and calls[-1] == ["a"]
+    model.load_state_dict({"weight": torch.full((1, 1), 2.0), "bias": torch.zeros(1)})  # the guard's restore
+    assert decode(model, ["a"]) == ["a|2.0"] and len(calls) == 4
+    other = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        other.weight.fill_(2.0)
+    decode(other, ["a"])  # another model (SFT's) with equal weights is still decoded itself
+    assert len(calls) == 5 and decode.decoded == 3 + 1 + 1 + 1 + 1

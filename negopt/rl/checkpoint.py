@@ -37,7 +37,7 @@ class RlState:
     marginal: torch.Tensor  # [C] Inception marginal of the fidelity term
     attempt: int = 0  # the training run (rl.restarts): 0 first, each restart on its own training stream
     steps_before: int = 0  # steps trained by the earlier attempts (dvclive's step = steps_before + step)
-    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("sample", "images", "update", "select"), 0.0))
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("sample", "images", "update", "select", "select_images"), 0.0))
 
 
 def fingerprint(params: Params, sft_dir: str) -> str:

@@ -10,6 +10,7 @@ scored with one reward function (the same term statistics and Inception marginal
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
@@ -74,6 +75,37 @@ def greedy_negatives(model, tokenizer, prompts: list[str], params: Params) -> li
                             params.sft.max_source_length, retrieval=saved_retrieval(params.paths.sft))
 
 
+def weights_version(model) -> tuple[int, ...]:
+    """A key that changes whenever the model's weights may have: its identity and every parameter's version
+    counter, which torch bumps on each in-place write (optimizer steps, ``load_state_dict``)."""
+    return (id(model), *(p._version for p in model.parameters()))
+
+
+class ValDecode:
+    """The deployed decode (``greedy_negatives``) of val prompts, at most once per prompt and weights.
+
+    A selection check reads the decode twice, for the diversity share of its prompts and for the reward plan's
+    (a subset of them when val has no more prompts than ``rl.eval_prompts``): the second read is free.
+    ``__call__(model, prompts)`` decodes only the prompts this model's current weights have not decoded yet.
+    """
+
+    def __init__(self, tokenizer, params: Params) -> None:
+        self.tokenizer, self.params = tokenizer, params
+        self.key: tuple[int, ...] | None = None
+        self.negatives: dict[str, str] = {}
+        self.decoded = 0  # prompts decoded, over all calls
+
+    def __call__(self, model, prompts: list[str]) -> list[str]:
+        key = weights_version(model)
+        if key != self.key:
+            self.key, self.negatives = key, {}
+        missing = [p for p in dict.fromkeys(prompts) if p not in self.negatives]
+        if missing:
+            self.negatives |= dict(zip(missing, greedy_negatives(model, self.tokenizer, missing, self.params), strict=True))
+            self.decoded += len(missing)
+        return [self.negatives[p] for p in prompts]
+
+
 class ValRewardGain:
     """Paired val reward gain of a policy's deployed decode over SFT's: checkpoint selection by reward.
 
@@ -84,14 +116,17 @@ class ValRewardGain:
     per-prompt mean difference, as ``paired_summary`` on the test.
     """
 
-    def __init__(self, accelerator, pipe, tokenizer, sft_model, val_prompts: list[str], params: Params) -> None:
+    def __init__(self, accelerator, pipe, tokenizer, sft_model, val_prompts: list[str], params: Params,
+                 decode: ValDecode | None = None) -> None:
         rl = params.rl
         self.accelerator, self.pipe, self.tokenizer, self.params = accelerator, pipe, tokenizer, params
+        self.decode = decode or ValDecode(tokenizer, params)  # shared with the diversity share: one decode a check
         self.prompts, self.seeds = eval_plan(val_prompts, rl.select_reward_prompts, rl.eval_seed, rl.select_reward_seeds)
-        self.sft_negatives = greedy_negatives(sft_model, tokenizer, self.prompts, params)
+        self.sft_negatives = self.decode(sft_model, self.prompts)
         self.reward_fn: RewardFn | None = None
         self.sft_rewards: torch.Tensor | None = None  # [prompt, seed]
         self.images_rendered = 0
+        self.image_seconds = 0.0  # rendering + scoring, which the loop's anatomy counts with the training images
 
     def rewards(self, idx: list[int], negatives: list[str]) -> torch.Tensor:
         """[len(idx), seeds] rewards of the plan's prompts ``idx`` with ``negatives`` (one per index)."""
@@ -99,9 +134,11 @@ class ValRewardGain:
         flat_p = [self.prompts[i] for i in idx for _ in range(s)]
         flat_n = [n for n in negatives for _ in range(s)]
         flat_s = [x for i in idx for x in self.seeds[i]]
+        start = time.perf_counter()
         scores = score_triples(self.accelerator, self.pipe, self.params.active, self.reward_fn, flat_p, flat_n, flat_s,
                                self.params.rl.image_batch_size)
         self.images_rendered += len(flat_p)
+        self.image_seconds += time.perf_counter() - start
         return scores["reward"].double().cpu().reshape(len(idx), s)
 
     def bind(self, reward_fn: RewardFn) -> None:
@@ -112,7 +149,7 @@ class ValRewardGain:
     def __call__(self, model) -> tuple[float, float]:
         if self.sft_rewards is None:
             raise RuntimeError("ValRewardGain: bind(reward_fn) before scoring a step")
-        negatives = greedy_negatives(model, self.tokenizer, self.prompts, self.params)
+        negatives = self.decode(model, self.prompts)
         changed = [i for i, (a, b) in enumerate(zip(negatives, self.sft_negatives, strict=True)) if a != b]
         diff = torch.zeros(len(self.prompts), dtype=torch.float64)
         if changed:

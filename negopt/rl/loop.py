@@ -257,11 +257,15 @@ def calibrate_rewards(accelerator, comp: Components, params: Params, prompts: li
 # --- the loop ------------------------------------------------------------------------------------
 
 
+IMAGE_SECONDS = ("images", "select_images")  # generation + reward scoring: the training batch's and selection's val images
+
+
 def overhead_share(seconds: dict[str, float]) -> float:
-    """Share of the training loop's time outside image generation + reward scoring (``images``):
-    ``(sum(seconds) - seconds["images"]) / sum(seconds)``; 0 for an empty loop."""
+    """Share of the training loop's time outside image generation + reward scoring (``IMAGE_SECONDS``:
+    the training images and checkpoint selection's val images): ``(sum - images) / sum``; 0 for an empty loop."""
     total = sum(seconds.values())
-    return (total - seconds.get("images", 0.0)) / total if total > 0 else 0.0
+    images = sum(seconds.get(name, 0.0) for name in IMAGE_SECONDS)
+    return (total - images) / total if total > 0 else 0.0
 
 
 def step_logs(rewards: dict[str, torch.Tensor], penalised, kl, extra: dict, ro: Rollout, upd: dict,
@@ -376,14 +380,18 @@ def train_attempt(params: Params, comp: Components, train_prompts: list[str], st
         logs["anchor_on"] = float(anchor is not None)
         logs["attempt"] = float(state.attempt)
         logs["lr"] = optimizer.param_groups[0]["lr"]
+        select_images = 0.0
         if guard is not None and guard.due(state.step, last):
+            before = guard.image_seconds
             logs["val_distinct_ratio"] = guard.observe(state.step, comp.policy)
+            select_images = guard.image_seconds - before
             row = guard.history[-1]
             if len(row) > 3 and row[3] is not None:  # scored by reward (a diverse step)
                 logs["val_reward_gain"] = row[3]
         t4 = time.perf_counter()
         # the step's anatomy, per step in dvclive and summed in rl.json: what is not images + scoring is overhead
-        for name, dt in (("sample", t1 - t0), ("images", t2 - t1), ("update", t3 - t2), ("select", t4 - t3)):
+        for name, dt in (("sample", t1 - t0), ("images", t2 - t1), ("update", t3 - t2),
+                         ("select", t4 - t3 - select_images), ("select_images", select_images)):
             state.seconds[name] = state.seconds.get(name, 0.0) + dt
             logs[f"seconds_{name}"] = dt
         bar.set_postfix(reward=f"{logs['reward']:.3f}", kl=f"{logs['kl']:.2f}")

@@ -95,6 +95,11 @@ class DiversityGuard:
         ``every`` steps, and the last step."""
         return step <= self.dense_steps or step % self.every == 0 or step == last
 
+    @property
+    def image_seconds(self) -> float:
+        """Seconds the ``gain`` measure spent rendering and scoring val images so far (0 without one)."""
+        return float(getattr(self.gain, "image_seconds", 0.0))
+
     def bind_reward(self, reward_fn) -> None:
         """Hand the calibrated reward to the ``gain`` measure (a no-op when selecting by diversity alone)."""
         if self.gain is not None and hasattr(self.gain, "bind"):
