@@ -179,6 +179,47 @@ def test_loop_runs_checkpoints_and_resumes_exactly(zoo):
     assert run_rl(other, components(other), PROMPTS, stop_after=1).step == 1
 
 
+def _curves(live_dir: Path) -> dict[str, list[tuple[str, str]]]:
+    """(step, value) rows of each dvclive tsv but the step-time curves, which measure the machine."""
+    out = {}
+    for tsv in sorted(Path(live_dir).glob("plots/metrics/**/*.tsv")):
+        if not tsv.stem.startswith("seconds_"):
+            rows = [r.split("\t") for r in tsv.read_text().splitlines()]
+            step = rows[0].index("step")
+            out[tsv.relative_to(live_dir).as_posix()] = [(r[step], r[-1]) for r in rows[1:]]
+    return out
+
+
+def test_a_run_resumed_under_dvc_repro_keeps_the_curves_dvc_deleted(zoo):
+    """dvc repro deletes dvclive/rl/plots before it reruns the stage: a run resumed from its checkpoint (after a
+    kill, or finished and rerun for a changed evaluation) puts back the curves up to the checkpoint, so they
+    equal an uninterrupted run's, and the stage's plots output exists."""
+    import shutil
+
+    from dvclive import Live
+
+    from negopt.rl.loop import run_rl
+
+    def live_at(path):
+        return Live(str(path), dvcyaml=False, save_dvc_exp=False, resume=True)
+
+    whole = rl_params(zoo, "curves-whole")
+    run_rl(whole, components(whole), PROMPTS, live=live_at(zoo / "curves-whole/live"))
+    want = _curves(zoo / "curves-whole/live")
+    assert len(want["plots/metrics/train/reward.tsv"]) == 3
+
+    part = rl_params(zoo, "curves-part")
+    live_dir = zoo / "curves-part/live"
+    run_rl(part, components(part), PROMPTS, live=live_at(live_dir), stop_after=2)
+    shutil.rmtree(live_dir / "plots")  # what dvc repro does before it reruns the stage
+    run_rl(part, components(part), PROMPTS, live=live_at(live_dir))
+    assert _curves(live_dir) == want
+
+    shutil.rmtree(live_dir / "plots")  # finished: the rerun resumes at the last step and trains nothing
+    assert run_rl(part, components(part), PROMPTS, live=live_at(live_dir)).step == 3
+    assert _curves(live_dir) == want
+
+
 def scripted_guard(policy, shares: list[float]):
     """A DiversityGuard (every step) whose val distinct shares come from a script, SFT's first."""
     from negopt.rl.selection import DiversityGuard

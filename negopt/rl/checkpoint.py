@@ -25,6 +25,7 @@ from negopt.fingerprint import file_chunks
 from negopt.fingerprint import fingerprint as run_fingerprint
 from negopt.io import atomic_dir
 from negopt.params import Params
+from negopt.rl.live import save_live
 from negopt.rl.reward_stats import TermStats
 
 
@@ -51,10 +52,11 @@ def fingerprint(params: Params, sft_dir: str) -> str:
     return run_fingerprint(settings, file_chunks(sorted(Path(sft_dir).glob("*.safetensors"))))
 
 
-def save_checkpoint(ckpt_dir: Path, policy, optimizer, state: RlState, fp: str, guard=None) -> None:
+def save_checkpoint(ckpt_dir: Path, policy, optimizer, state: RlState, fp: str, guard=None,
+                    live_dir: str | Path | None = None) -> None:
     """policy.safetensors, optimizer.pt, tensors.safetensors (marginal, torch RNG), state.json; with a
     ``guard`` (negopt.rl.selection.DiversityGuard), its history (in state.json) and kept weights
-    (kept_policy.safetensors)."""
+    (kept_policy.safetensors); with a ``live_dir``, a copy of its dvclive curves (``negopt.rl.live``)."""
     with atomic_dir(ckpt_dir) as tmp:
         save_model(policy, str(tmp / "policy.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
@@ -66,7 +68,9 @@ def save_checkpoint(ckpt_dir: Path, policy, optimizer, state: RlState, fp: str, 
         if guard is not None:
             save_file(guard.kept, str(tmp / "kept_policy.safetensors"))
             meta["guard"] = guard.state_dict()
-        meta["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
+        if live_dir is not None:
+            save_live(live_dir, tmp)
+        meta["files"] = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
         (tmp / "state.json").write_text(json.dumps(meta))
 
 

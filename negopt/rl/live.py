@@ -1,11 +1,16 @@
 """dvclive files of a resumed RL run: the curves must not repeat the steps a stopped run logged after
-its last checkpoint (dvclive's ``resume=True`` appends, it does not rewind)."""
+its last checkpoint (dvclive's ``resume=True`` appends, it does not rewind), nor lose the steps before it:
+``dvc repro`` deletes the stage's plots output before it reruns the stage, so each checkpoint keeps a copy
+of the curves (``save_live``) that a resumed run puts back (``restore_live``)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-from negopt.io import write_text
+from negopt.io import atomic_dir, write_text
+
+SAVED = "live"  # a checkpoint's copy of the curves, <checkpoint>/live/plots
 
 
 def truncate_live(live_dir: str | Path, step: int) -> None:
@@ -21,3 +26,21 @@ def truncate_live(live_dir: str | Path, step: int) -> None:
         rows = [ln.split("\t") for ln in lines[1:]]
         kept = [lines[0]] + ["\t".join(r) for r in rows if len(r) == width and r[col].isdigit() and int(r[col]) < step]
         write_text(tsv, "\n".join(kept) + "\n")
+
+
+def save_live(live_dir: str | Path, into: Path) -> None:
+    """Copy ``live_dir``'s curves (``plots/``) into a checkpoint being written (``into``, its temp folder)."""
+    plots = Path(live_dir) / "plots"
+    if plots.is_dir():
+        shutil.copytree(plots, into / SAVED / "plots")
+
+
+def restore_live(ckpt_dir: Path, live_dir: str | Path) -> bool:
+    """Replace ``live_dir``'s curves with the checkpoint's copy (atomically); False when it holds none (a
+    checkpoint of an older version, or of a run without dvclive): the curves then stay as they are."""
+    saved = Path(ckpt_dir) / SAVED / "plots"
+    if not saved.is_dir():
+        return False
+    with atomic_dir(Path(live_dir) / "plots") as tmp:
+        shutil.copytree(saved, tmp, dirs_exist_ok=True)
+    return True

@@ -45,7 +45,7 @@ from negopt.params import Params
 from negopt.reward_terms import TermBatch, score_terms
 from negopt.rl.advantages import duplicate_shares, kl_penalised_rewards, rloo_advantages
 from negopt.rl.checkpoint import RlState, fingerprint, load_checkpoint, save_checkpoint
-from negopt.rl.live import truncate_live
+from negopt.rl.live import restore_live, truncate_live
 from negopt.rl.loss import policy_loss
 from negopt.rl.policy import Rollout, sample_rollout, sequence_logprobs
 from negopt.rl.reward_stats import TermStats
@@ -319,6 +319,7 @@ def run_rl(params: Params, comp: Components, train_prompts: list[str], accelerat
         guard.bind_reward(weighted_sum_reward(comp.scorer, params.rl.reward.scored(), copy.deepcopy(state.stats),
                                               state.marginal, rl.clip_term))
     if live is not None and main:
+        restore_live(ckpt_dir, live.dir)  # the resumed checkpoint's curves: dvc repro deleted the plots before the stage
         truncate_live(live.dir, state.steps_before + state.step)
         live.step = state.steps_before + state.step
     while True:  # one training run per attempt (rl.restarts)
@@ -336,7 +337,7 @@ def run_rl(params: Params, comp: Components, train_prompts: list[str], accelerat
         optimizer = torch.optim.AdamW(comp.policy.parameters(), lr=rl.learning_rate, weight_decay=0.0)
         state.steps_before, state.step, state.attempt = state.steps_before + state.step, 0, state.attempt + 1
         if main:
-            save_checkpoint(ckpt_dir, comp.policy, optimizer, state, fp, guard)
+            save_checkpoint(ckpt_dir, comp.policy, optimizer, state, fp, guard, live.dir if live is not None else None)
         if accelerator is not None:
             accelerator.wait_for_everyone()
 
@@ -401,6 +402,6 @@ def train_attempt(params: Params, comp: Components, train_prompts: list[str], st
             live.next_step()
         if state.step % rl.checkpoint_every == 0 or state.step == last or (guard is not None and guard.stopped()):
             if main:
-                save_checkpoint(ckpt_dir, comp.policy, optimizer, state, fp, guard)
+                save_checkpoint(ckpt_dir, comp.policy, optimizer, state, fp, guard, live.dir if live is not None else None)
             if accelerator is not None:
                 accelerator.wait_for_everyone()
