@@ -3,11 +3,13 @@
 ``metrics/rl.json`` sums each part over a run (``train_seconds_*``); this splits them further on the
 default params, with the SFT weights the pipeline trained, on the steps' own plans (``step_plan``):
 
-- ``generate``: ``model.generate`` sampling k negatives per prompt (the rollout proper);
-- ``logp old`` / ``logp ref``: the two no-grad teacher-forced passes that score the samples;
+- ``generate``: ``sample_rollout``, k negatives per prompt with their log-probs from the sampling pass
+  (``negopt/nucleus.py``'s top-p); beside it, in the same run, the step as it was before: ``generate``
+  with transformers' own top-p warper (an argsort a token) and a second teacher-forced pass for the old
+  log-probs. Both samplers draw the same tokens (counted: ``same samples``);
+- ``logp ref``: the no-grad teacher-forced pass of the reference model;
 - ``update``: the RLOO step (teacher-forced pass with grad, backward, clip, AdamW);
-- ``val decode``: one deployed (greedy) decode of the checkpoint-selection prompts, which a check runs
-  once for the diversity share and once for the reward plan's prompts.
+- ``val decode``: one deployed (greedy) decode of the checkpoint-selection prompts, once per check.
 
 Medians of ``--steps`` steps after one warm-up step. Run from the repository root after ``dvc repro``
 (needs the sft stage's weights and data/clean):
@@ -31,7 +33,7 @@ from negopt.models.policy import load_policy  # noqa: E402
 from negopt.params import load_params  # noqa: E402
 from negopt.rl.evaluate import eval_plan, greedy_negatives  # noqa: E402
 from negopt.rl.loop import Components, deployed_sources, step_plan, update  # noqa: E402
-from negopt.rl.policy import sample_rollout, sequence_logprobs  # noqa: E402
+from negopt.rl.policy import Rollout, encode_sources, generated_mask, sample_rollout, sequence_logprobs  # noqa: E402
 from stages.rl import human_negatives, read_prompts  # noqa: E402
 
 
@@ -49,37 +51,63 @@ def main() -> None:
     train = list(human_negatives(params.paths.clean))
     val, _ = eval_plan(read_prompts(params.paths.clean, "val"), rl.eval_prompts, rl.eval_seed)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=rl.learning_rate, weight_decay=0.0)
-    parts: dict[str, list[float]] = {n: [] for n in ("generate", "logp old", "logp ref", "update", "val decode")}
-    tokens = []
+    parts = ("generate (transformers' top-p)", "logp old (teacher-forced)", "generate", "logp ref", "update",
+             "val decode")
+    times: dict[str, list[float]] = {n: [] for n in parts}
+    tokens, same = [], 0
     for step in range(args.steps + 1):
         prompts, _, sample_seed = step_plan(params.base.seed, step, train, rl.batch_prompts)
+        sources = deployed_sources(comp, params, prompts)
         t = [time.perf_counter()]
-        ro = sample_rollout(policy, tokenizer, deployed_sources(comp, params, prompts), rl.k, rl.temperature,
-                            rl.top_p, rl.max_new_tokens, sft.max_source_length, sample_seed)
+        before = transformers_rollout(policy, tokenizer, sources, rl, sft.max_source_length, sample_seed)
         t.append(time.perf_counter())
         with torch.no_grad():
-            logp_old, _ = sequence_logprobs(policy, ro, rl.temperature)
-            t.append(time.perf_counter())
+            sequence_logprobs(policy, before, rl.temperature)
+        t.append(time.perf_counter())
+        ro = sample_rollout(policy, tokenizer, sources, rl.k, rl.temperature, rl.top_p, rl.max_new_tokens,
+                            sft.max_source_length, sample_seed)
+        t.append(time.perf_counter())
+        with torch.no_grad():
             sequence_logprobs(ref, ro, rl.temperature)
-            t.append(time.perf_counter())
+        t.append(time.perf_counter())
         advantages = torch.randn(len(ro.negatives), generator=torch.Generator().manual_seed(step))
-        update(policy, optimizer, ro, advantages, logp_old, params)
+        update(policy, optimizer, ro, advantages, ro.logp, params)
         t.append(time.perf_counter())
         greedy_negatives(policy, tokenizer, val, params)
         t.append(time.perf_counter())
         if step:  # the first step warms up allocators and caches
             for name, (a, b) in zip(parts, zip(t[:-1], t[1:], strict=True), strict=True):
-                parts[name].append(b - a)
+                times[name].append(b - a)
             tokens.append(ro.sequences.shape[1] - 1)
-    med = {n: statistics.median(v) for n, v in parts.items()}
-    total = sum(med.values())
-    rows = [[n, f"{med[n] * 1000:.0f}", f"{med[n] / total:.0%}"] for n in parts]
-    rows.append(["**total**", f"**{total * 1000:.0f}**", "100%"])
+            same += torch.equal(before.sequences, ro.sequences)
+    med = {n: statistics.median(v) for n, v in times.items()}
+    old = {"generate": med[parts[0]] + med[parts[1]]} | {n: med[n] for n in parts[3:]}
+    new = {n: med[n] for n in parts[2:]}
+    rows = [["generate (+ old log-probs)", f"{old['generate'] * 1000:.0f} ({med[parts[0]] * 1000:.0f} + "
+             f"{med[parts[1]] * 1000:.0f})", f"{new['generate'] * 1000:.0f}", f"{new['generate'] / old['generate']:.2f}x"]]
+    rows += [[n, f"{old[n] * 1000:.0f}", f"{new[n] * 1000:.0f}", ""] for n in parts[3:]]
+    rows.append(["**total**", f"**{sum(old.values()) * 1000:.0f}**", f"**{sum(new.values()) * 1000:.0f}**",
+                 f"**{sum(new.values()) / sum(old.values()):.2f}x**"])
     note = (f"{rl.batch_prompts} prompts x k={rl.k}, max_new_tokens {rl.max_new_tokens} (median decoded length "
             f"{statistics.median(tokens):.0f} tokens), {len(val)} val prompts, {torch.get_num_threads()} threads, "
-            f"profile {params.profile}; medians of {args.steps} steps after one warm-up.")
-    print(append(f"RL step outside images, by part (`bench/bench_rl_step.py`, {args.steps} steps)",
-                 ["part", "ms per step (median)", "share"], rows, note))
+            f"profile {params.profile}; medians of {args.steps} steps after one warm-up, both columns from the "
+            f"same steps. Before: transformers' top-p warper and a teacher-forced pass for the old log-probs; "
+            f"after: negopt/nucleus.py's top-p and the log-probs of the sampling pass. Same samples in "
+            f"{same} of {args.steps} steps.")
+    print(append(f"RL step outside images, by part, before / after (`bench/bench_rl_step.py`, {args.steps} steps)",
+                 ["part", "before ms per step (median)", "after ms per step (median)", "after / before"], rows, note))
+
+
+@torch.no_grad()
+def transformers_rollout(policy, tokenizer, sources, rl, max_source_length: int, seed: int) -> Rollout:
+    """The rollout as it was: transformers' temperature and top-p warpers, no log-probs kept."""
+    input_ids, attention_mask = encode_sources(tokenizer, sources, max_source_length)
+    input_ids, attention_mask = input_ids.repeat_interleave(rl.k, 0), attention_mask.repeat_interleave(rl.k, 0)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        seq = policy.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=True, top_k=0,
+                              temperature=rl.temperature, top_p=rl.top_p, max_new_tokens=rl.max_new_tokens)
+    return Rollout(input_ids, attention_mask, seq, generated_mask(seq[:, 1:], policy.config.eos_token_id), [])
 
 
 if __name__ == "__main__":

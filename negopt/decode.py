@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from negopt.nucleus import nucleus_kwargs
 from negopt.params import Decode, Sft
 from negopt.rerank import RerankWeights, choose, table
 from negopt.retrieval import RetrievalIndex
@@ -102,11 +103,14 @@ def generate_kwargs(decode: Decode, num: int = 1) -> dict:
 
     Greedy / beam search: ``num`` best beams (``num_beams >= num``). Sampling: ``num`` nucleus samples
     at ``decode.temperature`` / ``decode.top_p`` (top-k off). The repetition penalty applies to both:
-    greedy output of a small model loops without it (sample ROUGE-L fell from 0.45 to 0.18).
+    greedy output of a small model loops without it (sample ROUGE-L fell from 0.45 to 0.18). Plain sampling
+    goes through ``NucleusWarper`` (the same samples, without the argsort: negopt/nucleus.py).
     """
     kw = {"max_new_tokens": decode.max_new_tokens, "repetition_penalty": decode.repetition_penalty,
           "do_sample": decode.do_sample, "num_return_sequences": num}
-    if decode.do_sample:
+    if decode.do_sample and decode.num_beams == 1:
+        kw |= {"num_beams": 1, **nucleus_kwargs(decode.temperature, decode.top_p)}
+    elif decode.do_sample:  # beam sampling keeps transformers' warpers (they keep >= 2 tokens for the beams)
         kw |= {"num_beams": decode.num_beams, "top_p": decode.top_p, "temperature": decode.temperature, "top_k": 0}
     else:
         kw["num_beams"] = max(decode.num_beams, num)

@@ -19,6 +19,7 @@ from negopt.decode import (
     generate_kwargs,
     saved_retrieval,
 )
+from negopt.nucleus import NucleusWarper
 from negopt.params import Decode
 from negopt.retrieval import RetrievalIndex
 
@@ -69,8 +70,12 @@ def test_num_means_beams_when_greedy_and_samples_when_sampling():
     assert greedy["num_beams"] == 4 and greedy["num_return_sequences"] == 4 and not greedy["do_sample"]
     assert "top_p" not in greedy and "temperature" not in greedy
     sampled = generate_kwargs(Decode(do_sample=True, top_p=0.8, temperature=0.7), num=3)
+    (warper,) = sampled.pop("logits_processor")  # temperature and top-p in one processor (negopt/nucleus.py)
+    assert isinstance(warper, NucleusWarper) and (warper.temperature, warper.top_p) == (0.7, 0.8)
     assert sampled == {"max_new_tokens": 48, "repetition_penalty": 1.3, "do_sample": True, "num_return_sequences": 3,
-                       "num_beams": 1, "top_p": 0.8, "temperature": 0.7, "top_k": 0}
+                       "num_beams": 1, "top_p": 1.0, "temperature": 1.0, "top_k": 0}  # transformers' warpers off
+    beams = generate_kwargs(Decode(do_sample=True, num_beams=2, top_p=0.8, temperature=0.7), num=2)
+    assert "logits_processor" not in beams and (beams["top_p"], beams["temperature"], beams["num_beams"]) == (0.8, 0.7, 2)
 
 
 def test_sampling_is_seeded_and_leaves_the_callers_rng_alone(tiny_zoo):

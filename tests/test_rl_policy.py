@@ -73,6 +73,8 @@ def test_sequence_logprobs_match_incremental_decoding(policy, temperature):
     for i in range(4):
         ref = _incremental_logprob(model, ro.input_ids[i], ro.attention_mask[i], ro.sequences[i], ro.gen_mask[i], temperature)
         assert logp[i].item() == pytest.approx(ref, abs=1e-4)
+    # the rollout scored its own samples in the sampling pass: the same log-probs and entropies
+    assert torch.allclose(ro.logp, logp, atol=1e-5) and torch.allclose(ro.entropy, entropy, atol=1e-5)
     # entropy of a distribution over V tokens lies in (0, log V]
     assert ((entropy > 0) & (entropy <= torch.log(torch.tensor(float(model.config.vocab_size))) + 1e-5)).all()
 

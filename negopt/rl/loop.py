@@ -87,15 +87,15 @@ def deployed_sources(comp: Components, params: Params, prompts: list[str]) -> li
 
 
 def rollout(comp: Components, params: Params, prompts: list[str], sample_seed: int) -> tuple[Rollout, dict]:
-    """Sample k negatives per prompt; log-probs under the policy (old) and the reference, entropy."""
+    """Sample k negatives per prompt; log-probs under the policy (old: the sampling pass's own) and the
+    reference, entropy."""
     rl, sft = params.rl, params.sft
     sources = deployed_sources(comp, params, prompts)
     ro = sample_rollout(comp.policy, comp.tokenizer, sources, rl.k, rl.temperature, rl.top_p, rl.max_new_tokens,
                         sft.max_source_length, sample_seed)
     with torch.no_grad():
-        logp_old, entropy = sequence_logprobs(comp.policy, ro, rl.temperature)
         logp_ref, _ = sequence_logprobs(comp.ref, ro, rl.temperature)
-    return ro, {"logp_old": logp_old.cpu(), "logp_ref": logp_ref.cpu(), "entropy": entropy.cpu()}
+    return ro, {"logp_old": ro.logp.cpu(), "logp_ref": logp_ref.cpu(), "entropy": ro.entropy.cpu()}
 
 
 def compute_advantages(rewards: torch.Tensor, logp_old: torch.Tensor, logp_ref: torch.Tensor, kl_coef: float,

@@ -4,6 +4,11 @@ For a T5 policy the prompt is the *encoder* input and the negative prompt is the
 ``log pi(y | x) = sum_t log p(y_t | y_<t, x)`` over the generated decoder tokens only. Sequences come
 back from ``generate`` as ``[decoder_start, y_1, ..., y_T]`` with pad after ``eos``; the mask keeps
 ``y_1`` up to and including the first ``eos`` (a sampled pad token before ``eos`` still counts).
+
+The rollout scores its own samples: ``generate`` returns each step's logits, so ``log pi_old(y | x)``
+and the entropy come from the sampling pass itself, not from a second, teacher-forced one (an RL
+step's third decoder pass, ~12% of its time outside images on the tiny profile). The two agree to
+float rounding (``tests/test_rl_policy.py``): the cached step-by-step decoder computes the same sums.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from negopt.nucleus import nucleus_kwargs
 
 
 @dataclass
@@ -22,6 +29,8 @@ class Rollout:
     sequences: torch.Tensor  # [N, 1 + T] decoder_start followed by the generated tokens
     gen_mask: torch.Tensor  # [N, T] 1 for generated tokens up to and including the first eos
     negatives: list[str]  # [N] decoded negative prompts
+    logp: torch.Tensor | None = None  # [N] log pi(y|x) under the sampling weights, at the sampling temperature
+    entropy: torch.Tensor | None = None  # [N] mean per-token entropy there
 
 
 def encode_sources(tokenizer, sources: list[str], max_source_length: int, device: torch.device | None = None):
@@ -64,20 +73,31 @@ def sample_rollout(
     model.eval()  # no dropout while sampling: the behaviour policy is the eval-mode policy
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        sequences = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            do_sample=True,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=0,
-            max_new_tokens=max_new_tokens,
-        )  # [N, 1 + T]
+        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                             return_dict_in_generate=True, output_logits=True, **nucleus_kwargs(temperature, top_p))
     model.train(was_training)
+    sequences = out.sequences  # [N, 1 + T]
     gen = sequences[:, 1:]
     mask = generated_mask(gen, model.config.eos_token_id)
+    logp, entropy = masked_logprobs(torch.stack(out.logits, dim=1), gen, mask, temperature)
     negatives = tokenizer.batch_decode(gen, skip_special_tokens=True)
-    return Rollout(input_ids, attention_mask, sequences, mask, [n.strip() for n in negatives])
+    return Rollout(input_ids, attention_mask, sequences, mask, [n.strip() for n in negatives],
+                   *per_sequence(logp, entropy, mask))
+
+
+def masked_logprobs(logits: torch.Tensor, tokens: torch.Tensor, gen_mask: torch.Tensor,
+                    temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N, T, V] logits predicting [N, T] tokens -> per-token log-probs and entropies at ``temperature``,
+    zero where ``gen_mask`` is 0."""
+    logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)
+    logp = logp_all.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # [N, T]
+    entropy = -(logp_all.exp() * logp_all).sum(-1)  # [N, T]
+    return logp * gen_mask, entropy * gen_mask
+
+
+def per_sequence(logp: torch.Tensor, entropy: torch.Tensor, gen_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token [N, T] -> ``log pi(y|x)`` summed [N] and mean per-token entropy [N]."""
+    return logp.sum(dim=1), entropy.sum(dim=1) / gen_mask.sum(dim=1).clamp(min=1)
 
 
 def token_logprobs(
@@ -95,11 +115,7 @@ def token_logprobs(
     Returns (logp [N, T], entropy [N, T]), zero where ``gen_mask`` is 0.
     """
     out = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=sequences[:, :-1])
-    logits = out.logits.float() / temperature  # [N, T, V]: position t predicts sequences[:, t + 1]
-    logp_all = torch.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(-1, sequences[:, 1:].unsqueeze(-1)).squeeze(-1)  # [N, T]
-    entropy = -(logp_all.exp() * logp_all).sum(-1)  # [N, T]
-    return logp * gen_mask, entropy * gen_mask
+    return masked_logprobs(out.logits, sequences[:, 1:], gen_mask, temperature)  # position t predicts t + 1
 
 
 def sequence_logprobs(model, rollout: Rollout, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,5 +123,4 @@ def sequence_logprobs(model, rollout: Rollout, temperature: float = 1.0) -> tupl
     logp, entropy = token_logprobs(
         model, rollout.input_ids, rollout.attention_mask, rollout.sequences, rollout.gen_mask, temperature
     )
-    lengths = rollout.gen_mask.sum(dim=1).clamp(min=1)
-    return logp.sum(dim=1), entropy.sum(dim=1) / lengths
+    return per_sequence(logp, entropy, rollout.gen_mask)
