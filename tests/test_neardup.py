@@ -7,7 +7,13 @@ import pandas as pd
 import pytest
 
 from negopt.data.clean import run_clean, split_frame
-from negopt.data.neardup import band_rows, minhash_signatures, near_duplicate_groups, shingle_hashes
+from negopt.data.neardup import (
+    band_rows,
+    exact_jaccard,
+    minhash_signatures,
+    near_duplicate_groups,
+    shingle_hashes,
+)
 from negopt.params import CleanRules, Split
 
 TEMPLATE = "a portrait of a {}, highly detailed, 8k, trending on artstation, by greg rutkowski"
@@ -89,3 +95,27 @@ def test_group_by_column_keeps_each_value_on_one_side(tmp_path):
         for m in part.model:
             assert seen.setdefault(m, name) == name
     assert sum(len(p) for p in parts.values()) == 300 and len(set(seen.values())) > 1
+
+
+def _loop_jaccard(values, starts, a, b):
+    """Reference: one set intersection per pair."""
+    ends = np.r_[starts[1:], len(values)]
+    sets = [set(values[s:e].tolist()) for s, e in zip(starts, ends, strict=True)]
+    return np.array([len(sets[x] & sets[y]) / len(sets[x] | sets[y]) for x, y in zip(a, b, strict=True)])
+
+
+def test_exact_jaccard_by_hand_and_against_set_intersections():
+    texts = ["a b c d", "a b c e", "x y", "a b c d a b c", ""]
+    values, starts = shingle_hashes(texts, n=3)
+    # shingles: {abc, bcd} / {abc, bce}: 1 of 3; text 3 repeats its own shingles (abc, bcd, cda, dab): 2 of 4
+    got = exact_jaccard(values, starts, np.array([0, 0, 3, 2, 4]), np.array([1, 0, 0, 2, 4]))
+    assert got.tolist() == [1 / 3, 1.0, 2 / 4, 1.0, 1.0]
+    rng = np.random.default_rng(0)
+    words = "red blue cat dog sky sea art photo".split()
+    many = [" ".join(rng.choice(words, rng.integers(1, 12))) for _ in range(300)]
+    values, starts = shingle_hashes(many, n=3)
+    a, b = rng.integers(0, 300, 2000), rng.integers(0, 300, 2000)
+    expected = _loop_jaccard(values, starts, a, b)
+    assert np.allclose(exact_jaccard(values, starts, a, b), expected, rtol=0, atol=1e-12)
+    assert np.allclose(exact_jaccard(values, starts, a, b, chunk=7), expected, rtol=0, atol=1e-12)  # chunk seams
+    assert 0 < expected.mean() < 1

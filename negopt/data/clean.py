@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from negopt.data.neardup import near_duplicate_groups
+from negopt.data.neardup import distinct, near_duplicate_groups
 from negopt.data.nsfw import nsfw_mask
 from negopt.data.schema import COLUMNS, conform
 from negopt.io import atomic_path
@@ -218,7 +218,7 @@ def _labels(codes: np.ndarray, uniques: pd.Index, split: Split) -> tuple[np.ndar
     stable under row order. Fractions hold over groups, hence only roughly over rows.
     """
     keys = pd.Series(uniques, dtype="str").fillna("").to_numpy(dtype=object)
-    used = np.unique(codes[codes >= 0])
+    used = distinct(codes[codes >= 0])
     if not split.group_by:
         keys = keys.copy()
         keys[used] = _group_keys(keys[used], split.near_duplicate_threshold)
@@ -311,7 +311,7 @@ def run_clean(raw_file: str | Path, out_dir: str | Path, rules: CleanRules, spli
         with atomic_path(Path(out_dir) / f"{name}.parquet") as tmp:
             pq.write_table(table.filter(pa.array(mask)), tmp)
     report = data_report(len(c.alive), c.dropped, split_rows, c.n_len[c.alive],
-                         unique_prompts=len(np.unique(c.p_codes[c.alive])))
+                         unique_prompts=len(distinct(c.p_codes[c.alive])))
     report["split"] = {"group_by": split.group_by or "near-duplicate prompt", **groups}
     if report["rows_out"] + report["rows_dropped"] != report["rows_in"]:  # an invariant, not user input
         raise AssertionError(f"row accounting broken: {report}")

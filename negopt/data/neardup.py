@@ -30,6 +30,13 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
+def distinct(x: np.ndarray) -> np.ndarray:
+    """``np.unique(x)`` for a 1-D array, by sort: numpy 2.4's ``unique`` hashes integers first, 65x slower
+    on 3M int64 keys (3.5 s vs 0.05 s here)."""
+    x = np.sort(x)
+    return x[np.r_[True, x[1:] != x[:-1]]] if len(x) else x
+
+
 def shingle_hashes(texts: list[str], n: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """(uint64 hash of every word n-gram, start offset of each text's shingles), vectorised.
 
@@ -68,15 +75,39 @@ def minhash_signatures(texts: list[str], num_perm: int = 64, n: int = 3, seed: i
     return sig
 
 
-def exact_jaccard(values: np.ndarray, starts: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Jaccard of the shingle-hash sets of texts ``a[i]`` and ``b[i]`` (the candidate check: exact, not estimated)."""
-    ends = np.r_[starts[1:], len(values)]
-    out = np.empty(len(a))
-    for i, (x, y) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
-        sx, sy = np.unique(values[starts[x]:ends[x]]), np.unique(values[starts[y]:ends[y]])
-        inter = len(np.intersect1d(sx, sy, assume_unique=True))
-        out[i] = inter / (len(sx) + len(sy) - inter)
-    return out
+def exact_jaccard(values: np.ndarray, starts: np.ndarray, a: np.ndarray, b: np.ndarray,
+                  chunk: int = 1 << 22) -> np.ndarray:
+    """Jaccard of the shingle-hash sets of texts ``a[i]`` and ``b[i]`` (the candidate check: exact, not estimated).
+
+    Vectorised over the pairs (a loop of ``np.intersect1d`` per pair took 61 s of the 256k-row clean for
+    its 1.5M candidate pairs): every text's distinct shingles become exact integer keys
+    ``text << 32 | id of the hash``, sorted once; a pair's intersection is how many of its smaller
+    set's shingles, asked under the other text's id, are found there by one ``searchsorted``. At most
+    ``chunk`` shingles are asked at a time.
+    """
+    counts = np.diff(np.r_[starts, len(values)])
+    owner = np.repeat(np.arange(len(starts), dtype=np.uint64), counts)
+    rank, _ = pd.factorize(values)  # an exact id per distinct hash (any order will do)
+    key = distinct(owner << np.uint64(32) | rank.astype(np.uint64))  # sorted; each text's shingles once
+    first = np.searchsorted(key >> np.uint64(32), np.arange(len(starts), dtype=np.uint64))
+    size = np.diff(np.r_[first, len(key)])  # distinct shingles per text
+    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    small = np.where(size[a] <= size[b], a, b)
+    big = np.where(size[a] <= size[b], b, a)
+    inter = np.zeros(len(a))
+    asked = np.cumsum(size[small])
+    lo = 0
+    while lo < len(a):
+        hi = max(lo + 1, int(np.searchsorted(asked, (asked[lo - 1] if lo else 0) + chunk, side="right")))
+        n = size[small[lo:hi]]
+        pair = np.repeat(np.arange(hi - lo), n)
+        offset = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+        ranks = key[first[small[lo:hi]][pair] + offset] & np.uint64(0xFFFFFFFF)
+        q = big[lo:hi][pair].astype(np.uint64) << np.uint64(32) | ranks
+        found = key[np.minimum(np.searchsorted(key, q), len(key) - 1)] == q
+        inter[lo:hi] = np.bincount(pair, weights=found, minlength=hi - lo)
+        lo = hi
+    return inter / (size[a] + size[b] - inter)
 
 
 def band_rows(threshold: float, num_perm: int, recall: float = 0.99) -> int:
@@ -111,7 +142,8 @@ def near_duplicate_groups(texts: list[str], threshold: float = 0.7, num_perm: in
         cand = run_head != order  # every member of a bucket is checked against the bucket's first
         src.append(run_head[cand])
         dst.append(order[cand])
-    pairs = np.unique(np.stack([np.concatenate(src), np.concatenate(dst)], axis=1), axis=0)
+    pair_key = distinct(np.concatenate(src).astype(np.int64) * m + np.concatenate(dst))  # 1-D: unique(axis=0) sorts rows
+    pairs = np.stack([pair_key // m, pair_key % m], axis=1)
     keep = exact_jaccard(*shingled, pairs[:, 0], pairs[:, 1]) >= threshold if len(pairs) else np.zeros(0, bool)
     src_all, dst_all = pairs[keep, 0], pairs[keep, 1]
     graph = coo_matrix((np.ones(len(src_all), dtype=np.int8), (src_all, dst_all)), shape=(m, m))
