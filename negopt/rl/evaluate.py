@@ -168,7 +168,8 @@ def kl_to_sft(rl_model, sft_model, tokenizer, prompts: list[str], params: Params
         sources = format_sources(prompts[i:i + batch], sft.task_prefix, saved_retrieval(params.paths.sft))
         ro = sample_rollout(rl_model, tokenizer, sources, rl.k, rl.temperature, rl.top_p, rl.max_new_tokens,
                             sft.max_source_length, seed=params.rl.eval_seed + i)
-        kls.append(ro.logp - sequence_logprobs(sft_model, ro, rl.temperature)[0])
+        # both teacher-forced (not the rollout's own log-probs): the same model's KL is then exactly 0
+        kls.append(sequence_logprobs(rl_model, ro, rl.temperature)[0] - sequence_logprobs(sft_model, ro, rl.temperature)[0])
     return torch.cat(kls).mean().item()
 
 
