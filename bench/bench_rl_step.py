@@ -65,7 +65,7 @@ def main() -> None:
             sequence_logprobs(policy, before, rl.temperature)
         t.append(time.perf_counter())
         ro = sample_rollout(policy, tokenizer, sources, rl.k, rl.temperature, rl.top_p, rl.max_new_tokens,
-                            sft.max_source_length, sample_seed)
+                            sft.max_source_length, sample_seed, scored=True)
         t.append(time.perf_counter())
         with torch.no_grad():
             sequence_logprobs(ref, ro, rl.temperature)

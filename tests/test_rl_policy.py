@@ -45,6 +45,10 @@ def test_sample_rollout_shapes_seed_and_rng_isolation(policy):
                        max_source_length=16, seed=8)
     assert torch.equal(a.sequences, b.sequences)
     assert not torch.equal(a.sequences, c.sequences)
+    scored = sample_rollout(model, tokenizer, sources, k=3, temperature=1.0, top_p=1.0, max_new_tokens=6,
+                            max_source_length=16, seed=7, scored=True)
+    assert torch.equal(scored.sequences, a.sequences)  # keeping the logits does not change the samples
+    assert a.logp is None and a.entropy is None and scored.logp.shape == scored.entropy.shape == (6,)
     assert a.input_ids.shape[0] == 6 and len(a.negatives) == 6
     # prompt-major: rows 0..2 are prompt 0, rows 3..5 prompt 1
     assert torch.equal(a.input_ids[0], a.input_ids[2]) and not torch.equal(a.input_ids[2], a.input_ids[3])
@@ -67,7 +71,8 @@ def _incremental_logprob(model, input_ids, attention_mask, seq, mask, temperatur
 def test_sequence_logprobs_match_incremental_decoding(policy, temperature):
     model, tokenizer = policy
     ro = sample_rollout(model, tokenizer, ["negative prompt : a cat", "negative prompt : dog"], k=2,
-                        temperature=temperature, top_p=1.0, max_new_tokens=5, max_source_length=16, seed=3)
+                        temperature=temperature, top_p=1.0, max_new_tokens=5, max_source_length=16, seed=3,
+                        scored=True)
     with torch.no_grad():
         logp, entropy = sequence_logprobs(model, ro, temperature)
     for i in range(4):

@@ -92,7 +92,7 @@ def rollout(comp: Components, params: Params, prompts: list[str], sample_seed: i
     rl, sft = params.rl, params.sft
     sources = deployed_sources(comp, params, prompts)
     ro = sample_rollout(comp.policy, comp.tokenizer, sources, rl.k, rl.temperature, rl.top_p, rl.max_new_tokens,
-                        sft.max_source_length, sample_seed)
+                        sft.max_source_length, sample_seed, scored=True)
     with torch.no_grad():
         logp_ref, _ = sequence_logprobs(comp.ref, ro, rl.temperature)
     return ro, {"logp_old": ro.logp.cpu(), "logp_ref": logp_ref.cpu(), "entropy": ro.entropy.cpu()}
