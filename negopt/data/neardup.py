@@ -92,8 +92,8 @@ def exact_jaccard(values: np.ndarray, starts: np.ndarray, a: np.ndarray, b: np.n
     first = np.searchsorted(key >> np.uint64(32), np.arange(len(starts), dtype=np.uint64))
     size = np.diff(np.r_[first, len(key)])  # distinct shingles per text
     a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
-    small = np.where(size[a] <= size[b], a, b)
-    big = np.where(size[a] <= size[b], b, a)
+    a_smaller = size[a] <= size[b]
+    small, big = np.where(a_smaller, a, b), np.where(a_smaller, b, a)
     inter = np.zeros(len(a))
     asked = np.cumsum(size[small])
     lo = 0
