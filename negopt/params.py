@@ -278,6 +278,7 @@ class Rl(Section):
     select_dense_steps: NonNegInt = 10
     select_min_ratio: Pos = 0.75
     select_patience: NonNegInt = 3
+    select_stale_steps: NonNegInt = 50
     select_reward_prompts: NonNegInt = 160
     select_reward_seeds: Annotated[int, Field(ge=1, le=16)] = 1
     select_min_z: NonNeg = 3.0

@@ -77,7 +77,8 @@ def diversity_guard(params, tokenizer, sft_policy, val_prompts: list[str], accel
     gain = (ValRewardGain(accelerator, pipe, tokenizer, sft_policy, val_prompts, params, decode)
             if rl.select_reward_prompts else None)
     return DiversityGuard(rl.select_every, rl.select_min_ratio, measure, sft_policy, patience=rl.select_patience,
-                          dense_steps=rl.select_dense_steps, gain=gain, min_z=rl.select_min_z)
+                          dense_steps=rl.select_dense_steps, gain=gain, min_z=rl.select_min_z,
+                          stale_steps=rl.select_stale_steps)
 
 
 def main() -> None:

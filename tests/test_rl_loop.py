@@ -228,6 +228,35 @@ def scripted_guard(policy, shares: list[float]):
     return DiversityGuard(1, 0.5, lambda model: next(it), policy)
 
 
+def test_a_stale_kept_step_ends_training_and_a_rerun_stays_stopped(zoo):
+    from negopt.rl.loop import run_rl
+
+    one = rl_params(zoo, "stale-1", select_every=1)
+    after_one = components(one)
+    run_rl(one, after_one, PROMPTS, stop_after=1)  # the step-1 weights, for reference
+    # SFT 0.5; steps 1, 2, 3: 0.5, 0.1, 0.1: step 1 is kept; 2 steps later (stale_steps 2) training stops at 3 of 5
+    params = rl_params(zoo, "stale", select_every=1, steps=5)
+    comp = components(params)
+    guard = scripted_guard(comp.ref, [0.5, 0.5, 0.1, 0.1])
+    guard.stale_steps = 2
+    state = run_rl(params, comp, PROMPTS, guard=guard)
+    assert (state.step, state.attempt, guard.kept_step, guard.stop_reason()) == (3, 0, 1, "stale")
+    for k, v in after_one.policy.state_dict().items():
+        assert torch.allclose(v, comp.policy.state_dict()[k], atol=1e-6), k
+    again = components(params)  # the checkpoint written at the stop: a rerun trains no further step
+    rerun = scripted_guard(again.ref, [0.5])
+    rerun.stale_steps = 2
+    assert run_rl(params, again, PROMPTS, guard=rerun).step == 3 and rerun.kept_step == 1
+    for k, v in after_one.policy.state_dict().items():
+        assert torch.allclose(v, again.policy.state_dict()[k], atol=1e-6), k
+    # the stale stop is not part of the checkpoint's fingerprint: turning it off resumes at step 3, not from 0
+    off = rl_params(zoo, "stale", select_every=1, steps=5, select_stale_steps=0)
+    later = components(off)
+    resumed = scripted_guard(later.ref, [0.5, 0.5, 0.5])  # SFT, then steps 4 and 5 diverse: 5 is kept
+    state = run_rl(off, later, PROMPTS, guard=resumed)
+    assert state.step == 5 and [h[0] for h in resumed.history] == [1, 2, 3, 4, 5] and resumed.kept_step == 5
+
+
 def test_loop_deploys_the_kept_step_and_a_resumed_run_remembers_it(zoo):
     from negopt.rl.loop import run_rl
 
@@ -324,10 +353,10 @@ def test_stage_builds_the_guard_from_the_select_params(zoo):
 
     assert diversity_guard(rl_params(zoo, "g0", select_every=0), None, None, PROMPTS) is None  # 0: selection off
     params = rl_params(zoo, "g", select_every=2, select_min_ratio=0.6, select_patience=4, eval_prompts=5,
-                       select_reward_prompts=0)
+                       select_reward_prompts=0, select_stale_steps=7)
     comp = components(params)
     guard = diversity_guard(params, comp.tokenizer, comp.ref, PROMPTS)
-    assert (guard.every, guard.min_ratio, guard.patience) == (2, 0.6, 4)
+    assert (guard.every, guard.min_ratio, guard.patience, guard.stale_steps) == (2, 0.6, 4, 7)
     # SFT's share is measured on rl.eval_prompts val prompts with the deployed decode
     sft = greedy_negatives(comp.ref, comp.tokenizer, eval_plan(PROMPTS, 5, params.rl.eval_seed)[0], params)
     assert len(sft) == 5 and guard.sft_share == distinct_share(sft)

@@ -92,6 +92,7 @@ def test_guard_stops_after_patience_consecutive_failures_only():
         stops.append(guard.stopped())
     assert stops == [False, False, False, False, True]  # one failure (step 4) is not a stop; two in a row are
     assert guard.kept_step == 6 and guard.report()["stopped_early"] is True
+    assert guard.report()["stop_reason"] == "collapse"
     never, p = guard_over(shares, every=2)  # patience 0: never stops
     for step in (4, 8, 10):
         p.w.data.fill_(step)
@@ -250,3 +251,53 @@ def test_val_decode_decodes_each_prompt_once_per_weights(monkeypatch):
         other.weight.fill_(2.0)
     decode(other, ["a"])  # another model (SFT's) with equal weights is still decoded itself
     assert len(calls) == 5 and decode.decoded == 3 + 1 + 1 + 1 + 1
+
+
+def gain_guard(gains: dict[float, float], stale_steps: int) -> tuple[DiversityGuard, Scalar]:
+    """A guard selecting by reward: every share passes, the val gain (SE 0.1) is looked up by the weight."""
+    policy = Scalar()
+    return DiversityGuard(2, 0.5, lambda m: 0.4, policy, gain=lambda m: (gains[m.w.item()], 0.1), min_z=3.0,
+                          stale_steps=stale_steps), policy
+
+
+def test_guard_stops_once_the_kept_step_is_stale_steps_old():
+    # val gains at steps 2..10 (SE 0.1, z >= 3 needs 0.3): step 4 is kept, 6 and 8 gain less, 10 more
+    gains = {2.0: 0.1, 4.0: 0.5, 6.0: 0.4, 8.0: 0.45, 10.0: 0.9}
+    guard, policy = gain_guard(gains, stale_steps=4)
+    reasons = []
+    for step in (2, 4, 6, 8):
+        policy.w.data.fill_(step)
+        guard.observe(step, policy)
+        reasons.append(guard.stop_reason())
+    # step 2 is not significant: SFT is kept, which never stops; at 8 the kept step 4 is 4 steps old
+    assert reasons == [None, None, None, "stale"] and guard.kept_step == 4 and guard.stopped()
+    assert guard.report()["stop_reason"] == "stale" and guard.report()["stale_steps"] == 4
+    longer, p = gain_guard(gains, stale_steps=5)  # one step more of patience: step 10 beats step 4
+    for step in (2, 4, 6, 8, 10):
+        p.w.data.fill_(step)
+        longer.observe(step, p)
+        assert not longer.stopped()
+    assert longer.kept_step == 10
+    never, q = gain_guard(gains, stale_steps=0)
+    for step in (2, 4, 6, 8):
+        q.w.data.fill_(step)
+        never.observe(step, q)
+    assert never.kept_step == 4 and never.stop_reason() is None
+
+
+def test_an_attempt_keeping_sft_is_never_stale():
+    guard, policy = gain_guard({2.0: 0.1, 4.0: 0.0, 6.0: -0.2}, stale_steps=2)
+    for step in (2, 4, 6):
+        policy.w.data.fill_(step)
+        guard.observe(step, policy)
+    assert guard.kept_step == 0 and not guard.stopped()  # the attempt trains on (and may restart)
+
+
+def test_a_collapse_is_reported_before_staleness():
+    shares = {0.0: 0.4, 2.0: 0.4, 4.0: 0.1, 6.0: 0.1}
+    guard, policy = guard_over(shares, every=2)
+    guard.patience, guard.stale_steps = 2, 2
+    for step in (2, 4, 6):
+        policy.w.data.fill_(step)
+        guard.observe(step, policy)
+    assert guard.kept_step == 2 and guard.stop_reason() == "collapse"

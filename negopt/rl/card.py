@@ -43,10 +43,13 @@ def model_card_body(params, metrics: dict, examples: list[dict], seconds: dict) 
             f"({rl.select_reward_prompts} val prompts x {rl.select_reward_seeds} seeds)" if rl.select_reward_prompts else
             f"the last step whose validation negatives kept >= `rl.select_min_ratio = {rl.select_min_ratio}` x SFT's "
             "distinct share")
+    stop = {"stale": f"; stopped early: the kept step was `rl.select_stale_steps = {rl.select_stale_steps}` steps old",
+            "collapse": f"; stopped early: `rl.select_patience = {rl.select_patience}` checks in a row below the bound"
+            }.get((metrics.get("selection") or {}).get("stop_reason"), "")
     return f"""# negopt RL policy
 
 Negative-prompt generator: the SFT model (`{params.paths.sft}`) optimised with {rl.algo.upper()} for
-{metrics.get("steps", rl.steps)} of rl.steps = {rl.steps} steps ({rl.batch_prompts} prompts x k={rl.k} samples per step) on the reward of images from
+{metrics.get("steps", rl.steps)} of rl.steps = {rl.steps} steps{stop} ({rl.batch_prompts} prompts x k={rl.k} samples per step) on the reward of images from
 the `{params.profile}` profile's Stable Diffusion pipeline (`{params.active.sd}`).
 
 Reward: `{" + ".join(f"{w} * z({t})" for t, w in weights.items())}`,

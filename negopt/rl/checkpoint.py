@@ -44,9 +44,11 @@ class RlState:
 def fingerprint(params: Params, sft_dir: str) -> str:
     """Hash of what makes a checkpoint reusable: RL settings that shape training and the SFT weights.
 
-    Step counts, checkpoint interval, evaluation size and health bounds are left out: raising rl.steps resumes.
+    Step counts, the stale stop, checkpoint interval, evaluation size and health bounds are left out: raising
+    rl.steps or rl.select_stale_steps resumes (the checkpoint keeps the trained weights, not the kept ones).
     """
-    rl = params.rl.model_dump(exclude={"steps", "checkpoint_every", "eval_prompts", "eval_seed", "health"})
+    rl = params.rl.model_dump(exclude={"steps", "select_stale_steps", "checkpoint_every", "eval_prompts", "eval_seed",
+                                       "health"})
     settings = {"rl": rl, "seed": params.base.seed, "profile": params.active.model_dump(),
                 "task_prefix": params.sft.task_prefix, "max_source_length": params.sft.max_source_length}
     return run_fingerprint(settings, file_chunks(sorted(Path(sft_dir).glob("*.safetensors"))))

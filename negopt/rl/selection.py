@@ -16,7 +16,12 @@ The kept weights replace the final ones when the final step fails the bound, and
 reports the history and the kept step (``selection``). **Early stop**: once ``rl.select_patience``
 consecutive evaluations fail the bound, training stops (a collapse onto one negative does not undo
 itself: on the real pairs the greedy distinct share fell from 1 to 1/8 of SFT's in 15 steps while the
-*sampled* negatives stayed ~all distinct, so the remaining steps would only cost time); 0 never stops. Validation prompts, not test prompts: the
+*sampled* negatives stayed ~all distinct, so the remaining steps would only cost time); 0 never stops.
+**Stale stop**: training also stops once a step is kept and ``rl.select_stale_steps`` steps have passed
+since it with no check choosing a later one (early stopping's patience, counted in steps so the dense
+checks do not spend it); 0 never stops. The kept weights are the same as a full run's unless a step past
+that window would have beaten them: the sample's default run kept step 50, and its checks at 75 and 100
+gained less on val (0.33, 0.43 vs 0.79), so it stops at step 100 of 150. Validation prompts, not test prompts: the
 test stays held out from every choice. The rule reads only diversity (no images), so it costs one
 greedy decode of the validation prompts per evaluation.
 
@@ -70,13 +75,15 @@ class DiversityGuard:
 
     def __init__(self, every: int, min_ratio: float, measure: Callable[[torch.nn.Module], float],
                  sft_policy: torch.nn.Module, patience: int = 0, dense_steps: int = 0,
-                 gain: Callable[[torch.nn.Module], tuple[float, float]] | None = None, min_z: float = 2.0) -> None:
+                 gain: Callable[[torch.nn.Module], tuple[float, float]] | None = None, min_z: float = 2.0,
+                 stale_steps: int = 0) -> None:
         if every < 1:
             raise ValueError(f"rl.select_every: expected >= 1 (0 turns selection off), got {every}")
         self.every = every
         self.dense_steps = dense_steps
         self.min_ratio = min_ratio
         self.patience = patience
+        self.stale_steps = stale_steps
         self.measure = measure
         self.gain = gain
         self.min_z = min_z
@@ -141,9 +148,19 @@ class DiversityGuard:
         return self.first_failure() is not None
 
     def stopped(self) -> bool:
-        """The last ``patience`` evaluations all failed the bound (never with patience 0)."""
+        """Training is over early: ``stop_reason()`` is not None."""
+        return self.stop_reason() is not None
+
+    def stop_reason(self) -> str | None:
+        """``collapse``: the last ``patience`` evaluations all failed the bound (never with patience 0);
+        ``stale``: a step is kept and the last evaluation is ``stale_steps`` or more steps after it (never
+        with stale_steps 0, nor while the SFT weights are kept: then the attempt trains on, and may restart)."""
         last = self.history[-self.patience:] if self.patience else []
-        return len(last) == self.patience > 0 and all(h[2] < self.min_ratio for h in last)
+        if len(last) == self.patience > 0 and all(h[2] < self.min_ratio for h in last):
+            return "collapse"
+        if self.stale_steps and self.kept_step and self.history[-1][0] - self.kept_step >= self.stale_steps:
+            return "stale"
+        return None
 
     def restore(self, policy: torch.nn.Module, final_step: int) -> int:
         """Load the kept weights into ``policy`` unless the final step is the kept one; returns the kept step."""
@@ -154,7 +171,8 @@ class DiversityGuard:
     def report(self) -> dict:
         return {"every": self.every, "dense_steps": self.dense_steps, "patience": self.patience, "min_distinct_ratio": self.min_ratio,
                 "by": "reward" if self.gain is not None else "diversity", "min_z": self.min_z if self.gain is not None else None,
-                "val_distinct_sft": self.sft_share, "kept_step": self.kept_step, "stopped_early": self.stopped(), "history": [list(h) for h in self.history],
+                "stale_steps": self.stale_steps, "val_distinct_sft": self.sft_share, "kept_step": self.kept_step,
+                "stopped_early": self.stopped(), "stop_reason": self.stop_reason(), "history": [list(h) for h in self.history],
                 "attempt": len(self.past), "past_attempts": self.past}
 
     def state_dict(self) -> dict:
