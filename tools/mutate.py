@@ -277,6 +277,14 @@ MUTANTS: list[Mutant] = [
     M("negopt/decode.py", "own = [t for row in choose(c, w, num) for t in row]", "own = own", "the saved rerank not applied"),
     M("negopt/decode.py", '"rerank": self.retrieval.rerank.to_dict() if self.retrieval and self.retrieval.rerank else None}',
       '"rerank": None}', "rerank weights not saved with the model"),
+    # --- the stale stop (issue 16) -------------------------------------------------------------------
+    M("negopt/rl/selection.py", "self.history[-1][0] - self.kept_step >= self.stale_steps",
+      "self.history[-1][0] - self.kept_step > self.stale_steps", "stale stop one check late"),
+    M("negopt/rl/selection.py", "if self.stale_steps and self.kept_step and self.history", "if self.stale_steps and self.history",
+      "stale stop while SFT is kept (no restart)"),
+    M("negopt/rl/selection.py", "if self.stale_steps and self.kept_step", "if self.kept_step",
+      "rl.select_stale_steps 0 stops at once"),
+    M("negopt/rl/card.py", 'steps{stop} (', 'steps (', "the card hides an early stop"),
 ]
 
 # Fast tests per module (first match wins); slow ones (the tiny-zoo loop, SFT training) run in CI only.
