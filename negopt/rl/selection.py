@@ -17,13 +17,14 @@ reports the history and the kept step (``selection``). **Early stop**: once ``rl
 consecutive evaluations fail the bound, training stops (a collapse onto one negative does not undo
 itself: on the real pairs the greedy distinct share fell from 1 to 1/8 of SFT's in 15 steps while the
 *sampled* negatives stayed ~all distinct, so the remaining steps would only cost time); 0 never stops.
+Validation prompts, not test prompts: the test stays held out from every choice. The rule reads only diversity (no images), so it costs one
+greedy decode of the validation prompts per evaluation.
+
 **Stale stop**: training also stops once a step is kept and ``rl.select_stale_steps`` steps have passed
 since it with no check choosing a later one (early stopping's patience, counted in steps so the dense
 checks do not spend it); 0 never stops. The kept weights are the same as a full run's unless a step past
 that window would have beaten them: the sample's default run kept step 50, and its checks at 75 and 100
-gained less on val (0.33, 0.43 vs 0.79), so it stops at step 100 of 150. Validation prompts, not test prompts: the
-test stays held out from every choice. The rule reads only diversity (no images), so it costs one
-greedy decode of the validation prompts per evaluation.
+gained less on val (0.33, 0.43 vs 0.79), so it stops at step 100 of 150.
 
 **By reward** (``rl.select_reward_prompts`` > 0): a diverse step is also scored on a fixed validation plan
 (those prompts x ``rl.select_reward_seeds`` diffusion seeds, the same for SFT and every step), giving the
