@@ -147,6 +147,12 @@ def components(params):
     return Components(policy, ref, tok, pipe, scorer, sft_dir=params.paths.sft)
 
 
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    """Every tensor of ``a``'s state dict within 1e-6 of ``b``'s (the failing key named)."""
+    for k, v in a.state_dict().items():
+        assert torch.allclose(v, b.state_dict()[k], atol=1e-6), k
+
+
 def test_loop_runs_checkpoints_and_resumes_exactly(zoo):
     from negopt.rl.loop import run_rl
 
@@ -170,8 +176,7 @@ def test_loop_runs_checkpoints_and_resumes_exactly(zoo):
     again = components(part)
     resumed = run_rl(part, again, PROMPTS)
     assert resumed.step == 3
-    for k, v in comp.policy.state_dict().items():
-        assert torch.allclose(v, again.policy.state_dict()[k], atol=1e-6), k
+    assert_same_weights(comp.policy, again.policy)
     assert resumed.stats.state_dict() == state.stats.state_dict()
 
     # other settings invalidate the checkpoint instead of resuming it
@@ -241,14 +246,12 @@ def test_a_stale_kept_step_ends_training_and_a_rerun_stays_stopped(zoo):
     guard.stale_steps = 2
     state = run_rl(params, comp, PROMPTS, guard=guard)
     assert (state.step, state.attempt, guard.kept_step, guard.stop_reason()) == (3, 0, 1, "stale")
-    for k, v in after_one.policy.state_dict().items():
-        assert torch.allclose(v, comp.policy.state_dict()[k], atol=1e-6), k
+    assert_same_weights(after_one.policy, comp.policy)
     again = components(params)  # the checkpoint written at the stop: a rerun trains no further step
     rerun = scripted_guard(again.ref, [0.5])
     rerun.stale_steps = 2
     assert run_rl(params, again, PROMPTS, guard=rerun).step == 3 and rerun.kept_step == 1
-    for k, v in after_one.policy.state_dict().items():
-        assert torch.allclose(v, again.policy.state_dict()[k], atol=1e-6), k
+    assert_same_weights(after_one.policy, again.policy)
     # the stale stop is not part of the checkpoint's fingerprint: turning it off resumes at step 3, not from 0
     off = rl_params(zoo, "stale", select_every=1, steps=5, select_stale_steps=0)
     later = components(off)
@@ -271,8 +274,7 @@ def test_loop_deploys_the_kept_step_and_a_resumed_run_remembers_it(zoo):
     assert run_rl(full, comp, PROMPTS, live=live, guard=guard).step == 3
     assert guard.kept_step == 1 and [h[0] for h in guard.history] == [1, 2, 3]
     assert {n for _, n, _ in live.rows} >= {"train/val_distinct_ratio"}
-    for k, v in after_one.policy.state_dict().items():
-        assert torch.allclose(v, comp.policy.state_dict()[k], atol=1e-6), k
+    assert_same_weights(after_one.policy, comp.policy)
 
     # stopped after step 2 and resumed with a fresh guard: the kept step and weights come from the checkpoint
     part = rl_params(zoo, "kept-part", select_every=1)
@@ -281,8 +283,7 @@ def test_loop_deploys_the_kept_step_and_a_resumed_run_remembers_it(zoo):
     resumed = scripted_guard(again.ref, [0.5, 0.1])
     run_rl(part, again, PROMPTS, guard=resumed)
     assert resumed.kept_step == 1 and [h[0] for h in resumed.history] == [1, 2, 3]
-    for k, v in after_one.policy.state_dict().items():
-        assert torch.allclose(v, again.policy.state_dict()[k], atol=1e-6), k
+    assert_same_weights(after_one.policy, again.policy)
 
     # early stop: patience 1 stops after step 2 (the first failing evaluation) and deploys step 1
     stop = rl_params(zoo, "kept-stop", select_every=1, checkpoint_every=50)
@@ -292,8 +293,7 @@ def test_loop_deploys_the_kept_step_and_a_resumed_run_remembers_it(zoo):
     assert run_rl(stop, early, PROMPTS, guard=g).step == 2 and g.stopped() and g.kept_step == 1
     meta = json.loads((Path(stop.paths.checkpoints) / "rl/state.json").read_text())  # checkpoint_every 50: written
     assert meta["step"] == 2 and meta["guard"]["kept_step"] == 1  # because of the stop, so a rerun stops at once
-    for k, v in after_one.policy.state_dict().items():
-        assert torch.allclose(v, early.policy.state_dict()[k], atol=1e-6), k
+    assert_same_weights(after_one.policy, early.policy)
 
 
 def test_ppo_and_evaluation_run(zoo):
@@ -503,5 +503,4 @@ def test_a_run_that_kept_nothing_restarts_from_sft_on_its_own_stream_and_resumes
     resumed = guard_for(again, [0.5, 0.5])
     s2 = run_rl(part, again, PROMPTS, guard=resumed)
     assert (s2.attempt, s2.steps_before, s2.step, resumed.kept_step) == (1, 1, 2, 2) and resumed.past == guard.past
-    for k, v in comp.policy.state_dict().items():
-        assert torch.allclose(v, again.policy.state_dict()[k], atol=1e-6), k
+    assert_same_weights(comp.policy, again.policy)
