@@ -5,7 +5,8 @@ Prompts: ``generate.prompts`` (the clean test split, or a file: ``negopt.prompts
 negative; skipped with a notice when the prompts carry none), ``retrieval`` (the negative of the most similar training prompt,
 negopt/retrieval.py), ``best_of_n`` (the best of n SFT samples under the RL reward, negopt/best_of_n.py),
 ``sft`` / ``rl`` (the deployed decode of the trained models). The work is a
-flat *plan* of items cut into fixed batches; accelerate splits the *batches* between processes, so
+flat *plan* of items; its distinct (prompt, negative, seed) items, each rendered once for every method that
+shares it, are cut into fixed batches; accelerate splits the *batches* between processes, so
 every image is generated in the same batch whatever the process count, and a sharded run writes the
 same files as a single process (each image also has its own seeded generator).
 """
@@ -148,6 +149,23 @@ def make_batches(plan: list[WorkItem], batch_size: int) -> list[list[WorkItem]]:
     return [plan[i : i + batch_size] for i in range(0, len(plan), batch_size)]
 
 
+def distinct_items(plan: list[WorkItem]) -> tuple[list[WorkItem], dict[str, list[str]]]:
+    """The items to render, the first of each (prompt, negative, seed), and per rendered file the plan's later
+    files that are the same image (methods that chose the same negative: on the sample sft and rl agree on
+    most prompts, 114 of 896 images). Each image has its own seeded generator and the pipeline's images do
+    not depend on the rest of the batch, so one render serves every method's file."""
+    first: dict[tuple, WorkItem] = {}
+    copies: dict[str, list[str]] = {}
+    for w in plan:
+        key = (w.prompt, w.negative, w.seed)
+        if key in first:
+            copies[first[key].file].append(w.file)
+        else:
+            first[key] = w
+            copies[w.file] = []
+    return list(first.values()), {f: c for f, c in copies.items() if c}
+
+
 def save_png(image: torch.Tensor, path: str | Path) -> None:
     """uint8 [3, H, W] -> PNG (lossless, no timestamp chunk, so the bytes are reproducible)."""
     from PIL import Image
@@ -157,14 +175,18 @@ def save_png(image: torch.Tensor, path: str | Path) -> None:
 
 
 def render_batches(
-    batches: list[list[WorkItem]], generate_fn: GenerateFn, images_dir: str | Path, progress: bool = True
+    batches: list[list[WorkItem]], generate_fn: GenerateFn, images_dir: str | Path, progress: bool = True,
+    copies: dict[str, list[str]] | None = None,
 ) -> list[WorkItem]:
-    """Generate and save each batch; returns the items written."""
+    """Generate and save each batch, each image also under its ``copies`` (``distinct_items``); returns the
+    items rendered."""
     done: list[WorkItem] = []
+    copies = copies or {}
     for batch in tqdm(batches, desc="generate", unit="batch", disable=not progress):
         images = generate_fn([w.prompt for w in batch], [w.negative for w in batch], [w.seed for w in batch])
         for item, image in zip(batch, images, strict=True):
-            save_png(image, Path(images_dir) / item.file)
+            for file in (item.file, *copies.get(item.file, ())):
+                save_png(image, Path(images_dir) / file)
         done.extend(batch)
     return done
 
@@ -241,7 +263,8 @@ def generate_all(params: Params, state, device: torch.device, best_of_n: Callabl
         }
         payload = [build_plan(prompts, negatives, seeds)]
     plan: list[WorkItem] = broadcast_object_list(payload)[0]
-    batches = make_batches(plan, g.batch_size)
+    distinct, copies = distinct_items(plan)
+    batches = make_batches(distinct, g.batch_size)
 
     def render(idx: list[int]) -> dict[str, torch.Tensor]:
         """This process's share of whole batches -> PNG files; returns the indices of the batches written."""
@@ -252,7 +275,8 @@ def generate_all(params: Params, state, device: torch.device, best_of_n: Callabl
         def generate_fn(prompts: list[str], negatives: list[str], seeds: list[int]) -> torch.Tensor:
             return generate_images(pipe, prompts, negatives, seeds, profile, batch_size=len(prompts))
 
-        render_batches([batches[i] for i in idx], generate_fn, images_dir, progress=state.is_local_main_process)
+        render_batches([batches[i] for i in idx], generate_fn, images_dir, progress=state.is_local_main_process,
+                       copies=copies)
         return {"batch": torch.tensor(idx, dtype=torch.long)}
 
     written = map_sharded(state, len(batches), render)["batch"] if batches else torch.empty(0, dtype=torch.long)

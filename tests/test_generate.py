@@ -17,6 +17,7 @@ from negopt.generate import (
     build_plan,
     check_method_models,
     clear_outputs,
+    distinct_items,
     make_batches,
     manifest_frame,
     method_negatives,
@@ -155,6 +156,29 @@ def test_render_batches_fake_generator(tmp_path):
     for w in plan:
         pixels = Image.open(tmp_path / w.file)
         assert pixels.size == (4, 4) and pixels.getpixel((0, 0)) == ((w.seed + len(w.negative)),) * 3
+
+
+def test_a_negative_two_methods_share_is_rendered_once_and_written_for_both(tmp_path):
+    """sft and rl agree on prompt 0: its two seeds render once and land in both folders; prompt 1 renders twice."""
+    import torch
+    from PIL import Image
+
+    calls: list[tuple[str, str, int]] = []
+
+    def fake(prompts, negatives, seeds):
+        calls.extend(zip(prompts, negatives, seeds, strict=True))
+        return torch.stack([torch.full((3, 4, 4), (s + len(n)) % 256, dtype=torch.uint8)
+                            for n, s in zip(negatives, seeds, strict=True)])
+
+    plan = build_plan(PROMPTS[:2], {"sft": ["ab", "abc"], "rl": ["ab", "xyzw"]}, [[1, 2], [3, 4]])
+    distinct, copies = distinct_items(plan)
+    assert [w.file for w in distinct] == ["sft/0_1.png", "sft/0_2.png", "sft/1_3.png", "sft/1_4.png",
+                                          "rl/1_3.png", "rl/1_4.png"]
+    assert copies == {"sft/0_1.png": ["rl/0_1.png"], "sft/0_2.png": ["rl/0_2.png"]}
+    done = render_batches(make_batches(distinct, 4), fake, tmp_path, progress=False, copies=copies)
+    assert done == distinct and len(calls) == 6 == len(set(calls))
+    for w in plan:  # every planned file, with its own item's pixels
+        assert Image.open(tmp_path / w.file).getpixel((0, 0)) == ((w.seed + len(w.negative)),) * 3
 
 
 def test_clear_outputs_removes_the_manifest_before_any_image(tmp_path, monkeypatch):

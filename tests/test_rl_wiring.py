@@ -37,7 +37,7 @@ from negopt.rl.loop import (
     update,
 )
 from negopt.rl.policy import sequence_logprobs
-from negopt.rl.rewards import fit_term_stats, score_triples, weighted_sum_reward
+from negopt.rl.rewards import distinct_triples, fit_term_stats, score_triples, weighted_sum_reward
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["a red fox in snow", "portrait of an old sailor", "a castle at dusk", "neon city street",
@@ -203,6 +203,61 @@ def test_score_triples_scores_each_image_with_its_own_prompt_and_seed(fake_image
     assert torch.allclose(out["reward"].double(), sum(WEIGHTS[t] * z[t] for t in TERMS), rtol=1e-5)
 
 
+def test_score_triples_renders_a_repeated_triple_once_and_copies_its_values_to_every_row(fake_images):
+    scorer = FakeScorer(fake_images)
+    calib = {t: torch.tensor([0.0, 2.0, 1.0, 5.0]) for t in TERMS}
+    _, stats = fit_term_stats(torch.tensor([[0.5, 0.5]] * 4), lambda m: calib, group_size=2)
+    marginal = torch.tensor([0.3, 0.7])
+    # rows 0, 2, 5 are one triple, rows 1, 3 another; row 4 differs from row 0 by its seed alone
+    a, b, c = (PROMPTS[0], NEGATIVES[0], 7), (PROMPTS[1], NEGATIVES[1], 11), (PROMPTS[0], NEGATIVES[0], 8)
+    triples = [a, b, a, b, c, a]
+    out = score_triples(None, None, None, weighted_sum_reward(scorer, WEIGHTS, stats, marginal),
+                        *map(list, zip(*triples, strict=True)), batch_size=2)
+    assert fake_images.triples == [a, b, c]  # first appearance order, each once
+    assert [len(call) for call in fake_images.calls] == [2, 1]  # micro-batches of the distinct items
+    raw = hand_terms(triples, marginal)
+    for t in TERMS:
+        assert torch.allclose(out[f"raw/{t}"].double(), raw[t].double(), rtol=1e-6), t
+    z = hand_z(raw, calib, 2)
+    assert torch.allclose(out["reward"].double(), sum(WEIGHTS[t] * z[t] for t in TERMS), rtol=1e-5)
+    assert out["reward"][0] == out["reward"][2] == out["reward"][5] and out["reward"][1] == out["reward"][3]
+    assert out["reward"][4] != out["reward"][0]
+
+
+def test_distinct_triples_rows_and_inverse_by_hand():
+    rows, inverse = distinct_triples(["p", "q", "p", "p", "q"], ["n", "n", "n", "m", "n"], [1, 1, 1, 1, 2])
+    assert rows == [0, 1, 3, 4] and inverse.tolist() == [0, 1, 0, 2, 3]
+    rows, inverse = distinct_triples([], [], [])
+    assert rows == [] and inverse.tolist() == []
+
+
+def test_evaluate_rl_renders_a_prompt_once_where_rl_kept_sfts_negative(fake_images, tmp_path, monkeypatch):
+    sft_decode = fake_decode([])
+
+    def decode(model, tokenizer, prompts, *a, **kw):  # RL keeps SFT's negative on the even-indexed prompts
+        sft = sft_decode(Named("sft"), tokenizer, prompts, *a, **kw)
+        rl = sft_decode(model, tokenizer, prompts, *a, **kw)
+        return [x if model.name == "sft" or PROMPTS.index(p) % 2 == 0 else y for p, x, y in zip(prompts, sft, rl, strict=True)]
+
+    monkeypatch.setattr(rl_evaluate, "decode_negatives", decode)
+    monkeypatch.setattr(rl_evaluate, "kl_to_sft", lambda *a, **k: 0.0)
+    params = make_params(tmp_path, eval_prompts=4, eval_seeds_per_prompt=3, image_batch_size=5)
+
+    def reward_fn(images, prompts, metadata):
+        r = torch.tensor([float(s % 97) + len(n) for _, n, s in (FakeScorer(fake_images).triple(x) for x in images)])
+        return r, {"raw": {t: r for t in TERMS}, "z": {t: r for t in TERMS}}
+
+    metrics, _ = rl_evaluate.evaluate_rl(None, Named("sft"), Named("rl"), None, None, reward_fn, PROMPTS, params)
+    prompts, _ = rl_evaluate.eval_plan(PROMPTS, 4, params.rl.eval_seed, 3)
+    idx = torch.tensor([PROMPTS.index(p) for p in prompts], dtype=torch.float64)
+    changed = idx % 2 == 1
+    assert 0 < int(changed.sum()) < 4  # the plan holds prompts of both kinds
+    assert len(fake_images.triples) == 12 + 3 * int(changed.sum()) == metrics["test_images_rendered"]
+    assert metrics["n_test_images"] == 12
+    gain, gain_se = mean_and_se(torch.where(changed, idx + 2, torch.zeros_like(idx)))  # exactly 0 where unchanged
+    assert metrics["reward_test_gain"] == pytest.approx(gain) and metrics["reward_test_gain_se"] == pytest.approx(gain_se)
+
+
 def test_calibration_marginal_is_the_mean_posterior_of_the_calibration_images(fake_images, t5_dir, tmp_path):
     params = make_params(tmp_path, calibration_prompts=4, k=3)
     comp = make_components(t5_dir, fake_images)
@@ -297,7 +352,7 @@ def test_run_rl_pairs_seeds_and_feeds_weighted_z_rewards_and_kl(fake_images, t5_
 
     def spy_rollout(*args, **kwargs):
         ro, extra = real_rollout(*args, **kwargs)
-        rolled.append(extra)
+        rolled.append((ro, extra))
         return ro, extra
 
     monkeypatch.setattr(loop, "compute_advantages", spy)
@@ -307,22 +362,26 @@ def test_run_rl_pairs_seeds_and_feeds_weighted_z_rewards_and_kl(fake_images, t5_
     calib = fake_images.triples[:12]
     calib_marginal = torch.stack([probs_of(n, s) for _, n, s in calib]).mean(0)
     calib_terms = hand_terms(calib, calib_marginal)
+    rendered, steps_seeds = 12, []
     for step in range(2):
-        triples = fake_images.triples[12 + 9 * step: 12 + 9 * (step + 1)]
         prompts, image_seeds, _ = step_plan(params.base.seed, step, PROMPTS, 3)
+        ro, extra = rolled[1 + step]  # rolled[0] is the calibration rollout
         # prompt-major: a prompt's k samples share its one seed; different prompts have different seeds
-        assert [p for p, _, _ in triples] == [p for p in prompts for _ in range(3)]
-        assert [s for _, _, s in triples] == [s for s in image_seeds for _ in range(3)]
+        triples = [(p, n, s) for (p, s), n in zip([(p, s) for p, s in zip(prompts, image_seeds, strict=True)
+                                                   for _ in range(3)], ro.negatives, strict=True)]
+        distinct = list(dict.fromkeys(triples))  # a sample repeated within its group is rendered once
+        assert fake_images.triples[rendered:rendered + len(distinct)] == distinct
+        rendered += len(distinct)
         assert len(set(image_seeds)) == 3
         rewards, logp_old, logp_ref, kl_coef, k = seen[step]
-        z = hand_z(hand_terms(triples, calib_marginal), calib_terms, 3)
+        z = hand_z(hand_terms(triples, calib_marginal), calib_terms, 3)  # every sample's reward, repeats too
         assert torch.allclose(rewards.double(), sum(WEIGHTS[t] * z[t] for t in TERMS), rtol=1e-4, atol=1e-5)
         assert kl_coef == 0.7 and k == 3
         assert (logp_old - logp_ref).abs().max() > 1e-2  # the frozen reference, not the policy
-        extra = rolled[1 + step]  # rolled[0] is the calibration rollout
         assert torch.equal(logp_old, extra["logp_old"]) and torch.equal(logp_ref, extra["logp_ref"])  # KL sign
-    steps_seeds = [s for _, _, s in fake_images.triples[12:21]], [s for _, _, s in fake_images.triples[21:30]]
-    assert set(steps_seeds[0]) != set(steps_seeds[1])  # each step draws its own seeds
+        steps_seeds.append({s for _, _, s in distinct})
+    assert rendered == len(fake_images.triples)
+    assert steps_seeds[0] != steps_seeds[1]  # each step draws its own seeds
 
 
 # --- the test evaluation: same seeds for SFT and RL, averaged per prompt ---------------------------------
@@ -376,7 +435,7 @@ def test_evaluate_rl_same_seeds_for_both_models_and_per_prompt_means(fake_images
     sft_mean, sft_se = mean_and_se(seed_mean + idx + 1)
     assert metrics["reward_test_gain"] == pytest.approx(gain) and metrics["reward_test_gain_se"] == pytest.approx(gain_se)
     assert metrics["reward_test_sft"] == pytest.approx(sft_mean) and metrics["reward_test_sft_se"] == pytest.approx(sft_se)
-    assert metrics["n_test"] == 4 and metrics["n_test_images"] == 12
+    assert metrics["n_test"] == 4 and metrics["n_test_images"] == 12 and metrics["test_images_rendered"] == 24
     assert metrics["negative_chars_sft"] == pytest.approx(float((idx + 1).mean()))
     # per-term means over each model's own images (the fake's terms all equal its reward)
     assert metrics["aesthetic_test_sft"] == pytest.approx(sft_mean) and metrics["clip_raw_test_rl"] == pytest.approx(

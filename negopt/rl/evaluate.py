@@ -19,7 +19,7 @@ from negopt.decode import decode_negatives, format_sources, saved_retrieval
 from negopt.params import Params
 from negopt.rl.advantages import mean_and_se
 from negopt.rl.policy import sample_rollout, sequence_logprobs
-from negopt.rl.rewards import RewardFn, score_triples
+from negopt.rl.rewards import RewardFn, distinct_triples, score_triples
 
 
 def eval_plan(prompts: list[str], n: int, seed: int, seeds_per_prompt: int = 1) -> tuple[list[str], list[list[int]]]:
@@ -190,9 +190,10 @@ def evaluate_rl(accelerator, sft_model, rl_model, tokenizer, pipe, reward_fn: Re
     flat_p = [p for p in prompts for _ in range(s)]
     flat_s = [x for row in seeds for x in row]
     flat_sft, flat_rl = [x for x in neg_sft for _ in range(s)], [x for x in neg_rl for _ in range(s)]
-    # one sharded job for both models: fewer pipeline calls, same seeds for the pair
-    scores = score_triples(accelerator, pipe, params.active, reward_fn, flat_p + flat_p, flat_sft + flat_rl,
-                           flat_s + flat_s, params.rl.image_batch_size)
+    # one sharded job for both models: fewer pipeline calls, same seeds for the pair; a prompt whose RL negative
+    # is SFT's renders once (score_triples), its difference exactly 0
+    triples = (flat_p + flat_p, flat_sft + flat_rl, flat_s + flat_s)
+    scores = score_triples(accelerator, pipe, params.active, reward_fn, *triples, params.rl.image_batch_size)
     per_prompt = scores["reward"].reshape(2, n, s).mean(dim=2)  # [model, prompt]: the unit of the paired test
     metrics = paired_summary(per_prompt[0], per_prompt[1])
     metrics["power"] = gain_se_by_seeds(scores["reward"].reshape(2, n, s)[1] - scores["reward"].reshape(2, n, s)[0])
@@ -208,6 +209,7 @@ def evaluate_rl(accelerator, sft_model, rl_model, tokenizer, pipe, reward_fn: Re
                 "kl_test": kl_to_sft(rl_model, sft_model, tokenizer, prompts, params)}
     metrics |= {"distinct_negatives_sft": distinct_share(neg_sft), "distinct_negatives_rl": distinct_share(neg_rl),
                 "negative_chars_sft": float(np.mean([len(x) for x in neg_sft])),
-                "negative_chars_rl": float(np.mean([len(x) for x in neg_rl])), "n_test": n, "n_test_images": n * s}
+                "negative_chars_rl": float(np.mean([len(x) for x in neg_rl])), "n_test": n, "n_test_images": n * s,
+                "test_images_rendered": len(distinct_triples(*triples)[0])}
     examples = [{"prompt": p, "sft": a, "rl": b} for p, a, b in zip(prompts, neg_sft, neg_rl, strict=True)][:n_examples]
     return metrics, examples

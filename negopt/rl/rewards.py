@@ -74,7 +74,13 @@ def score_triples(
 ) -> dict[str, torch.Tensor]:
     """Generate one image per (prompt, negative, seed) and score it, sharded over processes.
 
-    Items are cut into micro-batches of ``batch_size`` (one pipeline call and one scoring call
+    A triple that repeats is rendered and scored once (``distinct_triples``) and its values copied to every
+    row that asks for it: per-image generators make it the same image (the pipeline's images do not depend
+    on what else is in the batch), and the reward is per image. Repeats are common: the test's SFT and RL
+    negatives agree on about half the sample's prompts, a trained policy's k samples of a prompt (one seed)
+    coincide ~20% of the time.
+
+    The distinct items are cut into micro-batches of ``batch_size`` (one pipeline call and one scoring call
     each) and whole micro-batches are dealt to processes; results are gathered, so every process
     returns the full ``reward`` [N] and ``raw/<term>``, ``z/<term>`` [N]. Per-image generators, fixed
     reward statistics and process-independent batch shapes make the result the same for any number
@@ -83,11 +89,13 @@ def score_triples(
     from negopt.diffusion import generate_images
     from negopt.sharding import map_sharded
 
+    rows, inverse = distinct_triples(prompts, negatives, seeds)
+
     def micro_batch(idx: list[int]) -> dict[str, torch.Tensor]:
-        p = [prompts[i] for i in idx]
-        images = generate_images(pipe, p, [negatives[i] for i in idx], [seeds[i] for i in idx], profile,
-                                 batch_size=len(idx))
-        rewards, info = reward_fn(images, p, {"seeds": [seeds[i] for i in idx]})
+        p = [prompts[rows[i]] for i in idx]
+        s = [seeds[rows[i]] for i in idx]
+        images = generate_images(pipe, p, [negatives[rows[i]] for i in idx], s, profile, batch_size=len(idx))
+        rewards, info = reward_fn(images, p, {"seeds": s})
         out = {"reward": rewards}
         for kind in ("raw", "z"):
             out.update({f"{kind}/{t}": v for t, v in info.get(kind, {}).items()})
@@ -98,4 +106,19 @@ def score_triples(
         parts = [micro_batch(idx[i:i + batch_size]) for i in range(0, len(idx), batch_size)]
         return {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
 
-    return map_sharded(accelerator, len(prompts), work, granularity=batch_size)
+    out = map_sharded(accelerator, len(rows), work, granularity=batch_size)
+    return {k: v[inverse.to(v.device)] for k, v in out.items()}
+
+
+def distinct_triples(prompts: list[str], negatives: list[str], seeds: list[int]) -> tuple[list[int], torch.Tensor]:
+    """(rows, inverse): the first row of each distinct (prompt, negative, seed), in order of first appearance,
+    and for every row the position of its triple in ``rows``, so ``values[inverse]`` fans values back out."""
+    position: dict[tuple, int] = {}
+    rows: list[int] = []
+    inverse: list[int] = []
+    for row, key in enumerate(zip(prompts, negatives, seeds, strict=True)):
+        if key not in position:
+            position[key] = len(rows)
+            rows.append(row)
+        inverse.append(position[key])
+    return rows, torch.tensor(inverse, dtype=torch.long)
