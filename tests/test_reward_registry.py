@@ -77,8 +77,18 @@ def test_one_rl_step_calibrates_logs_and_rewards_the_toy_term(fake_images, t5_di
     seen = []
     real = loop.compute_advantages
     monkeypatch.setattr(loop, "compute_advantages", lambda rewards, *a: seen.append(rewards.clone()) or real(rewards, *a))
+    rolled = []
+    real_rollout = loop.rollout
+    monkeypatch.setattr(loop, "rollout", lambda *a, **kw: rolled.append(real_rollout(*a, **kw)) or rolled[-1])
     live = FakeLive(tmp_path / "live")
     state = loop.run_rl(params, comp, PROMPTS, live=live)
+    # the step's rows and, per row, the render that serves it: a repeated (prompt, negative, seed) renders once
+    prompts, image_seeds, _ = loop.step_plan(params.base.seed, 0, PROMPTS, 3)
+    step = [(p, n, s) for (p, s), n in zip([(p, s) for p, s in zip(prompts, image_seeds, strict=True) for _ in range(k)],
+                                           rolled[1][0].negatives, strict=True)]
+    distinct = list(dict.fromkeys(step))
+    assert fake_images.triples[calib_n:] == distinct
+    image = torch.tensor([calib_n + distinct.index(t) for t in step], dtype=torch.float64)
 
     # calibration: images 0..11, brightness i / 48; groups (0,1,2), (3,4,5), ...: mean 5.5 / 48, each group's
     # deviations (-1, 0, 1) / 48, so the pooled within-group std is sqrt(4 * 2 / (4 * 2)) / 48 = 1 / 48
@@ -87,13 +97,13 @@ def test_one_rl_step_calibrates_logs_and_rewards_the_toy_term(fake_images, t5_di
     assert state.stats.within_std("brightness") == pytest.approx(1 / PIXELS)
     assert state.stats.report()["scale_brightness"] == pytest.approx(1 / PIXELS)
 
-    # the step: images 12..20, brightness mean 16 / 48 raw, z = i - 5.5, mean 10.5
+    # the step: a row served by image i has brightness i / 48 raw, z = i - 5.5 (images 12..20 without repeats:
+    # mean 16 / 48 raw, z 10.5)
     logged = {name: value for _, name, value in live.rows}
-    assert logged["train/brightness_raw"] == pytest.approx(16 / PIXELS)
-    assert logged["train/brightness"] == pytest.approx(10.5, rel=1e-5)
+    assert logged["train/brightness_raw"] == pytest.approx(float(image.mean()) / PIXELS)
+    assert logged["train/brightness"] == pytest.approx(float(image.mean()) - 5.5, rel=1e-5)
 
     # the reward reaching the advantages is the three wiring terms plus 0.25 * z(brightness), image by image
-    step = fake_images.triples[calib_n:calib_n + 9]
     marginal = torch.stack([probs_of(n, s) for _, n, s in fake_images.triples[:calib_n]]).mean(0)
     calib, raw = hand_terms(fake_images.triples[:calib_n], marginal), hand_terms(step, marginal)
     expected = torch.zeros(9, dtype=torch.float64)
@@ -101,7 +111,7 @@ def test_one_rl_step_calibrates_logs_and_rewards_the_toy_term(fake_images, t5_di
         c = calib[t].double().reshape(-1, k)
         within = math.sqrt(((c - c.mean(1, keepdim=True)) ** 2).sum().item() / (c.shape[0] * (k - 1)))
         expected += w * (raw[t].double() - c.mean().item()) / within
-    expected += TOY_WEIGHT * (torch.arange(calib_n, calib_n + 9, dtype=torch.float64) - 5.5)
+    expected += TOY_WEIGHT * (image - 5.5)
     assert torch.allclose(seen[0].double(), expected, rtol=1e-4, atol=1e-4)
 
 
