@@ -71,3 +71,18 @@ def generate_images(
         )
         out.append(to_uint8(result.images))
     return torch.cat(out)
+
+
+def distinct_triples(prompts: list[str], negatives: list[str], seeds: list[int]) -> tuple[list[int], torch.Tensor]:
+    """(rows, inverse): the first row of each distinct (prompt, negative, seed), in order of first appearance,
+    and for every row the position of its triple in ``rows``, so ``values[inverse]`` fans values back out.
+    An image depends on its triple alone, so one render serves every row that repeats it."""
+    position: dict[tuple, int] = {}
+    rows: list[int] = []
+    inverse: list[int] = []
+    for row, key in enumerate(zip(prompts, negatives, seeds, strict=True)):
+        if key not in position:
+            position[key] = len(rows)
+            rows.append(row)
+        inverse.append(position[key])
+    return rows, torch.tensor(inverse, dtype=torch.long)

@@ -152,18 +152,15 @@ def make_batches(plan: list[WorkItem], batch_size: int) -> list[list[WorkItem]]:
 def distinct_items(plan: list[WorkItem]) -> tuple[list[WorkItem], dict[str, list[str]]]:
     """The items to render, the first of each (prompt, negative, seed), and per rendered file the plan's later
     files that are the same image (methods that chose the same negative: on the sample sft and rl agree on
-    most prompts, 114 of 896 images). Each image has its own seeded generator and the pipeline's images do
-    not depend on the rest of the batch, so one render serves every method's file."""
-    first: dict[tuple, WorkItem] = {}
+    most prompts, 114 of 896 images): ``negopt.diffusion.distinct_triples``, as RL's scoring."""
+    from negopt.diffusion import distinct_triples
+
+    rows, inverse = distinct_triples([w.prompt for w in plan], [w.negative for w in plan], [w.seed for w in plan])
     copies: dict[str, list[str]] = {}
-    for w in plan:
-        key = (w.prompt, w.negative, w.seed)
-        if key in first:
-            copies[first[key].file].append(w.file)
-        else:
-            first[key] = w
-            copies[w.file] = []
-    return list(first.values()), {f: c for f, c in copies.items() if c}
+    for row, u in enumerate(inverse.tolist()):
+        if row != rows[u]:
+            copies.setdefault(plan[rows[u]].file, []).append(plan[row].file)
+    return [plan[r] for r in rows], copies
 
 
 def save_png(image: torch.Tensor, path: str | Path) -> None:

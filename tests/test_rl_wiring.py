@@ -22,6 +22,7 @@ import torch
 import yaml
 
 import negopt.diffusion
+from negopt.diffusion import distinct_triples
 from negopt.metrics import inception_kl
 from negopt.params import validate_params
 from negopt.reward_terms import default_weights, scored_weights
@@ -37,7 +38,7 @@ from negopt.rl.loop import (
     update,
 )
 from negopt.rl.policy import sequence_logprobs
-from negopt.rl.rewards import distinct_triples, fit_term_stats, score_triples, weighted_sum_reward
+from negopt.rl.rewards import fit_term_stats, score_triples, weighted_sum_reward
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["a red fox in snow", "portrait of an old sailor", "a castle at dusk", "neon city street",

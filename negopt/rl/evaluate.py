@@ -19,7 +19,7 @@ from negopt.decode import decode_negatives, format_sources, saved_retrieval
 from negopt.params import Params
 from negopt.rl.advantages import mean_and_se
 from negopt.rl.policy import sample_rollout, sequence_logprobs
-from negopt.rl.rewards import RewardFn, distinct_triples, score_triples
+from negopt.rl.rewards import RewardFn, score_triples
 
 
 def eval_plan(prompts: list[str], n: int, seed: int, seeds_per_prompt: int = 1) -> tuple[list[str], list[list[int]]]:
@@ -210,6 +210,6 @@ def evaluate_rl(accelerator, sft_model, rl_model, tokenizer, pipe, reward_fn: Re
     metrics |= {"distinct_negatives_sft": distinct_share(neg_sft), "distinct_negatives_rl": distinct_share(neg_rl),
                 "negative_chars_sft": float(np.mean([len(x) for x in neg_sft])),
                 "negative_chars_rl": float(np.mean([len(x) for x in neg_rl])), "n_test": n, "n_test_images": n * s,
-                "test_images_rendered": len(distinct_triples(*triples)[0])}
+                "test_images_rendered": len(set(zip(*triples, strict=True)))}
     examples = [{"prompt": p, "sft": a, "rl": b} for p, a, b in zip(prompts, neg_sft, neg_rl, strict=True)][:n_examples]
     return metrics, examples

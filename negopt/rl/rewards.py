@@ -86,7 +86,7 @@ def score_triples(
     reward statistics and process-independent batch shapes make the result the same for any number
     of processes.
     """
-    from negopt.diffusion import generate_images
+    from negopt.diffusion import distinct_triples, generate_images
     from negopt.sharding import map_sharded
 
     rows, inverse = distinct_triples(prompts, negatives, seeds)
@@ -109,16 +109,3 @@ def score_triples(
     out = map_sharded(accelerator, len(rows), work, granularity=batch_size)
     return {k: v[inverse.to(v.device)] for k, v in out.items()}
 
-
-def distinct_triples(prompts: list[str], negatives: list[str], seeds: list[int]) -> tuple[list[int], torch.Tensor]:
-    """(rows, inverse): the first row of each distinct (prompt, negative, seed), in order of first appearance,
-    and for every row the position of its triple in ``rows``, so ``values[inverse]`` fans values back out."""
-    position: dict[tuple, int] = {}
-    rows: list[int] = []
-    inverse: list[int] = []
-    for row, key in enumerate(zip(prompts, negatives, seeds, strict=True)):
-        if key not in position:
-            position[key] = len(rows)
-            rows.append(row)
-        inverse.append(position[key])
-    return rows, torch.tensor(inverse, dtype=torch.long)
