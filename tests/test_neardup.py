@@ -8,6 +8,8 @@ import pytest
 
 from negopt.data.clean import run_clean, split_frame
 from negopt.data.neardup import (
+    _mix,
+    _words,
     band_rows,
     exact_jaccard,
     minhash_signatures,
@@ -36,6 +38,21 @@ def test_shingles_by_hand():
     assert h[0] in h2.tolist()
 
 
+def test_words_are_python_split_for_every_whitespace_character():
+    """Arrow's split must cut exactly where ``str.split()`` does: every character ``str.isspace`` accepts,
+    leading, trailing, repeated, mixed, and none at all."""
+    spaces = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+    assert len(spaces) == 29
+    texts = ["", "word", ",", "a,b", " , lead", "trail, ", "\u200b not a space\ufeff"]
+    texts += [f"{w}a{w}{w}B c,{w}d{w}" for w in spaces] + ["".join(spaces).join(["x", "y", "z"]), "".join(spaces)]
+    ref = [t.lower().replace(",", " , ").split() for t in texts]
+    codes, lens = _words(texts)
+    assert lens.tolist() == [len(r) for r in ref]
+    flat = np.asarray([w for r in ref for w in r], dtype=object)
+    assert codes.tolist() == _mix(pd.util.hash_array(flat, categorize=False)).tolist()
+    assert lens[7:36].tolist() == [5] * 29  # a, b, c, ",", d: each whitespace kind splits
+
+
 def test_signature_agreement_estimates_jaccard():
     a, b = TEMPLATE.format("cat"), TEMPLATE.format("dog")
     sig = minhash_signatures([a, b, "a castle on a hill"], num_perm=2048)
@@ -53,6 +70,15 @@ def test_groups_join_templates_transitively_and_nothing_else():
     g = near_duplicate_groups(texts, threshold=0.5)
     assert g.tolist() == [0, 0, 0, 3, 4, 3]
     assert near_duplicate_groups(texts, threshold=0.95).tolist() == list(range(6))
+
+
+def test_a_pair_exactly_at_the_threshold_joins():
+    """A's 7 trigrams inside B's 10: J = 7/10 = |A| / |B|, the bound the set-size filter drops below."""
+    words = [f"w{i}" for i in range(12)]
+    a, b = " ".join(words[:9]), " ".join(words)
+    assert _jaccard(a, b) == 0.7
+    assert near_duplicate_groups([a, b, "something else entirely here"], threshold=0.7).tolist() == [0, 0, 2]
+    assert near_duplicate_groups([a, b], threshold=0.71).tolist() == [0, 1]
 
 
 def test_band_rows_keep_recall_at_the_threshold():
