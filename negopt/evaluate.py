@@ -16,8 +16,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from negopt.errors import ParamsError, UserError, require_input
-from negopt.generate import MANIFEST
+from negopt.errors import ParamsError, UserError
 
 
 class NonFiniteMetricError(UserError, ValueError):
@@ -34,10 +33,6 @@ def check_finite(method: str, row: dict[str, float | int]) -> None:
             "(e.g. a random Inception calibrated at another size); a NaN aesthetic or CLIP score, NaN pixels "
             "from the diffusion model (half precision overflow): check models.<profile>.inception and the images"
         )
-
-
-def read_manifest(images_dir: str | Path) -> pd.DataFrame:
-    return pd.read_parquet(require_input(Path(images_dir) / MANIFEST, "generate"))
 
 
 def load_images(images_dir: str | Path, files: list[str]) -> torch.Tensor:

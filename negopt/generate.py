@@ -26,11 +26,10 @@ from tqdm.auto import tqdm
 
 from negopt.errors import MissingInputError
 from negopt.io import atomic_path, write_json, write_parquet
+from negopt.manifest import GENERATE_METRICS, MANIFEST
 from negopt.params import METHODS, Params
 from negopt.prompts import has_negatives, load_prompts
 
-MANIFEST = "manifest.parquet"
-GENERATE_METRICS = "generate.json"  # under paths.metrics: what each method's images cost
 MODEL_METHODS = ("sft", "rl")  # methods whose negatives come from a trained model
 
 # generate_fn(prompts, negatives, seeds) -> uint8 [N, 3, H, W]; injectable so the plan is testable without SD.

@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import os
 import random
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from negopt.errors import ParamsError
 from negopt.params import Params, load_params, warn_recommendations
 
+if TYPE_CHECKING:
+    import torch
 
-def seed_everything(seed: int) -> None:
+
+def seed_everything(seed: int, uses_torch: bool = True) -> None:
+    """Python's, numpy's and (unless the stage never imports it) torch's global generators."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    if uses_torch:
+        import torch  # here, not at the top: importing torch costs 2-4 s, all of a data stage's start-up
+
+        torch.manual_seed(seed)
 
 
 def resolve_device(choice: str = "auto") -> torch.device:
+    import torch
+
     if choice == "cuda" and not torch.cuda.is_available():
         raise ParamsError("base.device: cuda was asked for but no CUDA device is visible; use auto or cpu")
     if choice == "auto":
@@ -26,8 +35,12 @@ def resolve_device(choice: str = "auto") -> torch.device:
     return torch.device(choice)
 
 
-def start_stage(params_path: str = "params.yaml") -> Params:
-    """Validate params, seed everything, and keep the tiny profile off the network."""
+def start_stage(params_path: str = "params.yaml", uses_torch: bool = True) -> Params:
+    """Validate params, seed everything, and keep the tiny profile off the network.
+
+    ``uses_torch=False`` for the stages that never import torch (scrape, clean: tests/test_errors.py
+    runs them and checks), so they do not pay its import.
+    """
     params = load_params(params_path)
     warn_recommendations(params)
     if params.profile == "tiny":
@@ -35,5 +48,5 @@ def start_stage(params_path: str = "params.yaml") -> Params:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    seed_everything(params.base.seed)
+    seed_everything(params.base.seed, uses_torch)
     return params

@@ -10,13 +10,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 
 from negopt.errors import require_input
 from negopt.io import atomic_path, write_parquet
+
+if TYPE_CHECKING:
+    import torch  # annotations only: compare reads the scores without importing torch
 
 PER_IMAGE = "per_image.parquet"
 PROBS = "inception_probs.safetensors"

@@ -16,7 +16,7 @@ from negopt.runtime import start_stage
 
 
 def main() -> None:
-    params = start_stage()
+    params = start_stage(uses_torch=False)
     paths = params.paths
     raw = require_input(Path(paths.raw) / "pairs.parquet", "scrape")
     report = run_clean(raw, paths.clean, params.data.clean, params.data.split)

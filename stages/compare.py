@@ -7,16 +7,15 @@ from pathlib import Path
 
 from negopt.compare import gains_markdown, metrics_markdown, save_pngs, search_costs, write_comparison
 from negopt.errors import require_input, run_stage
-from negopt.evaluate import read_manifest
-from negopt.generate import GENERATE_METRICS
 from negopt.io import read_json
+from negopt.manifest import GENERATE_METRICS, read_manifest
 from negopt.report import render_report, write_report
 from negopt.runtime import start_stage
 from negopt.scores import read_scores
 
 
 def main() -> None:
-    params = start_stage()
+    params = start_stage(uses_torch=False)
     paths, cfg = params.paths, params.compare
     eval_metrics = read_json(require_input(Path(paths.metrics) / "eval.json", "evaluate"))
     costs = search_costs(read_json(require_input(Path(paths.metrics) / GENERATE_METRICS, "generate")))

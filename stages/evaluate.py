@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 
 from negopt.errors import run_stage
-from negopt.evaluate import evaluate_all, read_manifest
+from negopt.evaluate import evaluate_all
 from negopt.io import write_json
+from negopt.manifest import read_manifest
 from negopt.runtime import resolve_device, start_stage
 from negopt.scores import write_scores
 

@@ -16,7 +16,7 @@ from negopt.runtime import start_stage
 
 
 def main() -> None:
-    params = start_stage()
+    params = start_stage(uses_torch=False)
     paths = params.paths
     checkpoint_dir = Path(paths.checkpoints) / "scrape"
     checkpoint_dir.mkdir(parents=True, exist_ok=True)  # a declared DVC output, even when unused

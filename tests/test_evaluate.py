@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from negopt.evaluate import evaluate_all, load_images, read_manifest
+from negopt.evaluate import evaluate_all, load_images
+from negopt.manifest import read_manifest
 
 
 class FakeScorer:

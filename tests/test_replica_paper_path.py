@@ -149,7 +149,8 @@ def test_eval_is_finite_and_computed_at_299_px(paper_repo: Path):
     """eval.json: six methods, every metric finite, IS > 1, and IS equal to a 299 px recomputation."""
     import torch
 
-    from negopt.evaluate import load_images, read_manifest
+    from negopt.evaluate import load_images
+    from negopt.manifest import read_manifest
     from negopt.metrics import inception_score
 
     ev = json.loads((paper_repo / "metrics" / "eval.json").read_text())
@@ -175,7 +176,7 @@ def test_policy_is_t5_small_with_its_tokenizer(paper_repo: Path):
     """models/sft and models/rl are t5-small-shaped and carry the replica's 32100-token T5 tokenizer."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from negopt.evaluate import read_manifest
+    from negopt.manifest import read_manifest
 
     for folder in ("sft", "rl"):
         cfg = AutoConfig.from_pretrained(paper_repo / "models" / folder)

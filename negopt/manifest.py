@@ -1,0 +1,19 @@
+"""What ``generate`` writes for the stages after it: the image manifest (``<paths.images>/manifest.parquet``,
+one row per image) and the cost metrics file. Kept free of torch so that ``compare``, which only reads
+them, starts without importing it (2-4 s).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from negopt.errors import require_input
+
+MANIFEST = "manifest.parquet"
+GENERATE_METRICS = "generate.json"  # under paths.metrics: what each method's images cost
+
+
+def read_manifest(images_dir: str | Path) -> pd.DataFrame:
+    return pd.read_parquet(require_input(Path(images_dir) / MANIFEST, "generate"))
