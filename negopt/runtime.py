@@ -38,8 +38,8 @@ def resolve_device(choice: str = "auto") -> torch.device:
 def start_stage(params_path: str = "params.yaml", uses_torch: bool = True) -> Params:
     """Validate params, seed everything, and keep the tiny profile off the network.
 
-    ``uses_torch=False`` for the stages that never import torch (scrape, clean: tests/test_errors.py
-    runs them and checks), so they do not pay its import.
+    ``uses_torch=False`` for the stages that never import torch (scrape, clean, compare:
+    tests/test_errors.py checks), so they do not pay its import.
     """
     params = load_params(params_path)
     warn_recommendations(params)

@@ -29,6 +29,12 @@ def test_run_stage_lets_a_bug_raise():
         run_stage(main)
 
 
+def _python(args: list[str], root, cwd) -> subprocess.CompletedProcess:
+    """This interpreter on ``args`` in ``cwd``, with only the project importable and nothing on PATH."""
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": str(root), "PATH": ""})
+
+
 def test_one_type_per_condition_and_fixes_name_dvc(tmp_path):
     with pytest.raises(MissingInputError, match=r"run `dvc repro scrape` first"):
         require_input(tmp_path / "pairs.parquet", "scrape")
@@ -45,8 +51,7 @@ def test_a_file_without_negative_prompt_stops_scrape_with_one_message(root, tmp_
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["data"]["source"] = "file:pairs.csv"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = subprocess.run([sys.executable, str(root / "stages" / "scrape.py")], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(root), "PATH": ""})
+    proc = _python([str(root / "stages" / "scrape.py")], root, tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: data.source=file:pairs.csv: missing required column(s) negative_prompt")
@@ -63,8 +68,7 @@ def test_scrape_clean_and_compare_run_without_importing_torch(root, tmp_path):
              "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules)); "
              "runpy.run_path(sys.argv[1], run_name='__main__')")
     for stage in ("scrape", "clean"):
-        proc = subprocess.run([sys.executable, "-c", probe, str(root / "stages" / f"{stage}.py")], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(root), "PATH": ""})
+        proc = _python(["-c", probe, str(root / "stages" / f"{stage}.py")], root, tmp_path)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip().endswith("torch imported: False"), (stage, proc.stdout)
     assert (tmp_path / "data" / "clean" / "train.parquet").exists()
@@ -72,8 +76,7 @@ def test_scrape_clean_and_compare_run_without_importing_torch(root, tmp_path):
     # compare too: here only its imports are checked (its inputs need the whole pipeline; the e2e test runs it)
     probe = ("import runpy, sys; runpy.run_path(sys.argv[1]); "
              "print('torch imported:', 'torch' in sys.modules)")
-    proc = subprocess.run([sys.executable, "-c", probe, str(root / "stages" / "compare.py")], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(root), "PATH": ""})
+    proc = _python(["-c", probe, str(root / "stages" / "compare.py")], root, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "torch imported: False"
 

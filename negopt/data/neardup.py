@@ -177,11 +177,10 @@ def near_duplicate_groups(texts: list[str], threshold: float = 0.7, num_perm: in
     pair_key = distinct(np.concatenate(src).astype(np.int64) * m + np.concatenate(dst))  # 1-D: unique(axis=0) sorts rows
     pairs = np.stack([pair_key // m, pair_key % m], axis=1)
     sets = shingle_sets(*shingled)
-    size = sets[2]
+    size_a, size_b = sets[2][pairs[:, 0]], sets[2][pairs[:, 1]]
     # J(A, B) <= min(|A|, |B|) / max(|A|, |B|) (and a float quotient keeps that order), so a pair whose set
     # sizes differ more than that cannot reach the threshold: a quarter of the sample's candidates, none lost.
-    small, big = np.minimum(size[pairs[:, 0]], size[pairs[:, 1]]), np.maximum(size[pairs[:, 0]], size[pairs[:, 1]])
-    pairs = pairs[small / big >= threshold]
+    pairs = pairs[np.minimum(size_a, size_b) / np.maximum(size_a, size_b) >= threshold]
     keep = exact_jaccard(*shingled, pairs[:, 0], pairs[:, 1], sets=sets) >= threshold
     src_all, dst_all = pairs[keep, 0], pairs[keep, 1]
     graph = coo_matrix((np.ones(len(src_all), dtype=np.int8), (src_all, dst_all)), shape=(m, m))
