@@ -7,15 +7,18 @@ candidates, so they differ only in the negative, as in an RL group; never an eva
 them with the RL image reward and keep the best; ``generate`` then renders the kept negative on the
 evaluation seeds like every other method.
 
-The reward is the RL stage's, by the RL stage's code: ``negopt.rl.loop.calibrate_rewards`` on the SFT
-model (``rl.calibration_prompts`` x ``rl.k`` images; deterministic from ``base.seed``, so the same term
-statistics and Inception marginal the RL run fixes at its start), then
-``negopt.rl.rewards.weighted_sum_reward`` with ``rl.reward.*`` and ``rl.clip_term``. The KL-to-SFT
+The reward is the RL stage's: the term statistics and Inception marginal the rl stage fixed at its start,
+read from ``paths.rl`` (``negopt.rl.rewards.load_calibration``) when they were calibrated from these SFT
+weights, prompts and settings (``calibration_key``), else calibrated here by the RL stage's code
+(``negopt.rl.loop.calibrate_rewards`` on the SFT model, ``rl.calibration_prompts`` x ``rl.k`` images,
+deterministic from ``base.seed``: the same numbers); then ``negopt.rl.rewards.weighted_sum_reward`` with
+``rl.reward.*`` and ``rl.clip_term``. The KL-to-SFT
 penalty of RL's reward is left out: it keeps a *trained* policy near SFT, while every candidate here is
 an SFT sample already.
 
 Cost, reported beside the table (metrics/generate.json): calibration images + ``n`` x prompts selection
-images, on top of the evaluation images every method renders.
+images, on top of the evaluation images every method renders. The calibration counts whether it was
+rendered here or read from the rl stage (``calibration_reused``): the method needs one either way.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ def best_of_n_negatives(params: Params, prompts: list[str], eval_seeds: list[lis
     from negopt.reward_terms import models_needed
     from negopt.rl.loop import Components, calibrate_rewards
     from negopt.rl.policy import sample_rollout
-    from negopt.rl.rewards import score_triples, weighted_sum_reward
+    from negopt.rl.rewards import calibration_key, load_calibration, score_triples, weighted_sum_reward
 
     cfg, rl, sft = params.generate.best_of_n, params.rl, params.sft
     start = time.perf_counter()
@@ -66,7 +69,8 @@ def best_of_n_negatives(params: Params, prompts: list[str], eval_seeds: list[lis
                       sft_dir=params.paths.sft)
     # the RL stage's calibration prompts: the train split's distinct prompts, in file order
     train = list(dict.fromkeys(read_split(params.paths.clean, "train", ("prompt",)).prompt.tolist()))
-    marginal, stats = calibrate_rewards(None, comp, params, train)
+    saved = load_calibration(params.paths.rl, calibration_key(params, device))
+    marginal, stats = saved if saved is not None else calibrate_rewards(None, comp, params, train)
     reward_fn = weighted_sum_reward(scorer, rl.reward.scored(), stats, marginal, rl.clip_term)
 
     sources = format_sources(prompts, sft.task_prefix, saved_retrieval(params.paths.sft))
@@ -80,6 +84,7 @@ def best_of_n_negatives(params: Params, prompts: list[str], eval_seeds: list[lis
         "n": cfg.n,
         "selection_seed": cfg.selection_seed,
         "calibration_images": min(rl.calibration_prompts, len(train)) * rl.k,
+        "calibration_reused": saved is not None,
         "selection_images": len(prompts) * cfg.n,
         "reward_best_mean": float(rewards[best].mean()),
         "reward_candidates_mean": float(rewards.mean()),

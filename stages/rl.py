@@ -30,7 +30,7 @@ from negopt.rl.card import write_rl_card
 from negopt.rl.evaluate import ValDecode, ValRewardGain, distinct_share, eval_plan, evaluate_rl
 from negopt.rl.health import health_checks
 from negopt.rl.loop import Components, anchor_from_step, overhead_share, run_rl
-from negopt.rl.rewards import weighted_sum_reward
+from negopt.rl.rewards import calibration_key, save_calibration, weighted_sum_reward
 from negopt.rl.selection import DiversityGuard
 from negopt.runtime import start_stage
 
@@ -143,6 +143,8 @@ def main() -> None:
         NegativePromptGenerator(policy, tokenizer, params.decode, params.sft.task_prefix,
                                 params.sft.max_source_length, saved_retrieval(params.paths.sft)).save_pretrained(tmp)
         write_rl_card(tmp, params, metrics, examples, state.seconds)
+        if params.rl.reward_stats == "fixed":  # the calibration as trained with: best_of_n scores with it
+            save_calibration(tmp, calibration_key(params, device), state.stats, state.marginal)
     write_json(Path(params.paths.metrics) / "rl.json", metrics)
     print(json.dumps({k: v for k, v in metrics.items() if k.startswith(("reward_test", "health", "kl_test"))}, indent=1))
 

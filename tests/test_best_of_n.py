@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -44,7 +46,7 @@ def project(tiny_zoo, tiny_params, tmp_path_factory):
     train = [f"{p} {i}" for i in range(4) for p in PROMPTS]
     pd.DataFrame({"prompt": train, "negative_prompt": ["blurry"] * len(train)}).to_parquet(base / "clean/train.parquet")
     raw = tiny_params.model_dump()
-    raw["paths"].update(sft=str(tiny_zoo / "t5"), clean=str(base / "clean"))
+    raw["paths"].update(sft=str(tiny_zoo / "t5"), clean=str(base / "clean"), rl=str(base / "rl"))
     raw["rl"].update(calibration_prompts=4, k=2, image_batch_size=8, max_new_tokens=8)
     raw["generate"]["best_of_n"] = {"n": 3, "selection_seed": 5}
     return validate_params(raw)
@@ -83,3 +85,40 @@ def test_real_reward_kept_candidate_scores_at_least_the_mean(project, one_torch_
     assert len(kept) == 3 and all(isinstance(k, str) for k in kept)
     assert report["reward_best_mean"] >= report["reward_candidates_mean"]
     assert torch.isfinite(torch.tensor(report["reward_best_mean"]))
+
+
+def test_reads_the_rl_stage_calibration_and_only_its_own(project, monkeypatch, one_torch_thread):
+    """best_of_n scores with the calibration the rl stage saved for these SFT weights, prompts and settings
+    (the same numbers it would compute itself, so the same kept negatives), and computes its own when the
+    saved one is another run's."""
+    import negopt.rl.loop
+    from negopt.models.loader import load_sd_pipeline
+    from negopt.rl.rewards import calibration_key, load_calibration, save_calibration
+
+    cpu = torch.device("cpu")
+    pipe = load_sd_pipeline(project.active, cpu)
+    evals = prompt_seeds(0, 3, 2)
+    computed = []
+    calibrate = negopt.rl.loop.calibrate_rewards
+    monkeypatch.setattr(negopt.rl.loop, "calibrate_rewards", lambda *a: computed.append(calibrate(*a)) or computed[-1])
+    kept, report = best_of_n_negatives(project, PROMPTS, evals, pipe, cpu)
+    (marginal, stats), = computed
+    assert report["calibration_reused"] is False and report["calibration_images"] == 8
+
+    rl_dir = Path(project.paths.rl)
+    rl_dir.mkdir(exist_ok=True)
+    key = calibration_key(project, cpu)
+    save_calibration(rl_dir, key, stats, marginal)
+    loaded_marginal, loaded_stats = load_calibration(rl_dir, key)
+    assert torch.equal(loaded_marginal, marginal) and loaded_stats.state_dict() == stats.state_dict()
+    again, report2 = best_of_n_negatives(project, PROMPTS, evals, pipe, cpu)
+    assert len(computed) == 1, "a matching saved calibration must not be recomputed"
+    assert again == kept and report2["calibration_reused"] is True
+    assert report2["reward_best_mean"] == report["reward_best_mean"]
+    assert report2["calibration_images"] == 8 and report2["search_images"] == report["search_images"]
+
+    other = project.model_copy(update={"rl": project.rl.model_copy(update={"calibration_prompts": 3})})
+    assert calibration_key(other, cpu) != key
+    assert load_calibration(rl_dir, calibration_key(other, cpu)) is None
+    best_of_n_negatives(other, PROMPTS, evals, pipe, cpu)
+    assert len(computed) == 2, "another run's calibration must not be read"

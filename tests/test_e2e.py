@@ -157,6 +157,17 @@ def test_rl_contents(repo: Path, out):
     # the deployed weights are SFT's exactly when no step was kept
     assert (rl["kept_step"] == 0) == all((sft_w[k] == rl_w[k]).all() for k in sft_w)
     assert rl["reward_test_gain_se"] > 0 or rl["kept_step"] == 0
+    # the calibration RL trained with is saved beside its weights (best_of_n scores with it: generate's check)
+    from safetensors import safe_open
+
+    from negopt.rl.rewards import CALIBRATION_FILE
+
+    with safe_open(str(repo / "models/rl" / CALIBRATION_FILE), framework="pt") as f:
+        saved = json.loads(f.metadata()["stats"])
+    assert saved["count"] == min(params.rl.calibration_prompts, len(set(pd.read_parquet(
+        repo / "data/clean/train.parquet").prompt))) * params.rl.k
+    assert {f"mean_{t}": saved["mean"][t] for t in saved["names"]} == {
+        k: v for k, v in rl["calibration"].items() if k.startswith("mean_")}
 
 
 def test_generate_evaluate_compare_contents(repo: Path, out, monkeypatch):
@@ -181,6 +192,8 @@ def test_generate_evaluate_compare_contents(repo: Path, out, monkeypatch):
     assert by["ground_truth"].negative.tolist() == test.negative_prompt.tolist()
     first = np.asarray(Image.open(repo / "data/images" / manifest.file.iloc[0]))
     assert first.shape == (params.active.image_size, params.active.image_size, 3) and first.std() > 0
+    search = read("metrics/generate.json")["best_of_n"]  # the rl stage's calibration, reused, still counted
+    assert search["calibration_reused"] is True and search["calibration_images"] > 0
     ev = read("metrics/eval.json")
     assert list(ev) == list(g.methods) and all(ev[m]["n_images"] == len(by[m]) for m in g.methods)
     assert all(ev[m]["inception_score"] >= 1.0 - 1e-6 for m in g.methods)

@@ -20,10 +20,13 @@ normalisation.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
+from negopt.fingerprint import file_chunks, fingerprint
 from negopt.reward_terms import TermBatch, score_terms
 from negopt.rl.advantages import weighted_reward
 from negopt.rl.reward_stats import TermStats
@@ -65,6 +68,50 @@ def fit_term_stats(probs: torch.Tensor, terms_fn: Callable[[torch.Tensor], dict[
     stats.update(terms, group_size=group_size)
     if weights is not None:
         stats.check_scales(weights)
+    return marginal, stats
+
+
+#: the rl stage's calibration, saved beside its weights (``paths.rl``) for best_of_n, which scores with that reward
+CALIBRATION_FILE = "reward_calibration.safetensors"
+
+
+def calibration_key(params, device: torch.device) -> str:
+    """What fixes the calibration (``negopt.rl.loop.calibrate_rewards``): the SFT weights and input format, the
+    training prompts (``paths.clean``'s train split), the profile, the device type (fp16 on CUDA), ``base.seed``
+    and the rl settings it reads. A calibration saved under another key is not reused."""
+    rl = params.rl
+    settings = {"seed": params.base.seed, "profile": params.active.model_dump(), "device": device.type,
+                "task_prefix": params.sft.task_prefix, "max_source_length": params.sft.max_source_length,
+                "weights": rl.reward.scored(), **{name: getattr(rl, name) for name in (
+                    "calibration_prompts", "k", "temperature", "top_p", "max_new_tokens", "image_batch_size",
+                    "clip_term", "reward_norm", "scale_floor")}}
+    sft = Path(params.paths.sft)
+    inputs = [*sorted(sft.glob("*.safetensors")), sft / "negopt.json", Path(params.paths.clean) / "train.parquet"]
+    return fingerprint(settings, file_chunks(p for p in inputs if p.is_file()))
+
+
+def save_calibration(folder: str | Path, key: str, stats: TermStats, marginal: torch.Tensor) -> None:
+    """The calibrated statistics and Inception marginal into ``folder`` (the caller makes the folder atomic)."""
+    from safetensors.torch import save_file
+
+    save_file({"marginal": marginal.contiguous()}, str(Path(folder) / CALIBRATION_FILE),
+              metadata={"key": key, "stats": json.dumps(stats.state_dict())})
+
+
+def load_calibration(folder: str | Path, key: str) -> tuple[torch.Tensor, TermStats] | None:
+    """(marginal, statistics) saved in ``folder`` under ``key``; None when there is none or it is another run's."""
+    from safetensors import safe_open
+
+    path = Path(folder) / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("key") != key:
+            return None
+        marginal = f.get_tensor("marginal")
+    stats = TermStats()
+    stats.load_state_dict(json.loads(meta["stats"]))
     return marginal, stats
 
 
