@@ -260,6 +260,22 @@ def test_a_stale_kept_step_ends_training_and_a_rerun_stays_stopped(zoo):
     assert state.step == 5 and [h[0] for h in resumed.history] == [1, 2, 3, 4, 5] and resumed.kept_step == 5
 
 
+def test_an_attempt_that_keeps_sft_for_stale_steps_restarts(zoo):
+    from negopt.rl.loop import run_rl
+    from negopt.rl.selection import DiversityGuard
+
+    # every check diverse; val gains (SE 0.1): attempt 0 steps 1, 2 below 3 SE, so SFT is kept and at step 2
+    # (stale_steps 2) the attempt ends and restarts; attempt 1 keeps step 1 (5 SE), and step 3 ends it (stale)
+    params = rl_params(zoo, "stale-sft", select_every=1, restarts=1, steps=5)
+    comp = components(params)
+    gains = iter([0.1, 0.2, 0.5, 0.2, 0.3])
+    guard = DiversityGuard(1, 0.5, lambda model: 0.5, comp.ref, gain=lambda model: (next(gains), 0.1), min_z=3.0,
+                           stale_steps=2)
+    state = run_rl(params, comp, PROMPTS, guard=guard)
+    assert (state.attempt, state.steps_before, state.step, guard.kept_step) == (1, 2, 3, 1)
+    assert [row[0] for row in guard.past[0]["history"]] == [1, 2] and guard.stop_reason() == "stale"
+
+
 def test_loop_deploys_the_kept_step_and_a_resumed_run_remembers_it(zoo):
     from negopt.rl.loop import run_rl
 

@@ -269,7 +269,7 @@ def test_guard_stops_once_the_kept_step_is_stale_steps_old():
         policy.w.data.fill_(step)
         guard.observe(step, policy)
         reasons.append(guard.stop_reason())
-    # step 2 is not significant: SFT is kept, which never stops; at 8 the kept step 4 is 4 steps old
+    # step 2 is not significant (SFT kept, 2 steps old); at 8 the kept step 4 is 4 steps old
     assert reasons == [None, None, None, "stale"] and guard.kept_step == 4 and guard.stopped()
     assert guard.report()["stop_reason"] == "stale" and guard.report()["stale_steps"] == 4
     longer, p = gain_guard(gains, stale_steps=5)  # one step more of patience: step 10 beats step 4
@@ -285,12 +285,17 @@ def test_guard_stops_once_the_kept_step_is_stale_steps_old():
     assert never.kept_step == 4 and never.stop_reason() is None
 
 
-def test_an_attempt_keeping_sft_is_never_stale():
-    guard, policy = gain_guard({2.0: 0.1, 4.0: 0.0, 6.0: -0.2}, stale_steps=2)
+def test_an_attempt_keeping_sft_is_stale_stale_steps_after_its_start():
+    # no check gains 3 SE, so SFT (step 0) stays kept: the attempt is stale once stale_steps steps have passed
+    guard, policy = gain_guard({2.0: 0.1, 4.0: 0.0, 6.0: -0.2}, stale_steps=4)
+    reasons = []
     for step in (2, 4, 6):
         policy.w.data.fill_(step)
         guard.observe(step, policy)
-    assert guard.kept_step == 0 and not guard.stopped()  # the attempt trains on (and may restart)
+        reasons.append(guard.stop_reason())
+    assert reasons == [None, "stale", "stale"] and guard.kept_step == 0
+    guard.new_attempt()  # a restart starts with no history, so not stale
+    assert not guard.stopped() and guard.report()["stop_reason"] is None
 
 
 def test_a_collapse_is_reported_before_staleness():

@@ -109,7 +109,7 @@ MUTANTS: list[Mutant] = [
       "marginal = torch.full_like(probs[0], 1.0 / probs.shape[1])", "uniform calibration marginal"),
     M("negopt/rl/rewards.py", "rewards, info = reward_fn(images, p, ", "rewards, info = reward_fn(images, p[::-1], ",
       "score_triples scores images against reversed prompts"),
-    M("negopt/rl/rewards.py", "p = [prompts[i] for i in idx]", "p = sorted(prompts[i] for i in idx)",
+    M("negopt/rl/rewards.py", "p = [prompts[rows[i]] for i in idx]", "p = sorted(prompts[rows[i]] for i in idx)",
       "score_triples generates with shuffled prompts"),
     # --- the reward-term registry ----------------------------------------------------------------
     M("negopt/reward_terms.py", "return {name: REWARD_TERMS[name].score(batch).float().cpu() for name in names}",
@@ -293,11 +293,17 @@ MUTANTS: list[Mutant] = [
     # --- the stale stop (issue 16) -------------------------------------------------------------------
     M("negopt/rl/selection.py", "self.history[-1][0] - self.kept_step >= self.stale_steps",
       "self.history[-1][0] - self.kept_step > self.stale_steps", "stale stop one check late"),
-    M("negopt/rl/selection.py", "if self.stale_steps and self.kept_step and self.history", "if self.stale_steps and self.history",
-      "stale stop while SFT is kept (no restart)"),
-    M("negopt/rl/selection.py", "if self.stale_steps and self.kept_step", "if self.kept_step",
+    M("negopt/rl/selection.py", "if self.stale_steps and self.history and", "if self.stale_steps and self.kept_step and",
+      "never stale while SFT is kept (an attempt keeping SFT trains all rl.steps)"),
+    M("negopt/rl/selection.py", "if self.stale_steps and self.history", "if self.history",
       "rl.select_stale_steps 0 stops at once"),
     M("negopt/rl/card.py", 'steps{stop} (', 'steps (', "the card hides an early stop"),
+    # --- best_of_n reads the rl stage's calibration (issue 16) ----------------------------------------
+    M("negopt/rl/rewards.py", 'if meta.get("key") != key:', "if False:", "a saved calibration read whatever run made it"),
+    M("negopt/rl/rewards.py", '"calibration_prompts", "k", "temperature"', '"k", "temperature"',
+      "the calibration key ignores rl.calibration_prompts"),
+    M("negopt/best_of_n.py", "saved = load_calibration(params.paths.rl, calibration_key(params, device))", "saved = None",
+      "best_of_n never reads the rl stage's calibration"),
 ]
 
 # Fast tests per module (first match wins); slow ones (the tiny-zoo loop, SFT training) run in CI only.
@@ -317,6 +323,9 @@ TESTS: list[tuple[str, list[str]]] = [
     ("negopt/params.py", ["tests/test_params.py", "tests/test_reward_registry.py"]),
     ("negopt/rl/loss.py", ["tests/test_rl_loss.py", "tests/test_rl_wiring.py"]),
     ("negopt/rl/policy.py", ["tests/test_rl_policy.py", "tests/test_rl_wiring.py"]),
+    ("negopt/rl/rewards.py", ["tests/test_best_of_n.py", "tests/test_rl_wiring.py", "tests/test_rl_advantages.py",
+                              "tests/test_reward_registry.py"]),
+    ("negopt/best_of_n.py", ["tests/test_best_of_n.py"]),
     ("negopt/rl/", ["tests/test_rl_wiring.py", "tests/test_rl_advantages.py", "tests/test_reward_registry.py"]),
     ("negopt/metrics.py", ["tests/test_metrics.py", "tests/test_evaluate.py"]),
     ("negopt/models/policy.py", ["tests/test_policy.py"]),
