@@ -189,7 +189,7 @@ class Sft(Section):
     max_source_length: PosInt = 64
     max_target_length: PosInt = 64
     learning_rate: Pos = 2e-3
-    max_steps: PosInt = 400
+    max_steps: PosInt = 200
     batch_size: PosInt = 32
     warmup_steps: NonNegInt = 30
     weight_decay: NonNeg = 0.0
@@ -278,7 +278,7 @@ class Rl(Section):
     select_dense_steps: NonNegInt = 10
     select_min_ratio: Pos = 0.75
     select_patience: NonNegInt = 3
-    select_stale_steps: NonNegInt = 50
+    select_stale_steps: NonNegInt = 25
     select_reward_prompts: NonNegInt = 160
     select_reward_seeds: Annotated[int, Field(ge=1, le=16)] = 1
     select_min_z: NonNeg = 3.0

@@ -85,7 +85,7 @@ def test_drift_is_detected(raw):
 
     drifted = copy.deepcopy(raw)
     drifted["sft"]["max_steps"] = 600
-    assert _defaults_vs_yaml(Params, drifted) == ["sft.max_steps: schema 400 vs params.yaml 600"]
+    assert _defaults_vs_yaml(Params, drifted) == ["sft.max_steps: schema 200 vs params.yaml 600"]
 
 
 @pytest.mark.parametrize(

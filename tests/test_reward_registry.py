@@ -147,7 +147,7 @@ def test_the_toy_term_reaches_the_test_metrics_and_the_model_card(fake_images, t
     assert "the last step whose validation negatives kept" in plain and "val reward gain" not in plain
     assert "stopped early" not in body  # no selection report: the run went to rl.steps
     stale = model_card_body(params, metrics | {"selection": {"stop_reason": "stale"}}, examples, state.seconds)
-    assert "1 steps; stopped early: the kept step was `rl.select_stale_steps = 50` steps old" in stale
+    assert "1 steps; stopped early: the kept step was `rl.select_stale_steps = 25` steps old" in stale
     collapsed = model_card_body(params, metrics | {"selection": {"stop_reason": "collapse"}}, examples, state.seconds)
     assert "stopped early: `rl.select_patience = 3` checks in a row below the bound" in collapsed
     # the card file: the hub's own parser reads its YAML metadata, the body follows
