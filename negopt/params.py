@@ -297,6 +297,7 @@ class Rl(Section):
     scale_floor: Fraction = 0.01
     calibration_prompts: Annotated[int, Field(ge=2)] = 32
     image_batch_size: PosInt = 32
+    rollout_inference_steps: NonNegInt = 0
     eval_prompts: PosInt = 256  # >= 128 recommended (see recommendations)
     eval_seeds_per_prompt: Annotated[int, Field(ge=1, le=16)] = 4
     eval_seed: NonNegInt = 1234

@@ -119,6 +119,8 @@ def test_reads_the_rl_stage_calibration_and_only_its_own(project, monkeypatch, o
 
     other = project.model_copy(update={"rl": project.rl.model_copy(update={"calibration_prompts": 3})})
     assert calibration_key(other, cpu) != key
+    fewer_steps = project.model_copy(update={"rl": project.rl.model_copy(update={"rollout_inference_steps": 1})})
+    assert calibration_key(fewer_steps, cpu) != key  # images at other denoising steps: another calibration
     assert load_calibration(rl_dir, calibration_key(other, cpu)) is None
     best_of_n_negatives(other, PROMPTS, evals, pipe, cpu)
     assert len(computed) == 2, "another run's calibration must not be read"

@@ -146,6 +146,10 @@ def test_the_toy_term_reaches_the_test_metrics_and_the_model_card(fake_images, t
     plain = model_card_body(by_diversity, metrics, examples, state.seconds)
     assert "the last step whose validation negatives kept" in plain and "val reward gain" not in plain
     assert "stopped early" not in body  # no selection report: the run went to rl.steps
+    assert "denoising steps for training" not in body  # the profile's steps throughout
+    fewer = params.model_copy(update={"rl": params.rl.model_copy(update={"rollout_inference_steps": 4})})
+    assert "`rl.rollout_inference_steps = 4` denoising steps for training" in model_card_body(fewer, metrics, examples,
+                                                                                               state.seconds)
     stale = model_card_body(params, metrics | {"selection": {"stop_reason": "stale"}}, examples, state.seconds)
     assert "1 steps; stopped early: the kept step was `rl.select_stale_steps = 25` steps old" in stale
     collapsed = model_card_body(params, metrics | {"selection": {"stop_reason": "collapse"}}, examples, state.seconds)

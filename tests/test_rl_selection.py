@@ -193,13 +193,14 @@ def test_val_reward_gain_renders_only_changed_prompts_and_pairs_by_hand(monkeypa
 
     prompts = [f"prompt {i}" for i in range(6)]
     rl = SimpleNamespace(select_reward_prompts=4, select_reward_seeds=2, eval_seed=7, image_batch_size=3)
-    params = SimpleNamespace(rl=rl, active=None)
+    params = SimpleNamespace(rl=rl, active=SimpleNamespace(num_inference_steps=8))
     sft, rl_model = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)  # the decode is keyed by a module's weights
     decodes = {sft: lambda p: "ab", rl_model: lambda p: "abcd" if p.endswith(("1", "3", "5")) else "ab"}
     monkeypatch.setattr(ev, "greedy_negatives", lambda model, tok, ps, params: [decodes[model](p) for p in ps])
     rendered = []
 
     def fake_score(acc, pipe, profile, reward_fn, ps, negs, seeds, batch_size):
+        assert profile is params.active  # the profile's own steps, as users render (not rl.rollout_inference_steps)
         rendered.extend(zip(ps, negs, seeds, strict=True))
         return {"reward": torch.tensor([reward_fn(n, s) for n, s in zip(negs, seeds, strict=True)])}
 

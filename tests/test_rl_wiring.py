@@ -60,11 +60,13 @@ class FakeImages:
     def __init__(self) -> None:
         self.triples: list[tuple[str, str, int]] = []
         self.calls: list[list[tuple[str, str, int]]] = []
+        self.steps: list[int | None] = []  # each call's denoising steps (the profile it was given)
 
     def __call__(self, pipe, prompts, negatives, seeds, profile, batch_size=32, progress=False):
         assert len(prompts) == len(negatives) == len(seeds)
         call = list(zip(prompts, negatives, [int(s) for s in seeds], strict=True))
         self.calls.append(call)
+        self.steps.append(None if profile is None else profile.num_inference_steps)
         images = torch.zeros(len(call), 3, 4, 4, dtype=torch.uint8)
         for j, triple in enumerate(call):
             idx = len(self.triples)
@@ -339,7 +341,9 @@ def test_rloo_update_raises_the_logprob_of_positive_advantages(fake_images, t5_d
 def test_run_rl_pairs_seeds_and_feeds_weighted_z_rewards_and_kl(fake_images, t5_dir, tmp_path, monkeypatch):
     import negopt.rl.loop as loop
 
-    params = make_params(tmp_path, steps=2, batch_prompts=3, k=3, calibration_prompts=4)
+    # training images and the calibration at 3 denoising steps (rl.rollout_inference_steps), not the profile's
+    params = make_params(tmp_path, steps=2, batch_prompts=3, k=3, calibration_prompts=4, rollout_inference_steps=3)
+    assert params.active.num_inference_steps != 3
     comp = make_components(t5_dir, fake_images)
     seen = []
     real = loop.compute_advantages
@@ -383,6 +387,7 @@ def test_run_rl_pairs_seeds_and_feeds_weighted_z_rewards_and_kl(fake_images, t5_
         steps_seeds.append({s for _, _, s in distinct})
     assert rendered == len(fake_images.triples)
     assert steps_seeds[0] != steps_seeds[1]  # each step draws its own seeds
+    assert fake_images.steps and set(fake_images.steps) == {3}  # calibration and training: the rollout steps
 
 
 # --- the test evaluation: same seeds for SFT and RL, averaged per prompt ---------------------------------
@@ -410,7 +415,7 @@ def test_evaluate_rl_same_seeds_for_both_models_and_per_prompt_means(fake_images
     seen: list = []
     monkeypatch.setattr(rl_evaluate, "decode_negatives", fake_decode(seen))
     monkeypatch.setattr(rl_evaluate, "kl_to_sft", lambda *a, **k: 0.0)  # the fake models have no weights to sample
-    params = make_params(tmp_path, eval_prompts=4, eval_seeds_per_prompt=3, image_batch_size=5)
+    params = make_params(tmp_path, eval_prompts=4, eval_seeds_per_prompt=3, image_batch_size=5, rollout_inference_steps=3)
 
     def reward_fn(images, prompts, metadata):
         # reward = a seed effect (large, shared by the pair) + len(negative): the paired gain is len_rl - len_sft
@@ -442,6 +447,7 @@ def test_evaluate_rl_same_seeds_for_both_models_and_per_prompt_means(fake_images
     assert metrics["aesthetic_test_sft"] == pytest.approx(sft_mean) and metrics["clip_raw_test_rl"] == pytest.approx(
         float((seed_mean + 2 * idx + 3).mean()))
     assert [e["prompt"] for e in examples] == prompts
+    assert set(fake_images.steps) == {params.active.num_inference_steps}  # the test renders as users do
 
 
 def test_rl_test_decode_is_the_deployed_decode_with_its_repetition_penalty(t5_dir, tmp_path):

@@ -304,6 +304,16 @@ MUTANTS: list[Mutant] = [
       "the calibration key ignores rl.calibration_prompts"),
     M("negopt/best_of_n.py", "saved = load_calibration(params.paths.rl, calibration_key(params, device))", "saved = None",
       "best_of_n never reads the rl stage's calibration"),
+    # --- rl.rollout_inference_steps (issue 16) ---------------------------------------------------------
+    M("negopt/rl/loop.py", "score_triples(accelerator, comp.pipe, rollout_profile(params), reward_fn,",
+      "score_triples(accelerator, comp.pipe, params.active, reward_fn,", "training images ignore rl.rollout_inference_steps"),
+    M("negopt/rl/loop.py", "[seeds[i] for i in part], rollout_profile(params), batch_size=mb)",
+      "[seeds[i] for i in part], params.active, batch_size=mb)", "calibration at other steps than the training images"),
+    M("negopt/rl/evaluate.py", "score_triples(self.accelerator, self.pipe, self.params.active,",
+      "score_triples(self.accelerator, self.pipe, __import__('negopt.rl.loop', fromlist=['x']).rollout_profile("
+      "self.params),", "checkpoint selection renders at the rollout steps"),
+    M("negopt/rl/rewards.py", '"scale_floor", "rollout_inference_steps")}}', '"scale_floor")}}',
+      "the calibration key ignores rl.rollout_inference_steps"),
 ]
 
 # Fast tests per module (first match wins); slow ones (the tiny-zoo loop, SFT training) run in CI only.

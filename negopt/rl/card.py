@@ -46,11 +46,14 @@ def model_card_body(params, metrics: dict, examples: list[dict], seconds: dict) 
     stop = {"stale": f"; stopped early: the kept step was `rl.select_stale_steps = {rl.select_stale_steps}` steps old",
             "collapse": f"; stopped early: `rl.select_patience = {rl.select_patience}` checks in a row below the bound"
             }.get((metrics.get("selection") or {}).get("stop_reason"), "")
+    rollout = (f", rendered with `rl.rollout_inference_steps = {rl.rollout_inference_steps}` denoising steps for training "
+               f"and calibration ({params.active.num_inference_steps} for checkpoint selection and the test)"
+               if rl.rollout_inference_steps else "")
     return f"""# negopt RL policy
 
 Negative-prompt generator: the SFT model (`{params.paths.sft}`) optimised with {rl.algo.upper()} for
 {metrics.get("steps", rl.steps)} of rl.steps = {rl.steps} steps{stop} ({rl.batch_prompts} prompts x k={rl.k} samples per step) on the reward of images from
-the `{params.profile}` profile's Stable Diffusion pipeline (`{params.active.sd}`).
+the `{params.profile}` profile's Stable Diffusion pipeline (`{params.active.sd}`){rollout}.
 
 Reward: `{" + ".join(f"{w} * z({t})" for t, w in weights.items())}`,
 each term centred and scaled by its {rl.reward_norm} standard deviation ("group": across the k negatives of

@@ -80,6 +80,14 @@ def step_plan(seed: int, step: int, prompts: list[str], batch_prompts: int,
     return [prompts[i] for i in pick], image_seeds, int(rng.integers(0, 2**31 - 1))
 
 
+def rollout_profile(params: Params):
+    """The profile the training rollouts and the reward calibration render with: ``rl.rollout_inference_steps``
+    denoising steps when set (cheaper images for the training signal), else the profile's own. Checkpoint
+    selection and the test render with the profile's steps: they judge the images users get."""
+    steps = params.rl.rollout_inference_steps
+    return params.active.model_copy(update={"num_inference_steps": steps}) if steps else params.active
+
+
 def deployed_sources(comp: Components, params: Params, prompts: list[str]) -> list[str]:
     """The deployed model's source for each prompt (with its saved retrieval context, if any): RL optimises
     what users run."""
@@ -203,7 +211,8 @@ def calibration_plan(params: Params, prompts: list[str]) -> tuple[list[str], lis
 
 
 def calibrate_rewards(accelerator, comp: Components, params: Params, prompts: list[str]) -> tuple[torch.Tensor, TermStats]:
-    """Inception marginal and term statistics from SFT samples: ``k`` per prompt sharing one seed.
+    """Inception marginal and term statistics from SFT samples: ``k`` per prompt sharing one seed, rendered
+    as the training rollouts are (``rollout_profile``), so the statistics describe the images RL is rewarded on.
 
     Two sharded passes over the ``M = calibration_prompts * k`` samples, each handing the next its values:
 
@@ -228,7 +237,7 @@ def calibrate_rewards(accelerator, comp: Components, params: Params, prompts: li
         for j in range(0, len(idx), mb):  # the same micro-batches as score_triples, for any process count
             part = idx[j:j + mb]
             imgs = generate_images(comp.pipe, [chosen[i] for i in part], [ro.negatives[i] for i in part],
-                                   [seeds[i] for i in part], params.active, batch_size=mb)
+                                   [seeds[i] for i in part], rollout_profile(params), batch_size=mb)
             images.append(imgs)
             probs.append(comp.scorer.inception_probs(imgs).float().cpu())
         return {"images": torch.cat(images), "probs": torch.cat(probs)}
@@ -364,7 +373,7 @@ def train_attempt(params: Params, comp: Components, train_prompts: list[str], st
         reward_fn = weighted_sum_reward(comp.scorer, weights, state.stats, state.marginal, rl.clip_term)
         rep = [p for p in prompts for _ in range(rl.k)]  # prompt-major, like the rollout
         seeds = [s for s in image_seeds for _ in range(rl.k)]  # one seed shared by a prompt's k samples
-        rewards = score_triples(accelerator, comp.pipe, params.active, reward_fn, rep, ro.negatives, seeds,
+        rewards = score_triples(accelerator, comp.pipe, rollout_profile(params), reward_fn, rep, ro.negatives, seeds,
                                 rl.image_batch_size)
         t2 = time.perf_counter()
         adv, penalised, kl = compute_advantages(rewards["reward"], extra["logp_old"], extra["logp_ref"], rl.kl_coef, rl.k,

@@ -84,7 +84,7 @@ def calibration_key(params, device: torch.device) -> str:
                 "task_prefix": params.sft.task_prefix, "max_source_length": params.sft.max_source_length,
                 "weights": rl.reward.scored(), **{name: getattr(rl, name) for name in (
                     "calibration_prompts", "k", "temperature", "top_p", "max_new_tokens", "image_batch_size",
-                    "clip_term", "reward_norm", "scale_floor")}}
+                    "clip_term", "reward_norm", "scale_floor", "rollout_inference_steps")}}
     sft = Path(params.paths.sft)
     inputs = [*sorted(sft.glob("*.safetensors")), sft / "negopt.json", Path(params.paths.clean) / "train.parquet"]
     return fingerprint(settings, file_chunks(p for p in inputs if p.is_file()))
