@@ -95,6 +95,9 @@ def test_evaluate_all_keeps_per_image_scores_and_posteriors(images_dir, tmp_path
     manifest = read_manifest(images_dir)
     out = evaluate_all(manifest, images_dir, FakeScorer(), is_splits=3, batch_size=2, per_image=per_image)
     assert list(per_image) == ["none", "sft"]
+    # evaluate.is_splits reaches the IS: 3 splits of one image each, every split's marginal its own posterior,
+    # so IS = 1 exactly (one split gives ~1.55, test_evaluate_all_by_hand)
+    assert out["sft"]["inception_score"] == pytest.approx(1.0) and out["sft"]["inception_score_std"] == pytest.approx(0.0)
     assert per_image["sft"]["aesthetic"].tolist() == pytest.approx([1.0, 1.0, 0.2])
     assert per_image["none"]["clip_score"].tolist() == pytest.approx([0.0, 0.0, 6 * 0.2])
     assert per_image["sft"]["inception_probs"].flatten().tolist() == pytest.approx([1, 0, 1, 0, 0.2, 0.8])
