@@ -174,6 +174,11 @@ MUTANTS: list[Mutant] = [
     M("negopt/metrics.py", "q = probs.mean(dim=0) if marginal is None else marginal.cpu().float()",
       "q = probs.mean(dim=0)", "fixed marginal ignored in reward_terms"),
     M("negopt/metrics.py", "return (x - mean) / std", "return x - mean", "CLIP pixels not divided by std"),
+    M("negopt/metrics.py", "model = fold_batch_norms(cls(name, [\"logits_unbiased\"], feature_extractor_weights_path=weights_path))",
+      "model = cls(name, [\"logits_unbiased\"], feature_extractor_weights_path=weights_path)",
+      "the scorer's Inception built without its batch norms folded"),
+    M("negopt/metrics.py", "module.conv = fuse_conv_bn_eval(module.conv.eval(), module.bn.eval())\n",
+      "pass\n", "batch norms dropped instead of folded into the convolutions"),
     # --- finding models, file sources ------------------------------------------------------------------
     M("negopt/models/find.py", "available, how, n = loc.where is not None and bool(loc.files), loc.how, None",
       "available, how, n = loc.where is not None, loc.how, None", "a component without weight files counts as available"),
