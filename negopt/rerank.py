@@ -150,16 +150,29 @@ def candidates(own: Sequence[Sequence[str]], neighbour_negatives: Sequence[Seque
 @torch.no_grad()
 def mean_logprobs(model, tokenizer, sources: Sequence[str], targets: Sequence[str], max_source_length: int,
                   max_target_length: int, batch_size: int = 64) -> np.ndarray:
-    """Mean token log-prob of each ``target`` given its ``source`` under ``model`` (teacher-forced, EOS included)."""
+    """Mean token log-prob of each ``target`` given its ``source`` under ``model`` (teacher-forced, EOS included).
+
+    A batch encodes each of its distinct sources once (a prompt's candidates are consecutive rows, ~9 per
+    prompt) and runs the decoder alone on the rest; no loss is computed (the log-softmax below is the one needed).
+    """
+    from transformers.modeling_outputs import BaseModelOutput
+
     device = getattr(model, "device", torch.device("cpu"))
     out = []
     for i in range(0, len(sources), batch_size):
-        enc = tokenizer(list(sources[i:i + batch_size]), max_length=max_source_length, truncation=True,
-                        padding=True, return_tensors="pt").to(device)
+        batch = list(sources[i:i + batch_size])
+        position = {s: j for j, s in enumerate(dict.fromkeys(batch))}
+        distinct = list(position)
+        row = torch.tensor([position[s] for s in batch], device=device)
+        enc = tokenizer(distinct, max_length=max_source_length, truncation=True, padding=True,
+                        return_tensors="pt").to(device)
+        hidden = model.get_encoder()(**enc).last_hidden_state
         labels = tokenizer(text_target=list(targets[i:i + batch_size]), max_length=max_target_length,
                            truncation=True, padding=True, return_tensors="pt")["input_ids"].to(device)
         mask = labels != tokenizer.pad_token_id
-        logits = model(**enc, labels=labels.masked_fill(~mask, -100)).logits
+        logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden[row]),
+                       attention_mask=enc["attention_mask"][row],
+                       decoder_input_ids=model.prepare_decoder_input_ids_from_labels(labels=labels)).logits
         lp = logits.float().log_softmax(-1).gather(-1, labels[..., None])[..., 0]
         out.append(((lp * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu())
     return torch.cat(out).numpy() if out else np.zeros(0)

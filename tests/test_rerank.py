@@ -197,3 +197,24 @@ def test_fitted_rerank_beats_copying_the_nearest_negative_on_real_pairs(shared_p
     nearest = rouge_rows(index.predict(test.prompt.tolist()), refs)["rougeL"]
     gain, se = paired_gain(ours, nearest)
     assert gain > 0 and gain > se, (gain, se)
+
+
+def test_mean_logprobs_is_each_pair_scored_alone(tiny_zoo):
+    """Batched, with a batch's repeated sources encoded once, each row is still its own pair's mean token
+    log-prob: minus the model's cross-entropy on that pair alone (EOS included)."""
+    import torch
+
+    from negopt.models.policy import load_policy
+    from negopt.rerank import mean_logprobs
+
+    model, tok = load_policy(str(tiny_zoo / "t5"), torch.device("cpu"))
+    sources = ["a castle at dusk", "portrait of a woman, studio light", "a castle at dusk", "a red car",
+               "portrait of a woman, studio light", "portrait of a woman, studio light"]
+    targets = ["blurry", "bad anatomy, extra fingers, lowres", "blurry", "lowres, jpeg artifacts", "watermark", "text"]
+    got = mean_logprobs(model, tok, sources, targets, 32, 32, batch_size=4)  # batches of 4 (3 sources) and 2 (1)
+    with torch.no_grad():
+        want = [-model(**tok([s], return_tensors="pt"), labels=tok(text_target=[t], return_tensors="pt")["input_ids"]).loss.item()
+                for s, t in zip(sources, targets, strict=True)]
+    assert got.shape == (6,)
+    assert np.allclose(got, want, atol=1e-5)
+    assert len(set(np.round(got, 4))) == 6  # distinct pairs, distinct values: a row mix-up would show

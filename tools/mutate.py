@@ -281,6 +281,11 @@ MUTANTS: list[Mutant] = [
       "return {t.model for t in REWARD_TERMS.values() if t.model}", "a weighted preference model counted as unused"),
     # --- the retrieve-and-rerank decode (issue 15) ----------------------------------------------------
     M("negopt/rerank.py", "v = ((v + u) | (v - u)) & full", "v = (v - u) & full", "bit-parallel LCS without the carry"),
+    M("negopt/rerank.py", "row = torch.tensor([position[s] for s in batch], device=device)",
+      "row = torch.tensor([min(position[s], 1) for s in batch], device=device)",
+      "a candidate's log-prob read under another prompt's encoding"),
+    M("negopt/rerank.py", "decoder_input_ids=model.prepare_decoder_input_ids_from_labels(labels=labels)",
+      "decoder_input_ids=labels", "candidate log-probs teacher-forced without the shift (each token sees itself)"),
     M("negopt/rerank.py", "return 0.0 if n == 0 else 2 * n / (len(a) + len(b))", "return 0.0 if n == 0 else n / max(len(a), len(b))",
       "ROUGE-L as LCS over the longer text, not the F-measure"),
     M("negopt/rerank.py", "            if t not in row:\n", "            if True:\n", "a neighbour's repeated negative is a second candidate"),
