@@ -60,8 +60,7 @@ def generate_images(
         end = start + batch_size
         generators = [torch.Generator(gen_device).manual_seed(s) for s in seeds[start:end]]
         result = pipe(
-            prompt=prompts[start:end],
-            negative_prompt=negatives[start:end],
+            **text_inputs(pipe, prompts[start:end], negatives[start:end]),
             generator=generators,
             num_inference_steps=profile.num_inference_steps,
             guidance_scale=profile.guidance_scale,
@@ -71,6 +70,22 @@ def generate_images(
         )
         out.append(to_uint8(result.images))
     return torch.cat(out)
+
+
+def text_inputs(pipe, prompts: list[str], negatives: list[str]) -> dict:
+    """The pipeline's text arguments for one call. For SD 1.x / 2.x (one text encoder) the embeddings, each
+    distinct string encoded once: a call repeats a prompt over its k samples, seeds and methods (the RL test's 32
+    images hold 8 prompts), and a negative embeds as a prompt does (the same tokens, mask and encoder), so the
+    embeddings equal the pipeline's own to the bit. Any other pipeline (SDXL's two encoders) gets the strings."""
+    from diffusers import StableDiffusionPipeline
+
+    if not isinstance(pipe, StableDiffusionPipeline):
+        return {"prompt": prompts, "negative_prompt": negatives}
+    texts = list(dict.fromkeys([*prompts, *negatives]))
+    row = {t: i for i, t in enumerate(texts)}
+    embeds, _ = pipe.encode_prompt(texts, pipe._execution_device, 1, False)
+    return {"prompt_embeds": embeds[[row[t] for t in prompts]],
+            "negative_prompt_embeds": embeds[[row[t] for t in negatives]]}
 
 
 def distinct_triples(prompts: list[str], negatives: list[str], seeds: list[int]) -> tuple[list[int], torch.Tensor]:

@@ -94,6 +94,29 @@ def test_generate_images_per_image_seeds(pipe, tiny_params):
         generate_images(pipe, prompts, ["x"], [0, 1, 2], prof)
 
 
+def test_generate_images_equals_the_pipelines_own_text_encoding(pipe, tiny_params):
+    """generate_images encodes each distinct string once (text_inputs): the images equal the pipeline called
+    with the strings, to the bit, including a prompt repeated over seeds, an empty negative and a negative that
+    is also a prompt."""
+    from negopt.diffusion import text_inputs, to_uint8
+
+    prof = tiny_params.active
+    prompts = ["a cat", "a cat", "a castle", "blurry", "a cat"]
+    negatives = ["blurry", "", "blurry", "a cat", "lowres, watermark"]
+    seeds = [0, 1, 0, 2, 3]
+    kwargs = text_inputs(pipe, prompts, negatives)
+    assert set(kwargs) == {"prompt_embeds", "negative_prompt_embeds"}
+    own_pos, own_neg = pipe.encode_prompt(prompts, CPU, 1, True, negatives)
+    assert torch.equal(kwargs["prompt_embeds"], own_pos) and torch.equal(kwargs["negative_prompt_embeds"], own_neg)
+    ours = generate_images(pipe, prompts, negatives, seeds, prof, batch_size=5)
+    with torch.no_grad():
+        theirs = pipe(prompt=prompts, negative_prompt=negatives,
+                      generator=[torch.Generator(CPU).manual_seed(s) for s in seeds],
+                      num_inference_steps=prof.num_inference_steps, guidance_scale=prof.guidance_scale,
+                      height=prof.image_size, width=prof.image_size, output_type="pt").images
+    assert torch.equal(ours, to_uint8(theirs))
+
+
 def test_scorer_and_inception_score_on_tiny_images(pipe, tiny_params):
     prof = tiny_params.active
     imgs = generate_images(
