@@ -71,23 +71,10 @@ def build_inception(weights_path: str, input_size: int, device: torch.device | N
     """The torch-fidelity Inception extractor returning ``logits_unbiased`` (eval mode, no grad)."""
     check_inception_weights(weights_path)
     name, cls = inception_extractor(input_size)
-    model = fold_batch_norms(cls(name, ["logits_unbiased"], feature_extractor_weights_path=weights_path))
+    model = cls(name, ["logits_unbiased"], feature_extractor_weights_path=weights_path)
     # channels_last: the convolutions' faster layout (tiny profile on CPU: 32 images 1.11 -> 0.78 s; logits
     # agree to ~3e-3, bench/RESULTS.md); the Inception is a third of an RL step's image work there
     return model.to(device or torch.device("cpu"), memory_format=torch.channels_last)
-
-
-def fold_batch_norms(model: nn.Module) -> nn.Module:
-    """Each ``conv -> bn`` pair (torch-fidelity's ``BasicConv2d``: 94 in InceptionV3) as one convolution with
-    the frozen statistics folded into its weight and bias, in place: the same function in eval mode, one op
-    fewer per layer (0.90x the tiny profile's Inception time; logits move by float rounding, < 5e-3 of ~650)."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    for module in model.modules():
-        if isinstance(getattr(module, "conv", None), nn.Conv2d) and isinstance(getattr(module, "bn", None), nn.BatchNorm2d):
-            module.conv = fuse_conv_bn_eval(module.conv.eval(), module.bn.eval())
-            module.bn = nn.Identity()
-    return model.eval()
 
 
 def posteriors(logits: torch.Tensor) -> torch.Tensor:

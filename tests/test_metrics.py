@@ -251,38 +251,3 @@ def test_clip_pixels_normalise_by_the_preprocess_mean_and_std():
     x = make_scorer().clip_pixels(imgs)
     assert x.shape == (1, 3, 4, 4)
     assert torch.allclose(x[0, :, 0, 0], torch.tensor([2.0, -2.0, -1.2]), atol=1e-6)
-
-
-class _ConvBn(nn.Module):
-    """torch-fidelity's BasicConv2d: relu(bn(conv(x)))."""
-
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(cout, eps=0.001)
-
-    def forward(self, x):
-        return torch.relu(self.bn(self.conv(x)))
-
-
-def test_fold_batch_norms_keeps_the_function():
-    torch.manual_seed(0)
-    model = nn.Sequential(_ConvBn(3, 4), _ConvBn(4, 2))
-    for block in model:  # statistics far from the identity, so a fold that ignored them would show
-        block.bn.running_mean.uniform_(-2, 2)
-        block.bn.running_var.uniform_(0.1, 4)
-        block.bn.weight.data.uniform_(0.5, 2)
-        block.bn.bias.data.uniform_(-1, 1)
-    model.eval()
-    x = torch.randn(2, 3, 5, 5)
-    expected = model(x)
-    folded = metrics.fold_batch_norms(model)
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
-    assert torch.allclose(folded(x), expected, atol=1e-5)
-
-
-def test_built_inception_has_its_batch_norms_folded(tiny_params):
-    prof = tiny_params.active
-    model = metrics.build_inception(prof.inception, prof.inception_input_size)
-    assert sum(isinstance(m, nn.Conv2d) for m in model.modules()) == 94
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())

@@ -178,11 +178,6 @@ MUTANTS: list[Mutant] = [
       '"negative_prompt_embeds": embeds[[row[t] for t in prompts]]', "each image guided away from its own prompt"),
     M("negopt/diffusion.py", "    if not isinstance(pipe, StableDiffusionPipeline):\n",
       "    if isinstance(pipe, StableDiffusionPipeline):\n", "SD 1.x given strings and SDXL given one encoder's embeddings"),
-    M("negopt/metrics.py", "model = fold_batch_norms(cls(name, [\"logits_unbiased\"], feature_extractor_weights_path=weights_path))",
-      "model = cls(name, [\"logits_unbiased\"], feature_extractor_weights_path=weights_path)",
-      "the scorer's Inception built without its batch norms folded"),
-    M("negopt/metrics.py", "module.conv = fuse_conv_bn_eval(module.conv.eval(), module.bn.eval())\n",
-      "pass\n", "batch norms dropped instead of folded into the convolutions"),
     # --- finding models, file sources ------------------------------------------------------------------
     M("negopt/models/find.py", "available, how, n = loc.where is not None and bool(loc.files), loc.how, None",
       "available, how, n = loc.where is not None, loc.how, None", "a component without weight files counts as available"),
