@@ -210,7 +210,8 @@ def test_mean_logprobs_is_each_pair_scored_alone(tiny_zoo):
     model, tok = load_policy(str(tiny_zoo / "t5"), torch.device("cpu"))
     sources = ["a castle at dusk", "portrait of a woman, studio light", "a castle at dusk", "a red car",
                "portrait of a woman, studio light", "portrait of a woman, studio light"]
-    targets = ["blurry", "bad anatomy, extra fingers, lowres", "blurry", "lowres, jpeg artifacts", "watermark", "text"]
+    targets = ["blurry", "bad anatomy, extra fingers, lowres", "blurry, lowres", "lowres, jpeg artifacts", "watermark",
+               "text"]
     got = mean_logprobs(model, tok, sources, targets, 32, 32, batch_size=4)  # batches of 4 (3 sources) and 2 (1)
     with torch.no_grad():
         want = [-model(**tok([s], return_tensors="pt"), labels=tok(text_target=[t], return_tensors="pt")["input_ids"]).loss.item()
