@@ -34,7 +34,7 @@ from negopt.data.splits import read_split  # noqa: E402
 from negopt.decode import Retrieval, decode_negatives, format_sources  # noqa: E402
 from negopt.models.loader import load_policy  # noqa: E402
 from negopt.params import load_params  # noqa: E402
-from negopt.rerank import candidates, mean_logprobs  # noqa: E402
+from negopt.rerank import mean_logprobs, table  # noqa: E402
 from negopt.retrieval import RetrievalIndex  # noqa: E402
 
 
@@ -69,10 +69,10 @@ def main() -> None:
     own = decode_negatives(model, tokenizer, prompts, params.decode, sft.task_prefix, sft.max_source_length,
                            retrieval=plain)
     sources = format_sources(prompts, sft.task_prefix, plain)
-    idx, cos = plain.index.nearest(prompts, sft.rerank_neighbours)
-    table = candidates([[o] for o in own], [[plain.index.negatives[j] for j in row] for row in idx], cos)
-    r, c = np.nonzero(table.valid)
-    src, tgt = [sources[i] for i in r], [table.texts[i][j] for i, j in zip(r, c, strict=True)]
+    cand = table(model, tokenizer, prompts, sources, [[o] for o in own], plain.index, sft.rerank_neighbours,
+                 sft.max_source_length, params.decode.max_new_tokens, logprob=False)
+    r, c = np.nonzero(cand.valid)
+    src, tgt = [sources[i] for i in r], [cand.texts[i][j] for i, j in zip(r, c, strict=True)]
     fns = {"per row": per_row_logprobs, "shared": mean_logprobs}
     results = {name: fn(model, tokenizer, src, tgt, sft.max_source_length, params.decode.max_new_tokens)
                for name, fn in fns.items()}  # also the warm-up
