@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from rouge_score import rouge_scorer
 from transformers import (
     DataCollatorForSeq2Seq,
@@ -115,6 +116,28 @@ def training_settings(sft, seed: int, base_model: str) -> dict[str, Any]:
     return {**{k: getattr(sft, k) for k in keys}, "seed": seed, "base_model": base_model}
 
 
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' LengthGroupedSampler with each epoch's order drawn from ``seed + epoch``.
+
+    The parent draws its order from the global RNG when an epoch starts, and a resumed Trainer restores
+    that RNG only after its resumed epoch's order is drawn: a run resumed in its second epoch or later
+    trained on another order than the uninterrupted run (other batches, some seen twice, some never).
+    The Trainer calls ``set_epoch`` before every epoch, resumed or not, so the order depends on the
+    epoch alone.
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
 class LengthGroupedTrainer(Seq2SeqTrainer):
     """Batches drawn from length-sorted megabatches (transformers' LengthGroupedSampler), by source + target length.
 
@@ -125,8 +148,9 @@ class LengthGroupedTrainer(Seq2SeqTrainer):
     def _get_train_sampler(self, train_dataset=None):
         dataset = self.train_dataset if train_dataset is None else train_dataset
         lengths = [len(f["input_ids"]) + len(f["labels"]) for f in dataset]
-        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                    lengths=lengths)
+        seed = self.args.seed if self.args.data_seed is None else self.args.data_seed  # as the Trainer's own
+        return EpochSeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                               lengths=lengths, seed=seed)
 
 
 def trainer_class(sft) -> type[Seq2SeqTrainer]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 
 import pandas as pd
 import pytest
@@ -191,6 +192,26 @@ def test_interrupted_run_resumes_from_last_checkpoint(t5_dir, tmp_path):
     assert again["eval_loss"] == pytest.approx(result["eval_loss"])
 
 
+@pytest.mark.parametrize("group_by_length", [True, False])
+def test_a_run_resumed_in_its_second_epoch_trains_as_the_uninterrupted_one(t5_dir, tmp_path, group_by_length):
+    """48 pairs at batch 8 are 6 steps an epoch, so checkpoint-8 is 2 steps into the second epoch: that
+    epoch's order must not depend on whether the run was resumed (it did with transformers' own
+    length-grouped sampler, which draws it from the global RNG before the Trainer restores it)."""
+    sft = Sft(**FAST, max_steps=10, eval_steps=10, save_steps=8, group_by_length=group_by_length)
+    whole, tok = load_policy(str(t5_dir))
+    train_sft(whole, tok, features(tok), features(tok)[:8], sft, tmp_path / "whole", seed=0, use_cpu=True)
+
+    (tmp_path / "resumed").mkdir()
+    resume = shutil.copytree(tmp_path / "whole" / "checkpoint-8", tmp_path / "resumed" / "checkpoint-8")
+    resumed, tok = load_policy(str(t5_dir))
+    counter = CountSteps()
+    train_sft(resumed, tok, features(tok), features(tok)[:8], sft, tmp_path / "resumed", seed=0, use_cpu=True,
+              callbacks=[counter], resume_from=str(resume))
+    assert counter.steps == [9, 10]
+    want, got = whole.state_dict(), resumed.state_dict()
+    assert all(torch.equal(want[k], got[k]) for k in want), "the resumed run trained on another order"
+
+
 def test_torn_checkpoint_is_skipped_never_resumed(tmp_path):
     """Killed while the Trainer wrote checkpoint-6 (no or a torn trainer_state.json): checkpoint-3 resumes."""
     prepare_checkpoints(tmp_path, "fp-a")
@@ -288,8 +309,14 @@ def test_length_grouped_batches_pad_less_than_random_ones():
     trainer.args = Seq2SeqTrainingArguments(output_dir="unused", per_device_train_batch_size=8, use_cpu=True,
                                             report_to="none")
     trainer.train_dataset = features
-    order = list(trainer._get_train_sampler())
+    sampler = trainer._get_train_sampler()
+    order = list(sampler)
     assert sorted(order) == list(range(256))  # every row once per epoch
+    torch.manual_seed(1)  # an epoch's order is its own: a resumed Trainer restores the global RNG only later
+    assert list(sampler) == order
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert sorted(second) == list(range(256)) and second != order  # each epoch draws a new order
     batches = [[lengths[i] for i in order[b:b + 8]] for b in range(0, 256, 8)]
     padded = sum(8 * max(b) for b in batches) / sum(lengths)
     shuffled = [lengths[b:b + 8] for b in range(0, 256, 8)]  # lengths is a random permutation: random batches

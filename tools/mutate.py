@@ -247,6 +247,10 @@ MUTANTS: list[Mutant] = [
     M("negopt/sft.py", "return min(counts, key=lambda t: (-counts[t], t))", "return max(counts, key=lambda t: (counts[t], t))",
       "most_frequent ties go to the last text"),
     M("negopt/sft.py", "use_stemmer=True", "use_stemmer=False", "ROUGE without stemming"),
+    M("negopt/sft.py", "self.generator = torch.Generator().manual_seed(self.seed + self.epoch)", "self.generator = None",
+      "SFT epoch order from the global RNG (a resume in epoch 2+ trains on another order)"),
+    M("negopt/sft.py", "manual_seed(self.seed + self.epoch)", "manual_seed(self.seed)", "every SFT epoch in one order"),
+    M("negopt/sft.py", "        self.epoch = epoch\n", "        pass\n", "SFT sampler ignores set_epoch"),
     M("negopt/sft.py", 'scores[f"rougeL_gain_over_{name}"], scores[f"rougeL_gain_over_{name}_se"] = gain, se',
       'scores[f"rougeL_gain_over_{name}"], scores[f"rougeL_gain_over_{name}_se"] = -gain, se', "gain sign flipped"),
     # --- the deployed decode ------------------------------------------------------------------------
