@@ -24,7 +24,7 @@ from transformers import (
     TrainerCallback,
     TrainerState,
 )
-from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 from transformers.trainer_utils import get_last_checkpoint
 
 from negopt.decode import Retrieval, decode_negatives, format_sources
@@ -116,25 +116,31 @@ def training_settings(sft, seed: int, base_model: str) -> dict[str, Any]:
     return {**{k: getattr(sft, k) for k in keys}, "seed": seed, "base_model": base_model}
 
 
-class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
-    """transformers' LengthGroupedSampler with each epoch's order drawn from ``seed + epoch``.
+class ResumableLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' LengthGroupedSampler whose epoch ``e`` order is the ``e``-th draw of one generator seeded
+    with ``seed``, however the run got to epoch ``e``.
 
-    The parent draws its order from the global RNG when an epoch starts, and a resumed Trainer restores
-    that RNG only after its resumed epoch's order is drawn: a run resumed in its second epoch or later
-    trained on another order than the uninterrupted run (other batches, some seen twice, some never).
-    The Trainer calls ``set_epoch`` before every epoch, resumed or not, so the order depends on the
-    epoch alone.
+    The parent draws each epoch's order from the global RNG, and a resumed Trainer restores that RNG only
+    after the resumed epoch's order is drawn: a run resumed in its second epoch or later trained on another
+    order than the uninterrupted run (other batches, some rows seen twice, some never). Here the order
+    depends on the epoch alone (the Trainer calls ``set_epoch`` before every epoch, resumed or not), and an
+    uninterrupted run keeps the parent's orders: its Trainer seeds the global RNG with the same seed and,
+    without dropout, nothing else draws from it between epochs.
     """
 
     def __init__(self, batch_size: int, lengths: list[int], seed: int):
         super().__init__(batch_size, lengths=lengths)
-        self.seed, self.epoch = seed, 0
+        self.seed, self.epoch, self._drawn = seed, 0, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
-        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        if self.generator is None or self._drawn > self.epoch:  # a fresh sampler (a resume), or an epoch again
+            self.generator, self._drawn = torch.Generator().manual_seed(self.seed), 0
+        for _ in range(self._drawn, self.epoch):  # the earlier epochs' draws
+            get_length_grouped_indices(self.lengths, self.batch_size, generator=self.generator)
+        self._drawn = self.epoch + 1
         return super().__iter__()
 
 
@@ -149,8 +155,8 @@ class LengthGroupedTrainer(Seq2SeqTrainer):
         dataset = self.train_dataset if train_dataset is None else train_dataset
         lengths = [len(f["input_ids"]) + len(f["labels"]) for f in dataset]
         seed = self.args.seed if self.args.data_seed is None else self.args.data_seed  # as the Trainer's own
-        return EpochSeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                               lengths=lengths, seed=seed)
+        return ResumableLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                              lengths=lengths, seed=seed)
 
 
 def trainer_class(sft) -> type[Seq2SeqTrainer]:

@@ -295,6 +295,7 @@ def test_stage_writes_model_card_metrics_and_loss_curves(root, t5_dir, tmp_path,
 def test_length_grouped_batches_pad_less_than_random_ones():
     import torch
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
+    from transformers.trainer_pt_utils import LengthGroupedSampler
 
     from negopt.params import Sft
     from negopt.sft import LengthGroupedTrainer, trainer_class
@@ -312,11 +313,21 @@ def test_length_grouped_batches_pad_less_than_random_ones():
     sampler = trainer._get_train_sampler()
     order = list(sampler)
     assert sorted(order) == list(range(256))  # every row once per epoch
-    torch.manual_seed(1)  # an epoch's order is its own: a resumed Trainer restores the global RNG only later
-    assert list(sampler) == order
     sampler.set_epoch(1)
     second = list(sampler)
     assert sorted(second) == list(range(256)) and second != order  # each epoch draws a new order
+    # an uninterrupted run gets transformers' own orders: its Trainer seeds the global RNG with the seed
+    torch.manual_seed(trainer.args.seed)
+    theirs = LengthGroupedSampler(8, lengths=[len(f["input_ids"]) + len(f["labels"]) for f in features])
+    assert list(theirs) == order and list(theirs) == second
+    # and an epoch's order depends on nothing else: a resumed run's sampler is new, and its Trainer restores
+    # the global RNG only after the resumed epoch's order is drawn
+    torch.manual_seed(1)
+    resumed = trainer._get_train_sampler()
+    resumed.set_epoch(1)
+    assert list(resumed) == second
+    resumed.set_epoch(0)
+    assert list(resumed) == order
     batches = [[lengths[i] for i in order[b:b + 8]] for b in range(0, 256, 8)]
     padded = sum(8 * max(b) for b in batches) / sum(lengths)
     shuffled = [lengths[b:b + 8] for b in range(0, 256, 8)]  # lengths is a random permutation: random batches
