@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 from rouge_score import rouge_scorer
+from safetensors import safe_open
+from safetensors.torch import save_file
 from transformers import (
     DataCollatorForSeq2Seq,
     Seq2SeqTrainer,
@@ -24,15 +26,16 @@ from transformers import (
     TrainerCallback,
     TrainerState,
 )
-from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from negopt.decode import Retrieval, decode_negatives, format_sources
 from negopt.fingerprint import fingerprint
-from negopt.io import write_json
+from negopt.io import atomic_path, write_json
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
 FINGERPRINT = "fingerprint.json"
+SAMPLER_STATE = "sampler_state.safetensors"  # in each checkpoint: the RNG state of its epoch's batch order
 
 
 def encode_pairs(tokenizer, prompts: Sequence[str], negatives: Sequence[str], task_prefix: str,
@@ -117,46 +120,79 @@ def training_settings(sft, seed: int, base_model: str) -> dict[str, Any]:
 
 
 class ResumableLengthGroupedSampler(LengthGroupedSampler):
-    """transformers' LengthGroupedSampler whose epoch ``e`` order is the ``e``-th draw of one generator seeded
-    with ``seed``, however the run got to epoch ``e``.
+    """transformers' LengthGroupedSampler that a resumed run can put back into its epoch's order.
 
-    The parent draws each epoch's order from the global RNG, and a resumed Trainer restores that RNG only
-    after the resumed epoch's order is drawn: a run resumed in its second epoch or later trained on another
-    order than the uninterrupted run (other batches, some rows seen twice, some never). Here the order
-    depends on the epoch alone (the Trainer calls ``set_epoch`` before every epoch, resumed or not), and an
-    uninterrupted run keeps the parent's orders: its Trainer seeds the global RNG with the same seed and,
-    without dropout, nothing else draws from it between epochs.
+    The parent draws an epoch's order from the global RNG when the epoch starts, and the RNG state a
+    checkpoint saves is the one at the checkpoint: a run resumed in its second epoch or later drew another
+    order than the uninterrupted run (other batches, some rows seen twice, some never). This sampler keeps
+    the RNG state its current order was drawn from (``drawn_from``: epoch, state), which
+    ``LengthGroupedTrainer`` saves with each checkpoint; given that as ``resumed``, it draws the resumed
+    epoch's order from it. Every other epoch is drawn as the parent draws it, so an uninterrupted run's
+    orders are transformers' own.
     """
 
-    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+    def __init__(self, batch_size: int, lengths: list[int], resumed: tuple[int, torch.Tensor] | None = None):
         super().__init__(batch_size, lengths=lengths)
-        self.seed, self.epoch, self._drawn = seed, 0, 0
+        self.epoch, self.resumed = 0, resumed
+        self.drawn_from: tuple[int, torch.Tensor] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
-        if self.generator is None or self._drawn > self.epoch:  # a fresh sampler (a resume), or an epoch again
-            self.generator, self._drawn = torch.Generator().manual_seed(self.seed), 0
-        for _ in range(self._drawn, self.epoch):  # the earlier epochs' draws
-            get_length_grouped_indices(self.lengths, self.batch_size, generator=self.generator)
-        self._drawn = self.epoch + 1
+        if self.resumed is not None and self.resumed[0] == self.epoch:
+            state = self.resumed[1]
+            self.generator = torch.Generator()
+            self.generator.set_state(state)
+        else:  # the parent's draw, from the global RNG (a checkpoint at an epoch's end resumes that RNG as is)
+            state, self.generator = torch.random.get_rng_state(), None
+        self.drawn_from = (self.epoch, state)
         return super().__iter__()
+
+
+def save_sampler_state(sampler: ResumableLengthGroupedSampler, folder: Path) -> None:
+    epoch, state = sampler.drawn_from
+    with atomic_path(folder / SAMPLER_STATE) as tmp:
+        save_file({"rng_state": state}, tmp, metadata={"epoch": str(epoch)})
+
+
+def load_sampler_state(checkpoint: str | Path) -> tuple[int, torch.Tensor] | None:
+    """(epoch, RNG state) of a checkpoint's current order; None for a checkpoint without one (random batches)."""
+    path = Path(checkpoint) / SAMPLER_STATE
+    if not path.exists():
+        return None
+    with safe_open(path, "pt") as f:
+        return int(f.metadata()["epoch"]), f.get_tensor("rng_state")
 
 
 class LengthGroupedTrainer(Seq2SeqTrainer):
     """Batches drawn from length-sorted megabatches (transformers' LengthGroupedSampler), by source + target length.
 
     transformers' own ``group_by_length`` sorts by ``input_ids`` alone; a seq2seq batch pads both sides, and
-    the decoder's tokens cost more (self- and cross-attention), so the sort key is their sum.
+    the decoder's tokens cost more (self- and cross-attention), so the sort key is their sum. Each checkpoint
+    also holds the RNG state of its epoch's order, so a resume anywhere trains on the uninterrupted order.
     """
+
+    resumed: tuple[int, torch.Tensor] | None = None
+    sampler: ResumableLengthGroupedSampler | None = None
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        self.resumed = load_sampler_state(resume_from_checkpoint) if resume_from_checkpoint else None
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = self.train_dataset if train_dataset is None else train_dataset
         lengths = [len(f["input_ids"]) + len(f["labels"]) for f in dataset]
-        seed = self.args.seed if self.args.data_seed is None else self.args.data_seed  # as the Trainer's own
-        return ResumableLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                              lengths=lengths, seed=seed)
+        self.sampler = ResumableLengthGroupedSampler(
+            self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths, resumed=self.resumed)
+        return self.sampler
+
+    def _save_checkpoint(self, model, trial):
+        # before the Trainer's files: it writes trainer_state.json last, and a checkpoint without a whole one
+        # is never resumed (prepare_checkpoints), so a resumable checkpoint always has this file
+        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        save_sampler_state(self.sampler, folder)
+        super()._save_checkpoint(model, trial)
 
 
 def trainer_class(sft) -> type[Seq2SeqTrainer]:

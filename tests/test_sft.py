@@ -310,22 +310,25 @@ def test_length_grouped_batches_pad_less_than_random_ones():
     trainer.args = Seq2SeqTrainingArguments(output_dir="unused", per_device_train_batch_size=8, use_cpu=True,
                                             report_to="none")
     trainer.train_dataset = features
+    torch.manual_seed(0)
     sampler = trainer._get_train_sampler()
     order = list(sampler)
     assert sorted(order) == list(range(256))  # every row once per epoch
     sampler.set_epoch(1)
-    second = list(sampler)
+    second, drawn_from = list(sampler), sampler.drawn_from
     assert sorted(second) == list(range(256)) and second != order  # each epoch draws a new order
-    # an uninterrupted run gets transformers' own orders: its Trainer seeds the global RNG with the seed
-    torch.manual_seed(trainer.args.seed)
+    # an uninterrupted run's orders are transformers' own (drawn from the global RNG)
+    torch.manual_seed(0)
     theirs = LengthGroupedSampler(8, lengths=[len(f["input_ids"]) + len(f["labels"]) for f in features])
     assert list(theirs) == order and list(theirs) == second
-    # and an epoch's order depends on nothing else: a resumed run's sampler is new, and its Trainer restores
-    # the global RNG only after the resumed epoch's order is drawn
+    # a resumed run's sampler is new, and its Trainer restores the global RNG only after the resumed epoch's
+    # order is drawn: the saved state of that epoch gives it back, whatever the global RNG holds
     torch.manual_seed(1)
+    trainer.resumed = drawn_from
     resumed = trainer._get_train_sampler()
     resumed.set_epoch(1)
-    assert list(resumed) == second
+    assert drawn_from[0] == 1 and list(resumed) == second
+    torch.manual_seed(0)  # another epoch (a resume at an epoch's end) draws from the restored global RNG
     resumed.set_epoch(0)
     assert list(resumed) == order
     batches = [[lengths[i] for i in order[b:b + 8]] for b in range(0, 256, 8)]
