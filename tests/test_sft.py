@@ -193,7 +193,7 @@ def test_interrupted_run_resumes_from_last_checkpoint(t5_dir, tmp_path):
 
 
 @pytest.mark.parametrize("group_by_length", [True, False])
-def test_a_run_resumed_in_its_second_epoch_trains_as_the_uninterrupted_one(t5_dir, tmp_path, group_by_length):
+def test_a_resume_in_the_second_epoch_gives_the_weights_of_a_run_without_one(t5_dir, tmp_path, group_by_length):
     """48 pairs at batch 8 are 6 steps an epoch, so checkpoint-8 is 2 steps into the second epoch: that
     epoch's order must not depend on whether the run was resumed (it did with transformers' own
     length-grouped sampler, which draws it from the global RNG before the Trainer restores it)."""
