@@ -27,7 +27,7 @@ from transformers import (
     TrainerState,
 )
 from transformers.trainer_pt_utils import LengthGroupedSampler
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import get_last_checkpoint
 
 from negopt.decode import Retrieval, decode_negatives, format_sources
 from negopt.fingerprint import fingerprint
@@ -187,12 +187,11 @@ class LengthGroupedTrainer(Seq2SeqTrainer):
             self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths, resumed=self.resumed)
         return self.sampler
 
-    def _save_checkpoint(self, model, trial):
-        # before the Trainer's files: it writes trainer_state.json last, and a checkpoint without a whole one
-        # is never resumed (prepare_checkpoints), so a resumable checkpoint always has this file
-        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        save_sampler_state(self.sampler, folder)
-        super()._save_checkpoint(model, trial)
+    def _save_rng_state(self, output_dir):
+        # beside the Trainer's RNG states, so before trainer_state.json (written last): a checkpoint without a
+        # whole one is never resumed (prepare_checkpoints), so a resumable checkpoint always has this file
+        save_sampler_state(self.sampler, Path(output_dir))
+        super()._save_rng_state(output_dir)
 
 
 def trainer_class(sft) -> type[Seq2SeqTrainer]:

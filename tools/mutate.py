@@ -249,7 +249,7 @@ MUTANTS: list[Mutant] = [
     M("negopt/sft.py", "use_stemmer=True", "use_stemmer=False", "ROUGE without stemming"),
     M("negopt/sft.py", "if self.resumed is not None and self.resumed[0] == self.epoch:", "if self.resumed is not None:",
       "SFT resume's saved order used for every epoch"),
-    M("negopt/sft.py", "        save_sampler_state(self.sampler, folder)\n", "",
+    M("negopt/sft.py", "        save_sampler_state(self.sampler, Path(output_dir))\n", "",
       "SFT checkpoint without its order's RNG state (a resume in epoch 2+ trains on another order)"),
     M("negopt/sft.py", "self.resumed = load_sampler_state(resume_from_checkpoint) if resume_from_checkpoint else None",
       "self.resumed = None", "SFT resume ignores the saved order"),
