@@ -13,6 +13,7 @@ import torch
 from diffusers.utils import logging as diffusers_logging
 from tqdm.auto import tqdm
 
+from negopt.distinct import distinct_rows
 from negopt.params import Profile
 
 # The pipeline warns, with the whole token list, every time a prompt exceeds the text encoder's
@@ -81,23 +82,14 @@ def text_inputs(pipe, prompts: list[str], negatives: list[str]) -> dict:
 
     if not isinstance(pipe, StableDiffusionPipeline):
         return {"prompt": prompts, "negative_prompt": negatives}
-    texts = list(dict.fromkeys([*prompts, *negatives]))
-    row = {t: i for i, t in enumerate(texts)}
-    embeds, _ = pipe.encode_prompt(texts, pipe._execution_device, 1, False)
-    return {"prompt_embeds": embeds[[row[t] for t in prompts]],
-            "negative_prompt_embeds": embeds[[row[t] for t in negatives]]}
+    texts = [*prompts, *negatives]
+    rows, inverse = distinct_rows(texts)
+    embeds, _ = pipe.encode_prompt([texts[r] for r in rows], pipe._execution_device, 1, False)
+    inverse = inverse.to(embeds.device)
+    return {"prompt_embeds": embeds[inverse[:len(prompts)]], "negative_prompt_embeds": embeds[inverse[len(prompts):]]}
 
 
 def distinct_triples(prompts: list[str], negatives: list[str], seeds: list[int]) -> tuple[list[int], torch.Tensor]:
-    """(rows, inverse): the first row of each distinct (prompt, negative, seed), in order of first appearance,
-    and for every row the position of its triple in ``rows``, so ``values[inverse]`` fans values back out.
-    An image depends on its triple alone, so one render serves every row that repeats it."""
-    position: dict[tuple, int] = {}
-    rows: list[int] = []
-    inverse: list[int] = []
-    for row, key in enumerate(zip(prompts, negatives, seeds, strict=True)):
-        if key not in position:
-            position[key] = len(rows)
-            rows.append(row)
-        inverse.append(position[key])
-    return rows, torch.tensor(inverse, dtype=torch.long)
+    """(rows, inverse) of the distinct (prompt, negative, seed) triples (``distinct_rows``): an image depends on
+    its triple alone, so one render serves every row that repeats it."""
+    return distinct_rows(list(zip(prompts, negatives, seeds, strict=True)))

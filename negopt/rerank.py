@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from negopt.distinct import distinct_rows
+
 # The fitted grid. Scores are compared within a prompt only, so one weight may stay at a fixed scale;
 # ``own`` spans "never the model" (-1e9) to "always the model" (1e9, the plain decode).
 ALWAYS_OWN = 1e9
@@ -161,17 +163,16 @@ def mean_logprobs(model, tokenizer, sources: Sequence[str], targets: Sequence[st
     out = []
     for i in range(0, len(sources), batch_size):
         batch = list(sources[i:i + batch_size])
-        position = {s: j for j, s in enumerate(dict.fromkeys(batch))}
-        distinct = list(position)
-        row = torch.tensor([position[s] for s in batch], device=device)
-        enc = tokenizer(distinct, max_length=max_source_length, truncation=True, padding=True,
+        rows, inverse = distinct_rows(batch)
+        inverse = inverse.to(device)
+        enc = tokenizer([batch[r] for r in rows], max_length=max_source_length, truncation=True, padding=True,
                         return_tensors="pt").to(device)
         hidden = model.get_encoder()(**enc).last_hidden_state
         labels = tokenizer(text_target=list(targets[i:i + batch_size]), max_length=max_target_length,
                            truncation=True, padding=True, return_tensors="pt")["input_ids"].to(device)
         mask = labels != tokenizer.pad_token_id
-        logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden[row]),
-                       attention_mask=enc["attention_mask"][row],
+        logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden[inverse]),
+                       attention_mask=enc["attention_mask"][inverse],
                        decoder_input_ids=model.prepare_decoder_input_ids_from_labels(labels=labels)).logits
         lp = logits.float().log_softmax(-1).gather(-1, labels[..., None])[..., 0]
         out.append(((lp * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu())
