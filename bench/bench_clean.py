@@ -23,9 +23,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.results import append  # noqa: E402
+from negopt.core.params import CleanRules, Split  # noqa: E402
 from negopt.data.clean import run_clean  # noqa: E402
 from negopt.data.sample import generate_sample  # noqa: E402
-from negopt.params import CleanRules, Split  # noqa: E402
 
 PAPER_ROWS = 256_224
 

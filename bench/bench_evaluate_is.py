@@ -2,7 +2,7 @@
 
 ``evaluate`` needs the per-image Inception posteriors (compare's bootstrap) and the IS. It used to run
 torch-fidelity's whole pipeline for the IS and a second Inception pass for the posteriors; now one pass
-(the scorer's) gives both (``negopt.metrics.inception_score_from_logits``). This times, per method's
+(the scorer's) gives both (``negopt.images.scorers.inception_score_from_logits``). This times, per method's
 images, the old pair of passes and the new single one, and reports how far the IS moves (the scorer's
 Inception runs in channels_last, whose logits differ from the contiguous layout's by < 4e-3).
 
@@ -23,10 +23,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.results import append  # noqa: E402
-from negopt.metrics import inception_score, inception_score_from_logits  # noqa: E402
+from negopt.core.params import load_params  # noqa: E402
+from negopt.core.runtime import resolve_device  # noqa: E402
+from negopt.images.scorers import inception_score, inception_score_from_logits  # noqa: E402
 from negopt.models.loader import load_scorer  # noqa: E402
-from negopt.params import load_params  # noqa: E402
-from negopt.runtime import resolve_device  # noqa: E402
 
 
 def main() -> None:

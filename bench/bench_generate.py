@@ -2,7 +2,7 @@
 
 Both sides run the stage's own set-up (``load_sd_pipeline``: the stage's dtype, SDPA attention) at
 ``generate.batch_size``; the bare side calls ``pipe(...)`` with one seeded generator per image and
-converts to uint8 itself, the wrapper is ``negopt.diffusion.generate_images``. Medians of ``--repeat``
+converts to uint8 itself, the wrapper is ``negopt.images.render.generate_images``. Medians of ``--repeat``
 interleaved rounds, so a burst of load hits both sides alike. Target: wrapper <= 1.05x bare.
 
 On a GPU it also prints the model FLOPs utilisation: SD 1.5 at 512 px costs ~0.68 TFLOP per UNet forward
@@ -26,10 +26,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.results import append  # noqa: E402
-from negopt.diffusion import generate_images, to_uint8  # noqa: E402
+from negopt.core.params import load_params  # noqa: E402
+from negopt.core.runtime import resolve_device  # noqa: E402
+from negopt.images.render import generate_images, to_uint8  # noqa: E402
 from negopt.models.loader import default_dtype, load_sd_pipeline  # noqa: E402
-from negopt.params import load_params  # noqa: E402
-from negopt.runtime import resolve_device  # noqa: E402
 
 UNET_TFLOP_512 = 0.68  # per forward per image at 64x64 latents (SD 1.5)
 VAE_TFLOP_512 = 2.5

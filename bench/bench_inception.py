@@ -22,9 +22,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.results import append  # noqa: E402
-from negopt.metrics import build_inception  # noqa: E402
-from negopt.params import load_params  # noqa: E402
-from negopt.runtime import resolve_device  # noqa: E402
+from negopt.core.params import load_params  # noqa: E402
+from negopt.core.runtime import resolve_device  # noqa: E402
+from negopt.images.scorers import build_inception  # noqa: E402
 
 
 def main() -> None:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from negopt.diffusion import generate_images
-from negopt.metrics import inception_score
+from negopt.core.params import load_params
+from negopt.images.render import generate_images
+from negopt.images.scorers import inception_score
 from negopt.models.loader import load_scorer, load_sd_pipeline
 from negopt.models.tiny import build_tiny_zoo
-from negopt.params import load_params
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "pairs_dflip3k.jsonl"
 

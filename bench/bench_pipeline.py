@@ -24,7 +24,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.results import append  # noqa: E402
-from negopt.params import load_params  # noqa: E402
+from negopt.core.params import load_params  # noqa: E402
 
 
 def run_measured(cmd: list[str]) -> tuple[float, float, int]:

@@ -1,15 +1,15 @@
 """The rerank's candidate log-probs: one encoder pass per distinct source in a batch vs one per candidate row.
 
-``negopt.rerank.mean_logprobs`` scores every (prompt, candidate negative) pair of the rerank table (the model's
+``negopt.policy.rerank.mean_logprobs`` scores every (prompt, candidate negative) pair of the rerank table (the model's
 own negative and its neighbours' distinct ones, ~9 rows per prompt). The sft stage builds that table on val to
 fit the rerank, and when the rerank is on (the real pairs) every deployed decode builds it again: the rl
 stage's checkpoint checks and test, generate, ``negopt suggest``. Here the table of ``--split``'s prompts is
-built as ``negopt.sft.fit_rerank`` builds it (the model's greedy negative, the 8 nearest training prompts'
+built as ``negopt.policy.sft.fit_rerank`` builds it (the model's greedy negative, the 8 nearest training prompts'
 negatives), and two scorings of its rows alternate for ``--repeat`` rounds:
 
 - ``per row``: each row's own encoder pass and the model's loss (the code before 2026-12-06, kept here as the
   baseline);
-- ``shared``: ``negopt.rerank.mean_logprobs`` as it is now.
+- ``shared``: ``negopt.policy.rerank.mean_logprobs`` as it is now.
 
 Prints the medians, their ratio and the largest difference of the two results, and appends them to
 ``bench/RESULTS.md``. Run from the repository root after ``dvc repro sft`` (needs the SFT model and the splits):
@@ -30,12 +30,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.results import append  # noqa: E402
+from negopt.core.params import load_params  # noqa: E402
 from negopt.data.splits import read_split  # noqa: E402
-from negopt.decode import Retrieval, decode_negatives, format_sources  # noqa: E402
 from negopt.models.loader import load_policy  # noqa: E402
-from negopt.params import load_params  # noqa: E402
-from negopt.rerank import mean_logprobs, table  # noqa: E402
-from negopt.retrieval import RetrievalIndex  # noqa: E402
+from negopt.policy.decode import Retrieval, decode_negatives, format_sources  # noqa: E402
+from negopt.policy.rerank import mean_logprobs, table  # noqa: E402
+from negopt.policy.retrieval import RetrievalIndex  # noqa: E402
 
 
 @torch.no_grad()

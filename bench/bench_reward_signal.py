@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from negopt.core.params import load_params
 from negopt.models.loader import load_policy, load_scorer, load_sd_pipeline
-from negopt.params import load_params
+from negopt.reward.weighted import score_triples, weighted_sum_reward
 from negopt.rl.loop import Components, calibrate_rewards, rollout
-from negopt.rl.rewards import score_triples, weighted_sum_reward
 
 
 def decompose(table: np.ndarray) -> dict[str, float]:

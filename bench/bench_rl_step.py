@@ -4,7 +4,7 @@
 default params, with the SFT weights the pipeline trained, on the steps' own plans (``step_plan``):
 
 - ``generate``: ``sample_rollout``, k negatives per prompt with their log-probs from the sampling pass
-  (``negopt/nucleus.py``'s top-p); beside it, in the same run, the step as it was before: ``generate``
+  (``negopt/policy/nucleus.py``'s top-p); beside it, in the same run, the step as it was before: ``generate``
   with transformers' own top-p warper (an argsort a token) and a second teacher-forced pass for the old
   log-probs. Both samplers draw the same tokens (counted: ``same samples``);
 - ``logp ref``: the no-grad teacher-forced pass of the reference model;
@@ -29,11 +29,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.results import append  # noqa: E402
-from negopt.models.policy import load_policy  # noqa: E402
-from negopt.params import load_params  # noqa: E402
-from negopt.rl.evaluate import eval_plan, greedy_negatives  # noqa: E402
+from negopt.core.params import load_params  # noqa: E402
+from negopt.models.t5 import load_policy  # noqa: E402
+from negopt.policy.sampling import Rollout, encode_sources, generated_mask, sample_rollout, sequence_logprobs  # noqa: E402
+from negopt.rl.heldout import eval_plan, greedy_negatives  # noqa: E402
 from negopt.rl.loop import Components, deployed_sources, step_plan, update  # noqa: E402
-from negopt.rl.policy import Rollout, encode_sources, generated_mask, sample_rollout, sequence_logprobs  # noqa: E402
 from stages.rl import human_negatives, read_prompts  # noqa: E402
 
 
@@ -92,7 +92,7 @@ def main() -> None:
             f"{statistics.median(tokens):.0f} tokens), {len(val)} val prompts, {torch.get_num_threads()} threads, "
             f"profile {params.profile}; medians of {args.steps} steps after one warm-up, both columns from the "
             f"same steps. Before: transformers' top-p warper and a teacher-forced pass for the old log-probs; "
-            f"after: negopt/nucleus.py's top-p and the log-probs of the sampling pass. Same samples in "
+            f"after: negopt/policy/nucleus.py's top-p and the log-probs of the sampling pass. Same samples in "
             f"{same} of {args.steps} steps.")
     print(append(f"RL step outside images, by part, before / after (`bench/bench_rl_step.py`, {args.steps} steps)",
                  ["part", "before ms per step (median)", "after ms per step (median)", "after / before"], rows, note))

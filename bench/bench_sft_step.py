@@ -1,7 +1,7 @@
 """SFT step time of the tiny T5 with and without dropout, in one run (medians of interleaved rounds).
 
 On CPU ``torch.dropout`` samples a Bernoulli mask per call (25 calls per step of the tiny T5), which
-cProfile put at a quarter of an SFT step; the tiny T5 is built without dropout since (negopt/models/policy.py).
+cProfile put at a quarter of an SFT step; the tiny T5 is built without dropout since (negopt/models/t5.py).
 This times ``--steps`` training steps (forward, backward, AdamW) on the same length-sorted batches of the
 train split for both settings.
 
@@ -22,10 +22,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.results import append  # noqa: E402
+from negopt.core.params import load_params  # noqa: E402
 from negopt.data.splits import read_split  # noqa: E402
-from negopt.models.policy import load_policy  # noqa: E402
-from negopt.params import load_params  # noqa: E402
-from negopt.sft import encode_pairs  # noqa: E402
+from negopt.models.t5 import load_policy  # noqa: E402
+from negopt.policy.sft import encode_pairs  # noqa: E402
 
 
 def main() -> None:

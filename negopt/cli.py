@@ -14,7 +14,7 @@ app.add_typer(models_app, name="models")
 @app.command("params")
 def params_check(path: Path = typer.Option(Path("params.yaml"), help="params file to validate")) -> None:
     """Validate params.yaml against the schema and print the active profile."""
-    from negopt.params import ParamsError, load_params
+    from negopt.core.params import ParamsError, load_params
 
     try:
         p = load_params(path)
@@ -26,7 +26,7 @@ def params_check(path: Path = typer.Option(Path("params.yaml"), help="params fil
 
 def _load_profile(path: Path, profile: str | None):
     """(params, profile name) for a ``models`` command; a bad params file or profile name exits 2."""
-    from negopt.params import ParamsError, load_params
+    from negopt.core.params import ParamsError, load_params
 
     try:
         p = load_params(path)
@@ -103,7 +103,7 @@ def suggest_cmd(
     path: Path = typer.Option(Path("params.yaml"), "--params", help="params file (model paths, decode)"),
 ) -> None:
     """Print negative prompts, one per line, in prompt order (``--num`` lines per prompt)."""
-    from negopt.errors import UserError
+    from negopt.core.errors import UserError
     from negopt.suggest import NoModelError, newest_model, read_params, read_prompt_file, suggest
 
     try:
@@ -135,8 +135,8 @@ def frontier_cmd(
     import json
     import subprocess
 
-    from negopt.frontier import experiments, frontier_markdown, frontier_png, frontier_table
-    from negopt.io import write_bytes, write_text
+    from negopt.compare.frontier import experiments, frontier_markdown, frontier_png, frontier_table
+    from negopt.core.io import write_bytes, write_text
 
     if exp_json is None:
         proc = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from negopt.errors import UserError
-from negopt.params import Params, load_params
+from negopt.core.errors import UserError
+from negopt.core.params import Params, load_params
 
 
 class NoModelError(UserError, FileNotFoundError):
@@ -48,7 +48,9 @@ def suggest(prompts: str | list[str], model_path: str | Path, num: int = 1, para
     Inside a project the ``decode`` and ``sft`` params define the decode and input format (as for
     generate and the rl test); elsewhere the model's own ``negopt.json`` does.
     """
-    from negopt.decode import NegativePromptGenerator  # deferred: torch/transformers load only when needed
+    from negopt.policy.decode import (
+        NegativePromptGenerator,  # deferred: torch/transformers load only when needed
+    )
 
     if num < 1:
         raise UserError(f"--num must be >= 1, got {num}")

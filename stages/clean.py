@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from negopt.core.errors import MissingInputError, require_input, run_stage
+from negopt.core.io import write_json
+from negopt.core.runtime import start_stage
 from negopt.data.clean import run_clean
-from negopt.errors import MissingInputError, require_input, run_stage
-from negopt.io import write_json
-from negopt.runtime import start_stage
 
 
 def main() -> None:

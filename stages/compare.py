@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from negopt.compare import gains_markdown, metrics_markdown, save_pngs, search_costs, write_comparison
-from negopt.errors import require_input, run_stage
-from negopt.io import read_json
-from negopt.manifest import GENERATE_METRICS, read_manifest
-from negopt.report import render_report, write_report
-from negopt.runtime import start_stage
-from negopt.scores import read_scores
+from negopt.compare.gains import gains_markdown, metrics_markdown, save_pngs, search_costs, write_comparison
+from negopt.compare.manifest import GENERATE_METRICS, read_manifest
+from negopt.compare.report import render_report, write_report
+from negopt.compare.scores import read_scores
+from negopt.core.errors import require_input, run_stage
+from negopt.core.io import read_json
+from negopt.core.runtime import start_stage
 
 
 def main() -> None:

@@ -1,18 +1,18 @@
 """Stage `evaluate`: Inception Score, aesthetic, CLIP score (and HPSv2 / PickScore when the profile names them)
 per method -> metrics/eval.json, and the per-image scores with their Inception posteriors -> paths.scores
-(negopt/scores.py)."""
+(negopt/compare/scores.py)."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from negopt.errors import run_stage
-from negopt.evaluate import evaluate_all
-from negopt.io import write_json
-from negopt.manifest import read_manifest
-from negopt.runtime import resolve_device, start_stage
-from negopt.scores import write_scores
+from negopt.compare.evaluate import evaluate_all
+from negopt.compare.manifest import read_manifest
+from negopt.compare.scores import write_scores
+from negopt.core.errors import run_stage
+from negopt.core.io import write_json
+from negopt.core.runtime import resolve_device, start_stage
 
 
 def main() -> None:

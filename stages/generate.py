@@ -13,10 +13,10 @@ from pathlib import Path
 
 from accelerate import PartialState
 
-from negopt.best_of_n import best_of_n_negatives
-from negopt.errors import run_stage
-from negopt.generate import MANIFEST, generate_all
-from negopt.runtime import resolve_device, start_stage
+from negopt.compare.best_of_n import best_of_n_negatives
+from negopt.compare.generate import MANIFEST, generate_all
+from negopt.core.errors import run_stage
+from negopt.core.runtime import resolve_device, start_stage
 
 
 def main() -> None:

@@ -14,13 +14,13 @@ import sys
 import time
 from pathlib import Path
 
+from negopt.core.errors import ParamsError, run_stage
+from negopt.core.io import atomic_dir, write_json
+from negopt.core.runtime import start_stage
 from negopt.data.splits import read_split
-from negopt.errors import ParamsError, run_stage
-from negopt.io import atomic_dir, write_json
 from negopt.models.check import format_table
 from negopt.models.find import MissingWeightsError, check_profile, require_profile
 from negopt.models.tiny import build_tiny_zoo
-from negopt.runtime import start_stage
 
 
 def train_texts(clean_dir: str) -> list[str]:

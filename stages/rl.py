@@ -19,20 +19,20 @@ import torch
 from accelerate import Accelerator
 from dvclive import Live
 
+from negopt.core.errors import run_stage
+from negopt.core.io import atomic_dir, write_json
+from negopt.core.runtime import start_stage
 from negopt.data.splits import read_split
-from negopt.decode import NegativePromptGenerator, saved_retrieval
-from negopt.errors import run_stage
-from negopt.io import atomic_dir, write_json
 from negopt.models.find import require_profile
 from negopt.models.loader import load_policy, load_scorer, load_sd_pipeline
-from negopt.reward_terms import models_needed, unused_models
+from negopt.policy.decode import NegativePromptGenerator, saved_retrieval
+from negopt.reward.terms import models_needed, unused_models
+from negopt.reward.weighted import calibration_key, save_calibration, weighted_sum_reward
 from negopt.rl.card import write_rl_card
-from negopt.rl.evaluate import ValDecode, ValRewardGain, distinct_share, eval_plan, evaluate_rl
 from negopt.rl.health import health_checks
+from negopt.rl.heldout import ValDecode, ValRewardGain, distinct_share, eval_plan, evaluate_rl
 from negopt.rl.loop import Components, anchor_from_step, overhead_share, run_rl
-from negopt.rl.rewards import calibration_key, save_calibration, weighted_sum_reward
 from negopt.rl.selection import DiversityGuard
-from negopt.runtime import start_stage
 
 LIVE_DIR = "dvclive/rl"
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from negopt.core.errors import UserError, run_stage
+from negopt.core.io import write_json, write_parquet
+from negopt.core.runtime import start_stage
 from negopt.data.sources import load_source, untracked_file_warning
-from negopt.errors import UserError, run_stage
-from negopt.io import write_json, write_parquet
-from negopt.runtime import start_stage
 
 
 def main() -> None:

@@ -13,15 +13,15 @@ from pathlib import Path
 import pandas as pd
 from dvclive import Live
 
+from negopt.core.errors import run_stage
+from negopt.core.io import atomic_dir, write_json
+from negopt.core.model_card import write_model_card
+from negopt.core.runtime import resolve_device, start_stage
 from negopt.data.splits import read_split
-from negopt.decode import NegativePromptGenerator, Retrieval
-from negopt.errors import run_stage
-from negopt.io import atomic_dir, write_json
-from negopt.model_card import write_model_card
 from negopt.models.loader import load_policy
-from negopt.retrieval import RetrievalIndex
-from negopt.runtime import resolve_device, start_stage
-from negopt.sft import (
+from negopt.policy.decode import NegativePromptGenerator, Retrieval
+from negopt.policy.retrieval import RetrievalIndex
+from negopt.policy.sft import (
     LiveCallback,
     encode_pairs,
     fit_rerank,

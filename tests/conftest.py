@@ -127,7 +127,7 @@ def tiny_zoo(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_params(tiny_zoo):
     """params.yaml with profile=tiny and models.tiny pointing into the session's tiny zoo."""
-    from negopt.params import load_params
+    from negopt.core.params import load_params
 
     p = load_params(ROOT / "params.yaml")
     z = tiny_zoo

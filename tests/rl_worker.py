@@ -17,8 +17,8 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import save_file
 
+from negopt.core.params import validate_params
 from negopt.models.loader import load_policy, load_scorer, load_sd_pipeline
-from negopt.params import validate_params
 from negopt.rl.loop import Components, run_rl
 
 

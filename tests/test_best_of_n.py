@@ -9,10 +9,10 @@ import pytest
 import torch
 import yaml
 
-import negopt.rl.rewards
-from negopt.best_of_n import best_of_n_negatives, pick_best, selection_seeds
-from negopt.generate import prompt_seeds
-from negopt.params import validate_params
+import negopt.reward.weighted
+from negopt.compare.best_of_n import best_of_n_negatives, pick_best, selection_seeds
+from negopt.compare.generate import prompt_seeds
+from negopt.core.params import validate_params
 
 PROMPTS = ["a portrait of a cat oil painting", "a castle on a hill anime style", "a bowl of fruit 2024 photo"]
 
@@ -63,7 +63,7 @@ def test_keeps_the_highest_reward_candidate(project, monkeypatch, one_torch_thre
         calls.append((prompts, negatives, seeds))
         return {"reward": torch.tensor([float(len(n)) for n in negatives])}
 
-    monkeypatch.setattr(negopt.rl.rewards, "score_triples", fake_score)
+    monkeypatch.setattr(negopt.reward.weighted, "score_triples", fake_score)
     evals = prompt_seeds(project.generate.seed, 3, 2)
     pipe = load_sd_pipeline(project.active, torch.device("cpu"))
     kept, report = best_of_n_negatives(project, PROMPTS, evals, pipe, torch.device("cpu"))
@@ -93,7 +93,7 @@ def test_reads_the_rl_stage_calibration_and_only_its_own(project, monkeypatch, o
     saved one is another run's."""
     import negopt.rl.loop
     from negopt.models.loader import load_sd_pipeline
-    from negopt.rl.rewards import calibration_key, load_calibration, save_calibration
+    from negopt.reward.weighted import calibration_key, load_calibration, save_calibration
 
     cpu = torch.device("cpu")
     pipe = load_sd_pipeline(project.active, cpu)

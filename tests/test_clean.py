@@ -1,6 +1,7 @@
 import pandas as pd
 import pytest
 
+from negopt.core.params import CleanRules, Split
 from negopt.data.clean import (
     DROP_REASONS,
     clean_frame,
@@ -13,7 +14,6 @@ from negopt.data.clean import (
 from negopt.data.nsfw import nsfw_mask
 from negopt.data.sample import generate_sample
 from negopt.data.schema import COLUMNS
-from negopt.params import CleanRules, Split
 
 RULES = CleanRules(min_prompt_chars=3, max_prompt_chars=40, min_negative_chars=3, max_negative_chars=40)
 

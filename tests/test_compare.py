@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from negopt.compare import compare_methods, format_gain, gains_markdown, relative_gain, write_comparison
+from negopt.compare.gains import compare_methods, format_gain, gains_markdown, relative_gain, write_comparison
 
 
 def row(is_, aes, clip, std=0.1, n=20):
@@ -144,8 +144,8 @@ def test_search_images_column_from_generate_metrics(eval_metrics):
     """best_of_n's search cost (metrics/generate.json) is printed beside its row; other methods cost 0."""
     import pandas as pd
 
-    from negopt.compare import metrics_markdown, search_costs
-    from negopt.generate import generate_metrics
+    from negopt.compare.gains import metrics_markdown, search_costs
+    from negopt.compare.generate import generate_metrics
 
     manifest = pd.DataFrame({"method": ["none", "none", "best_of_n", "best_of_n"]})
     gen = generate_metrics(manifest, {"best_of_n": {"n": 4, "search_images": 17}})
@@ -157,7 +157,7 @@ def test_search_images_column_from_generate_metrics(eval_metrics):
 
 
 def test_preference_scores_are_compared_when_every_method_has_them():
-    from negopt.compare import compare_methods, compared_metrics, gains_markdown
+    from negopt.compare.gains import compare_methods, compared_metrics, gains_markdown
 
     base = {"inception_score": 2.0, "aesthetic": 5.0, "clip_score": 20.0}
     both = {"sft": base | {"hpsv2": 20.0, "pickscore": 10.0}, "none": base | {"hpsv2": 25.0, "pickscore": 10.0}}

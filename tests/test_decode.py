@@ -10,7 +10,8 @@ import torch
 from conftest import TRAIN_N, TRAIN_P
 from typer.testing import CliRunner
 
-from negopt.decode import (
+from negopt.core.params import Decode
+from negopt.policy.decode import (
     CONFIG,
     NegativePromptGenerator,
     Retrieval,
@@ -19,9 +20,8 @@ from negopt.decode import (
     generate_kwargs,
     saved_retrieval,
 )
-from negopt.nucleus import NucleusWarper
-from negopt.params import Decode
-from negopt.retrieval import RetrievalIndex
+from negopt.policy.nucleus import NucleusWarper
+from negopt.policy.retrieval import RetrievalIndex
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -70,7 +70,7 @@ def test_num_means_beams_when_greedy_and_samples_when_sampling():
     assert greedy["num_beams"] == 4 and greedy["num_return_sequences"] == 4 and not greedy["do_sample"]
     assert "top_p" not in greedy and "temperature" not in greedy
     sampled = generate_kwargs(Decode(do_sample=True, top_p=0.8, temperature=0.7), num=3)
-    (warper,) = sampled.pop("logits_processor")  # temperature and top-p in one processor (negopt/nucleus.py)
+    (warper,) = sampled.pop("logits_processor")  # temperature and top-p in one processor (negopt/policy/nucleus.py)
     assert isinstance(warper, NucleusWarper) and (warper.temperature, warper.top_p) == (0.7, 0.8)
     assert sampled == {"max_new_tokens": 48, "repetition_penalty": 1.3, "do_sample": True, "num_return_sequences": 3,
                        "num_beams": 1, "top_p": 1.0, "temperature": 1.0, "top_k": 0}  # transformers' warpers off
@@ -79,7 +79,7 @@ def test_num_means_beams_when_greedy_and_samples_when_sampling():
 
 
 def test_sampling_is_seeded_and_leaves_the_callers_rng_alone(tiny_zoo):
-    from negopt.models.policy import load_policy
+    from negopt.models.t5 import load_policy
 
     model, tok = load_policy(str(tiny_zoo / "t5"))
     d = Decode(do_sample=True, max_new_tokens=6)
@@ -113,7 +113,7 @@ def project(request, tmp_path_factory, tiny_zoo, tiny_params):
     raw["decode"] = decode
     raw["sft"]["task_prefix"] = "avoid: "
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
-    from negopt.params import load_params
+    from negopt.core.params import load_params
 
     params = load_params(root / "params.yaml")
     gen = NegativePromptGenerator.from_params(tiny_zoo / "t5", params)
@@ -127,8 +127,8 @@ def project(request, tmp_path_factory, tiny_zoo, tiny_params):
 def test_every_consumer_gives_the_same_negative(project, monkeypatch):
     """sft ROUGE / the Python API, the rl test, generate's sft method and `negopt suggest` agree."""
     from negopt.cli import app
-    from negopt.generate import model_negatives
-    from negopt.rl.evaluate import greedy_negatives
+    from negopt.compare.generate import model_negatives
+    from negopt.rl.heldout import greedy_negatives
 
     root, params = project
     monkeypatch.chdir(root)
@@ -182,7 +182,7 @@ class _Stop(Exception):
 
 def test_rl_rollouts_and_kl_feed_the_deployed_source(project, monkeypatch):
     """The rl stage's rollouts and its KL estimate encode exactly the source the deployed decode does."""
-    from negopt.rl import evaluate as rl_evaluate
+    from negopt.rl import heldout as rl_evaluate
     from negopt.rl import loop
 
     root, params = project

@@ -14,10 +14,10 @@ import json
 import pandas as pd
 import pytest
 
+from negopt.core.io import write_parquet
+from negopt.core.params import CleanRules, Split
 from negopt.data.clean import run_clean
 from negopt.data.sources import SourceError, load_file
-from negopt.io import write_parquet
-from negopt.params import CleanRules, Split
 
 GOOD = {"prompt": "a red fox in the snow", "negative_prompt": "blurry, lowres"}
 

@@ -43,7 +43,7 @@ def _imported_modules(path: Path) -> set[str]:
             names |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
-            names |= {f"{node.module}.{a.name}" for a in node.names}  # `from negopt import io`
+            names |= {f"{node.module}.{a.name}" for a in node.names}  # `from negopt.core import io`
     return {n for n in names if n == "negopt" or n.startswith("negopt.")}
 
 
@@ -95,11 +95,11 @@ def test_stage_deps_are_exactly_its_imports(name):
 
 
 def test_closure_follows_function_level_and_from_imports(tmp_path):
-    """The reader itself: lazy imports and `from negopt import io` count, other packages do not."""
+    """The reader itself: lazy imports and `from negopt.core import io` count, other packages do not."""
     mods = _imported_modules(ROOT / "negopt" / "models" / "loader.py")
-    assert "negopt.metrics" in mods  # imported inside a function (load_scorer)
+    assert "negopt.images.scorers" in mods  # imported inside a function (load_scorer)
     closure = code_closure(ROOT / "stages" / "compare.py")
-    assert {"stages/compare.py", "negopt/__init__.py", "negopt/compare.py", "negopt/io.py"} <= closure
+    assert {"stages/compare.py", "negopt/__init__.py", "negopt/compare/gains.py", "negopt/core/io.py"} <= closure
     assert not any(p.startswith("negopt/rl") for p in closure)
 
 

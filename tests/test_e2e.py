@@ -90,7 +90,7 @@ def test_repro_writes_every_declared_output(repo: Path):
 @pytest.fixture(scope="module")
 def out(repo: Path, one_torch_thread):
     """The repro's params (with the FAST overlay) and a reader of its JSON outputs."""
-    from negopt.params import load_params
+    from negopt.core.params import load_params
 
     params = load_params(repo / "params.yaml")
     return params, lambda rel: json.loads((repo / rel).read_text())
@@ -118,7 +118,7 @@ def test_models_and_sft_contents(repo: Path, out, monkeypatch):
     from transformers import AutoTokenizer
 
     from negopt.models.find import check_profile
-    from negopt.sft import most_frequent, rouge
+    from negopt.policy.sft import most_frequent, rouge
 
     params, read = out
     train = pd.read_parquet(repo / "data/clean/train.parquet")
@@ -160,7 +160,7 @@ def test_rl_contents(repo: Path, out):
     # the calibration RL trained with is saved beside its weights (best_of_n scores with it: generate's check)
     from safetensors import safe_open
 
-    from negopt.rl.rewards import CALIBRATION_FILE
+    from negopt.reward.weighted import CALIBRATION_FILE
 
     with safe_open(str(repo / "models/rl" / CALIBRATION_FILE), framework="pt") as f:
         saved = json.loads(f.metadata()["stats"])
@@ -176,8 +176,8 @@ def test_generate_evaluate_compare_contents(repo: Path, out, monkeypatch):
     import torch
     from PIL import Image
 
-    from negopt.compare import METRICS, compare_methods
-    from negopt.evaluate import load_images
+    from negopt.compare.evaluate import load_images
+    from negopt.compare.gains import METRICS, compare_methods
     from negopt.models.loader import load_scorer
 
     params, read = out

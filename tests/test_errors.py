@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from negopt.errors import MissingInputError, ParamsError, UserError, require_input, run_stage
+from negopt.core.errors import MissingInputError, ParamsError, UserError, require_input, run_stage
 
 
 def test_run_stage_turns_a_user_error_into_one_line_and_exit_2(capsys):
@@ -84,7 +84,7 @@ def test_scrape_clean_and_compare_run_without_importing_torch(root, tmp_path):
 def test_seed_everything_seeds_torch_unless_the_stage_does_not_use_it():
     import torch
 
-    from negopt.runtime import seed_everything
+    from negopt.core.runtime import seed_everything
 
     seed_everything(5)
     first = torch.rand(3)

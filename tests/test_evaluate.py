@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from negopt.evaluate import evaluate_all, load_images
-from negopt.manifest import read_manifest
+from negopt.compare.evaluate import evaluate_all, load_images
+from negopt.compare.manifest import read_manifest
 
 
 class FakeScorer:
@@ -88,8 +88,8 @@ def test_missing_manifest_names_the_stage(tmp_path):
 
 def test_evaluate_all_keeps_per_image_scores_and_posteriors(images_dir, tmp_path):
     """per_image gets each image's own scores (manifest order) and Inception posteriors, and the
-    scores table round-trips with them (negopt.scores)."""
-    from negopt.scores import read_scores, write_scores
+    scores table round-trips with them (negopt.compare.scores)."""
+    from negopt.compare.scores import read_scores, write_scores
 
     per_image: dict = {}
     manifest = read_manifest(images_dir)

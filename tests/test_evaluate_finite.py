@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from negopt.evaluate import NonFiniteMetricError, check_finite, evaluate_all
-from negopt.manifest import read_manifest
+from negopt.compare.evaluate import NonFiniteMetricError, check_finite, evaluate_all
+from negopt.compare.manifest import read_manifest
 
 
 class ConstScorer:

@@ -25,7 +25,6 @@ from safetensors.torch import save_file
 
 from negopt.models import hub_cache
 from negopt.models.fetch import (
-    HUB_FILES,
     FetchError,
     download_url,
     fetch_profile,
@@ -34,6 +33,7 @@ from negopt.models.fetch import (
     verify_inception,
 )
 from negopt.models.find import check_components
+from negopt.models.hub import HUB_FILES
 from negopt.models.nets import AestheticMLP
 
 
@@ -139,7 +139,7 @@ def test_hash_prefix_follows_torch_hub():
 @pytest.fixture
 def empty_cache(tmp_path, monkeypatch, root):
     """The default paper profile (params.yaml) against an empty HF cache and no models/paper/ files."""
-    from negopt.params import load_params
+    from negopt.core.params import load_params
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.chdir(tmp_path)  # models/paper/... relative to here: absent
@@ -210,7 +210,7 @@ def _models_stage(root: Path):
 
 def test_models_stage_fetches_only_when_online(monkeypatch, root, capsys):
     import negopt.models.fetch as fetch
-    from negopt.params import load_params
+    from negopt.core.params import load_params
 
     stage, params = _models_stage(root), load_params(root / "params.yaml")
     calls = []

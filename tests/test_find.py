@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from negopt.core.params import load_params
 from negopt.models.find import MissingWeightsError, check_components, component_status, require_component
-from negopt.params import load_params
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 import hashlib
 
-from negopt.fingerprint import file_chunks, fingerprint
+from negopt.core.fingerprint import file_chunks, fingerprint
 
 
 def test_fingerprint_by_hand_and_what_changes_it(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from negopt.cli import app
-from negopt.frontier import experiments, frontier_markdown, frontier_table, pareto_mask
+from negopt.compare.frontier import experiments, frontier_markdown, frontier_table, pareto_mask
 
 
 def record(rev: str, name: str | None, weights: dict | None, terms: dict | None) -> dict:

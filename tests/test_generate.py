@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from negopt.generate import (
+from negopt.compare.generate import (
     MANIFEST,
     build_plan,
     check_method_models,
@@ -24,7 +24,7 @@ from negopt.generate import (
     prompt_seeds,
     render_batches,
 )
-from negopt.params import validate_params
+from negopt.core.params import validate_params
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = [
@@ -72,7 +72,7 @@ def test_method_negatives():
 
 def test_retrieval_method_answers_the_nearest_train_prompts_negative(tmp_path):
     """Fit on train.parquet only: a test prompt never retrieves another test row, however similar."""
-    from negopt.generate import retrieval_negatives
+    from negopt.compare.generate import retrieval_negatives
 
     pd.DataFrame({"prompt": ["a cat on a sofa", "a city street at night"],
                   "negative_prompt": ["blurry cat", "cars"]}).to_parquet(tmp_path / "train.parquet")
@@ -103,7 +103,7 @@ def test_plan_same_prompts_and_seeds_for_every_method():
 
 
 def test_load_prompts_from_the_test_split(tmp_path):
-    from negopt.prompts import load_prompts
+    from negopt.data.prompt_files import load_prompts
 
     path = tmp_path / "test.parquet"
     pd.DataFrame({"prompt": PROMPTS, "negative_prompt": GT, "likes": range(5)}).to_parquet(path)
@@ -205,7 +205,7 @@ def test_clear_outputs_removes_the_manifest_before_any_image(tmp_path, monkeypat
 @pytest.fixture(scope="module")
 def mini_project(tmp_path_factory):
     """A tiny SD, a random tiny T5 as the sft model, and a 5-row test split."""
-    from negopt.models.policy import build_tiny_t5
+    from negopt.models.t5 import build_tiny_t5
     from negopt.models.tiny import build_tiny_sd
 
     base = tmp_path_factory.mktemp("gen")
@@ -228,7 +228,7 @@ def test_sharded_equals_single_process(mini_project, tmp_path):
     import torch
     from accelerate import PartialState
 
-    from negopt.generate import generate_all
+    from negopt.compare.generate import generate_all
 
     methods = ["none", "ground_truth", "sft"]  # 18 images in 5 batches of 4: an uneven 3 / 2 split
     single = validate_params(project_params(mini_project, methods))
@@ -243,8 +243,8 @@ def test_sharded_equals_single_process(mini_project, tmp_path):
     assert len(manifest) == 3 * 3 * 2
     assert manifest.groupby("method")["seed"].apply(tuple).nunique() == 1  # same seeds for every method
     # sft negatives are the model's greedy, repetition-penalised outputs for the same prompts, repeated per seed.
-    from negopt.decode import decode_negatives
     from negopt.models.loader import load_policy
+    from negopt.policy.decode import decode_negatives
 
     model, tok = load_policy(str(mini_project / "models/sft"))
     direct = decode_negatives(model, tok, PROMPTS[:3], single.decode, single.sft.task_prefix,
@@ -288,7 +288,7 @@ def test_prompt_file_renders_its_prompts_and_skips_ground_truth(mini_project, tm
     import torch
     from accelerate import PartialState
 
-    from negopt.generate import generate_all
+    from negopt.compare.generate import generate_all
 
     prompt_file = tmp_path / "bench.txt"
     prompt_file.write_text("a teapot on a table\n\n  a lighthouse in fog  \nthree cats\n")

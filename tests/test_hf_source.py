@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import constants
 
+from negopt.core.params import Data, HfSource
 from negopt.data.sources import SourceError, load_hf, load_source
-from negopt.params import Data, HfSource
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 SCHEMA = pa.schema(

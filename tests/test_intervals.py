@@ -7,15 +7,15 @@ import pandas as pd
 import pytest
 import torch
 
-from negopt.compare import add_intervals, compare_methods, gains_markdown
-from negopt.intervals import (
+from negopt.compare.gains import add_intervals, compare_methods, gains_markdown
+from negopt.compare.intervals import (
     excludes_zero,
     interval,
     resample_counts,
     resampled_inception_score,
     resampled_mean,
 )
-from negopt.metrics import inception_kl
+from negopt.images.scorers import inception_kl
 
 
 def test_resample_counts_draw_p_prompts_with_replacement():

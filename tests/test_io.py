@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from negopt import io
+from negopt.core import io
 
 
 def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):

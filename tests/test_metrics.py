@@ -1,4 +1,4 @@
-"""negopt.metrics against values computed by hand (stub models, so every number is known)."""
+"""negopt.images.scorers against values computed by hand (stub models, so every number is known)."""
 
 import math
 
@@ -9,8 +9,8 @@ from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
-from negopt import metrics
-from negopt.metrics import ImageScorer, inception_kl, inception_score, inception_score_from_logits
+from negopt.images import scorers as metrics
+from negopt.images.scorers import ImageScorer, inception_kl, inception_score, inception_score_from_logits
 from negopt.models.nets import AestheticMLP
 
 # Known logits, picked by each image's first pixel value: class posteriors (0.9, 0.1) and (0.1, 0.9).

@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from negopt.cli import app
-from negopt.diffusion import generate_images
-from negopt.metrics import inception_score
+from negopt.images.render import generate_images
+from negopt.images.scorers import inception_score
 from negopt.models.find import MissingWeightsError, check_profile, count_params, require_profile
 from negopt.models.loader import load_aesthetic, load_scorer, load_sd_pipeline
 from negopt.models.nets import AestheticMLP
@@ -98,7 +98,7 @@ def test_generate_images_equals_the_pipelines_own_text_encoding(pipe, tiny_param
     """generate_images encodes each distinct string once (text_inputs): the images equal the pipeline called
     with the strings, to the bit, including a prompt repeated over seeds, an empty negative and a negative that
     is also a prompt."""
-    from negopt.diffusion import text_inputs, to_uint8
+    from negopt.images.render import text_inputs, to_uint8
 
     prof = tiny_params.active
     prompts = ["a cat", "a cat", "a castle", "blurry", "a cat"]

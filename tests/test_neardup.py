@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from negopt.core.params import CleanRules, Split
 from negopt.data.clean import run_clean, split_frame
 from negopt.data.neardup import (
     _mix,
@@ -16,7 +17,6 @@ from negopt.data.neardup import (
     near_duplicate_groups,
     shingle_hashes,
 )
-from negopt.params import CleanRules, Split
 
 TEMPLATE = "a portrait of a {}, highly detailed, 8k, trending on artstation, by greg rutkowski"
 

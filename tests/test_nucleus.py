@@ -7,7 +7,7 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
-from negopt.nucleus import NucleusWarper, nucleus_kwargs, sorted_values
+from negopt.policy.nucleus import NucleusWarper, nucleus_kwargs, sorted_values
 
 PROBS = [0.5, 0.3, 0.15, 0.05]  # ascending cumulative mass: 0.05, 0.20, 0.50, 1.00
 

@@ -5,7 +5,7 @@ import pytest
 import yaml
 from pydantic import RootModel
 
-from negopt.params import ParamsError, load_params, validate_params
+from negopt.core.params import ParamsError, load_params, validate_params
 
 
 @pytest.fixture
@@ -75,13 +75,13 @@ def _defaults_vs_yaml(model_cls, data: dict, prefix: str = "") -> list[str]:
 
 def test_schema_defaults_equal_params_yaml(root):
     """One home for defaults: params.yaml repeats the schema's values (DVC tracks them), never others."""
-    from negopt.params import Params, read_yaml
+    from negopt.core.params import Params, read_yaml
 
     assert _defaults_vs_yaml(Params, read_yaml((root / "params.yaml").read_text())) == []
 
 
 def test_drift_is_detected(raw):
-    from negopt.params import Params
+    from negopt.core.params import Params
 
     drifted = copy.deepcopy(raw)
     drifted["sft"]["max_steps"] = 600
@@ -119,7 +119,7 @@ def test_image_size_must_be_a_multiple_of_8(raw):
 
 
 def test_small_eval_is_a_warning_not_an_error(raw):
-    from negopt.params import recommendations
+    from negopt.core.params import recommendations
 
     small = copy.deepcopy(raw)
     small["rl"]["eval_prompts"] = 16

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from negopt.diffusion import generate_images
-from negopt.errors import ParamsError
+from negopt.core.errors import ParamsError
+from negopt.images.render import generate_images
 from negopt.models.find import check_components
 from negopt.models.loader import load_scorer, load_sd_pipeline, named_preference, pipeline_class
 
@@ -59,7 +59,7 @@ def test_sdxl_has_two_text_encoders_and_both_count_as_weights(sdxl, sdxl_profile
 
 
 def test_sdxl_generates_per_seed_and_is_scored_by_evaluate(sdxl, sdxl_profile):
-    from negopt.evaluate import evaluate_method
+    from negopt.compare.evaluate import evaluate_method
 
     prompts = PROMPTS * 2
     negatives = ["blurry, lowres", "", "watermark, text", "blurry, lowres"]
@@ -86,7 +86,7 @@ def test_the_python_api_fills_negative_prompt_for_any_pipeline(sdxl, sdxl_profil
     assert kwargs == {"prompt": PROMPTS, "negative_prompt": gen(PROMPTS)}
     out = sdxl(**kwargs, num_inference_steps=2, height=64, width=64, output_type="pt",
                generator=[torch.Generator().manual_seed(s) for s in (5, 6)]).images
-    from negopt.diffusion import to_uint8
+    from negopt.images.render import to_uint8
 
     same = generate_images(sdxl, PROMPTS, gen(PROMPTS), [5, 6], sdxl_profile.model_copy(update={"guidance_scale": 5.0}))
     assert torch.equal(to_uint8(out), same)  # SDXL's default guidance is 5.0: the same call as the stages'

@@ -9,9 +9,9 @@ import pytest
 import requests
 from conftest import loopback_server
 
+from negopt.core.params import Data, PlaygroundSource
 from negopt.data.playground import PlaygroundClient, PlaygroundError, retry_after_seconds
 from negopt.data.sources import load_source
-from negopt.params import Data, PlaygroundSource
 
 MAX_REQUESTS = 60  # the server refuses more: a runaway client fails the test instead of spinning
 CURSORS = [None, 900, 800, 700, 600]  # request cursor of page i; page 4 is the empty end page

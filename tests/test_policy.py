@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from negopt.models.policy import build_tiny_t5, load_policy
+from negopt.models.t5 import build_tiny_t5, load_policy
 
 TEXTS = [f"photo of a red car number {i}, sharp focus" for i in range(40)] + \
         [f"cartoon, painting, blurry, (worst quality:1.4) {i}" for i in range(40)]

@@ -9,12 +9,12 @@ import pytest
 import torch
 from conftest import FakeLive
 
-from negopt.errors import UserError
+from negopt.core.errors import UserError
+from negopt.core.params import validate_params
+from negopt.images.preference import HPSv2Scorer, scaled_cosine
 from negopt.models.find import MissingWeightsError, check_components, require_profile
 from negopt.models.loader import load_hpsv2, load_pickscore, load_scorer, named_preference
-from negopt.params import validate_params
-from negopt.preference import HPSv2Scorer, scaled_cosine
-from negopt.reward_terms import TermBatch, models_needed, score_terms, unused_models
+from negopt.reward.terms import TermBatch, models_needed, score_terms, unused_models
 
 CPU = torch.device("cpu")
 PROMPTS = ["a portrait of a cat, oil painting", "a castle on a hill, anime style"]
@@ -70,7 +70,7 @@ def test_tiny_hpsv2_loads_through_the_loader_and_scores_100_cosine(tiny_params):
     prompts = PROMPTS + ["lowres"]
     got = scorer(imgs, prompts)
     with torch.no_grad():  # by hand: normalise the model's own features, 100 x their dot product
-        from negopt.metrics import clip_pixels
+        from negopt.images.scorers import clip_pixels
 
         f_i = scorer.model.encode_image(clip_pixels(imgs, scorer.size, scorer.mean, scorer.std))
         f_t = scorer.model.encode_text(scorer.tokenizer(prompts))
@@ -108,7 +108,7 @@ def test_tiny_pickscore_is_logit_scale_times_cosine(tiny_params):
 
 
 def test_evaluate_reports_each_named_preference_metric(tiny_params):
-    from negopt.evaluate import evaluate_method
+    from negopt.compare.evaluate import evaluate_method
 
     profile = tiny_params.active
     assert named_preference(profile) == ["hpsv2", "pickscore"]
@@ -172,8 +172,8 @@ def test_rl_trains_on_preference_terms_standardised_like_the_others(tiny_params,
     """Two RL steps on the tiny zoo rewarded by HPSv2 and PickScore only: both are calibrated, logged,
     standardised as (raw - mean) / scale, and the update moves the policy."""
     from negopt.models.loader import load_policy, load_sd_pipeline
+    from negopt.reward.weighted import weighted_sum_reward
     from negopt.rl.loop import Components, run_rl
-    from negopt.rl.rewards import weighted_sum_reward
 
     raw = tiny_params.model_dump()
     raw["paths"] |= {"sft": raw["models"]["tiny"]["policy"], "checkpoints": str(tmp_path / "ck")}

@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from negopt.params import validate_params
-from negopt.prompts import has_negatives, load_prompts, read_prompt_file
+from negopt.core.params import validate_params
+from negopt.data.prompt_files import has_negatives, load_prompts, read_prompt_file
 
 
 def test_txt_one_prompt_per_line_blank_lines_skipped(tmp_path):

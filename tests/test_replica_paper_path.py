@@ -149,9 +149,9 @@ def test_eval_is_finite_and_computed_at_299_px(paper_repo: Path):
     """eval.json: six methods, every metric finite, IS > 1, and IS equal to a 299 px recomputation."""
     import torch
 
-    from negopt.evaluate import load_images
-    from negopt.manifest import read_manifest
-    from negopt.metrics import inception_score
+    from negopt.compare.evaluate import load_images
+    from negopt.compare.manifest import read_manifest
+    from negopt.images.scorers import inception_score
 
     ev = json.loads((paper_repo / "metrics" / "eval.json").read_text())
     assert list(ev) == ["none", "generic", "ground_truth", "retrieval", "sft", "rl"]
@@ -176,7 +176,7 @@ def test_policy_is_t5_small_with_its_tokenizer(paper_repo: Path):
     """models/sft and models/rl are t5-small-shaped and carry the replica's 32100-token T5 tokenizer."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from negopt.manifest import read_manifest
+    from negopt.compare.manifest import read_manifest
 
     for folder in ("sft", "rl"):
         cfg = AutoConfig.from_pretrained(paper_repo / "models" / folder)
@@ -195,7 +195,7 @@ def test_policy_is_t5_small_with_its_tokenizer(paper_repo: Path):
 
 def test_replica_holds_exactly_what_fetch_downloads(replica: Path):
     """One list of files: what the replica writes is what `negopt models fetch` asks the hub for."""
-    from negopt.models.fetch import HUB_FILES, SDXL_ONLY
+    from negopt.models.hub import HUB_FILES, SDXL_ONLY
 
     def files(repo: str) -> list[str]:
         snap = next((replica / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots").iterdir())
@@ -218,9 +218,9 @@ def test_paper_preference_models_load_and_score(replica: Path, root: Path, monke
     import torch
     from huggingface_hub import constants
 
+    from negopt.core.params import load_params
     from negopt.models.find import check_components
     from negopt.models.loader import load_hpsv2, load_pickscore
-    from negopt.params import load_params
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(replica / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
@@ -246,8 +246,8 @@ def test_paper_clip_resolves_the_openai_tag_with_quickgelu(replica: Path, root: 
     import torch
     from huggingface_hub import constants
 
+    from negopt.core.params import load_params
     from negopt.models.loader import load_clip
-    from negopt.params import load_params
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(replica / "hub"))
     model, tokenizer = load_clip(load_params(root / "params.yaml").models.paper, torch.device("cpu"))
@@ -259,7 +259,7 @@ def test_paper_clip_resolves_the_openai_tag_with_quickgelu(replica: Path, root: 
 
 def test_the_models_stage_downloaded_exactly_the_files_the_loaders_read(paper_repo: Path, hub):
     """Each hub file of fetch's allow-list GET once, nothing else (no .ckpt, no .bin), plus the two URL files."""
-    from negopt.models.fetch import HUB_FILES, SDXL_ONLY
+    from negopt.models.hub import HUB_FILES, SDXL_ONLY
 
     _, requests, _ = hub
     got = sorted(r.split("/resolve/", 1)[0].removeprefix("GET /") + ":" + r.split("/", 5)[-1]

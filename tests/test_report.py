@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from negopt.compare import compare_methods
-from negopt.report import render_report, write_report
+from negopt.compare.gains import compare_methods
+from negopt.compare.report import render_report, write_report
 
 METHODS = ["none", "generic", "sft"]
 NEGATIVES = {"none": "", "generic": "ugly, blurry", "sft": "<b>bad</b> & worse"}
@@ -98,7 +98,7 @@ def test_self_contained(setup):
 
 
 def test_large_images_inlined_as_jpeg_thumbnails(tmp_path):
-    from negopt.report import thumbnail_uri
+    from negopt.compare.report import thumbnail_uri
 
     big = tmp_path / "big.png"
     Image.fromarray(np.full((512, 512, 3), 200, dtype=np.uint8)).save(big)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from negopt.report import image_grid, render_report, write_report
+from negopt.compare.report import image_grid, render_report, write_report
 
 HOSTILE = {  # name -> text, used as a prompt and as a negative
     "script": "<script>document.title='pwned'</script>",

@@ -11,8 +11,8 @@ import pytest
 from conftest import TRAIN_N, TRAIN_P
 from rouge_score import rouge_scorer
 
-from negopt.decode import CONFIG, NegativePromptGenerator, Retrieval, saved_retrieval
-from negopt.rerank import (
+from negopt.policy.decode import CONFIG, NegativePromptGenerator, Retrieval, saved_retrieval
+from negopt.policy.rerank import (
     ALWAYS_OWN,
     RerankWeights,
     candidates,
@@ -22,7 +22,7 @@ from negopt.rerank import (
     rouge_tokens,
     scores,
 )
-from negopt.retrieval import RetrievalIndex
+from negopt.policy.retrieval import RetrievalIndex
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -110,8 +110,8 @@ def test_fit_follows_the_models_log_prob_to_the_far_neighbour_when_it_is_the_bet
 
 def test_table_scores_each_candidate_by_its_mean_token_log_prob(tiny_zoo):
     """By hand: a single (source, target)'s mean token log-prob is minus the model's own teacher-forced loss."""
-    from negopt.models.policy import load_policy
-    from negopt.rerank import table
+    from negopt.models.t5 import load_policy
+    from negopt.policy.rerank import table
 
     model, tok = load_policy(str(tiny_zoo / "t5"))
     index = RetrievalIndex(TRAIN_P, TRAIN_N)
@@ -129,7 +129,7 @@ def reranked(tmp_path_factory, tiny_zoo, tiny_params):
     """A project whose models/sft and models/rl carry a rerank that always answers the nearest neighbour's negative."""
     import yaml
 
-    from negopt.params import load_params
+    from negopt.core.params import load_params
 
     root = tmp_path_factory.mktemp("rerank")
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params.model_dump()))
@@ -147,8 +147,8 @@ def test_every_consumer_applies_the_saved_rerank(reranked, monkeypatch):
     from typer.testing import CliRunner
 
     from negopt.cli import app
-    from negopt.generate import model_negatives
-    from negopt.rl.evaluate import greedy_negatives
+    from negopt.compare.generate import model_negatives
+    from negopt.rl.heldout import greedy_negatives
 
     root, params = reranked
     monkeypatch.chdir(root)
@@ -176,11 +176,11 @@ def test_fitted_rerank_beats_copying_the_nearest_negative_on_real_pairs(shared_p
     gain is the neighbours' consensus) scores a higher test ROUGE-L than the nearest prompt's negative."""
     import pandas as pd
 
+    from negopt.core.params import CleanRules, Data, Split
     from negopt.data.clean import run_clean
     from negopt.data.sources import load_source
-    from negopt.models.policy import load_policy
-    from negopt.params import CleanRules, Data, Split
-    from negopt.sft import fit_rerank, paired_gain, rouge_rows
+    from negopt.models.t5 import load_policy
+    from negopt.policy.sft import fit_rerank, paired_gain, rouge_rows
 
     df, _ = load_source(Data(source=f"file:{shared_pairs}"))
     df.to_parquet(tmp_path / "pairs.parquet")
@@ -204,8 +204,8 @@ def test_mean_logprobs_is_each_pair_scored_alone(tiny_zoo):
     log-prob: minus the model's cross-entropy on that pair alone (EOS included)."""
     import torch
 
-    from negopt.models.policy import load_policy
-    from negopt.rerank import mean_logprobs
+    from negopt.models.t5 import load_policy
+    from negopt.policy.rerank import mean_logprobs
 
     model, tok = load_policy(str(tiny_zoo / "t5"), torch.device("cpu"))
     sources = ["a castle at dusk", "portrait of a woman, studio light", "a castle at dusk", "a red car",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import TRAIN_N, TRAIN_P
 
-from negopt.retrieval import RetrievalIndex
-from negopt.sft import paired_gain, score_sft
+from negopt.policy.retrieval import RetrievalIndex
+from negopt.policy.sft import paired_gain, score_sft
 
 
 def test_nearest_training_prompt_by_tfidf_cosine():

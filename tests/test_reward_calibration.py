@@ -10,11 +10,11 @@ import math
 import pytest
 import torch
 
-from negopt.metrics import ImageScorer
+from negopt.images.scorers import ImageScorer
+from negopt.reward.term_stats import DegenerateTermError, TermStats
+from negopt.reward.weighted import fit_term_stats
 from negopt.rl.advantages import duplicate_shares
 from negopt.rl.loop import compute_advantages
-from negopt.rl.reward_stats import DegenerateTermError, TermStats
-from negopt.rl.rewards import fit_term_stats
 
 
 def stats_of(values: list[float], k: int, floor: float, name: str = "t") -> TermStats:

@@ -27,12 +27,12 @@ from test_rl_wiring import (  # noqa: F401  (fixtures: pytest finds them in this
 )
 
 import negopt.rl.loop as loop
-from negopt.errors import ParamsError
-from negopt.reward_terms import REWARD_TERMS, TermBatch, reward_term
-from negopt.rl import evaluate as rl_evaluate
+from negopt.core.errors import ParamsError
+from negopt.reward.terms import REWARD_TERMS, TermBatch, reward_term
+from negopt.reward.weighted import weighted_sum_reward
+from negopt.rl import heldout as rl_evaluate
 from negopt.rl.card import CARD_METRICS, model_card_body, write_rl_card
 from negopt.rl.health import health_checks
-from negopt.rl.rewards import weighted_sum_reward
 
 PIXELS = 3 * 4 * 4
 TOY_WEIGHT = 0.25
@@ -171,7 +171,8 @@ def test_the_rl_package_and_the_schema_spell_no_term_name(root):
     import ast
 
     names = set(REWARD_TERMS)
-    for path in [*sorted((root / "negopt" / "rl").glob("*.py")), root / "negopt" / "params.py",
+    reward = [p for p in sorted((root / "negopt" / "reward").glob("*.py")) if p.name != "terms.py"]
+    for path in [*sorted((root / "negopt" / "rl").glob("*.py")), *reward, root / "negopt" / "core" / "params.py",
                  root / "stages" / "rl.py"]:
         tree = ast.parse(path.read_text())
         docstrings = {id(n.body[0].value) for n in ast.walk(tree)
@@ -179,4 +180,4 @@ def test_the_rl_package_and_the_schema_spell_no_term_name(root):
                       and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
         spelled = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in names
                    and id(n) not in docstrings]
-        assert not spelled, f"{path.relative_to(root)} spells term name(s) {spelled}: read negopt.reward_terms instead"
+        assert not spelled, f"{path.relative_to(root)} spells term name(s) {spelled}: read negopt.reward.terms instead"

@@ -5,13 +5,13 @@ import math
 import pytest
 import torch
 
+from negopt.reward.term_stats import TermStats
 from negopt.rl.advantages import (
     kl_penalised_rewards,
     mean_and_se,
     rloo_advantages,
     weighted_reward,
 )
-from negopt.rl.reward_stats import TermStats
 
 
 def test_rloo_one_group_by_hand():

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
+from negopt.reward.term_stats import TermStats
 from negopt.rl.checkpoint import RlState, checkpoint_meta, load_checkpoint, save_checkpoint
-from negopt.rl.reward_stats import TermStats
 
 
 def _model_and_optimizer(seed: int):

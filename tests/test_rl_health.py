@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from negopt.params import RlHealth
-from negopt.rl.evaluate import distinct_share
+from negopt.core.params import RlHealth
 from negopt.rl.health import health_checks
+from negopt.rl.heldout import distinct_share
 
 WEIGHTS = {"aesthetic": 1.0, "clip": 1.0, "fidelity": 1.0}
 BOUNDS = RlHealth(max_abs_z=50.0, max_kl=3.0, min_distinct_ratio=0.5)
@@ -87,7 +87,7 @@ def test_kl_to_sft_is_zero_for_the_same_model_and_positive_after_a_change(tiny_z
     import torch
 
     from negopt.models.loader import load_policy
-    from negopt.rl.evaluate import kl_to_sft
+    from negopt.rl.heldout import kl_to_sft
 
     params = tiny_params.model_copy(update={"rl": tiny_params.rl.model_copy(update={"max_new_tokens": 6, "k": 2})})
     sft, tok = load_policy(str(tiny_zoo / "t5"), torch.device("cpu"))
@@ -102,8 +102,8 @@ def test_kl_to_sft_is_zero_for_the_same_model_and_positive_after_a_change(tiny_z
 def test_weighted_sum_reward_asks_for_the_configured_clip_variant():
     import torch
 
-    from negopt.rl.reward_stats import TermStats
-    from negopt.rl.rewards import weighted_sum_reward
+    from negopt.reward.term_stats import TermStats
+    from negopt.reward.weighted import weighted_sum_reward
 
     class Scorer:
         def reward_terms(self, images, prompts, marginal=None, clip="clamped"):
@@ -123,7 +123,7 @@ def test_weighted_sum_reward_asks_for_the_configured_clip_variant():
 
 
 def test_gain_se_by_seeds_decomposes_the_paired_variance_by_hand():
-    from negopt.rl.evaluate import gain_se_by_seeds
+    from negopt.rl.heldout import gain_se_by_seeds
 
     # RL - SFT per (prompt, seed): within-prompt variances 2, 0, 2 -> w = 4/3; prompt means 2, 5, 1 -> v = 13/3;
     # b = v - w / 2 = 11/3. SE(S') = sqrt((b + w / S') / 3): S'=2 is the plan's own SE sqrt(v / 3)

@@ -34,12 +34,12 @@ import sys, time
 sys.path.insert(0, sys.argv[4])
 import torch
 torch.set_num_threads(1)
-import negopt.io
-fsync = negopt.io.fsync_path
+import negopt.core.io
+fsync = negopt.core.io.fsync_path
 def slow_fsync(path):  # a slow disk: widens the window in which a kill lands mid-checkpoint
     time.sleep(0.004)
     fsync(path)
-negopt.io.fsync_path = slow_fsync
+negopt.core.io.fsync_path = slow_fsync
 import rl_worker
 rl_worker.main(*sys.argv[1:4])
 """

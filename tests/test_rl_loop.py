@@ -10,11 +10,11 @@ import torch
 import yaml
 from conftest import FakeLive
 
-from negopt.params import validate_params
-from negopt.rl.evaluate import distinct_share, eval_plan, paired_summary
+from negopt.core.params import validate_params
+from negopt.core.sharding import gather_rows, map_sharded, shard_indices
+from negopt.rl.heldout import distinct_share, eval_plan, paired_summary
 from negopt.rl.live import truncate_live
 from negopt.rl.loop import step_plan
-from negopt.sharding import gather_rows, map_sharded, shard_indices
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["a red fox in snow", "portrait of an old sailor", "a castle at dusk", "neon city street",
@@ -313,9 +313,9 @@ def test_loop_deploys_the_kept_step_and_a_resumed_run_remembers_it(zoo):
 
 
 def test_ppo_and_evaluation_run(zoo):
-    from negopt.rl.evaluate import evaluate_rl
+    from negopt.reward.weighted import weighted_sum_reward
+    from negopt.rl.heldout import evaluate_rl
     from negopt.rl.loop import run_rl
-    from negopt.rl.rewards import weighted_sum_reward
 
     params = rl_params(zoo, "ppo", algo="ppo", steps=1, reward_stats="running", eval_seeds_per_prompt=2)
     comp = components(params)
@@ -329,7 +329,7 @@ def test_ppo_and_evaluation_run(zoo):
                 "aesthetic_test_rl", "clip_test_sft", "fidelity_test_rl", "distinct_negatives_rl"):
         assert key in metrics
     # the examples are the deployed decode of each model (the by-hand pairing test is in test_rl_wiring.py)
-    from negopt.decode import decode_negatives
+    from negopt.policy.decode import decode_negatives
 
     shown = [e["prompt"] for e in examples]
     for model, key in ((comp.ref, "sft"), (comp.policy, "rl")):
@@ -339,19 +339,19 @@ def test_ppo_and_evaluation_run(zoo):
 
 def test_calibration_groups_share_prompt_and_seed(zoo, monkeypatch):
     # the within-group scale is only the negatives' effect if a group's k images share prompt and seed
-    import negopt.diffusion
+    import negopt.images.render
     from negopt.rl.loop import calibrate_rewards
 
     params = rl_params(zoo, "calib", k=3, calibration_prompts=4, image_batch_size=5)
     comp = components(params)
     calls = []
-    real = negopt.diffusion.generate_images
+    real = negopt.images.render.generate_images
 
     def spy(pipe, prompts, negatives, seeds, profile, **kw):
         calls.append((list(prompts), list(seeds)))
         return real(pipe, prompts, negatives, seeds, profile, **kw)
 
-    monkeypatch.setattr(negopt.diffusion, "generate_images", spy)
+    monkeypatch.setattr(negopt.images.render, "generate_images", spy)
     marginal, stats = calibrate_rewards(None, comp, params, PROMPTS)
     prompts = [p for c in calls for p in c[0]]
     seeds = [s for c in calls for s in c[1]]
@@ -364,7 +364,7 @@ def test_calibration_groups_share_prompt_and_seed(zoo, monkeypatch):
 
 
 def test_stage_builds_the_guard_from_the_select_params(zoo):
-    from negopt.rl.evaluate import distinct_share, greedy_negatives
+    from negopt.rl.heldout import distinct_share, greedy_negatives
     from stages.rl import diversity_guard
 
     assert diversity_guard(rl_params(zoo, "g0", select_every=0), None, None, PROMPTS) is None  # 0: selection off
@@ -425,8 +425,8 @@ def test_selections_val_images_count_as_images_in_the_steps_anatomy(zoo):
 
 def test_anchor_adds_coef_times_the_sft_loss_on_human_pairs(zoo):
     """With zero advantages the RLOO loss is 0, so the update's loss is exactly anchor_coef x the SFT loss."""
+    from negopt.policy.sampling import sample_rollout
     from negopt.rl.loop import anchor_batch, update
-    from negopt.rl.policy import sample_rollout
 
     params = rl_params(zoo, "anchor", anchor_coef=2.5)
     comp = components(params)

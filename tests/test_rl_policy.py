@@ -5,8 +5,14 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
+from negopt.policy.sampling import (
+    encode_sources,
+    generated_mask,
+    sample_rollout,
+    sequence_logprobs,
+    token_logprobs,
+)
 from negopt.rl.loss import rloo_loss
-from negopt.rl.policy import encode_sources, generated_mask, sample_rollout, sequence_logprobs, token_logprobs
 
 WORDS = "negative prompt : a cat dog blurry ugly lowres bad hands sky red".split()
 

@@ -6,7 +6,7 @@ convolution depends on how many threads split it. ``torchrun`` / ``accelerate la
 process with ``OMP_NUM_THREADS=1`` unless it is set, while ``python stages/rl.py`` takes torch's
 default (one per core), so with default settings the runs differ (measured: 6 RL steps, 4e-4 max abs
 weight difference, about 12% of the update). With equal threads, sharding whole micro-batches
-(``negopt.sharding``) makes every image, reward and update the same bit for bit.
+(``negopt.core.sharding``) makes every image, reward and update the same bit for bit.
 """
 
 from __future__ import annotations

@@ -189,7 +189,7 @@ def test_val_reward_gain_renders_only_changed_prompts_and_pairs_by_hand(monkeypa
     """reward(prompt, negative, seed) = len(negative) + seed % 3: the gain over SFT is known by hand."""
     from types import SimpleNamespace
 
-    from negopt.rl import evaluate as ev
+    from negopt.rl import heldout as ev
 
     prompts = [f"prompt {i}" for i in range(6)]
     rl = SimpleNamespace(select_reward_prompts=4, select_reward_seeds=2, eval_seed=7, image_batch_size=3)
@@ -225,7 +225,7 @@ def test_val_reward_gain_renders_only_changed_prompts_and_pairs_by_hand(monkeypa
 
 def test_val_decode_decodes_each_prompt_once_per_weights(monkeypatch):
     """A check's two reads (diversity share, reward plan) cost one decode; any weight change decodes anew."""
-    from negopt.rl import evaluate as ev
+    from negopt.rl import heldout as ev
 
     calls = []
 

@@ -1,6 +1,6 @@
 """The RL loop's wiring, with a fake diffusion pipeline and a fake scorer whose numbers are known by hand.
 
-``fake_generate`` replaces ``negopt.diffusion.generate_images``: each image encodes the index of its
+``fake_generate`` replaces ``negopt.images.render.generate_images``: each image encodes the index of its
 (prompt, negative, seed) triple in two pixels, so the fake scorer reads back exactly which prompt,
 negative and seed made it. The terms are then known functions of those::
 
@@ -21,12 +21,14 @@ import pytest
 import torch
 import yaml
 
-import negopt.diffusion
-from negopt.diffusion import distinct_triples
-from negopt.metrics import inception_kl
-from negopt.params import validate_params
-from negopt.reward_terms import default_weights, scored_weights
-from negopt.rl import evaluate as rl_evaluate
+import negopt.images.render
+from negopt.core.params import validate_params
+from negopt.images.render import distinct_triples
+from negopt.images.scorers import inception_kl
+from negopt.policy.sampling import sequence_logprobs
+from negopt.reward.terms import default_weights, scored_weights
+from negopt.reward.weighted import fit_term_stats, score_triples, weighted_sum_reward
+from negopt.rl import heldout as rl_evaluate
 from negopt.rl.advantages import mean_and_se
 from negopt.rl.loop import (
     Components,
@@ -37,8 +39,6 @@ from negopt.rl.loop import (
     step_plan,
     update,
 )
-from negopt.rl.policy import sequence_logprobs
-from negopt.rl.rewards import fit_term_stats, score_triples, weighted_sum_reward
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["a red fox in snow", "portrait of an old sailor", "a castle at dusk", "neon city street",
@@ -132,13 +132,13 @@ def hand_z(raw: dict[str, torch.Tensor], calib: dict[str, torch.Tensor], k: int)
 @pytest.fixture
 def fake_images(monkeypatch) -> FakeImages:
     fake = FakeImages()
-    monkeypatch.setattr(negopt.diffusion, "generate_images", fake)
+    monkeypatch.setattr(negopt.images.render, "generate_images", fake)
     return fake
 
 
 @pytest.fixture(scope="module")
 def t5_dir(tmp_path_factory):
-    from negopt.models.policy import build_tiny_t5
+    from negopt.models.t5 import build_tiny_t5
 
     return build_tiny_t5((PROMPTS + NEGATIVES) * 10, tmp_path_factory.mktemp("t5") / "t5", vocab_size=300, seed=0)
 
@@ -451,8 +451,8 @@ def test_evaluate_rl_same_seeds_for_both_models_and_per_prompt_means(fake_images
 
 
 def test_rl_test_decode_is_the_deployed_decode_with_its_repetition_penalty(t5_dir, tmp_path):
-    from negopt.decode import decode_negatives
     from negopt.models.loader import load_policy
+    from negopt.policy.decode import decode_negatives
 
     params = make_params(tmp_path)
     params = params.model_copy(update={"decode": params.decode.model_copy(

@@ -36,7 +36,7 @@ def test_aesthetic_loader_refuses_a_code_pickle(tmp_path, monkeypatch):
 
 
 def test_inception_loader_refuses_a_code_pickle(tmp_path, monkeypatch):
-    from negopt.metrics import check_inception_weights
+    from negopt.images.scorers import check_inception_weights
 
     monkeypatch.chdir(tmp_path)
     # torch refuses it either way: weights_only's unpickler, or mmap's "not a zip file" check first
@@ -76,8 +76,8 @@ def test_rl_checkpoint_refuses_a_code_pickle_as_its_optimizer_state(tmp_path, mo
     """A crafted checkpoint whose state.json lists the payload's size: whole by its sizes, refused as a pickle."""
     import json
 
+    from negopt.reward.term_stats import TermStats
     from negopt.rl.checkpoint import RlState, load_checkpoint, save_checkpoint
-    from negopt.rl.reward_stats import TermStats
 
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.AdamW(model.parameters())
@@ -95,7 +95,7 @@ def test_rl_checkpoint_refuses_a_code_pickle_as_its_optimizer_state(tmp_path, mo
 
 def test_policy_folder_with_a_code_pickle_instead_of_safetensors_is_refused(tmp_path, monkeypatch):
     """A T5 folder whose weights are a pytorch_model.bin carrying code (no model.safetensors)."""
-    from negopt.models.policy import build_tiny_t5, load_policy
+    from negopt.models.t5 import build_tiny_t5, load_policy
 
     folder = build_tiny_t5(["a cat", "a dog, blurry"] * 5, tmp_path / "t5", vocab_size=60, seed=0)
     (folder / "model.safetensors").unlink()

@@ -1,10 +1,10 @@
 import pandas as pd
 import pytest
 
+from negopt.core.params import CleanRules, SampleSource
 from negopt.data.clean import clean_frame
 from negopt.data.sample import SYNTHETIC_MODEL, generate_sample
 from negopt.data.schema import COLUMNS
-from negopt.params import CleanRules, SampleSource
 
 
 @pytest.fixture(scope="module")

@@ -118,8 +118,8 @@ def api():
 CHILD = """
 import sys, json, requests
 from negopt.data.playground import PlaygroundClient
-from negopt.io import write_parquet
-from negopt.params import PlaygroundSource
+from negopt.core.io import write_parquet
+from negopt.core.params import PlaygroundSource
 cfg = PlaygroundSource(**json.loads(sys.argv[1]))
 s = requests.Session(); s.trust_env = False
 client = PlaygroundClient(cfg, sys.argv[2], session=s, progress=False, log=lambda m: None)

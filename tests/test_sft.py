@@ -13,10 +13,10 @@ import torch
 import yaml
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, TrainerCallback
 
-from negopt.decode import Retrieval, decode_negatives, format_source
-from negopt.models.policy import build_tiny_t5, load_policy
-from negopt.params import Decode, Sft
-from negopt.sft import (
+from negopt.core.params import Decode, Sft
+from negopt.models.t5 import build_tiny_t5, load_policy
+from negopt.policy.decode import Retrieval, decode_negatives, format_source
+from negopt.policy.sft import (
     encode_pairs,
     most_frequent,
     prepare_checkpoints,
@@ -75,7 +75,7 @@ GROUPED_N = ["blurry fisherman", "lowres fisherman", "cars", "umbrella"]
 def test_training_contexts_exclude_the_rows_near_duplicate_group():
     """At training time a row's neighbours skip its own near-duplicate group, as the split does for test."""
     from negopt.data.clean import prompt_groups
-    from negopt.retrieval import RetrievalIndex
+    from negopt.policy.retrieval import RetrievalIndex
 
     groups = prompt_groups(GROUPED_P, 0.7)
     assert groups[0] == groups[1] and len({groups[0], groups[2], groups[3]}) == 3  # the premise
@@ -87,7 +87,7 @@ def test_training_contexts_exclude_the_rows_near_duplicate_group():
 
 
 def test_training_contexts_self_share_puts_the_rows_own_negative_first():
-    from negopt.retrieval import RetrievalIndex
+    from negopt.policy.retrieval import RetrievalIndex
 
     r = Retrieval(RetrievalIndex(GROUPED_P, GROUPED_N), 2)
     plain = training_contexts(r, GROUPED_P, 0.7)
@@ -283,7 +283,7 @@ def test_stage_writes_model_card_metrics_and_loss_curves(root, t5_dir, tmp_path,
     saved = json.loads((tmp_path / "models" / "sft" / "negopt.json").read_text())
     assert saved["decode"]["max_new_tokens"] == 8 and saved["task_prefix"] == raw["sft"]["task_prefix"]
     # a retrieval-augmented model: its index (over the 40 train rows only) is saved with it
-    from negopt.decode import load_retrieval
+    from negopt.policy.decode import load_retrieval
 
     assert saved["retrieval_k"] == 1
     assert load_retrieval(tmp_path / "models" / "sft").index.negatives == NEGATIVES[:40]
@@ -297,8 +297,8 @@ def test_length_grouped_batches_pad_less_than_random_ones():
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from negopt.params import Sft
-    from negopt.sft import LengthGroupedTrainer, trainer_class
+    from negopt.core.params import Sft
+    from negopt.policy.sft import LengthGroupedTrainer, trainer_class
 
     assert trainer_class(Sft()) is LengthGroupedTrainer  # the default groups
     assert trainer_class(Sft(group_by_length=False)) is Seq2SeqTrainer

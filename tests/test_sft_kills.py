@@ -18,7 +18,7 @@ import torch
 from conftest import kill_and_resume, one_thread_child, wait_until
 from safetensors.torch import load_file
 
-from negopt.models.policy import build_tiny_t5
+from negopt.models.t5 import build_tiny_t5
 
 pytestmark = pytest.mark.slow
 
@@ -32,9 +32,9 @@ torch.set_num_threads(1)
 sys.path.insert(0, sys.argv[4])
 from safetensors.torch import save_file
 from test_sft import FAST, features
-from negopt.models.policy import load_policy
-from negopt.params import Sft
-from negopt.sft import prepare_checkpoints, train_sft
+from negopt.models.t5 import load_policy
+from negopt.core.params import Sft
+from negopt.policy.sft import prepare_checkpoints, train_sft
 t5_dir, ckpt, out = sys.argv[1:4]
 sft = Sft(**FAST, max_steps=12, eval_steps=12, save_steps=2)
 model, tok = load_policy(t5_dir)

@@ -3,10 +3,10 @@ import json
 import pandas as pd
 import pytest
 
+from negopt.core.params import CleanRules, Data, HfSource, Split
 from negopt.data.clean import dedup_key, run_clean
 from negopt.data.schema import COLUMNS, conform
 from negopt.data.sources import SourceError, load_file, load_hf, load_source
-from negopt.params import CleanRules, Data, HfSource, Split
 
 PAIRS = pd.DataFrame({"prompt": ["a cat", "a dog"], "negative_prompt": ["blurry", "ugly"]})
 

@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from negopt.cli import app
-from negopt.models.policy import build_tiny_t5, load_policy
-from negopt.params import Sft
-from negopt.sft import encode_pairs, train_sft
+from negopt.core.params import Sft
+from negopt.models.t5 import build_tiny_t5, load_policy
+from negopt.policy.sft import encode_pairs, train_sft
 from negopt.suggest import NoModelError, newest_model
 
 MAPPING = {"anime girl": "realistic, 3d", "mountain landscape": "people, text"}

@@ -1,4 +1,4 @@
-"""Every output whole or absent: the writers of negopt.io (and the writers built on them) SIGKILLed at
+"""Every output whole or absent: the writers of negopt.core.io (and the writers built on them) SIGKILLed at
 random moments, dozens of times, while a reader keeps reading the final paths.
 
 Each kind of output is written over and over by a forked child (two versions in turn, both known in
@@ -27,9 +27,16 @@ import torch
 import tqdm
 import tqdm.auto
 
-from negopt import io
-from negopt.generate import MANIFEST, WorkItem, clear_outputs, manifest_frame, render_batches, save_png
-from negopt.models.policy import build_tiny_t5
+from negopt.compare.generate import (
+    MANIFEST,
+    WorkItem,
+    clear_outputs,
+    manifest_frame,
+    render_batches,
+    save_png,
+)
+from negopt.core import io
+from negopt.models.t5 import build_tiny_t5
 
 pytestmark = pytest.mark.slow
 

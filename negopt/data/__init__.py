@@ -1,5 +1,2 @@
-"""Data: the negopt_full schema, sources (sample / hf / file / playground), cleaning and the split."""
-
-from negopt.data.schema import COLUMNS, conform
-
-__all__ = ["COLUMNS", "conform"]
+"""Data: the negopt_full schema, the sources (sample / hf / file / playground), cleaning and the grouped split,
+and the prompt files generate and ``negopt suggest`` read."""

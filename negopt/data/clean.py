@@ -18,11 +18,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from negopt.core.io import atomic_path
+from negopt.core.params import CleanRules, Split
 from negopt.data.neardup import distinct, near_duplicate_groups
 from negopt.data.nsfw import nsfw_mask
 from negopt.data.schema import COLUMNS, conform
-from negopt.io import atomic_path
-from negopt.params import CleanRules, Split
 
 #: Drop reasons in the order the rules run.
 DROP_REASONS: tuple[str, ...] = (

@@ -33,10 +33,10 @@ import requests
 import urllib3
 from tqdm.auto import tqdm
 
+from negopt.core.fingerprint import fingerprint
+from negopt.core.io import append_jsonl, write_json
+from negopt.core.params import PlaygroundSource
 from negopt.data.schema import conform
-from negopt.fingerprint import fingerprint
-from negopt.io import append_jsonl, write_json
-from negopt.params import PlaygroundSource
 
 # The API sends the sampler as an int 0-14; negopt_full stores names. The API does not document the
 # order: this table follows the k-diffusion / diffusers naming the dataset shows (k_euler_ancestral,

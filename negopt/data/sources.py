@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from negopt.core.errors import UserError
+from negopt.core.params import Data, HfSource
 from negopt.data.sample import generate_sample
 from negopt.data.schema import conform
-from negopt.errors import UserError
-from negopt.params import Data, HfSource
 
 REQUIRED = ("prompt", "negative_prompt")
 

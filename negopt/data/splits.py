@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from negopt.errors import MissingInputError, require_input
+from negopt.core.errors import MissingInputError, require_input
 
 COLUMNS = ("prompt", "negative_prompt")
 

@@ -1,5 +1,3 @@
-"""Model profiles: the tiny builders (``tiny``), the one loader (``loader``), the CLI table (``check``).
-
-Import from the submodules (``from negopt.models.loader import load_sd_pipeline``); this package file stays
-empty of heavy imports so ``import negopt.models`` is cheap.
-"""
+"""Model profiles: where each component is found offline (:mod:`find`, :mod:`hub`) or fetched from
+(:mod:`fetch`), the one loader every stage uses (:mod:`loader`), the tiny random zoo (:mod:`tiny`, :mod:`t5`)
+and the full-size paper replica (:mod:`replica`, :mod:`hub_cache`)."""

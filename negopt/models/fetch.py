@@ -24,53 +24,9 @@ from pathlib import Path
 
 import torch
 
-from negopt.params import Profile
-
-#: component -> the files its loader reads (exact names; snapshot_download's allow_patterns)
-HUB_FILES: dict[str, list[str]] = {
-    "sd": [
-        "model_index.json",
-        "scheduler/scheduler_config.json",
-        "tokenizer/vocab.json",
-        "tokenizer/merges.txt",
-        "tokenizer/special_tokens_map.json",
-        "tokenizer/tokenizer_config.json",
-        "text_encoder/config.json",
-        "text_encoder/model.fp16.safetensors",
-        "unet/config.json",
-        "unet/diffusion_pytorch_model.fp16.safetensors",
-        "vae/config.json",
-        "vae/diffusion_pytorch_model.fp16.safetensors",
-        # SDXL's second tokenizer and text encoder (absent from SD 1.x / 2.x repos: nothing is fetched for them)
-        "tokenizer_2/vocab.json",
-        "tokenizer_2/merges.txt",
-        "tokenizer_2/special_tokens_map.json",
-        "tokenizer_2/tokenizer_config.json",
-        "text_encoder_2/config.json",
-        "text_encoder_2/model.fp16.safetensors",
-    ],
-    "policy": [
-        "config.json",
-        "generation_config.json",
-        "model.safetensors",
-        "special_tokens_map.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
-    ],
-    # PickScore: the fine-tuned CLIPModel, and the processor of the CLIP-H it was tuned from (a second repo)
-    "pickscore": ["config.json", "model.safetensors"],
-    "pickscore_processor": [
-        "preprocessor_config.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "vocab.json",
-        "merges.txt",
-    ],
-}
-
-#: SDXL's second tokenizer / text encoder in HUB_FILES["sd"]: an SD 1.x / 2.x repo has none, so none is fetched
-SDXL_ONLY = ("tokenizer_2/", "text_encoder_2/")
+from negopt.core.params import Profile
+from negopt.models.find import check_components
+from negopt.models.hub import HUB_FILES, clip_hub_file, hub_file_ref
 
 # Aesthetic MLP: LAION improved-aesthetic-predictor layout, 768 -> 1024 -> 128 -> 64 -> 16 -> 1.
 AESTHETIC_SHAPES = {
@@ -84,36 +40,6 @@ AESTHETIC_SHAPES = {
 
 class FetchError(RuntimeError):
     """A download failed or did not verify; the target file was left untouched."""
-
-
-def clip_hub_file(clip_name: str, clip_tag: str) -> tuple[str, str] | None:
-    """(repo, file) open_clip's own pretrained table names for a tag, or None for a local file / no hub entry."""
-    import open_clip
-
-    cfg = open_clip.get_pretrained_cfg(clip_name, clip_tag)
-    hub = cfg.get("hf_hub", "") if cfg else ""
-    if not hub:
-        return None
-    repo, filename = os.path.split(hub)  # "org/model/" (trailing slash): open_clip's default file names
-    return repo, filename or "open_clip_model.safetensors"
-
-
-def hub_file_ref(ref: str) -> tuple[str, str] | None:
-    """``org/repo/file`` (a file at a hub repo's root, e.g. HPSv2's checkpoint) -> (repo, file); None for a
-    local path: an existing one, one whose first folder exists, or any other number of parts."""
-    parts = ref.split("/")
-    if len(parts) != 3 or not all(parts) or Path(ref).exists() or Path(parts[0]).exists():
-        return None
-    return "/".join(parts[:2]), parts[2]
-
-
-def hub_download_command(repo: str, files: list[str]) -> str:
-    """The ``hf download`` line that puts ``files`` of ``repo`` in the HF cache (huggingface_hub 2.x CLI)."""
-    return " ".join(["hf download", repo, *files])
-
-
-def url_download_command(url: str, dest: str) -> str:
-    return f"curl -L --fail -o '{dest}' '{url}'  (or: negopt models fetch)"
 
 
 # --- URL files ------------------------------------------------------------------------------------
@@ -207,8 +133,6 @@ def fetch_profile(
     ``hub_download`` / ``url_download`` are injectable (tests); the defaults are
     ``huggingface_hub.snapshot_download`` and :func:`download_url`.
     """
-    from negopt.models.find import check_components
-
     if hub_download is None:
         from huggingface_hub import snapshot_download as hub_download
     fetched = []

@@ -23,15 +23,15 @@ from pathlib import Path
 
 import torch
 
-from negopt.errors import UserError
-from negopt.models.fetch import (
+from negopt.core.errors import UserError
+from negopt.core.params import Params, Profile
+from negopt.models.hub import (
     HUB_FILES,
     clip_hub_file,
     hub_download_command,
     hub_file_ref,
     url_download_command,
 )
-from negopt.params import Params, Profile
 
 SD_SUBFOLDERS = ("unet", "vae", "text_encoder", "text_encoder_2")  # model weights a pipeline loads (SDXL has two
 # text encoders); only those its model_index.json names count; the safety checker is off

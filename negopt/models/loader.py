@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from negopt.core.params import Profile
 from negopt.models.find import (
     OPTIONAL,
     MissingWeightsError,
@@ -23,8 +24,7 @@ from negopt.models.find import (
     sd_variant,
 )
 from negopt.models.nets import AestheticMLP, register_clip_config
-from negopt.models.policy import load_policy as load_policy  # re-exported: every stage imports it from here
-from negopt.params import Profile
+from negopt.models.t5 import load_policy as load_policy  # re-exported: every stage imports it from here
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
@@ -52,7 +52,7 @@ def pipeline_class(folder: Path, field: str = "models.<profile>.sd"):
 
     import diffusers
 
-    from negopt.errors import ParamsError
+    from negopt.core.errors import ParamsError
 
     name = json.loads((folder / "model_index.json").read_text()).get("_class_name", "")
     cls = getattr(diffusers, name, None)
@@ -139,10 +139,10 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_hpsv2(profile: Profile, device: torch.device):
-    """:class:`negopt.preference.HPSv2Scorer`: ``open_clip.create_model(hpsv2_name)`` filled with ``hpsv2``."""
+    """:class:`negopt.images.preference.HPSv2Scorer`: ``open_clip.create_model(hpsv2_name)`` filled with ``hpsv2``."""
     import open_clip
 
-    from negopt.preference import HPSv2Scorer
+    from negopt.images.preference import HPSv2Scorer
 
     if profile.hpsv2_config and Path(profile.hpsv2_config).is_file():
         register_clip_config(profile.hpsv2_config)
@@ -153,11 +153,11 @@ def load_hpsv2(profile: Profile, device: torch.device):
 
 
 def load_pickscore(profile: Profile, device: torch.device):
-    """:class:`negopt.preference.PickScoreScorer`: ``CLIPModel`` from ``pickscore``, processor from
+    """:class:`negopt.images.preference.PickScoreScorer`: ``CLIPModel`` from ``pickscore``, processor from
     ``pickscore_processor`` (float32: the scores are compared across methods)."""
     from transformers import CLIPModel, CLIPProcessor
 
-    from negopt.preference import PickScoreScorer
+    from negopt.images.preference import PickScoreScorer
 
     require_component(profile, "pickscore")
     model = CLIPModel.from_pretrained(str(resolve_hf(profile.pickscore, "config.json")), dtype=torch.float32)
@@ -174,7 +174,7 @@ def named_preference(profile: Profile) -> list[str]:
 
 
 def load_scorer(profile: Profile, device: torch.device, batch_size: int = 64, preference=()):
-    """An :class:`negopt.metrics.ImageScorer` with the profile's CLIP, aesthetic MLP and Inception, and the
+    """An :class:`negopt.images.scorers.ImageScorer` with the profile's CLIP, aesthetic MLP and Inception, and the
     human-preference scorers named in ``preference`` (``hpsv2``, ``pickscore``; none by default: each is a
     ~1 B-parameter model on the paper profile, loaded only where it is evaluated or weighted)."""
     unnamed = [n for n in preference if n not in named_preference(profile)]
@@ -182,7 +182,7 @@ def load_scorer(profile: Profile, device: torch.device, batch_size: int = 64, pr
         raise MissingWeightsError(
             "; ".join(f"{n} is asked for (rl.reward.{n} is non-zero) but the profile names no {n} model: set "
                       f"models.<profile>.{OPTIONAL[n]} (docs/MODELS.md) or set rl.reward.{n}: 0" for n in unnamed))
-    from negopt.metrics import ImageScorer, build_inception
+    from negopt.images.scorers import ImageScorer, build_inception
 
     clip_model, tokenizer = load_clip(profile, device)
     mlp = load_aesthetic(profile.aesthetic, device)

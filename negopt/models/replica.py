@@ -34,7 +34,7 @@ Honest differences from the hub (documented in docs/MODELS.md):
   ``sentencepiece`` trainer; the replica ships only the hub's ``tokenizer.json`` form: a Unigram with
   T5's id layout (<pad>=0, </s>=1, <unk>=2, 32000 pieces, <extra_id_99..0> = 32000..32099), its pieces
   trained on the words of CLIP's BPE vocabulary and topped up with CLIP's whole-word tokens;
-- only what the loaders read is written (:data:`negopt.models.fetch.HUB_FILES`, the same list ``negopt
+- only what the loaders read is written (:data:`negopt.models.hub.HUB_FILES`, the same list ``negopt
   models fetch`` downloads): no ``safety_checker/`` or ``feature_extractor/`` (negopt passes None for
   both), no ``.ckpt``, ``.bin`` or full-precision duplicates.
 """
@@ -49,7 +49,7 @@ from pathlib import Path
 
 import torch
 
-from negopt.io import atomic_path, read_json, write_json
+from negopt.core.io import atomic_path, read_json, write_json
 from negopt.models.hub_cache import add_file, fake_commit, set_ref
 
 REPLICA_VERSION = 3  # bump when a component changes: the stamp then forces a rebuild

@@ -7,7 +7,7 @@ checkpoint, the LAION MLP state dict, a torch-fidelity Inception state dict). Th
 
 Layout written by :func:`build_tiny_zoo` (params.yaml ``models.tiny`` points into it)::
 
-    t5/                                    policy (helper "sft": negopt.models.policy.build_tiny_t5)
+    t5/                                    policy (helper "sft": negopt.models.t5.build_tiny_t5)
     sd/                                    diffusers StableDiffusionPipeline (save_pretrained)
     sdxl/                                  diffusers StableDiffusionXLPipeline (two text encoders), not the default
     clip/negopt-tiny-clip.json             open_clip model config (registered by name)
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from negopt.io import atomic_dir, atomic_path, write_text
+from negopt.core.io import atomic_dir, atomic_path, write_text
 from negopt.models.nets import AestheticMLP, register_clip_config
 
 TINY_CLIP_NAME = "negopt-tiny-clip"
@@ -408,7 +408,7 @@ def build_tiny_zoo(
     inception_input_size: int = 75,
 ) -> dict[str, Path]:
     """Build every tiny component into ``out_dir`` (replaced atomically as a whole); returns their paths."""
-    from negopt.models.policy import build_tiny_t5  # helper "sft" owns the T5 builder
+    from negopt.models.t5 import build_tiny_t5  # helper "sft" owns the T5 builder
 
     texts = [t for t in texts if isinstance(t, str) and t.strip()]
     if not texts:

@@ -1,6 +1,6 @@
 """Rewards -> advantages: the KL penalty, RLOO's leave-one-out baseline, the weighted reward.
 
-The reward-term statistics (centre and scale per term) are ``negopt.rl.reward_stats``.
+The reward-term statistics (centre and scale per term) are ``negopt.reward.term_stats``.
 
 All functions are pure tensor maths (no models), so they are unit-tested against hand-computed values.
 

@@ -1,6 +1,6 @@
 """The RL model card (``paths.rl/README.md``): reward, calibration scales, health, test numbers, examples.
 
-Written by ``negopt.model_card.write_model_card`` (the SFT card's helper): YAML metadata the hub reads,
+Written by ``negopt.core.model_card.write_model_card`` (the SFT card's helper): YAML metadata the hub reads,
 then :func:`model_card_body`. The terms are the run's (``rl.reward``: every registered term).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from negopt.model_card import write_model_card
+from negopt.core.model_card import write_model_card
 
 #: the test metrics that go into the card's YAML ``model-index`` (all in metrics/rl.json)
 CARD_METRICS = ("reward_test_sft", "reward_test_rl", "reward_test_gain", "reward_test_gain_se", "kl_test",

@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from negopt.fingerprint import file_chunks
-from negopt.fingerprint import fingerprint as run_fingerprint
-from negopt.io import atomic_dir
-from negopt.params import Params
+from negopt.core.fingerprint import file_chunks
+from negopt.core.fingerprint import fingerprint as run_fingerprint
+from negopt.core.io import atomic_dir
+from negopt.core.params import Params
+from negopt.reward.term_stats import TermStats
 from negopt.rl.live import save_live
-from negopt.rl.reward_stats import TermStats
 
 
 @dataclass

@@ -20,7 +20,7 @@ NaN never passes a check (every comparison with NaN is false).
 
 from __future__ import annotations
 
-from negopt.params import RlHealth
+from negopt.core.params import RlHealth
 
 FAILING = ("finite", "bounded", "kl", "diversity")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from negopt.io import atomic_dir, write_text
+from negopt.core.io import atomic_dir, write_text
 
 SAVED = "live"  # a checkpoint's copy of the curves, <checkpoint>/live/plots
 

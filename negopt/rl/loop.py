@@ -1,7 +1,7 @@
 """The RL loop: calibrate the reward, then per step rollout -> reward -> advantages -> update.
 
 Checkpoint I/O is ``negopt.rl.checkpoint``, the dvclive rewind on resume ``negopt.rl.live``, the reward
-and its terms ``negopt.rl.rewards`` over the registry ``negopt.reward_terms``.
+and its terms ``negopt.reward.weighted`` over the registry ``negopt.reward.terms``.
 
 One step (``B = rl.batch_prompts`` prompts, ``k = rl.k`` samples each, ``N = B * k``):
 
@@ -39,17 +39,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from negopt.decode import format_sources, saved_retrieval
-from negopt.io import recover_dir
-from negopt.params import Params
-from negopt.reward_terms import TermBatch, score_terms
+from negopt.core.io import recover_dir
+from negopt.core.params import Params
+from negopt.policy.decode import format_sources, saved_retrieval
+from negopt.policy.sampling import Rollout, sample_rollout, sequence_logprobs
+from negopt.reward.term_stats import TermStats
+from negopt.reward.terms import TermBatch, score_terms
+from negopt.reward.weighted import fit_term_stats, score_triples, weighted_sum_reward
 from negopt.rl.advantages import duplicate_shares, kl_penalised_rewards, rloo_advantages
 from negopt.rl.checkpoint import RlState, fingerprint, load_checkpoint, save_checkpoint
 from negopt.rl.live import restore_live, truncate_live
 from negopt.rl.loss import policy_loss
-from negopt.rl.policy import Rollout, sample_rollout, sequence_logprobs
-from negopt.rl.reward_stats import TermStats
-from negopt.rl.rewards import fit_term_stats, score_triples, weighted_sum_reward
 from negopt.rl.selection import DiversityGuard
 from negopt.rl.shaping import cross_prompt_shares
 
@@ -62,7 +62,7 @@ class Components:
     ref: torch.nn.Module  # frozen SFT copy, the KL anchor
     tokenizer: object
     pipe: object  # StableDiffusionPipeline
-    scorer: object  # negopt.metrics.ImageScorer
+    scorer: object  # negopt.images.scorers.ImageScorer
     sft_dir: str = ""  # where the SFT weights came from (part of the checkpoint fingerprint)
     anchor: dict[str, str] | None = None  # train prompt -> its human negative, for rl.anchor_coef
 
@@ -129,7 +129,7 @@ def anchor_batch(comp: Components, params: Params, prompts: list[str]) -> dict[s
     """
     from transformers import DataCollatorForSeq2Seq
 
-    from negopt.sft import encode_pairs
+    from negopt.policy.sft import encode_pairs
 
     sft = params.sft
     retrieval = saved_retrieval(comp.sft_dir or params.paths.sft)
@@ -223,8 +223,8 @@ def calibrate_rewards(accelerator, comp: Components, params: Params, prompts: li
     Both passes run the micro-batches of ``rl.image_batch_size`` that ``score_triples`` runs, so any
     process count gives the same numbers.
     """
-    from negopt.diffusion import generate_images
-    from negopt.sharding import map_sharded
+    from negopt.core.sharding import map_sharded
+    from negopt.images.render import generate_images
 
     k, mb = params.rl.k, params.rl.image_batch_size
     picked, group_seeds, sample_seed = calibration_plan(params, prompts)

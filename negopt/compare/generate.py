@@ -1,9 +1,9 @@
 """Images per method for the comparison: the same test prompts and seeds, only the negative differs.
 
-Prompts: ``generate.prompts`` (the clean test split, or a file: ``negopt.prompts``). Methods: ``none``
+Prompts: ``generate.prompts`` (the clean test split, or a file: ``negopt.data.prompt_files``). Methods: ``none``
 (empty negative), ``generic`` (``generate.generic_negative``), ``ground_truth`` (the prompt row's own
 negative; skipped with a notice when the prompts carry none), ``retrieval`` (the negative of the most similar training prompt,
-negopt/retrieval.py), ``best_of_n`` (the best of n SFT samples under the RL reward, negopt/best_of_n.py),
+negopt/policy/retrieval.py), ``best_of_n`` (the best of n SFT samples under the RL reward, negopt/compare/best_of_n.py),
 ``sft`` / ``rl`` (the deployed decode of the trained models). The work is a
 flat *plan* of items; its distinct (prompt, negative, seed) items, each rendered once for every method that
 shares it, are cut into fixed batches; accelerate splits the *batches* between processes, so
@@ -24,11 +24,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from negopt.errors import MissingInputError
-from negopt.io import atomic_path, write_json, write_parquet
-from negopt.manifest import GENERATE_METRICS, MANIFEST
-from negopt.params import METHODS, Params
-from negopt.prompts import has_negatives, load_prompts
+from negopt.compare.manifest import GENERATE_METRICS, MANIFEST
+from negopt.core.errors import MissingInputError
+from negopt.core.io import atomic_path, write_json, write_parquet
+from negopt.core.params import METHODS, Params
+from negopt.data.prompt_files import has_negatives, load_prompts
 
 MODEL_METHODS = ("sft", "rl")  # methods whose negatives come from a trained model
 
@@ -87,8 +87,8 @@ def check_method_models(params: Params, methods: Sequence[str]) -> None:
 
 
 def model_negatives(params: Params, method: str, prompts: list[str], device: torch.device) -> list[str]:
-    """Negatives from models/sft or models/rl under the deployed decode (``negopt.decode``)."""
-    from negopt.decode import NegativePromptGenerator
+    """Negatives from models/sft or models/rl under the deployed decode (``negopt.policy.decode``)."""
+    from negopt.policy.decode import NegativePromptGenerator
 
     return NegativePromptGenerator.from_params(method_model_path(params, method), params, device)(prompts)
 
@@ -96,7 +96,7 @@ def model_negatives(params: Params, method: str, prompts: list[str], device: tor
 def retrieval_negatives(clean_dir: str | Path, prompts: list[str]) -> list[str]:
     """The ``retrieval`` method: each prompt's nearest training prompt's negative (train split only)."""
     from negopt.data.splits import read_split
-    from negopt.retrieval import RetrievalIndex
+    from negopt.policy.retrieval import RetrievalIndex
 
     train = read_split(clean_dir, "train")
     return RetrievalIndex(train.prompt.tolist(), train.negative_prompt.tolist()).predict(prompts)
@@ -112,7 +112,7 @@ def method_negatives(
     search_fn: Callable[[list[str]], list[str]] | None = None,
 ) -> list[str]:
     """The negative prompt of each prompt under ``method``; ``model_fn(method, prompts)`` serves sft / rl,
-    ``retrieval_fn(prompts)`` the retrieval baseline, ``search_fn(prompts)`` best_of_n (negopt/best_of_n.py)."""
+    ``retrieval_fn(prompts)`` the retrieval baseline, ``search_fn(prompts)`` best_of_n (negopt/compare/best_of_n.py)."""
     if method == "none":
         return [""] * len(prompts)
     if method == "generic":
@@ -151,8 +151,8 @@ def make_batches(plan: list[WorkItem], batch_size: int) -> list[list[WorkItem]]:
 def distinct_items(plan: list[WorkItem]) -> tuple[list[WorkItem], dict[str, list[str]]]:
     """The items to render, the first of each (prompt, negative, seed), and per rendered file the plan's later
     files that are the same image (methods that chose the same negative: on the sample sft and rl agree on
-    most prompts, 114 of 896 images): ``negopt.diffusion.distinct_triples``, as RL's scoring."""
-    from negopt.diffusion import distinct_triples
+    most prompts, 114 of 896 images): ``negopt.images.render.distinct_triples``, as RL's scoring."""
+    from negopt.images.render import distinct_triples
 
     rows, inverse = distinct_triples([w.prompt for w in plan], [w.negative for w in plan], [w.seed for w in plan])
     copies: dict[str, list[str]] = {}
@@ -206,17 +206,17 @@ def clear_outputs(images_dir: str | Path) -> None:
 def generate_all(params: Params, state, device: torch.device, best_of_n: Callable | None = None) -> pd.DataFrame | None:
     """The whole stage on one of ``state.num_processes`` processes; the main one returns the manifest.
 
-    ``best_of_n``: ``negopt.best_of_n.best_of_n_negatives``, passed in by the stage so that modules reading
+    ``best_of_n``: ``negopt.compare.best_of_n.best_of_n_negatives``, passed in by the stage so that modules reading
     only ``MANIFEST`` from here (evaluate, compare) do not depend on the RL code it imports.
 
     The main process builds the plan (negatives need the models) and broadcasts it, so every process
-    works from one plan; each renders its share of whole batches (``negopt.sharding.map_sharded``, as RL
+    works from one plan; each renders its share of whole batches (``negopt.core.sharding.map_sharded``, as RL
     rollouts do); the main process checks every file
     exists and writes the manifest last, so a manifest always describes a complete image set.
     """
     from accelerate.utils import broadcast_object_list
 
-    from negopt.sharding import map_sharded
+    from negopt.core.sharding import map_sharded
 
     g = params.generate
     methods = list(dict.fromkeys(g.methods))
@@ -245,7 +245,7 @@ def generate_all(params: Params, state, device: torch.device, best_of_n: Callabl
         def search_fn(p: list[str]) -> list[str]:
             # on the main process only (accelerator None inside): the search is small next to the renders
             if best_of_n is None:
-                raise ValueError("method 'best_of_n' needs generate_all(..., best_of_n=negopt.best_of_n."
+                raise ValueError("method 'best_of_n' needs generate_all(..., best_of_n=negopt.compare.best_of_n."
                                  "best_of_n_negatives)")
             kept, search["best_of_n"] = best_of_n(params, p, seeds, pipeline(), device)
             return kept
@@ -264,7 +264,7 @@ def generate_all(params: Params, state, device: torch.device, best_of_n: Callabl
 
     def render(idx: list[int]) -> dict[str, torch.Tensor]:
         """This process's share of whole batches -> PNG files; returns the indices of the batches written."""
-        from negopt.diffusion import generate_images
+        from negopt.images.render import generate_images
 
         pipe = pipeline()
 

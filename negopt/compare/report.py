@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from negopt.compare import METRICS, format_gain, format_interval, format_value
-from negopt.io import write_text
+from negopt.compare.gains import METRICS, format_gain, format_interval, format_value
+from negopt.core.io import write_text
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }

@@ -29,9 +29,9 @@ from transformers import (
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import get_last_checkpoint
 
-from negopt.decode import Retrieval, decode_negatives, format_sources
-from negopt.fingerprint import fingerprint
-from negopt.io import atomic_path, write_json
+from negopt.core.fingerprint import fingerprint
+from negopt.core.io import atomic_path, write_json
+from negopt.policy.decode import Retrieval, decode_negatives, format_sources
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
 FINGERPRINT = "fingerprint.json"
@@ -314,10 +314,10 @@ def training_contexts(retrieval: Retrieval, prompts: Sequence[str], near_duplica
 def fit_rerank(model, tokenizer, prompts: Sequence[str], references: Sequence[str], retrieval: Retrieval,
                sft, decode, seed: int = 0) -> tuple[Retrieval, dict]:
     """``retrieval`` with the rerank fitted on (``prompts``, ``references``) (val), or without one when it does not
-    beat the model's own negative by ``sft.rerank_min_z`` paired SE (negopt/rerank.py); and the fit's report."""
+    beat the model's own negative by ``sft.rerank_min_z`` paired SE (negopt/policy/rerank.py); and the fit's report."""
     from dataclasses import replace
 
-    from negopt.rerank import fit, rouge_l_tokens, rouge_tokens, table
+    from negopt.policy.rerank import fit, rouge_l_tokens, rouge_tokens, table
 
     plain = replace(retrieval, rerank=None)
     own = decode_negatives(model, tokenizer, list(prompts), decode, sft.task_prefix, sft.max_source_length,

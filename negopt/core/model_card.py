@@ -10,7 +10,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from negopt.io import write_text
+from negopt.core.io import write_text
 
 MODEL_LICENSE = "apache-2.0"  # the project's licence; the data's terms are recorded beside it
 

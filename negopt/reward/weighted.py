@@ -1,6 +1,6 @@
 """The RL reward over the registered terms, its calibration, and scoring (prompt, negative, seed) triples.
 
-The terms are ``negopt.reward_terms.REWARD_TERMS`` (raw values per image); the reward is a weighted
+The terms are ``negopt.reward.terms.REWARD_TERMS`` (raw values per image); the reward is a weighted
 sum of their *standardised* values::
 
     R = sum_t w_t * z(t),   z(t) = (t - mean_t) / scale_t,   t over the registered terms
@@ -9,7 +9,7 @@ with ``w`` = ``rl.reward.<t>``. The raw terms live on unrelated scales (the rand
 varies by ~5e-4, CLIP scores by ~1), so z-scoring is what makes "weight 3 on aesthetics" mean three
 times as many standard deviations. ``scale_t`` is by default (``rl.reward_norm: group``) the
 standard deviation of the term *across the k negatives of one prompt and seed*, the variation a
-negative can cause (see ``negopt.rl.reward_stats.TermStats``); ``global`` uses the standard deviation
+negative can cause (see ``negopt.reward.term_stats.TermStats``); ``global`` uses the standard deviation
 over all images. ``mean_t, scale_t`` and the Inception marginal ``p(y)`` (a fixed input of every term,
 read by the fidelity term ``KL(p(y|x) || p(y))``) come from a calibration batch drawn before RL starts:
 ``k`` SFT samples for each of ``rl.calibration_prompts`` prompts, one seed per prompt
@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 
-from negopt.fingerprint import file_chunks, fingerprint
-from negopt.reward_terms import TermBatch, score_terms
+from negopt.core.fingerprint import file_chunks, fingerprint
+from negopt.reward.term_stats import TermStats
+from negopt.reward.terms import TermBatch, score_terms
 from negopt.rl.advantages import weighted_reward
-from negopt.rl.reward_stats import TermStats
 
 RewardFn = Callable[[torch.Tensor, list[str], dict], tuple[torch.Tensor, dict]]
 
@@ -133,8 +133,8 @@ def score_triples(
     reward statistics and process-independent batch shapes make the result the same for any number
     of processes.
     """
-    from negopt.diffusion import distinct_triples, generate_images
-    from negopt.sharding import map_sharded
+    from negopt.core.sharding import map_sharded
+    from negopt.images.render import distinct_triples, generate_images
 
     rows, inverse = distinct_triples(prompts, negatives, seeds)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from negopt.nucleus import nucleus_kwargs
+from negopt.policy.nucleus import nucleus_kwargs
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from negopt.errors import require_input
+from negopt.core.errors import require_input
 
 MANIFEST = "manifest.parquet"
 GENERATE_METRICS = "generate.json"  # under paths.metrics: what each method's images cost

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from negopt.errors import require_input
-from negopt.io import atomic_path, write_parquet
+from negopt.core.errors import require_input
+from negopt.core.io import atomic_path, write_parquet
 
 if TYPE_CHECKING:
     import torch  # annotations only: compare reads the scores without importing torch

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from negopt.errors import ParamsError, require_input
+from negopt.core.errors import ParamsError, require_input
 
 
 def read_prompt_file(path: str | Path) -> pd.DataFrame:

@@ -29,7 +29,7 @@ from torch import nn
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
-from negopt.errors import MissingInputError
+from negopt.core.errors import MissingInputError
 
 PAPER_INCEPTION = "inception-v3-compat"
 _INCEPTION_CLASSES: dict[int, type[FeatureExtractorInceptionV3]] = {299: FeatureExtractorInceptionV3}
@@ -211,7 +211,7 @@ class ImageScorer:
         self.batch_size = batch_size
         self.clip_size, mean, std = open_clip_input_spec(self.clip)
         self.mean, self.std = mean.to(self.device), std.to(self.device)
-        # human-preference scorers by name (negopt.preference), loaded only when evaluated or weighted
+        # human-preference scorers by name (negopt.images.preference), loaded only when evaluated or weighted
         self.preference: dict[str, Any] = dict(preference or {})
 
     def _batches(self, n: int) -> list[slice]:
@@ -302,7 +302,7 @@ class ImageScorer:
     def preference_score(self, name: str, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         """Per-image human-preference score ``[N]`` of the loaded scorer ``name`` (``hpsv2``, ``pickscore``)."""
         if name not in self.preference:
-            from negopt.errors import UserError
+            from negopt.core.errors import UserError
 
             raise UserError(f"the {name} scorer is not loaded: name it in the profile (models.<profile>."
                             f"{'hpsv2_name / hpsv2' if name == 'hpsv2' else 'pickscore'}) and give rl.reward.{name} a "

@@ -5,7 +5,7 @@ candidate (sft, rl) is compared with every baseline (none, generic, ground_truth
 ``100 * (candidate - baseline) / |baseline|``. The absolute value in the denominator keeps the sign
 meaningful for metrics that can be negative (a random aesthetic head can score below zero).
 
-Each gain also carries a paired bootstrap interval over prompts (``negopt.intervals``), from the
+Each gain also carries a paired bootstrap interval over prompts (``negopt.compare.intervals``), from the
 per-image scores and Inception posteriors that ``evaluate`` stores (``paths.scores``): comparison.json's
 ``ci`` entry of each pair, ``{metric: {estimate, low, high, diff_low, diff_high, excludes_zero}}``.
 """
@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from negopt.errors import ParamsError
-from negopt.intervals import gain_interval, resample_counts, resampled_inception_score, resampled_mean
-from negopt.io import write_bytes, write_json
+from negopt.compare.intervals import gain_interval, resample_counts, resampled_inception_score, resampled_mean
+from negopt.core.errors import ParamsError
+from negopt.core.io import write_bytes, write_json
 
 # The metrics the paper compares, with the labels the table and plots use.
 METRICS: dict[str, str] = {
@@ -30,7 +30,7 @@ METRICS: dict[str, str] = {
     "aesthetic": "Aesthetic",
     "clip_score": "CLIP score",
 }
-# Human-preference scores (negopt/preference.py), compared when every method in eval.json has them.
+# Human-preference scores (negopt/images/preference.py), compared when every method in eval.json has them.
 PREFERENCE: dict[str, str] = {"hpsv2": "HPSv2", "pickscore": "PickScore"}
 MEAN_METRICS = ("aesthetic", "clip_score", *PREFERENCE)  # per-image means; the IS is a set statistic
 

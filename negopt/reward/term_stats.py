@@ -1,7 +1,7 @@
 """Reward-term statistics: the centre and scale that z-score each term before weighting.
 
 Pure arithmetic on term values (no models). The terms are the registered ones
-(``negopt.reward_terms.REWARD_TERMS``) unless ``names`` says otherwise.
+(``negopt.reward.terms.REWARD_TERMS``) unless ``names`` says otherwise.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from negopt.reward_terms import REWARD_TERMS
+from negopt.reward.terms import REWARD_TERMS
 
 
 class DegenerateTermError(ValueError):

@@ -14,7 +14,7 @@ drawn, ``sum w = P``); the ``R`` resamples form ``W [R, P]``.
   products. (The table's point IS is torch-fidelity's mean over ``evaluate.is_splits`` splits; the
   interval's own estimate on the original sample, ``estimate``, is stored beside it.)
 
-Gain of a resample: ``100 (c - b) / |b|`` (as ``negopt.compare.relative_gain``) and ``diff = c - b``; the
+Gain of a resample: ``100 (c - b) / |b|`` (as ``negopt.compare.gains.relative_gain``) and ``diff = c - b``; the
 interval is the percentile interval of the R resampled values at ``compare.confidence``.
 """
 

@@ -32,8 +32,8 @@ from pydantic import (
     model_validator,
 )
 
-from negopt.errors import ParamsError
-from negopt.reward_terms import REWARD_TERMS, default_weights, scored_weights
+from negopt.core.errors import ParamsError
+from negopt.reward.terms import REWARD_TERMS, default_weights, scored_weights
 
 Pos = Annotated[float, Field(gt=0)]
 NonNeg = Annotated[float, Field(ge=0)]
@@ -62,7 +62,7 @@ class Paths(Section):
     sft: str = "models/sft"
     rl: str = "models/rl"
     images: str = "data/images"
-    scores: str = "data/scores"  # evaluate's per-image scores and Inception posteriors (negopt/scores.py)
+    scores: str = "data/scores"  # evaluate's per-image scores and Inception posteriors (negopt/compare/scores.py)
     metrics: str = "metrics"
     plots: str = "plots"
     report: str = "report"
@@ -148,7 +148,7 @@ class TinyBuild(Section):
     seed: NonNegInt = 0
     t5_vocab_size: Annotated[int, Field(ge=300)] = 1000
     # where the policy's BPE may merge: "word" (GPT-2's split) or "phrase" (between commas: a frequent
-    # negative-prompt phrase with its comma becomes one token; negopt/models/policy.py)
+    # negative-prompt phrase with its comma becomes one token; negopt/models/t5.py)
     t5_pretokenizer: Literal["word", "phrase"] = "word"
     sd_vocab_size: Annotated[int, Field(ge=300)] = 1000
 
@@ -169,7 +169,7 @@ class Profile(Section):
     image_size: Annotated[int, Field(ge=8, multiple_of=8)]  # the VAE downsamples by 8
     num_inference_steps: PosInt
     guidance_scale: NonNeg
-    # Human-preference scorers (negopt/preference.py), "" = not named: evaluate reports a metric for each one
+    # Human-preference scorers (negopt/images/preference.py), "" = not named: evaluate reports a metric for each one
     # named, and its reward term (rl.reward.hpsv2 / pickscore) may then carry a weight.
     hpsv2_name: str  # open_clip architecture of HPSv2 (ViT-H-14)
     hpsv2: str  # its weights: a local .pt / .safetensors, or a hub file "org/repo/file"
@@ -198,12 +198,12 @@ class Sft(Section):
     max_eval_samples: PosInt = 512
     max_test_samples: PosInt = 1000
     # Retrieval-augmented SFT: the source carries the negatives of the prompt's k nearest training prompts
-    # (negopt/retrieval.py); the index is saved with the model. 0 = the prompt alone (README: k=1 did not win).
+    # (negopt/policy/retrieval.py); the index is saved with the model. 0 = the prompt alone (README: k=1 did not win).
     retrieval_k: NonNegInt = 0
     # with retrieval_k > 0: the share of training rows whose first retrieved negative is their own (self-retrieval),
-    # so a from-scratch model learns to copy (negopt.sft.training_contexts); 0 = neighbours only
+    # so a from-scratch model learns to copy (negopt.policy.sft.training_contexts); 0 = neighbours only
     retrieval_self_share: Fraction = 0.0
-    # Retrieve-and-rerank decode (negopt/rerank.py): the model's negative or one of its k nearest training prompts'
+    # Retrieve-and-rerank decode (negopt/policy/rerank.py): the model's negative or one of its k nearest training prompts'
     # negatives, by weights fitted on val; kept only if they beat the model's own by rerank_min_z paired SE there.
     # 0 = the model's negative alone
     rerank_neighbours: NonNegInt = 8
@@ -213,7 +213,7 @@ class Sft(Section):
 
 
 class Decode(Section):
-    """The deployed decode (negopt/decode.py): sft ROUGE, the rl test, generate, suggest, the Python API."""
+    """The deployed decode (negopt/policy/decode.py): sft ROUGE, the rl test, generate, suggest, the Python API."""
 
     num_beams: PosInt = 1
     do_sample: bool = False  # true: nucleus samples at top_p / temperature
@@ -224,7 +224,7 @@ class Decode(Section):
 
 
 class RewardWeights(RootModel[dict[str, float]]):
-    """``rl.reward.<term>``: one weight per registered reward term (``negopt.reward_terms``), nothing else.
+    """``rl.reward.<term>``: one weight per registered reward term (``negopt.reward.terms``), nothing else.
 
     The allowed keys are the registry's names, so a new term needs no schema edit; a name the registry
     does not know fails naming ``rl.reward.<name>``; a term left out gets its registered default weight.
@@ -240,7 +240,7 @@ class RewardWeights(RootModel[dict[str, float]]):
         unknown = [name for name in weights if name not in REWARD_TERMS]
         if unknown:
             raise ValueError("; ".join(f"rl.reward.{name}: no reward term of that name" for name in unknown)
-                             + f" (registered terms: {', '.join(REWARD_TERMS)}; negopt/reward_terms.py)")
+                             + f" (registered terms: {', '.join(REWARD_TERMS)}; negopt/reward/terms.py)")
         negative = [name for name, w in weights.items() if w < 0]
         if negative:  # a negative weight trains the policy to make the term worse
             raise ValueError("; ".join(f"rl.reward.{name}: {weights[name]} is negative; use a weight >= 0 "
@@ -248,7 +248,7 @@ class RewardWeights(RootModel[dict[str, float]]):
         return default_weights() | weights
 
     def scored(self) -> dict[str, float]:
-        """``{term: weight}`` of the terms RL scores (``negopt.reward_terms.scored_weights``: a preference
+        """``{term: weight}`` of the terms RL scores (``negopt.reward.terms.scored_weights``: a preference
         model's term only when weighted): what calibration, the reward, the test and the card read."""
         return scored_weights(self.root)
 
@@ -310,7 +310,7 @@ class BestOfN(Section):
 
 
 class Generate(Section):
-    prompts: str = "test"  # test (the clean held-out split) | file:<path> (negopt/prompts.py)
+    prompts: str = "test"  # test (the clean held-out split) | file:<path> (negopt/data/prompt_files.py)
     methods: list[Literal[METHODS]] = list(METHODS)  # type: ignore[valid-type]
     generic_negative: str = (
         "ugly, blurry, low quality, lowres, deformed, bad anatomy, watermark, text, jpeg artifacts"
@@ -345,7 +345,7 @@ class Compare(Section):
     candidates: list[Literal[METHODS]] = ["sft", "rl"]  # type: ignore[valid-type]
     baselines: list[Literal[METHODS]] = ["none", "generic", "ground_truth", "retrieval", "best_of_n"]  # type: ignore[valid-type]
     grid_prompts: PosInt = 8
-    bootstrap_resamples: Annotated[int, Field(ge=100)] = 1000  # paired bootstrap over prompts (negopt/intervals.py)
+    bootstrap_resamples: Annotated[int, Field(ge=100)] = 1000  # paired bootstrap over prompts (negopt/compare/intervals.py)
     bootstrap_seed: NonNegInt = 0
     confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
 

@@ -8,10 +8,10 @@ them with the RL image reward and keep the best; ``generate`` then renders the k
 evaluation seeds like every other method.
 
 The reward is the RL stage's: the term statistics and Inception marginal the rl stage fixed at its start,
-read from ``paths.rl`` (``negopt.rl.rewards.load_calibration``) when they were calibrated from these SFT
+read from ``paths.rl`` (``negopt.reward.weighted.load_calibration``) when they were calibrated from these SFT
 weights, prompts and settings (``calibration_key``), else calibrated here by the RL stage's code
 (``negopt.rl.loop.calibrate_rewards`` on the SFT model, ``rl.calibration_prompts`` x ``rl.k`` images,
-deterministic from ``base.seed``: the same numbers); then ``negopt.rl.rewards.weighted_sum_reward`` with
+deterministic from ``base.seed``: the same numbers); then ``negopt.reward.weighted.weighted_sum_reward`` with
 ``rl.reward.*`` and ``rl.clip_term``. The KL-to-SFT
 penalty of RL's reward is left out: it keeps a *trained* policy near SFT, while every candidate here is
 an SFT sample already.
@@ -27,12 +27,12 @@ import time
 
 import torch
 
-from negopt.params import Params
+from negopt.core.params import Params
 
 
 def selection_seeds(seed: int, num_prompts: int, eval_seeds: list[list[int]]) -> list[int]:
     """One selection seed per prompt from ``generate.best_of_n.selection_seed``; refuses any evaluation seed."""
-    from negopt.generate import image_seed
+    from negopt.compare.generate import image_seed
 
     seeds = [image_seed(seed, i, 0) for i in range(num_prompts)]
     clash = {s for row in eval_seeds for s in row} & set(seeds)
@@ -53,12 +53,12 @@ def best_of_n_negatives(params: Params, prompts: list[str], eval_seeds: list[lis
                         device: torch.device) -> tuple[list[str], dict]:
     """The kept negative per prompt and the search's report (n, images it cost, rewards, seconds)."""
     from negopt.data.splits import read_split
-    from negopt.decode import format_sources, saved_retrieval
     from negopt.models.loader import load_policy, load_scorer
-    from negopt.reward_terms import models_needed
+    from negopt.policy.decode import format_sources, saved_retrieval
+    from negopt.policy.sampling import sample_rollout
+    from negopt.reward.terms import models_needed
+    from negopt.reward.weighted import calibration_key, load_calibration, score_triples, weighted_sum_reward
     from negopt.rl.loop import Components, calibrate_rewards
-    from negopt.rl.policy import sample_rollout
-    from negopt.rl.rewards import calibration_key, load_calibration, score_triples, weighted_sum_reward
 
     cfg, rl, sft = params.generate.best_of_n, params.rl, params.sft
     start = time.perf_counter()

@@ -6,7 +6,7 @@ float32 ``[N]`` on the CPU):
 
 - **HPSv2** (v2.1 weights, open_clip ``ViT-H-14`` fine-tuned on HPD v2): ``100 * cos(f_i, f_t)``. The
   ``hpsv2`` package's ``score()`` returns the plain cosine; its benchmark tables print 100x, as here.
-  Pixels go through :func:`negopt.metrics.clip_pixels` at the model's own size, mean and std.
+  Pixels go through :func:`negopt.images.scorers.clip_pixels` at the model's own size, mean and std.
 - **PickScore** (transformers ``CLIPModel`` CLIP-H fine-tuned on Pick-a-Pic):
   ``exp(logit_scale) * cos(f_i, f_t)``; pixels through the model's processor
   (``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``'s ``CLIPImageProcessor``: resize, centre crop, normalise),
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from negopt.metrics import clip_pixels, open_clip_input_spec
+from negopt.images.scorers import clip_pixels, open_clip_input_spec
 
 
 def scaled_cosine(image_features: torch.Tensor, text_features: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:

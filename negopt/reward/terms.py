@@ -3,7 +3,7 @@
 A term is a function ``score(batch) -> raw values [N]`` (float, CPU) of one micro-batch of generated
 images (:class:`TermBatch`), registered with :func:`reward_term`. Everything that knows which terms
 exist reads :data:`REWARD_TERMS`: the params schema (``rl.reward.<name>`` is a registered name's weight;
-an unknown name fails naming the key), the RL reward and its calibration (``negopt.rl.rewards``), the
+an unknown name fails naming the key), the RL reward and its calibration (``negopt.reward.weighted``), the
 reward statistics and their health warnings, the metrics JSON, the dvclive curves and the model card.
 Adding a term (a preference model, say) is one function here, decorated, plus its weight in
 params.yaml::
@@ -32,7 +32,7 @@ class TermBatch:
     """What a term sees: one micro-batch of images with their prompts, and the run's fixed inputs.
 
     images: uint8 ``[N, 3, H, W]``; prompts: ``N`` strings (the image's own prompt, not the negative);
-    scorer: the loaded :class:`negopt.metrics.ImageScorer`; marginal: ``[C]`` Inception marginal fixed by
+    scorer: the loaded :class:`negopt.images.scorers.ImageScorer`; marginal: ``[C]`` Inception marginal fixed by
     calibration (None: the batch mean); clip_term: ``rl.clip_term``. ``shared(fn)`` runs ``fn(batch)``
     once per batch, so terms that read one model pass (the CLIP embedding) compute it once.
     """
@@ -134,7 +134,7 @@ def fidelity(batch: TermBatch) -> torch.Tensor:
     return batch.shared(_image_scorer_terms)["fidelity"]
 
 
-# --- human-preference models (negopt/preference.py), each its own model: weight 0 unless asked for ---
+# --- human-preference models (negopt/images/preference.py), each its own model: weight 0 unless asked for ---
 
 
 @reward_term("hpsv2", default_weight=0.0, model="hpsv2")

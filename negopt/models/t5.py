@@ -19,8 +19,8 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from negopt.errors import MissingInputError
-from negopt.io import atomic_dir
+from negopt.core.errors import MissingInputError
+from negopt.core.io import atomic_dir
 
 # T5's id layout: decoder_start = pad = 0, eos = 1, unk = 2 (the model config relies on these ids).
 SPECIALS = ("<pad>", "</s>", "<unk>")

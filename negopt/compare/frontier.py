@@ -5,7 +5,7 @@ The paper claims that raising one weight optimises its metric "without hurting t
 point. A sweep measures the curve: queue experiments over ``rl.reward.<term>`` (README, *The reward
 frontier*), run them, then ``negopt frontier`` reads ``dvc exp show --json`` and, per experiment with an
 ``rl.json``, takes the weights (``rl.reward``) and the per-term test means of the RL model
-(``<term>_test_rl`` from ``negopt.rl.evaluate``: z units of the calibration, which depends on the SFT model
+(``<term>_test_rl`` from ``negopt.rl.heldout``: z units of the calibration, which depends on the SFT model
 and ``base.seed`` only, so experiments that share them share units; ``--raw`` reads ``<term>_raw_test_rl``).
 
 An experiment is **Pareto-optimal** when no other experiment is at least as good on every term and strictly

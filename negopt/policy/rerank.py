@@ -15,7 +15,7 @@ and returns the best. The sft stage fits the weights on val by ROUGE-L over a fi
 (:func:`fit`) and keeps them only when they beat the model's own negative by ``sft.rerank_min_z``
 paired SE there, so a dataset where the model already wins keeps the plain decode. The weights are
 saved with the model (``negopt.json``) beside the retrieval index, and every consumer's decode
-(negopt/decode.py) applies them.
+(negopt/policy/decode.py) applies them.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from negopt.distinct import distinct_rows
+from negopt.core.distinct import distinct_rows
 
 # The fitted grid. Scores are compared within a prompt only, so one weight may stay at a fixed scale;
 # ``own`` spans "never the model" (-1e9) to "always the model" (1e9, the plain decode).

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from negopt.errors import ParamsError
-from negopt.params import Params, load_params, warn_recommendations
+from negopt.core.errors import ParamsError
+from negopt.core.params import Params, load_params, warn_recommendations
 
 if TYPE_CHECKING:
     import torch

@@ -15,11 +15,11 @@ import time
 import numpy as np
 import torch
 
-from negopt.decode import decode_negatives, format_sources, saved_retrieval
-from negopt.params import Params
+from negopt.core.params import Params
+from negopt.policy.decode import decode_negatives, format_sources, saved_retrieval
+from negopt.policy.sampling import sample_rollout, sequence_logprobs
+from negopt.reward.weighted import RewardFn, score_triples
 from negopt.rl.advantages import mean_and_se
-from negopt.rl.policy import sample_rollout, sequence_logprobs
-from negopt.rl.rewards import RewardFn, score_triples
 
 
 def eval_plan(prompts: list[str], n: int, seed: int, seeds_per_prompt: int = 1) -> tuple[list[str], list[list[int]]]:

@@ -9,9 +9,9 @@ distribution, whose log-probs the update needs, not the deployed decode.)
 The input format (``sft.task_prefix`` + prompt, truncated to ``sft.max_source_length`` tokens) is part
 of a trained model: ``save_pretrained`` writes it, with the decode, to ``negopt.json`` beside the weights.
 A retrieval-augmented model (``sft.retrieval_k`` > 0) also reads the negatives of the prompt's nearest
-training prompts (:class:`Retrieval`); its index is saved in the same folder (negopt/retrieval.py) and
+training prompts (:class:`Retrieval`); its index is saved in the same folder (negopt/policy/retrieval.py) and
 :func:`format_sources` builds the source for SFT, the RL rollouts and this decode alike, so RL
-optimises the model a user deploys. A model whose sft stage fitted a rerank (negopt/rerank.py) also answers
+optimises the model a user deploys. A model whose sft stage fitted a rerank (negopt/policy/rerank.py) also answers
 with the best of its own negative and its neighbours' negatives under the saved weights, here, for every consumer.
 """
 
@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from negopt.nucleus import nucleus_kwargs
-from negopt.params import Decode, Sft
-from negopt.rerank import RerankWeights, choose, table
-from negopt.retrieval import RetrievalIndex
+from negopt.core.params import Decode, Sft
+from negopt.policy.nucleus import nucleus_kwargs
+from negopt.policy.rerank import RerankWeights, choose, table
+from negopt.policy.retrieval import RetrievalIndex
 
 _INPUT = Sft()  # the input-format defaults (task prefix, source length) live in the params schema
 
@@ -53,7 +53,7 @@ def format_source(prompt: str, task_prefix: str, context: Sequence[str] = ()) ->
 @dataclass(frozen=True)
 class Retrieval:
     """A trained model's retrieval: the training index, how many neighbours' negatives a source holds (``k``, may
-    be 0) and the fitted rerank of the decode's output against the neighbours' negatives (negopt/rerank.py), if any."""
+    be 0) and the fitted rerank of the decode's output against the neighbours' negatives (negopt/policy/rerank.py), if any."""
 
     index: RetrievalIndex
     k: int
@@ -104,7 +104,7 @@ def generate_kwargs(decode: Decode, num: int = 1) -> dict:
     Greedy / beam search: ``num`` best beams (``num_beams >= num``). Sampling: ``num`` nucleus samples
     at ``decode.temperature`` / ``decode.top_p`` (top-k off). The repetition penalty applies to both:
     greedy output of a small model loops without it (sample ROUGE-L fell from 0.45 to 0.18). Plain sampling
-    goes through ``NucleusWarper`` (the same samples, without the argsort: negopt/nucleus.py).
+    goes through ``NucleusWarper`` (the same samples, without the argsort: negopt/policy/nucleus.py).
     """
     kw = {"max_new_tokens": decode.max_new_tokens, "repetition_penalty": decode.repetition_penalty,
           "do_sample": decode.do_sample, "num_return_sequences": num}
@@ -171,7 +171,7 @@ class NegativePromptGenerator:
     def from_pretrained(cls, path: str | Path, device: torch.device | str | None = None,
                         decode: Decode | None = None) -> NegativePromptGenerator:
         """Load a policy folder; its ``negopt.json`` gives the input format and decode (``decode`` overrides)."""
-        from negopt.models.policy import load_policy
+        from negopt.models.t5 import load_policy
 
         model, tokenizer = load_policy(str(path), torch.device(device) if device is not None else None)
         cfg_path = Path(path) / CONFIG
@@ -186,7 +186,7 @@ class NegativePromptGenerator:
 
         The retrieval is the folder's own (its index and ``retrieval_k``): it is part of the trained model.
         """
-        from negopt.models.policy import load_policy
+        from negopt.models.t5 import load_policy
 
         model, tokenizer = load_policy(str(path), device)
         return cls(model, tokenizer, params.decode, params.sft.task_prefix, params.sft.max_source_length,

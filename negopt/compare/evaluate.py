@@ -1,7 +1,7 @@
 """Per-method image metrics: Inception Score (mean and std over splits), mean aesthetic, mean CLIP score,
 and the mean of each human-preference score the scorer carries (``hpsv2``, ``pickscore``: the profile names them).
 
-Reads the images and the manifest the generate stage wrote; every score comes from ``negopt.metrics``
+Reads the images and the manifest the generate stage wrote; every score comes from ``negopt.images.scorers``
 so the numbers are the ones RL optimised and the paper reports.
 """
 
@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from negopt.errors import ParamsError, UserError
+from negopt.core.errors import ParamsError, UserError
 
 
 class NonFiniteMetricError(UserError, ValueError):
@@ -62,11 +62,11 @@ def evaluate_method(
 ) -> dict[str, float | int]:
     """The metric row of one method; a ``per_image`` dict receives ``aesthetic``, ``clip_score`` (and each named
     preference score) ``[N]`` and
-    the Inception posteriors ``inception_probs [N, C]`` (compare's bootstrap reads them, ``negopt.scores``).
+    the Inception posteriors ``inception_probs [N, C]`` (compare's bootstrap reads them, ``negopt.compare.scores``).
 
     One Inception pass (the scorer's) gives both the IS and the posteriors: torch-fidelity's IS formula is
-    applied to the scorer's logits (``negopt.metrics.inception_score_from_logits``)."""
-    from negopt.metrics import inception_score_from_logits, posteriors
+    applied to the scorer's logits (``negopt.images.scorers.inception_score_from_logits``)."""
+    from negopt.images.scorers import inception_score_from_logits, posteriors
 
     if len(images) < is_splits:
         raise ParamsError(

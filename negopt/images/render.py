@@ -13,8 +13,8 @@ import torch
 from diffusers.utils import logging as diffusers_logging
 from tqdm.auto import tqdm
 
-from negopt.distinct import distinct_rows
-from negopt.params import Profile
+from negopt.core.distinct import distinct_rows
+from negopt.core.params import Profile
 
 # The pipeline warns, with the whole token list, every time a prompt exceeds the text encoder's
 # context (77 tokens for SD, 32 for the tiny one); truncation is expected here and floods the log.
