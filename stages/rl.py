@@ -26,13 +26,14 @@ from negopt.data.splits import read_split
 from negopt.models.find import require_profile
 from negopt.models.loader import load_policy, load_scorer, load_sd_pipeline
 from negopt.policy.decode import NegativePromptGenerator, saved_retrieval
+from negopt.reward.calibration import calibration_key, save_calibration
 from negopt.reward.terms import models_needed, unused_models
-from negopt.reward.weighted import calibration_key, save_calibration, weighted_sum_reward
+from negopt.reward.weighted import weighted_sum_reward
 from negopt.rl.card import write_rl_card
 from negopt.rl.health import health_checks
-from negopt.rl.heldout import ValDecode, ValRewardGain, distinct_share, eval_plan, evaluate_rl
-from negopt.rl.loop import Components, anchor_from_step, overhead_share, run_rl
-from negopt.rl.selection import DiversityGuard
+from negopt.rl.heldout import evaluate_rl
+from negopt.rl.loop import Components, overhead_share, run_rl
+from negopt.rl.selection import checkpoint_selector
 
 LIVE_DIR = "dvclive/rl"
 
@@ -52,51 +53,21 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
-def human_negatives(clean_dir: str) -> dict[str, str]:
-    """Each training prompt's first human negative (the SFT anchor's targets, ``rl.anchor_coef``)."""
-    train = read_split(clean_dir, "train")
-    out: dict[str, str] = {}
-    for prompt, negative in zip(train.prompt.tolist(), train.negative_prompt.tolist(), strict=True):
-        out.setdefault(prompt, negative)
-    return out
-
-
-def diversity_guard(params, tokenizer, sft_policy, val_prompts: list[str], accelerator=None,
-                    pipe=None) -> DiversityGuard | None:
-    """Checkpoint selection on (up to rl.eval_prompts) validation prompts with the deployed decode; None when off.
-    With rl.select_reward_prompts > 0 it also reads the val reward (``ValRewardGain``, on ``pipe``)."""
-    rl = params.rl
-    if not rl.select_every:
-        return None
-    prompts, _ = eval_plan(val_prompts, rl.eval_prompts, rl.eval_seed)
-    decode = ValDecode(tokenizer, params)  # the share and the reward plan read one decode per check
-
-    def measure(model) -> float:
-        return distinct_share(decode(model, prompts))
-
-    gain = (ValRewardGain(accelerator, pipe, tokenizer, sft_policy, val_prompts, params, decode)
-            if rl.select_reward_prompts else None)
-    return DiversityGuard(rl.select_every, rl.select_min_ratio, measure, sft_policy, patience=rl.select_patience,
-                          dense_steps=rl.select_dense_steps, gain=gain, min_z=rl.select_min_z,
-                          stale_steps=rl.select_stale_steps)
-
-
 def main() -> None:
     params = start_stage()
     quiet_libraries()
-    scored_models = models_needed(params.rl.reward.scored())
-    require_profile(params, unused=unused_models(params.rl.reward.scored()))  # weight 0: never loaded
+    weights = params.reward.weights.scored()
+    require_profile(params, unused=unused_models(weights))  # a preference model at weight 0 is never loaded
     # cpu=True also without CUDA: under `accelerate launch --multi_gpu` (how accelerate 1.x starts several CPU
     # processes; its `--cpu --num_processes N` starts one) only cpu=True joins the gloo process group.
     accelerator = Accelerator(cpu=params.base.device == "cpu" or not torch.cuda.is_available())
     device = accelerator.device
-    anchor = human_negatives(params.paths.clean)  # train prompt -> its first human negative, in file order
-    train, test = list(anchor), read_prompts(params.paths.clean, "test")
+    train, test = read_prompts(params.paths.clean, "train"), read_prompts(params.paths.clean, "test")
     policy, tokenizer = load_policy(params.paths.sft, device)
     ref, _ = load_policy(params.paths.sft, device)
     comp = Components(policy=policy, ref=ref, tokenizer=tokenizer, pipe=load_sd_pipeline(params.active, device),
-                      scorer=load_scorer(params.active, device, preference=scored_models),
-                      sft_dir=params.paths.sft, anchor=anchor)
+                      scorer=load_scorer(params.active, device, preference=models_needed(weights)),
+                      sft_dir=params.paths.sft)
     sft_model = copy.deepcopy(ref)  # the reference stays untouched; evaluation reads a copy
     if accelerator.is_main_process:
         print(f"rl: {accelerator.num_processes} process(es), {params.rl.batch_prompts} prompts x k={params.rl.k} "
@@ -104,37 +75,33 @@ def main() -> None:
 
     live = Live(LIVE_DIR, dvcyaml=False, save_dvc_exp=False, resume=True) if accelerator.is_main_process else None
     t0 = time.perf_counter()
-    guard = diversity_guard(params, tokenizer, ref, read_prompts(params.paths.clean, "val"), accelerator, comp.pipe)
-    state = run_rl(params, comp, train, accelerator=accelerator, live=live, guard=guard)
+    selector = checkpoint_selector(params, tokenizer, ref, read_prompts(params.paths.clean, "val"), accelerator,
+                                   comp.pipe)
+    state = run_rl(params, comp, train, accelerator=accelerator, live=live, selector=selector)
     train_seconds = time.perf_counter() - t0
 
-    reward_fn = weighted_sum_reward(comp.scorer, params.rl.reward.scored(), state.stats, state.marginal,
-                                    params.rl.clip_term)
+    reward_fn = weighted_sum_reward(comp.scorer, weights, state.stats, state.marginal)
     metrics, examples = evaluate_rl(accelerator, sft_model, policy, tokenizer, comp.pipe, reward_fn, test, params)
-    checks, warnings = health_checks(metrics, state.stats.report(), params.rl.reward.scored(), params.rl.health)
-    metrics |= {"calibration": state.stats.report(), **checks, "warnings": warnings, "steps": state.step, "attempt": state.attempt,
-                "steps_total": state.steps_before + state.step, "train_seconds": round(train_seconds, 1),
+    checks, warnings = health_checks(metrics, state.stats.report(), weights, params.rl.health)
+    metrics |= {"calibration": state.stats.report(), **checks, "warnings": warnings, "steps": state.step,
+                "attempt": state.attempt, "steps_total": state.steps_before + state.step,
+                "train_seconds": round(train_seconds, 1),
                 **{f"train_seconds_{k}": round(v, 1) for k, v in state.seconds.items()},
                 "train_overhead_share": round(overhead_share(state.seconds), 4),
                 "processes": accelerator.num_processes,
-                "selection": guard.report() if guard else None, "kept_step": guard.kept_step if guard else state.step,
-                "anchor_from_step": anchor_from_step(params.rl, guard)}
+                "selection": selector.report() if selector else None,
+                "kept_step": selector.kept_step if selector else state.step}
     if not accelerator.is_main_process:
         return
     for e in examples:
         print(f"rl example: {e['prompt']!r}\n    sft: {e['sft']!r}\n    rl:  {e['rl']!r}")
     for w in warnings:
         print(f"rl: WARNING: {w}")
-    if metrics["anchor_from_step"] and params.rl.anchor_when == "collapse":
-        print(f"rl: the val decode fell below rl.select_min_ratio at step {metrics['anchor_from_step'] - 1}; the SFT "
-              f"anchor (rl.anchor_coef = {params.rl.anchor_coef}) was on from step {metrics['anchor_from_step']}")
-    if guard and guard.gain is not None:
-        print(f"rl: deployed weights from step {guard.kept_step} of {state.step}: the val reward's best step among those "
-              f"whose negatives kept >= rl.select_min_ratio = {params.rl.select_min_ratio} x SFT's distinct share and "
-              f"gained >= rl.select_min_z = {params.rl.select_min_z} SE ({guard.gain.images_rendered} val images)")
-    elif guard and guard.kept_step != state.step:
-        print(f"rl: deployed weights from step {guard.kept_step} of {state.step}: the last step whose val negatives "
-              f"kept >= rl.select_min_ratio = {params.rl.select_min_ratio} x SFT's distinct share")
+    if selector:
+        sel = params.rl.selection
+        print(f"rl: deployed weights from step {selector.kept_step} of {state.step}: the val reward's best step among "
+              f"those whose negatives kept >= rl.selection.min_ratio = {sel.min_ratio} x SFT's distinct share and "
+              f"gained >= rl.selection.min_z = {sel.min_z} SE ({selector.gain.images_rendered} val images)")
     for key in ("reward_test_sft", "reward_test_rl", "reward_test_gain", "reward_test_gain_se", "distinct_negatives_rl",
                 "kl_test", "healthy", "kept_step"):
         live.summary[key] = metrics[key]
@@ -143,8 +110,8 @@ def main() -> None:
         NegativePromptGenerator(policy, tokenizer, params.decode, params.sft.task_prefix,
                                 params.sft.max_source_length, saved_retrieval(params.paths.sft)).save_pretrained(tmp)
         write_rl_card(tmp, params, metrics, examples, state.seconds)
-        if params.rl.reward_stats == "fixed":  # the calibration as trained with: best_of_n scores with it
-            save_calibration(tmp, calibration_key(params, device), state.stats, state.marginal)
+        # the calibration RL trained with: best_of_n scores with it
+        save_calibration(tmp, calibration_key(params, device), state.stats, state.marginal)
     write_json(Path(params.paths.metrics) / "rl.json", metrics)
     print(json.dumps({k: v for k, v in metrics.items() if k.startswith(("reward_test", "health", "kl_test"))}, indent=1))
 

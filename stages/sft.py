@@ -48,7 +48,7 @@ def main() -> None:
     model, tokenizer = load_policy(params.active.policy, device)
 
     index = RetrievalIndex(train.prompt.tolist(), train.negative_prompt.tolist())  # train only: baseline + context
-    retrieval = Retrieval(index, sft.retrieval_k) if sft.retrieval_k else None
+    retrieval = Retrieval(index, sft.retrieval.k) if sft.retrieval.k else None
 
     def features(df: pd.DataFrame, contexts=None) -> list[dict]:
         if contexts is None and retrieval is not None:
@@ -57,7 +57,7 @@ def main() -> None:
                             sft.max_source_length, sft.max_target_length, contexts)
 
     train_ctx = (training_contexts(retrieval, train.prompt.tolist(), params.data.split.near_duplicate_threshold,
-                                   train.negative_prompt.tolist(), sft.retrieval_self_share, seed)
+                                   train.negative_prompt.tolist(), sft.retrieval.self_share, seed)
                  if retrieval is not None else None)
     train_f, val_f = features(train, train_ctx), features(val)
     ckpt_dir = Path(paths.checkpoints) / "sft"
@@ -74,12 +74,12 @@ def main() -> None:
 
     rerank: dict = {"rerank": False}
     context_only = retrieval  # the trained model's input (retrieval_k's context, or None), before any rerank
-    if sft.rerank_neighbours:
+    if sft.rerank.neighbours:
         fitted, rerank = fit_rerank(model, tokenizer, val.prompt.tolist(), val.negative_prompt.tolist(),
-                                    Retrieval(index, sft.retrieval_k), sft, params.decode, seed)
+                                    Retrieval(index, sft.retrieval.k), sft, params.decode, seed)
         print(f"sft: rerank {'on' if fitted.rerank else 'off'}: val rougeL {rerank['rerank_val_rougeL']:.3f} vs the "
               f"model's own {rerank['rerank_val_rougeL_own']:.3f} ({rerank['rerank_val_gain_z']:.1f} paired SE; "
-              f"sft.rerank_min_z = {sft.rerank_min_z})")
+              f"sft.rerank.min_z = {sft.rerank.min_z})")
         retrieval = fitted if fitted.rerank or fitted.k else None
     generator = NegativePromptGenerator(model, tokenizer, params.decode, sft.task_prefix, sft.max_source_length,
                                         retrieval)

@@ -47,7 +47,8 @@ def project(tiny_zoo, tiny_params, tmp_path_factory):
     pd.DataFrame({"prompt": train, "negative_prompt": ["blurry"] * len(train)}).to_parquet(base / "clean/train.parquet")
     raw = tiny_params.model_dump()
     raw["paths"].update(sft=str(tiny_zoo / "t5"), clean=str(base / "clean"), rl=str(base / "rl"))
-    raw["rl"].update(calibration_prompts=4, k=2, image_batch_size=8, max_new_tokens=8)
+    raw["reward"].update(calibration={"prompts": 4, "samples_per_prompt": 2}, image_batch_size=8)
+    raw["sampling"].update(max_new_tokens=8)
     raw["generate"]["best_of_n"] = {"n": 3, "selection_seed": 5}
     return validate_params(raw)
 
@@ -91,16 +92,21 @@ def test_reads_the_rl_stage_calibration_and_only_its_own(project, monkeypatch, o
     """best_of_n scores with the calibration the rl stage saved for these SFT weights, prompts and settings
     (the same numbers it would compute itself, so the same kept negatives), and computes its own when the
     saved one is another run's."""
-    import negopt.rl.loop
+    import negopt.reward.calibration
     from negopt.models.loader import load_sd_pipeline
-    from negopt.reward.weighted import calibration_key, load_calibration, save_calibration
+    from negopt.reward.calibration import calibration_key, load_calibration, save_calibration
 
     cpu = torch.device("cpu")
     pipe = load_sd_pipeline(project.active, cpu)
     evals = prompt_seeds(0, 3, 2)
     computed = []
-    calibrate = negopt.rl.loop.calibrate_rewards
-    monkeypatch.setattr(negopt.rl.loop, "calibrate_rewards", lambda *a: computed.append(calibrate(*a)) or computed[-1])
+    calibrate = negopt.reward.calibration.calibrate_rewards
+
+    def counted(*a, **kw):
+        computed.append(calibrate(*a, **kw))
+        return computed[-1]
+
+    monkeypatch.setattr(negopt.reward.calibration, "calibrate_rewards", counted)
     kept, report = best_of_n_negatives(project, PROMPTS, evals, pipe, cpu)
     (marginal, stats), = computed
     assert report["calibration_reused"] is False and report["calibration_images"] == 8
@@ -117,9 +123,11 @@ def test_reads_the_rl_stage_calibration_and_only_its_own(project, monkeypatch, o
     assert report2["reward_best_mean"] == report["reward_best_mean"]
     assert report2["calibration_images"] == 8 and report2["search_images"] == report["search_images"]
 
-    other = project.model_copy(update={"rl": project.rl.model_copy(update={"calibration_prompts": 3})})
+    other = validate_params(project.model_dump() | {"reward": project.reward.model_dump() | {
+        "calibration": {"prompts": 3, "samples_per_prompt": 2}}})
     assert calibration_key(other, cpu) != key
-    fewer_steps = project.model_copy(update={"rl": project.rl.model_copy(update={"rollout_inference_steps": 1})})
+    fewer_steps = validate_params(project.model_dump() | {"reward": project.reward.model_dump() | {
+        "rollout_inference_steps": 1}})
     assert calibration_key(fewer_steps, cpu) != key  # images at other denoising steps: another calibration
     assert load_calibration(rl_dir, calibration_key(other, cpu)) is None
     best_of_n_negatives(other, PROMPTS, evals, pipe, cpu)

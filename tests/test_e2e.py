@@ -26,10 +26,11 @@ FAST = {
     # rerank off: a 40-step model loses to its neighbours' negatives, so the fitted rerank would answer those and
     # 4 RL steps could not change a deployed negative (the sweep's weightings then tie); tests/test_rerank.py covers it
     "sft": {"max_steps": 40, "eval_steps": 20, "save_steps": 20, "max_eval_samples": 32, "max_test_samples": 32,
-            "rerank_neighbours": 0},
+            "rerank": {"neighbours": 0}},
     # selection by reward as by default, with any positive val gain kept (4 steps cannot reach 3 SE) and one restart
-    "rl": {"steps": 4, "checkpoint_every": 2, "eval_prompts": 16, "calibration_prompts": 8, "select_reward_prompts": 16,
-           "select_min_z": 0.0, "restarts": 1},
+    "reward": {"calibration": {"prompts": 8}},
+    "rl": {"steps": 4, "checkpoint_every": 2, "test": {"prompts": 16}, "restarts": 1,
+           "selection": {"diversity_prompts": 16, "reward_prompts": 16, "min_z": 0.0}},
     "generate": {"num_prompts": 4, "seeds_per_prompt": 1},
     "evaluate": {"is_splits": 2},
     "compare": {"grid_prompts": 2},
@@ -141,13 +142,13 @@ def test_rl_contents(repo: Path, out):
     params, read = out
     rl = read("metrics/rl.json")
     test_prompts = pd.read_parquet(repo / "data/clean/test.parquet").prompt.nunique()
-    assert rl["n_test"] == min(params.rl.eval_prompts, test_prompts)
-    assert rl["n_test_images"] == rl["n_test"] * params.rl.eval_seeds_per_prompt and rl["steps"] <= params.rl.steps
-    assert rl["attempt"] <= params.rl.restarts and rl["selection"]["by"] == "reward"
+    assert rl["n_test"] == min(params.rl.test.prompts, test_prompts)
+    assert rl["n_test_images"] == rl["n_test"] * params.rl.test.seeds_per_prompt and rl["steps"] <= params.rl.steps
+    assert rl["attempt"] <= params.rl.restarts and rl["selection"]["by"] == "val_reward"
     # every diverse check carries its val gain, every collapsed one none; the kept step is the best positive gain
     rows = rl["selection"]["history"]
-    assert all((r[2] >= params.rl.select_min_ratio) == (r[3] is not None) for r in rows)
-    best = max(((r[3], r[0]) for r in rows if r[3] is not None and r[3] > 0), default=(0, 0))[1]
+    assert all((r["ratio"] >= params.rl.selection.min_ratio) == (r["gain"] is not None) for r in rows)
+    best = max(((r["gain"], r["step"]) for r in rows if r["gain"] is not None and r["gain"] > 0), default=(0, 0))[1]
     assert rl["kept_step"] == best
     kl = pd.read_csv(repo / "dvclive/rl/plots/metrics/train/kl.tsv", sep="\t")
     assert kl.step.tolist() == list(range(rl["steps_total"]))  # one curve across the attempts
@@ -160,12 +161,13 @@ def test_rl_contents(repo: Path, out):
     # the calibration RL trained with is saved beside its weights (best_of_n scores with it: generate's check)
     from safetensors import safe_open
 
-    from negopt.reward.weighted import CALIBRATION_FILE
+    from negopt.reward.calibration import CALIBRATION_FILE
 
     with safe_open(str(repo / "models/rl" / CALIBRATION_FILE), framework="pt") as f:
         saved = json.loads(f.metadata()["stats"])
-    assert saved["count"] == min(params.rl.calibration_prompts, len(set(pd.read_parquet(
-        repo / "data/clean/train.parquet").prompt))) * params.rl.k
+    cal = params.reward.calibration
+    assert saved["count"] == min(cal.prompts, len(set(pd.read_parquet(
+        repo / "data/clean/train.parquet").prompt))) * cal.samples_per_prompt
     assert {f"mean_{t}": saved["mean"][t] for t in saved["names"]} == {
         k: v for k, v in rl["calibration"].items() if k.startswith("mean_")}
 
@@ -224,7 +226,7 @@ def test_generate_evaluate_compare_contents(repo: Path, out, monkeypatch):
 
 # A small queued sweep over the reward weights, rl stage only (frontier reads metrics/rl.json): two weightings
 # besides the baseline's 1/1/1, run by `dvc exp run --run-all`, then `negopt frontier` on `dvc exp show --json`.
-SWEEP = [{"rl.reward.aesthetic": "3.0"}, {"rl.reward.clip": "3.0"}]
+SWEEP = [{"reward.weights.aesthetic": "3.0"}, {"reward.weights.clip": "3.0"}]
 
 
 def test_frontier_from_a_queued_sweep(repo: Path):

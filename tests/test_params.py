@@ -66,7 +66,7 @@ def _defaults_vs_yaml(model_cls, data: dict, prefix: str = "") -> list[str]:
         if name not in data:
             diffs.append(f"{key}: missing from params.yaml")
         elif isinstance(field.annotation, type) and hasattr(field.annotation, "model_fields") \
-                and not issubclass(field.annotation, RootModel):  # a RootModel (rl.reward) is one leaf mapping
+                and not issubclass(field.annotation, RootModel):  # a RootModel (reward.weights) is one leaf mapping
             diffs += _defaults_vs_yaml(field.annotation, data[name], key + ".")
         elif not field.is_required() and _plain(field.get_default(call_default_factory=True)) != data[name]:
             diffs.append(f"{key}: schema {field.default!r} vs params.yaml {data[name]!r}")
@@ -122,10 +122,10 @@ def test_small_eval_is_a_warning_not_an_error(raw):
     from negopt.core.params import recommendations
 
     small = copy.deepcopy(raw)
-    small["rl"]["eval_prompts"] = 16
+    small["rl"]["test"]["prompts"] = 16
     p = validate_params(small)  # valid: smoke runs stay possible
     notes = recommendations(p)
-    assert len(notes) == 1 and notes[0].startswith("rl.eval_prompts=16")
+    assert len(notes) == 1 and notes[0].startswith("rl.test.prompts=16")
     assert recommendations(validate_params(raw)) == []
 
 
@@ -171,11 +171,11 @@ def test_every_section_rejects_an_unknown_key_naming_it(raw):
     [(("sft", "learning_rate"), -1e-3, "greater than 0"), (("rl", "learning_rate"), 0.0, "greater than 0"),
      (("rl", "k"), 1, "greater than or equal to 2"), (("models", "tiny", "image_size"), 60, "multiple of 8"),
      (("profile",), "huge", "'tiny' or 'paper'"), (("data", "split", "test"), 1.5, "less than or equal to 1"),
-     (("rl", "top_p"), 0.0, "greater than 0"), (("decode", "repetition_penalty"), 0.5, "greater than or equal to 1"),
+     (("sampling", "top_p"), 0.0, "greater than 0"), (("decode", "repetition_penalty"), 0.5, "greater than or equal to 1"),
      (("base", "device"), "tpu", "'auto', 'cpu' or 'cuda'"), (("generate", "methods"), ["sft", "dalle"], "generate.methods.1"),
      (("rl", "learning_rate"), float("inf"), "finite number"), (("sft", "learning_rate"), float("nan"), "finite number"),
-     (("rl", "reward", "clip"), -1.0, "is negative; use a weight >= 0"),
-     (("rl", "reward", "fidelity"), float("inf"), "finite number")],
+     (("reward", "weights", "clip"), -1.0, "is negative; use a weight >= 0"),
+     (("reward", "weights", "fidelity"), float("inf"), "finite number")],
 )
 def test_out_of_range_values_name_the_key_and_the_bound(raw, path, value, message):
     with pytest.raises(ParamsError) as err:

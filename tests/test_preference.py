@@ -147,7 +147,7 @@ def test_missing_preference_weights_fail_like_the_others(tiny_params, tmp_path):
     assert not {s.component: s.available for s in check_components(no_processor)}["pickscore"]
     # a weighted term whose model the profile does not name: the error names both keys
     bare = tiny_params.active.model_copy(update={"hpsv2_name": ""})
-    with pytest.raises(MissingWeightsError, match=r"rl\.reward\.hpsv2.*models\.<profile>\.hpsv2_name"):
+    with pytest.raises(MissingWeightsError, match=r"reward\.weights\.hpsv2.*models\.<profile>\.hpsv2_name"):
         load_scorer(bare, CPU, preference=["hpsv2"])
 
 
@@ -156,10 +156,10 @@ def test_missing_preference_weights_fail_like_the_others(tiny_params, tmp_path):
 
 def test_preference_terms_are_scored_only_when_weighted(tiny_params):
     weights = {"aesthetic": 1.0, "clip": 1.0, "fidelity": 1.0, "hpsv2": 0.0, "pickscore": 0.5}
-    params = validate_params(tiny_params.model_dump() | {"rl": tiny_params.rl.model_dump() | {"reward": weights}})
-    assert params.rl.reward.scored() == {"aesthetic": 1.0, "clip": 1.0, "fidelity": 1.0, "pickscore": 0.5}
-    assert models_needed(params.rl.reward.scored()) == ["pickscore"]
-    assert params.rl.reward.model_dump()["hpsv2"] == 0.0  # DVC still tracks the weight
+    params = validate_params(tiny_params.model_dump() | {"reward": tiny_params.reward.model_dump() | {"weights": weights}})
+    assert params.reward.weights.scored() == {"aesthetic": 1.0, "clip": 1.0, "fidelity": 1.0, "pickscore": 0.5}
+    assert models_needed(params.reward.weights.scored()) == ["pickscore"]
+    assert params.reward.weights.model_dump()["hpsv2"] == 0.0  # DVC still tracks the weight
     scorer = load_scorer(tiny_params.active, CPU, preference=["pickscore"])
     imgs = images(2, seed=2)
     raw = score_terms(TermBatch(imgs, PROMPTS, scorer), ("pickscore",))
@@ -179,11 +179,12 @@ def test_rl_trains_on_preference_terms_standardised_like_the_others(tiny_params,
     raw["paths"] |= {"sft": raw["models"]["tiny"]["policy"], "checkpoints": str(tmp_path / "ck")}
     raw["base"] |= {"device": "cpu", "seed": 3}
     raw["models"]["tiny"] |= {"image_size": 32, "num_inference_steps": 2}
-    raw["rl"] |= {"steps": 2, "batch_prompts": 2, "k": 2, "max_new_tokens": 6, "calibration_prompts": 4,
-                  "learning_rate": 1e-3, "eval_prompts": 4, "select_every": 0,
-                  "reward": {"aesthetic": 0.0, "clip": 0.0, "fidelity": 0.0, "hpsv2": 1.0, "pickscore": 2.0}}
+    raw["rl"] |= {"steps": 2, "batch_prompts": 2, "k": 2, "learning_rate": 1e-3}
+    raw["sampling"] |= {"max_new_tokens": 6}
+    raw["reward"] |= {"calibration": {"prompts": 4, "samples_per_prompt": 2},
+                      "weights": {"aesthetic": 0.0, "clip": 0.0, "fidelity": 0.0, "hpsv2": 1.0, "pickscore": 2.0}}
     params = validate_params(raw)
-    scorer = load_scorer(params.active, CPU, preference=models_needed(params.rl.reward.scored()))
+    scorer = load_scorer(params.active, CPU, preference=models_needed(params.reward.weights.scored()))
     policy, tok = load_policy(params.paths.sft, CPU)
     ref, _ = load_policy(params.paths.sft, CPU)
     comp = Components(policy, ref, tok, load_sd_pipeline(params.active, CPU), scorer, sft_dir=params.paths.sft)
@@ -195,7 +196,7 @@ def test_rl_trains_on_preference_terms_standardised_like_the_others(tiny_params,
     assert any(not torch.equal(v, ref.state_dict()[k]) for k, v in policy.state_dict().items())
     # the reward is 1 z(hpsv2) + 2 z(pickscore), each (raw - calibration mean) / calibration scale
     imgs = images(2, size=32, seed=4)
-    reward, info = weighted_sum_reward(scorer, params.rl.reward.scored(), state.stats, state.marginal)(imgs, PROMPTS, {})
+    reward, info = weighted_sum_reward(scorer, params.reward.weights.scored(), state.stats, state.marginal)(imgs, PROMPTS, {})
     cal = state.stats.report()
     z = {t: (scorer.preference[t](imgs, PROMPTS) - cal[f"mean_{t}"]) / cal[f"scale_{t}"] for t in ("hpsv2", "pickscore")}
     assert cal["scale_hpsv2"] > 0 and cal["scale_pickscore"] > 0

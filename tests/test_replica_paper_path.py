@@ -43,11 +43,12 @@ OVERLAY = {
     "sft": {"max_steps": 2, "eval_steps": 1, "save_steps": 2, "batch_size": 4, "max_eval_samples": 4,
             "max_test_samples": 2},
     "decode": {"max_new_tokens": 8},
-    "rl": {"steps": 1, "k": 2, "batch_prompts": 2, "calibration_prompts": 2, "image_batch_size": 4,
-           "eval_prompts": 2, "eval_seeds_per_prompt": 1, "max_new_tokens": 8, "checkpoint_every": 1,
+    "sampling": {"max_new_tokens": 8},
+    "reward": {"calibration": {"prompts": 2, "samples_per_prompt": 2}, "image_batch_size": 4},
+    "rl": {"steps": 1, "k": 2, "batch_prompts": 2, "checkpoint_every": 1, "test": {"prompts": 2, "seeds_per_prompt": 1},
            # the val-reward check on 2 prompts, no restarts: at the defaults (160 prompts, 4 restarts) each check
            # renders up to 160 full-size images on CPU, and the run went past 25 min without finishing
-           "select_reward_prompts": 2, "restarts": 0},
+           "selection": {"reward_prompts": 2}, "restarts": 0},
     # best_of_n left out: the tiny e2e runs it, and on the CPU replica its search alone took 469 s (not paper-only code)
     "generate": {"num_prompts": 2, "seeds_per_prompt": 2, "batch_size": 4,
                  "methods": ["none", "generic", "ground_truth", "retrieval", "sft", "rl"]},

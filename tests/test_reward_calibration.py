@@ -11,14 +11,12 @@ import pytest
 import torch
 
 from negopt.images.scorers import ImageScorer
+from negopt.reward.calibration import fit_term_stats
 from negopt.reward.term_stats import DegenerateTermError, TermStats
-from negopt.reward.weighted import fit_term_stats
-from negopt.rl.advantages import duplicate_shares
-from negopt.rl.loop import compute_advantages
 
 
 def stats_of(values: list[float], k: int, floor: float, name: str = "t") -> TermStats:
-    s = TermStats(names=(name,), norm="group", floor=floor)
+    s = TermStats(names=(name,), floor=floor)
     s.update({name: torch.tensor(values, dtype=torch.float64)}, group_size=k)
     return s
 
@@ -39,7 +37,7 @@ def test_zero_within_group_spread_is_floored_to_a_share_of_the_global_std():
 
 def test_zero_within_group_spread_without_a_floor_is_refused_naming_the_term():
     s = stats_of([0, 0, 2, 2, 4, 4], k=2, floor=0.0, name="clip")
-    with pytest.raises(DegenerateTermError, match=r"'clip'.*no spread within.*rl\.scale_floor"):
+    with pytest.raises(DegenerateTermError, match=r"'clip'.*no spread within.*reward\.scale_floor"):
         s.check_scales({"clip": 1.0})
     s.check_scales({"clip": 0.0})  # a dropped term needs no scale
 
@@ -55,17 +53,11 @@ def test_tiny_within_group_spread_is_floored_and_a_normal_one_is_not():
     assert not normal.floored("t") and normal.scale("t") == pytest.approx(math.sqrt(2.0))
 
 
-def test_global_norm_ignores_the_floor():
-    s = TermStats(names=("t",), norm="global", floor=0.5)
-    s.update({"t": torch.tensor([0.0, 0.0, 2.0, 2.0])}, group_size=2)
-    assert s.scale("t") == pytest.approx(1.0) and not s.floored("t")
-
-
-def test_clamped_term_constant_at_zero_is_refused_with_the_cosine_fix():
+def test_a_constant_term_is_refused_naming_its_weight_and_dropped_at_weight_zero():
     # the clamped CLIP score of long real prompts: every calibration image scores max(100 cos, 0) = 0
     s = stats_of([0.0] * 8, k=4, floor=0.05, name="clip")
     assert s.is_constant("clip") and s.scale("clip") == math.inf
-    with pytest.raises(DegenerateTermError, match=r"'clip' is constant.*rl\.reward\.clip: 0.*rl\.clip_term: cosine"):
+    with pytest.raises(DegenerateTermError, match=r"'clip' is constant.*reward\.weights\.clip: 0.*reward\.calibration\.prompts"):
         s.check_scales({"clip": 1.0})
     # weight 0: the term is dropped, its z is 0 (finite), not (x - mean) / eps
     s.check_scales({"clip": 0.0})
@@ -101,15 +93,15 @@ def test_calibrate_refuses_a_weighted_constant_term_before_training():
     terms = {"aesthetic": torch.tensor([1.0, 2.0, 3.0, 5.0]), "clip": torch.zeros(4),
              "fidelity": torch.tensor([0.1, 0.2, 0.1, 0.3])}
     with pytest.raises(DegenerateTermError, match="'clip'"):
-        fit_term_stats(probs, lambda m: terms, group_size=2, norm="group", floor=0.05,
+        fit_term_stats(probs, lambda m: terms, group_size=2, floor=0.05,
                   weights={"aesthetic": 1.0, "clip": 1.0, "fidelity": 1.0})
-    _, stats = fit_term_stats(probs, lambda m: terms, group_size=2, norm="group", floor=0.05,
+    _, stats = fit_term_stats(probs, lambda m: terms, group_size=2, floor=0.05,
                          weights={"aesthetic": 1.0, "clip": 0.0, "fidelity": 1.0})
     assert stats.floor == 0.05 and stats.report()["constant_clip"] is True
 
 
 def test_non_finite_calibration_values_are_refused():
-    s = TermStats(names=("t",), norm="group", floor=0.05)
+    s = TermStats(names=("t",), floor=0.05)
     with pytest.raises(ValueError, match="'t': non-finite"):
         s.update({"t": torch.tensor([1.0, float("nan")])}, group_size=2)
 
@@ -119,17 +111,3 @@ def test_floor_round_trips_through_a_checkpoint_state():
     t = TermStats()
     t.load_state_dict(s.state_dict())
     assert t.floor == 0.2 and t.scale("t") == pytest.approx(s.scale("t"))
-
-
-def test_duplicate_shares_and_the_diversity_term_by_hand():
-    negs = ["a", "a", "a", "b", "x", "y", "z", "w"]  # group 1: three "a" and one "b"; group 2 all differ
-    d = duplicate_shares(negs, k=4)
-    assert d.tolist() == pytest.approx([2 / 3, 2 / 3, 2 / 3, 0, 0, 0, 0, 0])
-    with pytest.raises(ValueError, match="groups of k=3"):
-        duplicate_shares(negs, k=3)
-    r = torch.zeros(8)
-    zero = torch.zeros(8)
-    adv, pen, _ = compute_advantages(r, zero, zero, kl_coef=0.0, k=4, negatives=negs, diversity_coef=3.0)
-    assert pen[:4].tolist() == pytest.approx([-2, -2, -2, 0])
-    # RLOO: the unique "b" gets 0 - (-6)/3 = +2, each "a" -2 - (-4)/3 = -2/3
-    assert adv[:4].tolist() == pytest.approx([-2 / 3, -2 / 3, -2 / 3, 2.0]) and adv[4:].abs().max() == 0

@@ -39,6 +39,8 @@ TOY_WEIGHT = 0.25
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+WITH_TOY = {"reward": {"weights": WEIGHTS | {"brightness": TOY_WEIGHT}}}
+
 
 @pytest.fixture
 def brightness():
@@ -54,25 +56,24 @@ def brightness():
 
 
 def test_an_unregistered_term_fails_naming_its_key(tmp_path):
-    with pytest.raises(ParamsError, match=r"rl\.reward\.brightness: no reward term of that name"):
-        make_params(tmp_path, reward=WEIGHTS | {"brightness": TOY_WEIGHT})
+    with pytest.raises(ParamsError, match=r"reward\.weights\.brightness: no reward term of that name"):
+        make_params(tmp_path, WITH_TOY)
 
 
 def test_a_registered_term_is_a_weight_with_its_default(tmp_path, brightness):
-    params = make_params(tmp_path, reward=WEIGHTS | {"brightness": TOY_WEIGHT})
+    params = make_params(tmp_path, WITH_TOY)
     # every registered term has a weight; a term with a model of its own (hpsv2, pickscore) at weight 0 is not scored
-    assert params.rl.reward.model_dump() == WEIGHTS | {"brightness": TOY_WEIGHT, "hpsv2": 0.0, "pickscore": 0.0}
-    assert params.rl.reward.scored() == WEIGHTS | {"brightness": TOY_WEIGHT}
-    assert make_params(tmp_path).rl.reward.model_dump()["brightness"] == 0.0  # left out: its registered default
-    with pytest.raises(ParamsError, match=r"rl\.reward\.sharpness"):
-        make_params(tmp_path, reward={"sharpness": 1.0})
+    assert params.reward.weights.model_dump() == WEIGHTS | {"brightness": TOY_WEIGHT, "hpsv2": 0.0, "pickscore": 0.0}
+    assert params.reward.weights.scored() == WEIGHTS | {"brightness": TOY_WEIGHT}
+    assert make_params(tmp_path).reward.weights.model_dump()["brightness"] == 0.0  # left out: its registered default
+    with pytest.raises(ParamsError, match=r"reward\.weights\.sharpness"):
+        make_params(tmp_path, {"reward": {"weights": {"sharpness": 1.0}}})
 
 
 def test_one_rl_step_calibrates_logs_and_rewards_the_toy_term(fake_images, t5_dir, tmp_path, monkeypatch,  # noqa: F811
                                                               brightness):
     k, calib_n = 3, 4 * 3
-    params = make_params(tmp_path, steps=1, batch_prompts=3, k=k, calibration_prompts=4,
-                         reward=WEIGHTS | {"brightness": TOY_WEIGHT})
+    params = make_params(tmp_path, WITH_TOY, steps=1, batch_prompts=3, k=k)  # calibration: 4 prompts x 3
     comp = make_components(t5_dir, fake_images)
     seen = []
     real = loop.compute_advantages
@@ -85,7 +86,7 @@ def test_one_rl_step_calibrates_logs_and_rewards_the_toy_term(fake_images, t5_di
     # the step's rows and, per row, the render that serves it: a repeated (prompt, negative, seed) renders once
     prompts, image_seeds, _ = loop.step_plan(params.base.seed, 0, PROMPTS, 3)
     step = [(p, n, s) for (p, s), n in zip([(p, s) for p, s in zip(prompts, image_seeds, strict=True) for _ in range(k)],
-                                           rolled[1][0].negatives, strict=True)]
+                                           rolled[0][0].negatives, strict=True)]
     distinct = list(dict.fromkeys(step))
     assert fake_images.triples[calib_n:] == distinct
     image = torch.tensor([calib_n + distinct.index(t) for t in step], dtype=torch.float64)
@@ -117,14 +118,13 @@ def test_one_rl_step_calibrates_logs_and_rewards_the_toy_term(fake_images, t5_di
 
 def test_the_toy_term_reaches_the_test_metrics_and_the_model_card(fake_images, t5_dir, tmp_path, monkeypatch,  # noqa: F811
                                                                    brightness):
-    params = make_params(tmp_path, steps=1, calibration_prompts=4, eval_prompts=4, eval_seeds_per_prompt=1,
-                         reward=WEIGHTS | {"brightness": TOY_WEIGHT})
+    params = make_params(tmp_path, WITH_TOY, steps=1, test={"prompts": 4, "seeds_per_prompt": 1})
     comp = make_components(t5_dir, fake_images)
     state = loop.run_rl(params, comp, PROMPTS)
     monkeypatch.setattr(rl_evaluate, "decode_negatives", fake_decode([]))
     monkeypatch.setattr(rl_evaluate, "kl_to_sft", lambda *a, **k: 0.0)
     start = len(fake_images.triples)
-    reward_fn = weighted_sum_reward(FakeScorer(fake_images), params.rl.reward.scored(), state.stats, state.marginal)
+    reward_fn = weighted_sum_reward(FakeScorer(fake_images), params.reward.weights.scored(), state.stats, state.marginal)
 
     class Named(torch.nn.Module):
         def __init__(self, name: str) -> None:
@@ -135,25 +135,24 @@ def test_the_toy_term_reaches_the_test_metrics_and_the_model_card(fake_images, t
     # 4 SFT images then 4 RL images, numbered from `start`: raw brightness is the mean index / 48
     assert metrics["brightness_raw_test_sft"] == pytest.approx((start + 1.5) / PIXELS)
     assert metrics["brightness_raw_test_rl"] == pytest.approx((start + 5.5) / PIXELS)
-    checks, warnings = health_checks(metrics, state.stats.report(), params.rl.reward.scored(), params.rl.health)
+    checks, warnings = health_checks(metrics, state.stats.report(), params.reward.weights.scored(), params.rl.health)
     metrics |= {"calibration": state.stats.report(), **checks, "warnings": warnings}
     body = model_card_body(params, metrics, examples, state.seconds)
     assert f"{TOY_WEIGHT} * z(brightness)" in body
     assert f"| brightness | {TOY_WEIGHT} | " in body and "brightness " in body.split("Per-term test means")[1]
-    # the card states the selection rule the run used: by val reward (default) or the last diverse step
-    assert "largest paired val reward gain over SFT, if >= `rl.select_min_z = 3.0` SE (160 val prompts x 1 seeds)" in body
-    by_diversity = params.model_copy(update={"rl": params.rl.model_copy(update={"select_reward_prompts": 0})})
-    plain = model_card_body(by_diversity, metrics, examples, state.seconds)
-    assert "the last step whose validation negatives kept" in plain and "val reward gain" not in plain
+    # the card states the selection rule the run used: by val reward (default) or the last step
+    assert "largest paired val reward gain over SFT, if >= `rl.selection.min_z = 3.0` SE (160 val prompts x 1 seeds)" in body
+    last = make_params(tmp_path, WITH_TOY, steps=1, selection={"by": "last_step"})
+    plain = model_card_body(last, metrics, examples, state.seconds)
+    assert "the last step (`rl.selection.by: last_step`)" in plain and "val reward gain" not in plain
     assert "stopped early" not in body  # no selection report: the run went to rl.steps
     assert "denoising steps for training" not in body  # the profile's steps throughout
-    fewer = params.model_copy(update={"rl": params.rl.model_copy(update={"rollout_inference_steps": 4})})
-    assert "`rl.rollout_inference_steps = 4` denoising steps for training" in model_card_body(fewer, metrics, examples,
-                                                                                               state.seconds)
+    fewer = make_params(tmp_path, WITH_TOY | {"reward": WITH_TOY["reward"] | {"rollout_inference_steps": 4}}, steps=1)
+    assert "`reward.rollout_inference_steps = 4` denoising steps" in model_card_body(fewer, metrics, examples, state.seconds)
     stale = model_card_body(params, metrics | {"selection": {"stop_reason": "stale"}}, examples, state.seconds)
-    assert "1 steps; stopped early: the kept step was `rl.select_stale_steps = 25` steps old" in stale
+    assert "1 steps; stopped early: the kept step was `rl.selection.stale_steps = 25` steps old" in stale
     collapsed = model_card_body(params, metrics | {"selection": {"stop_reason": "collapse"}}, examples, state.seconds)
-    assert "stopped early: `rl.select_patience = 3` checks in a row below the bound" in collapsed
+    assert "stopped early: `rl.selection.patience = 3` checks in a row below the bound" in collapsed
     # the card file: the hub's own parser reads its YAML metadata, the body follows
     from huggingface_hub import ModelCard
 

@@ -5,13 +5,10 @@ import math
 import pytest
 import torch
 
+from negopt.core.stats import mean_and_se
 from negopt.reward.term_stats import TermStats
-from negopt.rl.advantages import (
-    kl_penalised_rewards,
-    mean_and_se,
-    rloo_advantages,
-    weighted_reward,
-)
+from negopt.reward.weighted import weighted_reward
+from negopt.rl.advantages import kl_penalised_rewards, rloo_advantages
 
 
 def test_rloo_one_group_by_hand():
@@ -47,7 +44,7 @@ def test_kl_penalty_by_hand():
     assert kl.tolist() == [1.0, 0.0]
 
 
-def test_term_stats_running_equals_pooled():
+def test_term_stats_merged_batches_equal_the_pooled_statistics():
     # [1,2,3] then [4,5]: pooled mean 3, population variance (4+1+0+1+4)/5 = 2
     s = TermStats(names=("a",))
     s.update({"a": torch.tensor([1.0, 2.0, 3.0])})
@@ -55,14 +52,12 @@ def test_term_stats_running_equals_pooled():
     assert s.count == 5
     assert s.mean["a"] == pytest.approx(3.0)
     assert s.std("a") == pytest.approx(math.sqrt(2.0))
-    z = s.standardise({"a": torch.tensor([5.0, 3.0])})["a"]
-    assert torch.allclose(z, torch.tensor([math.sqrt(2.0), 0.0], dtype=z.dtype), atol=1e-6)
 
 
 def test_term_stats_group_scale_by_hand():
     # groups [1,3] and [10,14]: group means 2 and 12, within SS = 1+1 + 4+4 = 10 over df 1+1 -> std sqrt(5);
     # a second batch [0,0,6] (one group of 3, mean 2, SS 4+4+16=24, df 2) pools to sqrt(34/4)
-    s = TermStats(names=("a",), norm="group")
+    s = TermStats(names=("a",))
     s.update({"a": torch.tensor([1.0, 3.0, 10.0, 14.0])}, group_size=2)
     assert s.within_std("a") == pytest.approx(math.sqrt(5.0))
     assert s.mean["a"] == pytest.approx(7.0)
@@ -72,26 +67,27 @@ def test_term_stats_group_scale_by_hand():
     assert s.within_df == 4 and s.within_std("a") == pytest.approx(math.sqrt(34 / 4))
     t = TermStats()
     t.load_state_dict(s.state_dict())
-    assert t.norm == "group" and t.within_std("a") == pytest.approx(math.sqrt(34 / 4))
+    assert t.within_std("a") == pytest.approx(math.sqrt(34 / 4))
     with pytest.raises(ValueError, match="groups of 3"):
         s.update({"a": torch.tensor([1.0, 2.0])}, group_size=3)
     assert s.count == 7 and s.within_df == 4  # a rejected batch leaves the statistics as they were
     with pytest.raises(RuntimeError, match="grouped"):
-        TermStats(names=("a",), norm="group").within_std("a")
-    with pytest.raises(ValueError, match="rl.reward_norm"):
-        TermStats(norm="median")
+        TermStats(names=("a",)).within_std("a")
+    with pytest.raises(ValueError, match="reward.scale_floor"):
+        TermStats(floor=1.5)
 
 
 def test_term_stats_state_round_trip_and_empty_error():
     s = TermStats(names=("a", "b"))
     with pytest.raises(RuntimeError, match="calibration"):
         s.std("a")
-    s.update({"a": torch.tensor([0.0, 2.0]), "b": torch.tensor([1.0, 1.0])})
+    s.update({"a": torch.tensor([0.0, 2.0]), "b": torch.tensor([1.0, 1.0])}, group_size=2)
     t = TermStats()
     t.load_state_dict(s.state_dict())
     assert t.names == ("a", "b") and t.mean == {"a": 1.0, "b": 1.0} and t.std("a") == pytest.approx(1.0)
-    # a constant term stays finite thanks to eps
-    assert torch.isfinite(t.standardise({"a": torch.tensor([1.0]), "b": torch.tensor([2.0])})["b"]).all()
+    assert t.within_std("a") == pytest.approx(math.sqrt(2.0))  # one group: ss 2 over df 1
+    # a constant term has no scale: its z is 0, finite
+    assert t.standardise({"a": torch.tensor([1.0]), "b": torch.tensor([2.0])})["b"].tolist() == [0.0]
 
 
 def test_weighted_reward_by_hand():
@@ -101,7 +97,11 @@ def test_weighted_reward_by_hand():
 
 
 def test_mean_and_se_by_hand():
-    # [1,2,3,4]: mean 2.5, sample variance 5/3, se = sqrt(5/3)/2
-    m, se = mean_and_se(torch.tensor([1.0, 2.0, 3.0, 4.0]))
-    assert m == pytest.approx(2.5)
-    assert se == pytest.approx(math.sqrt(5 / 3) / 2)
+    # [1,2,3,4]: mean 2.5, sample variance 5/3, se = sqrt(5/3)/2; a tensor, an array and a list alike
+    import numpy as np
+
+    for x in (torch.tensor([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 2.0, 3.0, 4.0]), [1, 2, 3, 4]):
+        m, se = mean_and_se(x)
+        assert m == pytest.approx(2.5) and se == pytest.approx(math.sqrt(5 / 3) / 2)
+    assert mean_and_se([3.0])[0] == 3.0 and math.isnan(mean_and_se([3.0])[1])
+    assert all(math.isnan(v) for v in mean_and_se([]))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from negopt.reward.term_stats import TermStats
-from negopt.rl.checkpoint import RlState, checkpoint_meta, load_checkpoint, save_checkpoint
+from negopt.rl.checkpoint import RunState, checkpoint_meta, load_checkpoint, save_checkpoint
 
 
 def _model_and_optimizer(seed: int):
@@ -23,7 +23,7 @@ def _model_and_optimizer(seed: int):
 @pytest.fixture
 def saved(tmp_path):
     model, opt = _model_and_optimizer(0)
-    state = RlState(step=4, stats=TermStats(), marginal=torch.tensor([0.25, 0.75]))
+    state = RunState(step=4, stats=TermStats(), marginal=torch.tensor([0.25, 0.75]))
     save_checkpoint(tmp_path / "rl", model, opt, state, "fp-1")
     return tmp_path / "rl", {k: v.clone() for k, v in model.state_dict().items()}
 

@@ -99,27 +99,26 @@ def test_kl_to_sft_is_zero_for_the_same_model_and_positive_after_a_change(tiny_z
     assert kl_to_sft(moved, sft, tok, prompts, params, batch=2) > 0.0
 
 
-def test_weighted_sum_reward_asks_for_the_configured_clip_variant():
+def test_weighted_sum_reward_standardises_each_term_by_its_calibration():
     import torch
 
     from negopt.reward.term_stats import TermStats
     from negopt.reward.weighted import weighted_sum_reward
 
     class Scorer:
-        def reward_terms(self, images, prompts, marginal=None, clip="clamped"):
-            self.clip = clip
+        def reward_terms(self, images, prompts, marginal=None):
             return {"aesthetic": torch.tensor([1.0, 3.0]), "clip": torch.tensor([-50.0, 10.0]),
                     "fidelity": torch.tensor([0.0, 0.0])}
 
-    stats = TermStats(norm="global")
-    stats.update({"aesthetic": torch.tensor([1.0, 3.0]), "clip": torch.tensor([-50.0, 10.0]),
-                  "fidelity": torch.tensor([0.0, 1.0])})
-    scorer = Scorer()
-    r, info = weighted_sum_reward(scorer, {"aesthetic": 1.0, "clip": 1.0, "fidelity": 0.0}, stats, torch.ones(2),
-                                  "cosine")(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), ["a", "b"], {})
-    assert scorer.clip == "cosine"
-    # z: aesthetic (x - 2) / 1, clip (x + 20) / 30 -> [-1 - 1, 1 + 1]
-    assert r.tolist() == pytest.approx([-2.0, 2.0]) and info["raw"]["clip"][0].item() == -50.0
+    # one group of 4: aesthetic 1, 3, 1, 3 (mean 2, within-group std sqrt(4 / 3)); clip -50, 10, -50, 10
+    # (mean -20, within-group std sqrt(3600 / 3))
+    stats = TermStats()
+    stats.update({"aesthetic": torch.tensor([1.0, 3.0, 1.0, 3.0]), "clip": torch.tensor([-50.0, 10.0, -50.0, 10.0]),
+                  "fidelity": torch.tensor([0.0, 1.0, 0.0, 1.0])}, group_size=4)
+    r, info = weighted_sum_reward(Scorer(), {"aesthetic": 1.0, "clip": 1.0, "fidelity": 0.0}, stats,
+                                  torch.ones(2))(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), ["a", "b"], {})
+    a, c = (4 / 3) ** 0.5, (3600 / 3) ** 0.5
+    assert r.tolist() == pytest.approx([-1 / a - 30 / c, 1 / a + 30 / c]) and info["raw"]["clip"][0].item() == -50.0
 
 
 def test_gain_se_by_seeds_decomposes_the_paired_variance_by_hand():

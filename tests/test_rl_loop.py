@@ -116,7 +116,11 @@ def zoo(tmp_path_factory):
     return base
 
 
-def rl_params(base: Path, run: str, **rl):
+def rl_params(base: Path, run: str, overlay: dict | None = None, **rl):
+    """params.yaml on the zoo's tiny models at 32 px, 2 denoising steps, small RL settings; ``rl`` keys override
+    the rl section, ``overlay`` any section (nested, merged)."""
+    from conftest import deep_merge
+
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     tiny = base / "tiny"
     raw["models"]["tiny"].update(policy=str(tiny / "t5"), sd=str(tiny / "sd"), aesthetic=str(tiny / "aesthetic/model.safetensors"),
@@ -125,8 +129,10 @@ def rl_params(base: Path, run: str, **rl):
                                  clip_pretrained=str(tiny / "clip/open_clip_model.safetensors"))
     raw["paths"].update(sft=str(tiny / "t5"), checkpoints=str(base / run / "checkpoints"))
     raw["base"].update(device="cpu", seed=3)
-    raw["rl"].update(dict(steps=3, batch_prompts=2, k=2, max_new_tokens=6, checkpoint_every=1, calibration_prompts=4,
-                          learning_rate=1e-3, eval_prompts=4) | rl)
+    deep_merge(raw, {"sampling": {"max_new_tokens": 6}, "reward": {"calibration": {"prompts": 4, "samples_per_prompt": 2}},
+                     "rl": {"steps": 3, "batch_prompts": 2, "k": 2, "checkpoint_every": 1, "learning_rate": 1e-3,
+                            "test": {"prompts": 4}}})
+    deep_merge(raw, {"rl": rl} | (overlay or {}))
     return validate_params(raw)
 
 
@@ -225,90 +231,98 @@ def test_a_run_resumed_under_dvc_repro_keeps_the_curves_dvc_deleted(zoo):
     assert _curves(live_dir) == want
 
 
-def scripted_guard(policy, shares: list[float]):
-    """A DiversityGuard (every step) whose val distinct shares come from a script, SFT's first."""
-    from negopt.rl.selection import DiversityGuard
+def scripted_selector(policy, shares: list[float], gains=None, **cfg):
+    """A CheckpointSelector checking every step whose val distinct shares come from a script, SFT's first; its
+    val gains from ``gains`` (SE 0.1), or rising ones (1, 2, ...; SE 0), so the last diverse check is kept."""
+    from negopt.core.params import Selection
+    from negopt.rl.selection import CheckpointSelector
 
     it = iter(shares)
-    return DiversityGuard(1, 0.5, lambda model: next(it), policy)
+    if gains is None:
+        count = iter(range(1, 1000))
+
+        def gain(model):
+            return float(next(count)), 0.0
+    else:
+        scripted = iter(gains)
+
+        def gain(model):
+            return next(scripted), 0.1
+    settings = dict(every=1, min_ratio=0.5, patience=0, stale_steps=0, min_z=3.0) | cfg
+    return CheckpointSelector(Selection(**settings), lambda model: next(it), gain, policy)
 
 
 def test_a_stale_kept_step_ends_training_and_a_rerun_stays_stopped(zoo):
     from negopt.rl.loop import run_rl
 
-    one = rl_params(zoo, "stale-1", select_every=1)
+    one = rl_params(zoo, "stale-1")
     after_one = components(one)
     run_rl(one, after_one, PROMPTS, stop_after=1)  # the step-1 weights, for reference
     # SFT 0.5; steps 1, 2, 3: 0.5, 0.1, 0.1: step 1 is kept; 2 steps later (stale_steps 2) training stops at 3 of 5
-    params = rl_params(zoo, "stale", select_every=1, steps=5)
+    params = rl_params(zoo, "stale", steps=5)
     comp = components(params)
-    guard = scripted_guard(comp.ref, [0.5, 0.5, 0.1, 0.1])
-    guard.stale_steps = 2
-    state = run_rl(params, comp, PROMPTS, guard=guard)
-    assert (state.step, state.attempt, guard.kept_step, guard.stop_reason()) == (3, 0, 1, "stale")
+    selector = scripted_selector(comp.ref, [0.5, 0.5, 0.1, 0.1], stale_steps=2)
+    state = run_rl(params, comp, PROMPTS, selector=selector)
+    assert (state.step, state.attempt, selector.kept_step, selector.stop_reason()) == (3, 0, 1, "stale")
     assert_same_weights(after_one.policy, comp.policy)
     again = components(params)  # the checkpoint written at the stop: a rerun trains no further step
-    rerun = scripted_guard(again.ref, [0.5])
-    rerun.stale_steps = 2
-    assert run_rl(params, again, PROMPTS, guard=rerun).step == 3 and rerun.kept_step == 1
+    rerun = scripted_selector(again.ref, [0.5], stale_steps=2)
+    assert run_rl(params, again, PROMPTS, selector=rerun).step == 3 and rerun.kept_step == 1
     assert_same_weights(after_one.policy, again.policy)
     # the stale stop is not part of the checkpoint's fingerprint: turning it off resumes at step 3, not from 0
-    off = rl_params(zoo, "stale", select_every=1, steps=5, select_stale_steps=0)
+    off = rl_params(zoo, "stale", steps=5, selection={"stale_steps": 0})
     later = components(off)
-    resumed = scripted_guard(later.ref, [0.5, 0.5, 0.5])  # SFT, then steps 4 and 5 diverse: 5 is kept
-    state = run_rl(off, later, PROMPTS, guard=resumed)
-    assert state.step == 5 and [h[0] for h in resumed.history] == [1, 2, 3, 4, 5] and resumed.kept_step == 5
+    resumed = scripted_selector(later.ref, [0.5, 0.5, 0.5])  # SFT, then steps 4 and 5 diverse: 5 is kept
+    state = run_rl(off, later, PROMPTS, selector=resumed)
+    assert state.step == 5 and [c.step for c in resumed.checks] == [1, 2, 3, 4, 5] and resumed.kept_step == 5
 
 
 def test_an_attempt_that_keeps_sft_for_stale_steps_restarts(zoo):
     from negopt.rl.loop import run_rl
-    from negopt.rl.selection import DiversityGuard
 
     # every check diverse; val gains (SE 0.1): attempt 0 steps 1, 2 below 3 SE, so SFT is kept and at step 2
     # (stale_steps 2) the attempt ends and restarts; attempt 1 keeps step 1 (5 SE), and step 3 ends it (stale)
-    params = rl_params(zoo, "stale-sft", select_every=1, restarts=1, steps=5)
+    params = rl_params(zoo, "stale-sft", restarts=1, steps=5)
     comp = components(params)
-    gains = iter([0.1, 0.2, 0.5, 0.2, 0.3])
-    guard = DiversityGuard(1, 0.5, lambda model: 0.5, comp.ref, gain=lambda model: (next(gains), 0.1), min_z=3.0,
-                           stale_steps=2)
-    state = run_rl(params, comp, PROMPTS, guard=guard)
-    assert (state.attempt, state.steps_before, state.step, guard.kept_step) == (1, 2, 3, 1)
-    assert [row[0] for row in guard.past[0]["history"]] == [1, 2] and guard.stop_reason() == "stale"
+    selector = scripted_selector(comp.ref, [0.5] * 6, gains=[0.1, 0.2, 0.5, 0.2, 0.3], stale_steps=2)
+    state = run_rl(params, comp, PROMPTS, selector=selector)
+    assert (state.attempt, state.steps_before, state.step, selector.kept_step) == (1, 2, 3, 1)
+    assert [c["step"] for c in selector.past[0]["checks"]] == [1, 2] and selector.stop_reason() == "stale"
 
 
 def test_loop_deploys_the_kept_step_and_a_resumed_run_remembers_it(zoo):
     from negopt.rl.loop import run_rl
 
-    one = rl_params(zoo, "kept-1", select_every=1)
+    one = rl_params(zoo, "kept-1")
     after_one = components(one)
     run_rl(one, after_one, PROMPTS, stop_after=1)  # the step-1 weights, for reference
-    # SFT 0.5; steps 1, 2, 3: 0.5, 0.1, 0.1 -> ratios 1, 0.2, 0.2: step 1 is the last diverse step
-    full = rl_params(zoo, "kept-full", select_every=1)
+    # SFT 0.5; steps 1, 2, 3: 0.5, 0.1, 0.1 -> ratios 1, 0.2, 0.2: step 1 is the only diverse check
+    full = rl_params(zoo, "kept-full")
     comp = components(full)
-    guard = scripted_guard(comp.ref, [0.5, 0.5, 0.1, 0.1])
+    selector = scripted_selector(comp.ref, [0.5, 0.5, 0.1, 0.1])
     live = FakeLive(zoo / "kept-full")
-    assert run_rl(full, comp, PROMPTS, live=live, guard=guard).step == 3
-    assert guard.kept_step == 1 and [h[0] for h in guard.history] == [1, 2, 3]
-    assert {n for _, n, _ in live.rows} >= {"train/val_distinct_ratio"}
+    assert run_rl(full, comp, PROMPTS, live=live, selector=selector).step == 3
+    assert selector.kept_step == 1 and [c.step for c in selector.checks] == [1, 2, 3]
+    assert {n for _, n, _ in live.rows} >= {"train/val_distinct_ratio", "train/val_reward_gain"}
     assert_same_weights(after_one.policy, comp.policy)
 
-    # stopped after step 2 and resumed with a fresh guard: the kept step and weights come from the checkpoint
-    part = rl_params(zoo, "kept-part", select_every=1)
-    run_rl(part, components(part), PROMPTS, stop_after=2, guard=scripted_guard(components(part).ref, [0.5, 0.5, 0.1]))
+    # stopped after step 2 and resumed with a fresh selector: the kept step and weights come from the checkpoint
+    part = rl_params(zoo, "kept-part")
+    run_rl(part, components(part), PROMPTS, stop_after=2,
+           selector=scripted_selector(components(part).ref, [0.5, 0.5, 0.1]))
     again = components(part)
-    resumed = scripted_guard(again.ref, [0.5, 0.1])
-    run_rl(part, again, PROMPTS, guard=resumed)
-    assert resumed.kept_step == 1 and [h[0] for h in resumed.history] == [1, 2, 3]
+    resumed = scripted_selector(again.ref, [0.5, 0.1])
+    run_rl(part, again, PROMPTS, selector=resumed)
+    assert resumed.kept_step == 1 and [c.step for c in resumed.checks] == [1, 2, 3]
     assert_same_weights(after_one.policy, again.policy)
 
-    # early stop: patience 1 stops after step 2 (the first failing evaluation) and deploys step 1
-    stop = rl_params(zoo, "kept-stop", select_every=1, checkpoint_every=50)
+    # early stop: patience 1 stops after step 2 (the first failing check) and deploys step 1
+    stop = rl_params(zoo, "kept-stop", checkpoint_every=50)
     early = components(stop)
-    g = scripted_guard(early.ref, [0.5, 0.5, 0.1])
-    g.patience = 1
-    assert run_rl(stop, early, PROMPTS, guard=g).step == 2 and g.stopped() and g.kept_step == 1
+    g = scripted_selector(early.ref, [0.5, 0.5, 0.1], patience=1)
+    assert run_rl(stop, early, PROMPTS, selector=g).step == 2 and g.stopped() and g.kept_step == 1
     meta = json.loads((Path(stop.paths.checkpoints) / "rl/state.json").read_text())  # checkpoint_every 50: written
-    assert meta["step"] == 2 and meta["guard"]["kept_step"] == 1  # because of the stop, so a rerun stops at once
+    assert meta["step"] == 2 and meta["selection"]["kept_step"] == 1  # because of the stop, so a rerun stops at once
     assert_same_weights(after_one.policy, early.policy)
 
 
@@ -317,12 +331,12 @@ def test_ppo_and_evaluation_run(zoo):
     from negopt.rl.heldout import evaluate_rl
     from negopt.rl.loop import run_rl
 
-    params = rl_params(zoo, "ppo", algo="ppo", steps=1, reward_stats="running", eval_seeds_per_prompt=2)
+    params = rl_params(zoo, "ppo", algo="ppo", steps=1, test={"seeds_per_prompt": 2})
     comp = components(params)
     state = run_rl(params, comp, PROMPTS)
-    assert state.stats.count == 4 * 2 + 2 * 2  # calibration (4 prompts x k=2) + one step's running update
-    assert state.stats.within_df == 4 + 2  # one degree of freedom per group of k=2
-    reward_fn = weighted_sum_reward(comp.scorer, params.rl.reward.scored(), state.stats, state.marginal)
+    assert state.stats.count == 4 * 2  # the calibration's 4 prompts x 2 samples; training leaves the statistics
+    assert state.stats.within_df == 4  # one degree of freedom per group of 2
+    reward_fn = weighted_sum_reward(comp.scorer, params.reward.weights.scored(), state.stats, state.marginal)
     metrics, examples = evaluate_rl(None, comp.ref, comp.policy, comp.tokenizer, comp.pipe, reward_fn, PROMPTS, params)
     assert metrics["n_test"] == 4 and metrics["n_test_images"] == 8 and len(examples) == 4
     for key in ("reward_test_sft", "reward_test_rl", "reward_test_gain", "reward_test_gain_se",
@@ -338,11 +352,12 @@ def test_ppo_and_evaluation_run(zoo):
 
 
 def test_calibration_groups_share_prompt_and_seed(zoo, monkeypatch):
-    # the within-group scale is only the negatives' effect if a group's k images share prompt and seed
+    # the within-group scale is only the negatives' effect if a group's samples share prompt and seed
     import negopt.images.render
-    from negopt.rl.loop import calibrate_rewards
+    from negopt.reward.calibration import calibrate_rewards
 
-    params = rl_params(zoo, "calib", k=3, calibration_prompts=4, image_batch_size=5)
+    params = rl_params(zoo, "calib", overlay={"reward": {"calibration": {"prompts": 4, "samples_per_prompt": 3},
+                                                          "image_batch_size": 5}})
     comp = components(params)
     calls = []
     real = negopt.images.render.generate_images
@@ -352,56 +367,59 @@ def test_calibration_groups_share_prompt_and_seed(zoo, monkeypatch):
         return real(pipe, prompts, negatives, seeds, profile, **kw)
 
     monkeypatch.setattr(negopt.images.render, "generate_images", spy)
-    marginal, stats = calibrate_rewards(None, comp, params, PROMPTS)
+    marginal, stats = calibrate_rewards(None, params, PROMPTS, policy=comp.policy, tokenizer=comp.tokenizer,
+                                        sft_dir=comp.sft_dir, pipe=comp.pipe, scorer=comp.scorer)
     prompts = [p for c in calls for p in c[0]]
     seeds = [s for c in calls for s in c[1]]
     assert len(prompts) == 4 * 3 and [len(c[0]) for c in calls] == [5, 5, 2]  # micro-batches cut across groups
     groups = [(prompts[i:i + 3], seeds[i:i + 3]) for i in range(0, 12, 3)]
     assert all(len(set(p)) == 1 and len(set(s)) == 1 for p, s in groups)
     assert len({p[0] for p, _ in groups}) == 4 and len({s[0] for _, s in groups}) == 4
-    assert stats.count == 12 and stats.within_df == 4 * 2 and stats.norm == "group"
+    assert stats.count == 12 and stats.within_df == 4 * 2
     assert marginal.shape[0] > 1 and torch.isclose(marginal.sum(), torch.tensor(1.0), atol=1e-4)
 
 
-def test_stage_builds_the_guard_from_the_select_params(zoo):
+def test_the_stage_builds_the_selector_from_the_selection_params(zoo):
     from negopt.rl.heldout import distinct_share, greedy_negatives
-    from stages.rl import diversity_guard
+    from negopt.rl.selection import checkpoint_selector
 
-    assert diversity_guard(rl_params(zoo, "g0", select_every=0), None, None, PROMPTS) is None  # 0: selection off
-    params = rl_params(zoo, "g", select_every=2, select_min_ratio=0.6, select_patience=4, eval_prompts=5,
-                       select_reward_prompts=0, select_stale_steps=7)
+    assert checkpoint_selector(rl_params(zoo, "g0", selection={"by": "last_step"}), None, None, PROMPTS) is None
+    params = rl_params(zoo, "g", selection={"every": 2, "min_ratio": 0.6, "patience": 4, "diversity_prompts": 5,
+                                            "reward_prompts": 3, "stale_steps": 7})
     comp = components(params)
-    guard = diversity_guard(params, comp.tokenizer, comp.ref, PROMPTS)
-    assert (guard.every, guard.min_ratio, guard.patience, guard.stale_steps) == (2, 0.6, 4, 7)
-    # SFT's share is measured on rl.eval_prompts val prompts with the deployed decode
-    sft = greedy_negatives(comp.ref, comp.tokenizer, eval_plan(PROMPTS, 5, params.rl.eval_seed)[0], params)
-    assert len(sft) == 5 and guard.sft_share == distinct_share(sft)
-    assert guard.gain is None  # rl.select_reward_prompts 0: by diversity alone
+    selector = checkpoint_selector(params, comp.tokenizer, comp.ref, PROMPTS, None, comp.pipe)
+    assert selector.cfg is params.rl.selection
+    # SFT's share is measured on rl.selection.diversity_prompts val prompts with the deployed decode
+    sel = params.rl.selection
+    sft = greedy_negatives(comp.ref, comp.tokenizer, eval_plan(PROMPTS, 5, sel.seed)[0], params)
+    assert len(sft) == 5 and selector.sft_share == distinct_share(sft)
+    assert selector.gain.prompts == eval_plan(PROMPTS, 3, sel.seed, sel.reward_seeds)[0]
 
 
 def test_selection_by_reward_is_bound_to_the_calibrated_reward_and_scores_each_diverse_check(zoo):
     from negopt.rl.loop import run_rl
-    from stages.rl import diversity_guard
+    from negopt.rl.selection import checkpoint_selector
 
-    params = rl_params(zoo, "by-reward", select_every=1, select_min_ratio=0.01, select_reward_prompts=3,
-                       select_reward_seeds=2, select_min_z=0.0)
+    params = rl_params(zoo, "by-reward", selection={"every": 1, "min_ratio": 0.01, "reward_prompts": 3,
+                                                    "reward_seeds": 2, "min_z": 0.0})
     comp = components(params)
-    guard = diversity_guard(params, comp.tokenizer, comp.ref, PROMPTS, None, comp.pipe)
+    selector = checkpoint_selector(params, comp.tokenizer, comp.ref, PROMPTS, None, comp.pipe)
     live = FakeLive(zoo / "by-reward")
-    run_rl(params, comp, PROMPTS, live=live, guard=guard)
-    assert guard.gain.reward_fn is not None and guard.gain.sft_rewards.shape == (3, 2)
-    assert [len(h) for h in guard.history] == [5, 5, 5] and all(h[3] is not None for h in guard.history)
-    gains = [h[3] for h in guard.history]
+    run_rl(params, comp, PROMPTS, live=live, selector=selector)
+    assert selector.gain.reward_fn is not None and selector.gain.sft_rewards.shape == (3, 2)
+    assert len(selector.checks) == 3 and all(c.gain is not None for c in selector.checks)
+    gains = [c.gain for c in selector.checks]
     assert [v for _, n, v in live.rows if n == "train/val_reward_gain"] == pytest.approx(gains)
-    best = max(((g, s) for s, _, _, g, _ in guard.history if g > 0), default=(0, 0))[1]
-    assert guard.kept_step == best and guard.report()["by"] == "reward"
+    best = max(((c.gain, c.step) for c in selector.checks if c.gain > 0), default=(0, 0))[1]
+    assert selector.kept_step == best and selector.report()["by"] == "val_reward"
 
 
 def test_selections_val_images_count_as_images_in_the_steps_anatomy(zoo):
     """Checkpoint selection's val rendering + scoring is generation, not overhead: the loop logs it as
     ``seconds_select_images`` (the gain measure's own clock) and the rest of the check as ``seconds_select``."""
+    from negopt.core.params import Selection
     from negopt.rl.loop import overhead_share, run_rl
-    from negopt.rl.selection import DiversityGuard
+    from negopt.rl.selection import CheckpointSelector
 
     class ClockedGain:  # a gain whose val images "took" 2.5 s a check, on its own clock
         image_seconds = 0.0
@@ -410,11 +428,11 @@ def test_selections_val_images_count_as_images_in_the_steps_anatomy(zoo):
             self.image_seconds += 2.5
             return 1.0, 0.1
 
-    params = rl_params(zoo, "anatomy", select_every=1)
+    params = rl_params(zoo, "anatomy")
     comp = components(params)
-    guard = DiversityGuard(1, 0.5, lambda model: 0.5, comp.ref, gain=ClockedGain(), min_z=0.0)
+    selector = CheckpointSelector(Selection(every=1, min_ratio=0.5, min_z=0.0), lambda model: 0.5, ClockedGain(), comp.ref)
     live = FakeLive(zoo / "anatomy")
-    state = run_rl(params, comp, PROMPTS, live=live, guard=guard)
+    state = run_rl(params, comp, PROMPTS, live=live, selector=selector)
     rows = {name: [v for _, n, v in live.rows if n == name] for name in ("train/seconds_select_images", "train/seconds_select")}
     assert rows["train/seconds_select_images"] == [2.5] * state.step
     assert state.seconds["select_images"] == pytest.approx(2.5 * state.step)
@@ -423,56 +441,17 @@ def test_selections_val_images_count_as_images_in_the_steps_anatomy(zoo):
     assert overhead_share(state.seconds) == pytest.approx(overhead_share(moved))
 
 
-def test_anchor_adds_coef_times_the_sft_loss_on_human_pairs(zoo):
-    """With zero advantages the RLOO loss is 0, so the update's loss is exactly anchor_coef x the SFT loss."""
-    from negopt.policy.sampling import sample_rollout
-    from negopt.rl.loop import anchor_batch, update
+def test_warmup_follows_the_step_from_a_fraction_to_the_full_rate(zoo):
+    """rl.warmup_steps 4 at learning_rate 1e-3: 1/4, 2/4, 3/4, 4/4 of it at steps 1-4; 0: the full rate."""
+    from negopt.rl.loop import run_rl
 
-    params = rl_params(zoo, "anchor", anchor_coef=2.5)
-    comp = components(params)
-    comp.anchor = dict(zip(PROMPTS, NEGATIVES, strict=True))
-    batch = anchor_batch(comp, params, PROMPTS[:2])
-    want = comp.tokenizer(text_target=NEGATIVES[:2], max_length=params.sft.max_target_length, truncation=True)["input_ids"]
-    for row, ids in zip(batch["labels"].tolist(), want, strict=True):  # the human negatives, padding -100
-        assert row[:len(ids)] == ids and set(row[len(ids):]) <= {-100}
-    with torch.no_grad():
-        sft_loss = comp.policy(**batch).loss.item()
-    ro = sample_rollout(comp.policy, comp.tokenizer, PROMPTS[:2], 2, 1.0, 1.0, 6, 64, 0)
-    zeros = torch.zeros(4)
-    opt = torch.optim.SGD(comp.policy.parameters(), lr=0.0)  # lr 0: the loss is read, the weights stay
-    stats = update(comp.policy, opt, ro, zeros, zeros, params, batch)
-    assert stats["anchor_loss"] == pytest.approx(sft_loss, rel=1e-5)
-    assert stats["loss"] == pytest.approx(2.5 * sft_loss, rel=1e-5)
-    off = update(comp.policy, opt, ro, zeros, zeros, rl_params(zoo, "anchor0"), batch)  # anchor_coef 0: ignored
-    assert off["loss"] == pytest.approx(0.0, abs=1e-7) and "anchor_loss" not in off
-
-
-def test_anchor_when_collapse_latches_on_after_the_first_failing_check(zoo):
-    """anchor_when=collapse: off while every check passes, on from the step after the first failing one, and
-    on for good (a passing check later does not turn it off); always: on from step 1; coef 0: never."""
-    from negopt.rl.loop import anchor_from_step, run_rl
-
-    lrs = {}
-
-    def trained(name, shares, **overrides):
-        params = rl_params(zoo, name, select_every=1, **overrides)
-        comp = components(params)
-        comp.anchor = dict(zip(PROMPTS, NEGATIVES, strict=True))
-        guard = scripted_guard(comp.ref, shares)
+    rates = {}
+    for name, warmup in (("warm", 4), ("cold", 0)):
+        params = rl_params(zoo, name, steps=4, warmup_steps=warmup)
         live = FakeLive(zoo / name)
-        run_rl(params, comp, PROMPTS, live=live, guard=guard)
-        on = [v for _, n, v in sorted(live.rows) if n == "train/anchor_on"]
-        lrs[name] = [v for _, n, v in sorted(live.rows) if n == "train/lr"]
-        return on, anchor_from_step(params.rl, guard)
-
-    # SFT 0.5; after steps 1..4: 0.5, 0.1 (fails), 0.5, 0.5 -> the anchor is on at steps 3 and 4
-    shares = [0.5, 0.5, 0.1, 0.5, 0.5]
-    assert trained("latch", shares, steps=4, anchor_coef=2.5, anchor_when="collapse") == ([0, 0, 1, 1], 3)
-    assert trained("always", shares, steps=4, anchor_coef=2.5, anchor_when="always", warmup_steps=4) == ([1, 1, 1, 1], 1)
-    # rl.warmup_steps 4 at learning_rate 1e-3: 1/4, 2/4, 3/4, 4/4 of it at steps 1-4; 0: the full rate throughout
-    assert lrs["always"] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3]) and lrs["latch"] == pytest.approx([1e-3] * 4)
-    assert trained("none", shares, steps=4, anchor_coef=0.0, anchor_when="collapse") == ([0, 0, 0, 0], None)
-    assert trained("kept", [0.5] * 5, steps=4, anchor_coef=2.5, anchor_when="collapse") == ([0, 0, 0, 0], None)
+        run_rl(params, components(params), PROMPTS, live=live)
+        rates[name] = [v for _, n, v in sorted(live.rows) if n == "train/lr"]
+    assert rates["warm"] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3]) and rates["cold"] == pytest.approx([1e-3] * 4)
 
 
 def test_warmup_lr_is_linear_to_the_full_rate_by_hand():
@@ -485,38 +464,34 @@ def test_warmup_lr_is_linear_to_the_full_rate_by_hand():
 def test_a_run_that_kept_nothing_restarts_from_sft_on_its_own_stream_and_resumes_alike(zoo):
     from negopt.rl.loop import run_rl
 
-    def guard_for(comp, shares):
-        g = scripted_guard(comp.ref, shares)
-        g.patience = 1
-        return g
-
     # SFT 0.5; attempt 0, step 1: 0.1 (fails: stop, nothing kept); attempt 1, steps 1-2: 0.5, 0.5 (kept 2)
-    full = rl_params(zoo, "restart-full", select_every=1, restarts=1, steps=2)
+    full = rl_params(zoo, "restart-full", restarts=1, steps=2)
     comp = components(full)
-    guard = guard_for(comp, [0.5, 0.1, 0.5, 0.5])
+    selector = scripted_selector(comp.ref, [0.5, 0.1, 0.5, 0.5], patience=1)
     live = FakeLive(zoo / "restart-full")
-    state = run_rl(full, comp, PROMPTS, live=live, guard=guard)
-    assert (state.attempt, state.steps_before, state.step, guard.kept_step) == (1, 1, 2, 2)
-    assert guard.past == [{"history": [[1, 0.1, pytest.approx(0.2)]], "kept_step": 0}]
+    state = run_rl(full, comp, PROMPTS, live=live, selector=selector)
+    assert (state.attempt, state.steps_before, state.step, selector.kept_step) == (1, 1, 2, 2)
+    assert selector.past == [{"checks": [{"step": 1, "share": 0.1, "ratio": pytest.approx(0.2), "gain": None,
+                                          "se": None}], "kept_step": 0}]
     assert [v for _, n, v in live.rows if n == "train/attempt"] == [0.0, 1.0, 1.0]
-    assert guard.report()["attempt"] == 1 and len(guard.report()["past_attempts"]) == 1
+    assert selector.report()["attempt"] == 1 and len(selector.report()["past_attempts"]) == 1
 
     # without restarts the same script deploys SFT after the first attempt
-    once = rl_params(zoo, "restart-none", select_every=1, steps=2, restarts=0)
+    once = rl_params(zoo, "restart-none", steps=2, restarts=0)
     c0 = components(once)
-    g0 = guard_for(c0, [0.5, 0.1])
-    s0 = run_rl(once, c0, PROMPTS, guard=g0)
+    g0 = scripted_selector(c0.ref, [0.5, 0.1], patience=1)
+    s0 = run_rl(once, c0, PROMPTS, selector=g0)
     assert (s0.attempt, s0.step, g0.kept_step) == (0, 1, 0)
     for k, v in c0.ref.state_dict().items():
         assert torch.equal(v, c0.policy.state_dict()[k]), k
 
-    # stopped one step into the restart and resumed with a fresh guard: the same final weights
-    part = rl_params(zoo, "restart-part", select_every=1, restarts=1, steps=2)
+    # stopped one step into the restart and resumed with a fresh selector: the same final weights
+    part = rl_params(zoo, "restart-part", restarts=1, steps=2)
     first = components(part)
-    s1 = run_rl(part, first, PROMPTS, stop_after=1, guard=guard_for(first, [0.5, 0.1, 0.5]))
+    s1 = run_rl(part, first, PROMPTS, stop_after=1, selector=scripted_selector(first.ref, [0.5, 0.1, 0.5], patience=1))
     assert (s1.attempt, s1.step) == (1, 1)
     again = components(part)
-    resumed = guard_for(again, [0.5, 0.5])
-    s2 = run_rl(part, again, PROMPTS, guard=resumed)
-    assert (s2.attempt, s2.steps_before, s2.step, resumed.kept_step) == (1, 1, 2, 2) and resumed.past == guard.past
+    resumed = scripted_selector(again.ref, [0.5, 0.5], patience=1)
+    s2 = run_rl(part, again, PROMPTS, selector=resumed)
+    assert (s2.attempt, s2.steps_before, s2.step, resumed.kept_step) == (1, 1, 2, 2) and resumed.past == selector.past
     assert_same_weights(comp.policy, again.policy)

@@ -54,8 +54,9 @@ def run_worker(params, out: Path, processes: int) -> tuple[dict, dict]:
 
 def test_two_processes_with_equal_threads_train_the_same_weights_as_one(zoo, tmp_path):  # noqa: F811
     # 3 prompts x k=2 = 6 images per step in micro-batches of 2: process 0 takes 2 batches, process 1 one
-    one = rl_params(zoo, "one", steps=2, batch_prompts=3, k=2, image_batch_size=2, calibration_prompts=3)
-    two = rl_params(zoo, "two", steps=2, batch_prompts=3, k=2, image_batch_size=2, calibration_prompts=3)
+    small = {"reward": {"image_batch_size": 2, "calibration": {"prompts": 3}}}
+    one = rl_params(zoo, "one", small, steps=2, batch_prompts=3, k=2)
+    two = rl_params(zoo, "two", small, steps=2, batch_prompts=3, k=2)
     a, run_a = run_worker(one, tmp_path / "one", 1)
     b, run_b = run_worker(two, tmp_path / "two", 2)
     assert (run_a["processes"], run_b["processes"]) == (1, 2) and run_a["threads"] == run_b["threads"] == 1

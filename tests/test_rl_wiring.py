@@ -23,22 +23,15 @@ import yaml
 
 import negopt.images.render
 from negopt.core.params import validate_params
+from negopt.core.stats import mean_and_se
 from negopt.images.render import distinct_triples
 from negopt.images.scorers import inception_kl
 from negopt.policy.sampling import sequence_logprobs
+from negopt.reward.calibration import calibrate_rewards, fit_term_stats
 from negopt.reward.terms import default_weights, scored_weights
-from negopt.reward.weighted import fit_term_stats, score_triples, weighted_sum_reward
+from negopt.reward.weighted import score_triples, weighted_sum_reward
 from negopt.rl import heldout as rl_evaluate
-from negopt.rl.advantages import mean_and_se
-from negopt.rl.loop import (
-    Components,
-    calibrate_rewards,
-    compute_advantages,
-    rollout,
-    run_rl,
-    step_plan,
-    update,
-)
+from negopt.rl.loop import Components, compute_advantages, rollout, run_rl, step_plan, update
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["a red fox in snow", "portrait of an old sailor", "a castle at dusk", "neon city street",
@@ -100,9 +93,8 @@ class FakeScorer:
     def inception_probs(self, images):
         return torch.stack([probs_of(*self.triple(x)[1:]) for x in images])
 
-    def reward_terms(self, images, prompts, marginal=None, clip="clamped"):
+    def reward_terms(self, images, prompts, marginal=None):
         assert len(images) == len(prompts)
-        self.clip_variants = getattr(self, "clip_variants", []) + [clip]  # the RL reward asks for rl.clip_term
         ts = [self.triple(x) for x in images]
         probs = self.inception_probs(images)
         q = probs.mean(0) if marginal is None else marginal
@@ -143,13 +135,20 @@ def t5_dir(tmp_path_factory):
     return build_tiny_t5((PROMPTS + NEGATIVES) * 10, tmp_path_factory.mktemp("t5") / "t5", vocab_size=300, seed=0)
 
 
-def make_params(tmp: Path, **rl):
+def make_params(tmp: Path, overlay: dict | None = None, **rl):
+    """Small settings with weights and a temperature that are not 1; ``rl`` keys override the rl section,
+    ``overlay`` any section (nested, merged)."""
+    from conftest import deep_merge
+
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["paths"].update(checkpoints=str(tmp / "checkpoints"))
     raw["base"].update(device="cpu", seed=3)
-    raw["rl"].update(dict(steps=2, batch_prompts=3, k=3, max_new_tokens=5, checkpoint_every=10, calibration_prompts=4,
-                          image_batch_size=4, learning_rate=1e-2, kl_coef=0.7, temperature=0.7, eval_prompts=4,
-                          eval_seeds_per_prompt=3, reward=WEIGHTS) | rl)
+    deep_merge(raw, {"sampling": {"max_new_tokens": 5, "temperature": 0.7},
+                     "reward": {"weights": WEIGHTS, "calibration": {"prompts": 4, "samples_per_prompt": 3},
+                                "image_batch_size": 4},
+                     "rl": {"steps": 2, "batch_prompts": 3, "k": 3, "checkpoint_every": 10, "learning_rate": 1e-2,
+                            "kl_coef": 0.7, "test": {"prompts": 4, "seeds_per_prompt": 3}}})
+    deep_merge(raw, {"rl": rl} | (overlay or {}))
     return validate_params(raw)
 
 
@@ -174,7 +173,7 @@ def test_weighted_sum_reward_is_weights_times_standardised_terms(fake_images):
     # calibration: 2 groups of k=2; aesthetic (1, 3 | 5, 7): mean 4, within-group std sqrt((4 * 1) / 2) = sqrt(2)
     calib = {"aesthetic": torch.tensor([1.0, 3.0, 5.0, 7.0]), "clip": torch.tensor([10.0, 12.0, 10.0, 11.0]),
              "fidelity": torch.tensor([0.1, 0.3, 0.2, 0.2])}
-    _, stats = fit_term_stats(torch.tensor([[0.5, 0.5]] * 4), lambda m: calib, group_size=2, norm="group")
+    _, stats = fit_term_stats(torch.tensor([[0.5, 0.5]] * 4), lambda m: calib, group_size=2)
     triples = [("a red fox in snow", "blurry", 12), ("a castle at dusk", "ugly, text", 1003)]
     images = fake_images(None, [t[0] for t in triples], [t[1] for t in triples],
                          [t[2] for t in triples], None)
@@ -244,14 +243,14 @@ def test_evaluate_rl_renders_a_prompt_once_where_rl_kept_sfts_negative(fake_imag
 
     monkeypatch.setattr(rl_evaluate, "decode_negatives", decode)
     monkeypatch.setattr(rl_evaluate, "kl_to_sft", lambda *a, **k: 0.0)
-    params = make_params(tmp_path, eval_prompts=4, eval_seeds_per_prompt=3, image_batch_size=5)
+    params = make_params(tmp_path, {"reward": {"image_batch_size": 5}})
 
     def reward_fn(images, prompts, metadata):
         r = torch.tensor([float(s % 97) + len(n) for _, n, s in (FakeScorer(fake_images).triple(x) for x in images)])
         return r, {"raw": {t: r for t in TERMS}, "z": {t: r for t in TERMS}}
 
     metrics, _ = rl_evaluate.evaluate_rl(None, Named("sft"), Named("rl"), None, None, reward_fn, PROMPTS, params)
-    prompts, _ = rl_evaluate.eval_plan(PROMPTS, 4, params.rl.eval_seed, 3)
+    prompts, _ = rl_evaluate.eval_plan(PROMPTS, 4, params.rl.test.seed, 3)
     idx = torch.tensor([PROMPTS.index(p) for p in prompts], dtype=torch.float64)
     changed = idx % 2 == 1
     assert 0 < int(changed.sum()) < 4  # the plan holds prompts of both kinds
@@ -262,9 +261,10 @@ def test_evaluate_rl_renders_a_prompt_once_where_rl_kept_sfts_negative(fake_imag
 
 
 def test_calibration_marginal_is_the_mean_posterior_of_the_calibration_images(fake_images, t5_dir, tmp_path):
-    params = make_params(tmp_path, calibration_prompts=4, k=3)
+    params = make_params(tmp_path)  # 4 calibration prompts x 3 samples
     comp = make_components(t5_dir, fake_images)
-    marginal, stats = calibrate_rewards(None, comp, params, PROMPTS)
+    marginal, stats = calibrate_rewards(None, params, PROMPTS, policy=comp.policy, tokenizer=comp.tokenizer,
+                                        sft_dir=comp.sft_dir, pipe=comp.pipe, scorer=comp.scorer)
     triples = fake_images.triples
     assert len(triples) == 4 * 3
     groups = [triples[i:i + 3] for i in range(0, 12, 3)]
@@ -293,45 +293,46 @@ def test_compute_advantages_subtracts_the_kl_before_the_baseline():
 
 
 def test_rollout_logprobs_use_the_temperature_and_the_frozen_reference(fake_images, t5_dir, tmp_path):
-    params = make_params(tmp_path, temperature=0.7, k=2)
+    params = make_params(tmp_path, k=2)  # sampling.temperature 0.7
     comp = make_components(t5_dir, fake_images)
-    ro, extra = rollout(comp, params, PROMPTS[:3], sample_seed=5)
+    ro, logp_ref = rollout(comp, params, PROMPTS[:3], sample_seed=5)
     assert len(ro.negatives) == 6
     with torch.no_grad():
         at_t, _ = sequence_logprobs(comp.policy, ro, 0.7)
         at_1, _ = sequence_logprobs(comp.policy, ro, 1.0)
         ref_t, _ = sequence_logprobs(comp.ref, ro, 0.7)
-    assert torch.allclose(extra["logp_old"], at_t, atol=1e-5)
+    assert torch.allclose(ro.logp, at_t, atol=1e-5)
     assert not torch.allclose(at_t, at_1, atol=1e-3)  # the temperature matters for these samples
-    assert torch.allclose(extra["logp_ref"], ref_t, atol=1e-5)
-    assert (extra["logp_old"] - extra["logp_ref"]).abs().max() > 1e-2  # reference is not the policy
+    assert torch.allclose(logp_ref, ref_t, atol=1e-5)
+    assert (ro.logp - logp_ref).abs().max() > 1e-2  # reference is not the policy
 
 
 def test_ppo_update_moves_the_ratio_from_the_rollout_logprobs(fake_images, t5_dir, tmp_path):
-    params = make_params(tmp_path, algo="ppo", ppo_epochs=3, learning_rate=5e-2, clip_range=0.1, k=2)
+    params = make_params(tmp_path, algo="ppo", ppo={"epochs": 3, "clip_range": 0.1}, learning_rate=5e-2, k=2)
     comp = make_components(t5_dir, fake_images)
-    ro, extra = rollout(comp, params, PROMPTS[:2], sample_seed=1)
+    ro, _ = rollout(comp, params, PROMPTS[:2], sample_seed=1)
     optimizer = torch.optim.AdamW(comp.policy.parameters(), lr=params.rl.learning_rate, weight_decay=0.0)
     adv = torch.tensor([1.0, -1.0, 1.0, -1.0])
-    stats = update(comp.policy, optimizer, ro, adv, extra["logp_old"], params)
+    stats = update(comp.policy, optimizer, ro, adv, ro.logp, params.rl, params.sampling.temperature)
     # the last epoch's ratio is against the rollout's log-probs, after two steps: it has moved
     assert abs(stats["approx_kl"]) > 1e-4 and stats["clip_frac"] > 0
     with torch.no_grad():
-        after, _ = sequence_logprobs(comp.policy, ro, params.rl.temperature)
-    moved = after - extra["logp_old"]
+        after, _ = sequence_logprobs(comp.policy, ro, params.sampling.temperature)
+    moved = after - ro.logp
     assert (moved[adv > 0] > moved[adv < 0].max()).all()  # positive advantages gained probability
 
 
 def test_rloo_update_raises_the_logprob_of_positive_advantages(fake_images, t5_dir, tmp_path):
     params = make_params(tmp_path, algo="rloo", learning_rate=1e-2, k=2)
     comp = make_components(t5_dir, fake_images)
-    ro, extra = rollout(comp, params, PROMPTS[:2], sample_seed=2)
+    ro, _ = rollout(comp, params, PROMPTS[:2], sample_seed=2)
     optimizer = torch.optim.AdamW(comp.policy.parameters(), lr=params.rl.learning_rate, weight_decay=0.0)
     adv = torch.tensor([2.0, -2.0, -2.0, 2.0])
-    update(comp.policy, optimizer, ro, adv, extra["logp_old"], params)
+    logp_old = ro.logp.clone()
+    update(comp.policy, optimizer, ro, adv, logp_old, params.rl, params.sampling.temperature)
     with torch.no_grad():
-        after, _ = sequence_logprobs(comp.policy, ro, params.rl.temperature)
-    moved = after - extra["logp_old"]
+        after, _ = sequence_logprobs(comp.policy, ro, params.sampling.temperature)
+    moved = after - logp_old
     assert moved[adv > 0].min() > moved[adv < 0].max()
 
 
@@ -341,8 +342,8 @@ def test_rloo_update_raises_the_logprob_of_positive_advantages(fake_images, t5_d
 def test_run_rl_pairs_seeds_and_feeds_weighted_z_rewards_and_kl(fake_images, t5_dir, tmp_path, monkeypatch):
     import negopt.rl.loop as loop
 
-    # training images and the calibration at 3 denoising steps (rl.rollout_inference_steps), not the profile's
-    params = make_params(tmp_path, steps=2, batch_prompts=3, k=3, calibration_prompts=4, rollout_inference_steps=3)
+    # training images and the calibration at 3 denoising steps (reward.rollout_inference_steps), not the profile's
+    params = make_params(tmp_path, {"reward": {"rollout_inference_steps": 3}}, steps=2, batch_prompts=3, k=3)
     assert params.active.num_inference_steps != 3
     comp = make_components(t5_dir, fake_images)
     seen = []
@@ -356,9 +357,9 @@ def test_run_rl_pairs_seeds_and_feeds_weighted_z_rewards_and_kl(fake_images, t5_
     real_rollout = loop.rollout
 
     def spy_rollout(*args, **kwargs):
-        ro, extra = real_rollout(*args, **kwargs)
-        rolled.append((ro, extra))
-        return ro, extra
+        ro, logp_ref = real_rollout(*args, **kwargs)
+        rolled.append((ro, logp_ref))
+        return ro, logp_ref
 
     monkeypatch.setattr(loop, "compute_advantages", spy)
     monkeypatch.setattr(loop, "rollout", spy_rollout)
@@ -370,7 +371,7 @@ def test_run_rl_pairs_seeds_and_feeds_weighted_z_rewards_and_kl(fake_images, t5_
     rendered, steps_seeds = 12, []
     for step in range(2):
         prompts, image_seeds, _ = step_plan(params.base.seed, step, PROMPTS, 3)
-        ro, extra = rolled[1 + step]  # rolled[0] is the calibration rollout
+        ro, ref = rolled[step]  # the calibration samples through its own sampler, not the rollout
         # prompt-major: a prompt's k samples share its one seed; different prompts have different seeds
         triples = [(p, n, s) for (p, s), n in zip([(p, s) for p, s in zip(prompts, image_seeds, strict=True)
                                                    for _ in range(3)], ro.negatives, strict=True)]
@@ -383,7 +384,7 @@ def test_run_rl_pairs_seeds_and_feeds_weighted_z_rewards_and_kl(fake_images, t5_
         assert torch.allclose(rewards.double(), sum(WEIGHTS[t] * z[t] for t in TERMS), rtol=1e-4, atol=1e-5)
         assert kl_coef == 0.7 and k == 3
         assert (logp_old - logp_ref).abs().max() > 1e-2  # the frozen reference, not the policy
-        assert torch.equal(logp_old, extra["logp_old"]) and torch.equal(logp_ref, extra["logp_ref"])  # KL sign
+        assert torch.equal(logp_old, ro.logp) and torch.equal(logp_ref, ref)  # the KL's sign
         steps_seeds.append({s for _, _, s in distinct})
     assert rendered == len(fake_images.triples)
     assert steps_seeds[0] != steps_seeds[1]  # each step draws its own seeds
@@ -415,7 +416,7 @@ def test_evaluate_rl_same_seeds_for_both_models_and_per_prompt_means(fake_images
     seen: list = []
     monkeypatch.setattr(rl_evaluate, "decode_negatives", fake_decode(seen))
     monkeypatch.setattr(rl_evaluate, "kl_to_sft", lambda *a, **k: 0.0)  # the fake models have no weights to sample
-    params = make_params(tmp_path, eval_prompts=4, eval_seeds_per_prompt=3, image_batch_size=5, rollout_inference_steps=3)
+    params = make_params(tmp_path, {"reward": {"image_batch_size": 5, "rollout_inference_steps": 3}})
 
     def reward_fn(images, prompts, metadata):
         # reward = a seed effect (large, shared by the pair) + len(negative): the paired gain is len_rl - len_sft
@@ -426,7 +427,7 @@ def test_evaluate_rl_same_seeds_for_both_models_and_per_prompt_means(fake_images
 
     metrics, examples = rl_evaluate.evaluate_rl(None, Named("sft"), Named("rl"), None, None, reward_fn, PROMPTS,
                                                 params)
-    prompts, seeds = rl_evaluate.eval_plan(PROMPTS, 4, params.rl.eval_seed, 3)
+    prompts, seeds = rl_evaluate.eval_plan(PROMPTS, 4, params.rl.test.seed, 3)
     n_img = 4 * 3
     sft_t, rl_t = fake_images.triples[:n_img], fake_images.triples[n_img:]
     assert [s for _, _, s in sft_t] == [s for _, _, s in rl_t] == [s for row in seeds for s in row]

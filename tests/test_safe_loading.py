@@ -77,12 +77,12 @@ def test_rl_checkpoint_refuses_a_code_pickle_as_its_optimizer_state(tmp_path, mo
     import json
 
     from negopt.reward.term_stats import TermStats
-    from negopt.rl.checkpoint import RlState, load_checkpoint, save_checkpoint
+    from negopt.rl.checkpoint import RunState, load_checkpoint, save_checkpoint
 
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.AdamW(model.parameters())
     ckpt = tmp_path / "rl"
-    save_checkpoint(ckpt, model, opt, RlState(step=1, stats=TermStats(), marginal=torch.ones(2)), "fp")
+    save_checkpoint(ckpt, model, opt, RunState(step=1, stats=TermStats(), marginal=torch.ones(2)), "fp")
     _with_payload(ckpt / "optimizer.pt", tmp_path)
     meta = json.loads((ckpt / "state.json").read_text())
     meta["files"]["optimizer.pt"] = (ckpt / "optimizer.pt").stat().st_size

@@ -241,7 +241,7 @@ def test_checkpoints_of_another_run_are_dropped(tmp_path):
 
 def test_stage_writes_model_card_metrics_and_loss_curves(root, t5_dir, tmp_path, monkeypatch):
     raw = yaml.safe_load((root / "params.yaml").read_text())
-    raw["sft"].update(FAST, max_steps=30, eval_steps=15, save_steps=15, max_test_samples=6, retrieval_k=1)
+    raw["sft"].update(FAST, max_steps=30, eval_steps=15, save_steps=15, max_test_samples=6, retrieval={"k": 1})
     raw["decode"]["max_new_tokens"] = 8
     raw["models"]["tiny"]["policy"] = str(t5_dir)
     raw["base"]["device"] = "cpu"

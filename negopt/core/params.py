@@ -10,7 +10,7 @@ one; ``tests/test_params.py`` fails if the two disagree. Model profiles have no 
 ``paper`` differ in every field), so there is nothing there to drift.
 
 Bounds that are real constraints (RLOO's ``k >= 2``, an image size that is a multiple of 8) fail at
-load time; recommendations (``rl.eval_prompts >= 128`` for a meaningful paired test) are
+load time; recommendations (``rl.test.prompts >= 128`` for a meaningful paired test) are
 :func:`recommendations`, printed as warnings at stage start so small smoke runs stay possible.
 """
 
@@ -184,6 +184,25 @@ class Models(Section):
     paper: Profile
 
 
+class SftRetrieval(Section):
+    """Retrieval-augmented SFT (negopt/policy/retrieval.py): the source carries the negatives of the prompt's ``k``
+    nearest training prompts; the index is saved with the model. ``k`` 0: the prompt alone."""
+
+    k: NonNegInt = 0
+    # the share of training rows whose first retrieved negative is their own (self-retrieval), so a from-scratch
+    # model learns to copy (negopt.policy.sft.training_contexts); 0 = neighbours only
+    self_share: Fraction = 0.0
+
+
+class SftRerank(Section):
+    """The retrieve-and-rerank decode (negopt/policy/rerank.py): the model's negative or one of its ``neighbours``
+    nearest training prompts' negatives, by weights fitted on val; kept only if they beat the model's own by
+    ``min_z`` paired SE there. ``neighbours`` 0: the model's negative alone."""
+
+    neighbours: NonNegInt = 8
+    min_z: NonNeg = 3.0
+
+
 class Sft(Section):
     task_prefix: str = "negative prompt: "
     max_source_length: PosInt = 64
@@ -197,19 +216,10 @@ class Sft(Section):
     save_steps: PosInt = 100
     max_eval_samples: PosInt = 512
     max_test_samples: PosInt = 1000
-    # Retrieval-augmented SFT: the source carries the negatives of the prompt's k nearest training prompts
-    # (negopt/policy/retrieval.py); the index is saved with the model. 0 = the prompt alone (README: k=1 did not win).
-    retrieval_k: NonNegInt = 0
-    # with retrieval_k > 0: the share of training rows whose first retrieved negative is their own (self-retrieval),
-    # so a from-scratch model learns to copy (negopt.policy.sft.training_contexts); 0 = neighbours only
-    retrieval_self_share: Fraction = 0.0
-    # Retrieve-and-rerank decode (negopt/policy/rerank.py): the model's negative or one of its k nearest training prompts'
-    # negatives, by weights fitted on val; kept only if they beat the model's own by rerank_min_z paired SE there.
-    # 0 = the model's negative alone
-    rerank_neighbours: NonNegInt = 8
-    rerank_min_z: NonNeg = 3.0
     # Batches of similar (source + target) length: random batches of the sample pad to ~2x their tokens
     group_by_length: bool = True
+    retrieval: SftRetrieval = SftRetrieval()
+    rerank: SftRerank = SftRerank()
 
 
 class Decode(Section):
@@ -223,11 +233,20 @@ class Decode(Section):
     repetition_penalty: Annotated[float, Field(ge=1.0, le=3.0)] = 1.3
 
 
+class Sampling(Section):
+    """The policy's sampler (negopt/policy/sampling.py): RL rollouts, the reward calibration and best_of_n's
+    candidates. The training distribution, whose log-probs RL's update needs; not the deployed decode."""
+
+    temperature: Pos = 1.0
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+    max_new_tokens: PosInt = 32
+
+
 class RewardWeights(RootModel[dict[str, float]]):
-    """``rl.reward.<term>``: one weight per registered reward term (``negopt.reward.terms``), nothing else.
+    """``reward.weights.<term>``: one weight per registered reward term (``negopt.reward.terms``), nothing else.
 
     The allowed keys are the registry's names, so a new term needs no schema edit; a name the registry
-    does not know fails naming ``rl.reward.<name>``; a term left out gets its registered default weight.
+    does not know fails naming ``reward.weights.<name>``; a term left out gets its registered default weight.
     ``model_dump()`` is ``{term: weight}`` in registration order.
     """
 
@@ -239,18 +258,67 @@ class RewardWeights(RootModel[dict[str, float]]):
     def _registered_terms(cls, weights: dict[str, float]) -> dict[str, float]:
         unknown = [name for name in weights if name not in REWARD_TERMS]
         if unknown:
-            raise ValueError("; ".join(f"rl.reward.{name}: no reward term of that name" for name in unknown)
+            raise ValueError("; ".join(f"reward.weights.{name}: no reward term of that name" for name in unknown)
                              + f" (registered terms: {', '.join(REWARD_TERMS)}; negopt/reward/terms.py)")
         negative = [name for name, w in weights.items() if w < 0]
         if negative:  # a negative weight trains the policy to make the term worse
-            raise ValueError("; ".join(f"rl.reward.{name}: {weights[name]} is negative; use a weight >= 0 "
+            raise ValueError("; ".join(f"reward.weights.{name}: {weights[name]} is negative; use a weight >= 0 "
                                        "(0 turns the term off)" for name in negative))
         return default_weights() | weights
 
     def scored(self) -> dict[str, float]:
-        """``{term: weight}`` of the terms RL scores (``negopt.reward.terms.scored_weights``: a preference
-        model's term only when weighted): what calibration, the reward, the test and the card read."""
+        """``{term: weight}`` of the terms scored (``negopt.reward.terms.scored_weights``: a preference model's
+        term only when weighted): what calibration, the reward, the test and the card read."""
         return scored_weights(self.root)
+
+
+class Calibration(Section):
+    """The SFT samples that fix the reward's term statistics and Inception marginal before RL starts."""
+
+    prompts: Annotated[int, Field(ge=2)] = 32
+    samples_per_prompt: Annotated[int, Field(ge=2)] = 4  # a group shares one seed: its spread is what a negative moves
+
+
+class Reward(Section):
+    """The image reward RL trains on and best_of_n selects with (negopt/reward/): ``sum_t w_t z_t``, each term
+    z-scored by its spread across the negatives of one prompt and seed."""
+
+    weights: RewardWeights = RewardWeights()
+    scale_floor: Fraction = 0.01
+    calibration: Calibration = Calibration()
+    image_batch_size: PosInt = 32
+    rollout_inference_steps: NonNegInt = 0
+
+
+class Ppo(Section):
+    """PPO-clip's settings (``rl.algo: ppo``)."""
+
+    clip_range: Pos = 0.2
+    epochs: PosInt = 2
+
+
+class Selection(Section):
+    """Checkpoint selection (negopt/rl/selection.py): which step's weights ship, chosen on val prompts only."""
+
+    by: Literal["val_reward", "last_step"] = "val_reward"
+    every: PosInt = 25
+    dense_steps: NonNegInt = 10
+    min_ratio: Pos = 0.75
+    patience: NonNegInt = 3
+    stale_steps: NonNegInt = 25
+    diversity_prompts: PosInt = 256
+    reward_prompts: PosInt = 160
+    reward_seeds: Annotated[int, Field(ge=1, le=16)] = 1
+    min_z: NonNeg = 3.0
+    seed: NonNegInt = 1234
+
+
+class RlTest(Section):
+    """The held-out test of RL against SFT: the same prompts and seeds for both, paired per prompt."""
+
+    prompts: PosInt = 256  # >= 128 recommended (see recommendations)
+    seeds_per_prompt: Annotated[int, Field(ge=1, le=16)] = 4
+    seed: NonNegInt = 1234
 
 
 class RlHealth(Section):
@@ -269,38 +337,12 @@ class Rl(Section):
     learning_rate: Pos = 6e-4
     warmup_steps: NonNegInt = 0
     kl_coef: NonNeg = 0.3
-    entropy_coef: NonNeg = 0.0
-    diversity_coef: NonNeg = 0.0
-    cross_diversity_coef: NonNeg = 0.0
-    anchor_coef: NonNeg = 0.0
-    anchor_when: Literal["always", "collapse"] = "always"
-    select_every: NonNegInt = 25
-    select_dense_steps: NonNegInt = 10
-    select_min_ratio: Pos = 0.75
-    select_patience: NonNegInt = 3
-    select_stale_steps: NonNegInt = 25
-    select_reward_prompts: NonNegInt = 160
-    select_reward_seeds: Annotated[int, Field(ge=1, le=16)] = 1
-    select_min_z: NonNeg = 3.0
-    restarts: NonNegInt = 4
-    temperature: Pos = 1.0
-    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
-    max_new_tokens: PosInt = 32
-    clip_range: Pos = 0.2
-    ppo_epochs: PosInt = 2
     max_grad_norm: Pos = 1.0
+    restarts: NonNegInt = 4
     checkpoint_every: PosInt = 50
-    reward: RewardWeights = RewardWeights()
-    reward_stats: Literal["fixed", "running"] = "fixed"
-    reward_norm: Literal["group", "global"] = "group"
-    clip_term: Literal["cosine", "clamped"] = "cosine"
-    scale_floor: Fraction = 0.01
-    calibration_prompts: Annotated[int, Field(ge=2)] = 32
-    image_batch_size: PosInt = 32
-    rollout_inference_steps: NonNegInt = 0
-    eval_prompts: PosInt = 256  # >= 128 recommended (see recommendations)
-    eval_seeds_per_prompt: Annotated[int, Field(ge=1, le=16)] = 4
-    eval_seed: NonNegInt = 1234
+    ppo: Ppo = Ppo()
+    selection: Selection = Selection()
+    test: RlTest = RlTest()
     health: RlHealth = RlHealth()
 
 
@@ -358,6 +400,8 @@ class Params(Section):
     models: Models
     sft: Sft = Sft()
     decode: Decode = Decode()
+    sampling: Sampling = Sampling()
+    reward: Reward = Reward()
     rl: Rl = Rl()
     generate: Generate = Generate()
     evaluate: Evaluate = Evaluate()
@@ -387,8 +431,8 @@ def validate_params(raw: dict, source: str = "params.yaml") -> Params:
 def recommendations(params: Params) -> list[str]:
     """Settings that are valid but weaken a result; each line names the key and the advice."""
     notes = []
-    if params.rl.eval_prompts < 128:
-        notes.append(f"rl.eval_prompts={params.rl.eval_prompts}: fewer than 128 test prompts give a weak paired "
+    if params.rl.test.prompts < 128:
+        notes.append(f"rl.test.prompts={params.rl.test.prompts}: fewer than 128 test prompts give a weak paired "
                      "test of the RL gain; fine for a smoke run, raise it for results")
     return notes
 

@@ -67,3 +67,16 @@ def map_sharded(accelerator, n: int, fn: Callable[[list[int]], dict[str, torch.T
     idx, chunk = shard_indices(n, rank, size, granularity)
     local = fn(idx) if idx else {k: v[:0] for k, v in fn([n - 1]).items()}
     return {name: gather_rows(accelerator, _pad_rows(value, chunk), n) for name, value in local.items()}
+
+
+def map_micro_batches(accelerator, n: int, fn: Callable[[list[int]], dict[str, torch.Tensor]],
+                      batch_size: int) -> dict[str, torch.Tensor]:
+    """``fn(part)`` on each micro-batch of ``batch_size`` indices of this rank's slice (``map_sharded`` deals
+    whole micro-batches), concatenated and gathered: one pipeline or scorer call per micro-batch, the same
+    calls on any process count."""
+
+    def work(idx: list[int]) -> dict[str, torch.Tensor]:
+        parts = [fn(idx[i:i + batch_size]) for i in range(0, len(idx), batch_size)]
+        return {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
+
+    return map_sharded(accelerator, n, work, granularity=batch_size)

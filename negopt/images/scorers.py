@@ -9,9 +9,9 @@ Images are uint8 ``[N, 3, H, W]`` tensors (any device; results come back on the 
   registered subclass with a smaller input (75 px for the tiny profile; same weights layout).
 - Aesthetic: the CLIP image embedding, L2-normalised, through the LAION MLP (scores ~1-10 with real weights).
 - CLIP score: ``max(100 * cos(image, text), 0)`` (the torchmetrics convention), for evaluation. The RL
-  reward term is by default the *unclamped* ``100 * cos`` (``reward_terms(clip="cosine")``): as a training
-  signal the clamp erases the difference between a bad and a worse image, and on long real prompts most
-  tiny-profile images clamp to 0, leaving a term with no within-group spread at all.
+  reward term is the *unclamped* ``100 * cos``: as a training signal the clamp erases the difference between
+  a bad and a worse image, and on long real prompts most tiny-profile images clamp to 0, leaving a term with
+  no within-group spread at all (docs/EXPERIMENTS.md, "A reward that cannot degenerate").
 - Fidelity reward term: ``KL(p(y|x) || p(y))`` from the same Inception posterior the IS uses, so that the
   batch mean of the term is log IS when ``p(y)`` is the batch marginal. The marginal is the batch mean by
   default; RL should pass a fixed marginal (e.g. from SFT samples) so one image's reward does not depend
@@ -278,24 +278,17 @@ class ImageScorer:
 
     def reward_terms(
         self, images: torch.Tensor, prompts: Sequence[str], marginal: torch.Tensor | None = None,
-        clip: str = "clamped",
     ) -> dict[str, torch.Tensor]:
-        """Per-image ``aesthetic``, ``clip`` and ``fidelity`` (Inception KL to ``marginal``, batch mean if None).
-
-        ``clip``: ``clamped`` gives the CLIP score ``max(100 cos, 0)``, ``cosine`` the unclamped ``100 cos``
-        (``rl.clip_term``; the RL default).
-        """
+        """Per-image reward terms from one pass of each model: ``aesthetic``, ``clip`` (the unclamped ``100 cos``)
+        and ``fidelity`` (the Inception posterior's KL to ``marginal``, the batch mean if None)."""
         if len(prompts) != len(images):
             raise ValueError(f"reward_terms: {len(images)} images but {len(prompts)} prompts")
-        if clip not in ("clamped", "cosine"):
-            raise ValueError(f"rl.clip_term: expected 'cosine' or 'clamped', got {clip!r}")
-        clip_fn = self.clip_cosine_from_embeddings if clip == "cosine" else self.clip_from_embeddings
         img_emb = self.image_embeddings(images)
         probs = self.inception_probs(images)
         q = probs.mean(dim=0) if marginal is None else marginal.cpu().float()
         return {
             "aesthetic": self.aesthetic_from_embeddings(img_emb),
-            "clip": clip_fn(img_emb, self.text_embeddings(prompts)),
+            "clip": self.clip_cosine_from_embeddings(img_emb, self.text_embeddings(prompts)),
             "fidelity": inception_kl(probs, q),
         }
 
@@ -305,7 +298,7 @@ class ImageScorer:
             from negopt.core.errors import UserError
 
             raise UserError(f"the {name} scorer is not loaded: name it in the profile (models.<profile>."
-                            f"{'hpsv2_name / hpsv2' if name == 'hpsv2' else 'pickscore'}) and give rl.reward.{name} a "
+                            f"{'hpsv2_name / hpsv2' if name == 'hpsv2' else 'pickscore'}) and give reward.weights.{name} a "
                             "non-zero weight, or evaluate with a profile that names it")
         if len(prompts) != len(images):
             raise ValueError(f"{name}: {len(images)} images but {len(prompts)} prompts")

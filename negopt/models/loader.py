@@ -180,8 +180,8 @@ def load_scorer(profile: Profile, device: torch.device, batch_size: int = 64, pr
     unnamed = [n for n in preference if n not in named_preference(profile)]
     if unnamed:
         raise MissingWeightsError(
-            "; ".join(f"{n} is asked for (rl.reward.{n} is non-zero) but the profile names no {n} model: set "
-                      f"models.<profile>.{OPTIONAL[n]} (docs/MODELS.md) or set rl.reward.{n}: 0" for n in unnamed))
+            "; ".join(f"{n} is asked for (reward.weights.{n} is non-zero) but the profile names no {n} model: set "
+                      f"models.<profile>.{OPTIONAL[n]} (docs/MODELS.md) or set reward.weights.{n}: 0" for n in unnamed))
     from negopt.images.scorers import ImageScorer, build_inception
 
     clip_model, tokenizer = load_clip(profile, device)

@@ -8,7 +8,7 @@ distribution, whose log-probs the update needs, not the deployed decode.)
 
 The input format (``sft.task_prefix`` + prompt, truncated to ``sft.max_source_length`` tokens) is part
 of a trained model: ``save_pretrained`` writes it, with the decode, to ``negopt.json`` beside the weights.
-A retrieval-augmented model (``sft.retrieval_k`` > 0) also reads the negatives of the prompt's nearest
+A retrieval-augmented model (``sft.retrieval.k`` > 0) also reads the negatives of the prompt's nearest
 training prompts (:class:`Retrieval`); its index is saved in the same folder (negopt/policy/retrieval.py) and
 :func:`format_sources` builds the source for SFT, the RL rollouts and this decode alike, so RL
 optimises the model a user deploys. A model whose sft stage fitted a rerank (negopt/policy/rerank.py) also answers

@@ -12,7 +12,7 @@ negative(s) and the distinct negatives of the prompt's ``neighbours`` nearest tr
   + own (a bonus for the model's own negative)
 
 and returns the best. The sft stage fits the weights on val by ROUGE-L over a fixed grid
-(:func:`fit`) and keeps them only when they beat the model's own negative by ``sft.rerank_min_z``
+(:func:`fit`) and keeps them only when they beat the model's own negative by ``sft.rerank.min_z``
 paired SE there, so a dataset where the model already wins keeps the plain decode. The weights are
 saved with the model (``negopt.json``) beside the retrieval index, and every consumer's decode
 (negopt/policy/decode.py) applies them.
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from negopt.core.distinct import distinct_rows
+from negopt.core.stats import mean_and_se
 
 # The fitted grid. Scores are compared within a prompt only, so one weight may stay at a fixed scale;
 # ``own`` spans "never the model" (-1e9) to "always the model" (1e9, the plain decode).
@@ -206,10 +207,9 @@ def fit(c: Candidates, rouge: np.ndarray, neighbours: int, min_z: float) -> tupl
         picked = rouge[np.arange(len(rouge)), np.argmax(scores(c, w), axis=1)]
         if picked.mean() > best + 1e-12:  # ties: the earlier grid point (near-ties by a larger log-prob weight
             best, best_rows, best_w = picked.mean(), picked, w  # measured worse on the real pairs' test: 0.482)
-    d = best_rows - own
-    se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
-    z = float(d.mean() / se) if se > 0 else (float("inf") if d.mean() > 0 else 0.0)
-    keep = bool(d.mean() > 0 and z >= min_z)  # a fit that only ties the model's own keeps the plain decode
+    gain, se = mean_and_se(best_rows - own)
+    z = gain / se if se > 0 else (float("inf") if gain > 0 else 0.0)
+    keep = bool(gain > 0 and z >= min_z)  # a fit that only ties the model's own keeps the plain decode
     report = {"rerank_val_rougeL": float(best), "rerank_val_rougeL_own": float(own.mean()),
               "rerank_val_gain_z": z, "rerank": keep}
     return (best_w if keep else None), report

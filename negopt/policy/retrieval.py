@@ -5,7 +5,7 @@ negative for this prompt" is a lookup, not the most frequent negative. Similarit
 TF-IDF vectors over prompt words (scikit-learn, fitted on train only): ``cos(a, b) = a . b`` on
 L2-normalised rows. Ties go to the earliest training row, so the baseline is deterministic.
 
-The same index feeds retrieval-augmented SFT (``sft.retrieval_k``): the model's source carries the
+The same index feeds retrieval-augmented SFT (``sft.retrieval.k``): the model's source carries the
 negatives of the prompt's ``k`` nearest training prompts (:meth:`RetrievalIndex.context`). Such a
 model needs its index at inference, so the index is saved beside the weights without pickle
 (:meth:`save` / :meth:`load`): the TF-IDF matrix and idf as safetensors arrays, the vocabulary,

@@ -31,6 +31,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from negopt.core.fingerprint import fingerprint
 from negopt.core.io import atomic_path, write_json
+from negopt.core.stats import mean_and_se
 from negopt.policy.decode import Retrieval, decode_negatives, format_sources
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
@@ -112,11 +113,16 @@ def prepare_checkpoints(ckpt_dir: str | Path, run_id: str, max_steps: int | None
     return get_last_checkpoint(str(ckpt_dir))
 
 
+#: sft settings that do not change the weights of a trained step: a run with other values resumes a checkpoint
+#: (raising sft.max_steps trains on from the last one)
+NOT_TRAINING = {"max_steps", "eval_steps", "save_steps", "max_eval_samples", "max_test_samples", "rerank"}
+
+
 def training_settings(sft, seed: int, base_model: str) -> dict[str, Any]:
-    """The settings that shape a training run (for the checkpoint fingerprint)."""
-    keys = ("task_prefix", "max_source_length", "max_target_length", "learning_rate", "batch_size",
-            "warmup_steps", "weight_decay", "group_by_length")
-    return {**{k: getattr(sft, k) for k in keys}, "seed": seed, "base_model": base_model}
+    """The settings that shape a training run (for the checkpoint fingerprint): the ``sft`` section less
+    :data:`NOT_TRAINING` (a setting added to the section is in the fingerprint without an edit here), the seed
+    and the base model."""
+    return {**sft.model_dump(exclude=NOT_TRAINING), "seed": seed, "base_model": base_model}
 
 
 class ResumableLengthGroupedSampler(LengthGroupedSampler):
@@ -260,10 +266,8 @@ def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, fl
 
 
 def paired_gain(model: Sequence[float], baseline: Sequence[float]) -> tuple[float, float]:
-    """Mean of ``model - baseline`` over rows and its standard error ``std(ddof=1) / sqrt(n)``."""
-    d = np.asarray(model, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
-    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
-    return float(d.mean()), se
+    """Mean of ``model - baseline`` over rows and its standard error (``negopt.core.stats.mean_and_se``)."""
+    return mean_and_se(np.asarray(model, dtype=np.float64) - np.asarray(baseline, dtype=np.float64))
 
 
 def score_sft(predictions: Sequence[str], references: Sequence[str], train_negatives: Sequence[str],
@@ -293,7 +297,7 @@ def training_contexts(retrieval: Retrieval, prompts: Sequence[str], near_duplica
     own target; at test time no neighbour is that close (the split keeps near duplicates together),
     so copying would not transfer. Groups are the split's (``data.split.near_duplicate_threshold``).
 
-    ``self_share`` (``sft.retrieval_self_share``): that share of the rows, drawn with ``seed``, see their own
+    ``self_share`` (``sft.retrieval.self_share``): that share of the rows, drawn with ``seed``, see their own
     negative (``negatives[i]``) as the first retrieved one instead. A from-scratch model learns to copy
     the retrieved negative only from such rows: a neighbour's negative is a copy of the target too
     rarely for 400 steps to teach it (README: the real pairs).
@@ -314,7 +318,7 @@ def training_contexts(retrieval: Retrieval, prompts: Sequence[str], near_duplica
 def fit_rerank(model, tokenizer, prompts: Sequence[str], references: Sequence[str], retrieval: Retrieval,
                sft, decode, seed: int = 0) -> tuple[Retrieval, dict]:
     """``retrieval`` with the rerank fitted on (``prompts``, ``references``) (val), or without one when it does not
-    beat the model's own negative by ``sft.rerank_min_z`` paired SE (negopt/policy/rerank.py); and the fit's report."""
+    beat the model's own negative by ``sft.rerank.min_z`` paired SE (negopt/policy/rerank.py); and the fit's report."""
     from dataclasses import replace
 
     from negopt.policy.rerank import fit, rouge_l_tokens, rouge_tokens, table
@@ -323,13 +327,13 @@ def fit_rerank(model, tokenizer, prompts: Sequence[str], references: Sequence[st
     own = decode_negatives(model, tokenizer, list(prompts), decode, sft.task_prefix, sft.max_source_length,
                            seed=seed, retrieval=plain)
     sources = format_sources(list(prompts), sft.task_prefix, plain)
-    c = table(model, tokenizer, prompts, sources, [[o] for o in own], retrieval.index, sft.rerank_neighbours,
+    c = table(model, tokenizer, prompts, sources, [[o] for o in own], retrieval.index, sft.rerank.neighbours,
               sft.max_source_length, decode.max_new_tokens)
     refs = rouge_tokens(references)
     rouge = np.zeros(c.valid.shape)
     for i, (row, ref) in enumerate(zip(c.texts, refs, strict=True)):
         rouge[i, :len(row)] = [rouge_l_tokens(t, ref) for t in rouge_tokens(row)]
-    weights, report = fit(c, rouge, sft.rerank_neighbours, sft.rerank_min_z)
+    weights, report = fit(c, rouge, sft.rerank.neighbours, sft.rerank.min_z)
     return replace(retrieval, rerank=weights), report | {"rerank_weights": weights.to_dict() if weights else None}
 
 

@@ -20,40 +20,30 @@ class DegenerateTermError(ValueError):
 class TermStats:
     """Centre and scale per reward term, to z-score each term before weighting.
 
-    The random tiny reward nets give terms on wildly different scales (aesthetic std ~5e-4,
-    CLIP std ~1), so without standardisation the weights would not mean what they say. Two scales:
+    The reward nets give terms on unrelated scales (the random tiny aesthetic MLP varies by ~5e-4, CLIP by
+    ~1), so without standardisation the weights would not mean what they say. The centre is the term's
+    mean over the calibration images; the **scale** is the pooled standard deviation *within* groups of
+    ``k`` images that share a prompt and a diffusion seed and differ only in the negative,
+    ``sqrt(sum_g sum_i (x_gi - mean_g)^2 / sum_g (k - 1))``: the variation a negative prompt can cause, the
+    only part RLOO's baseline leaves in the advantages. Scaled by the global spread instead, the prompt's and
+    seed's share drowned the signal (docs/EXPERIMENTS.md, "Why the reward is scaled within groups").
 
-    - ``global``: the term's standard deviation over all images seen;
-    - ``group`` (default of ``rl.reward_norm``): the pooled standard deviation *within* groups of
-      ``k`` images that share a prompt and a diffusion seed and differ only in the negative,
-      ``sqrt(sum_g sum_i (x_gi - mean_g)^2 / sum_g (k - 1))``. This is the variation a negative
-      prompt can cause, the only part RLOO's baseline leaves in the advantages. Measured on the
-      tiny profile (``bench/bench_reward_signal.py``), the global scale is dominated by what the
-      prompt and seed do (CLIP's global std is 37x its within-group std) and by the Inception KL's
-      heavy tail, so under it "weight 1 each" let the noisiest term drown the others; under the
-      group scale each term moves the advantage by the same amount per typical within-group change.
+    **The floor** (``reward.scale_floor``, ``floor`` here): the scale is never below ``floor x`` the term's
+    global standard deviation, ``scale = max(within_std, floor * std)``. A term whose k images of a group
+    hardly differ would otherwise be divided by ~0 and turn into noise times 10^8. ``floored`` lists the
+    terms the floor lifted. A term with no spread at all (``std == 0``: constant over every calibration
+    image) has no scale: ``check_scales`` refuses it when its weight is non-zero, and ``standardise`` gives
+    it z = 0 (dropped) otherwise.
 
-    **The floor** (``rl.scale_floor``, ``floor`` here): the group scale is never below ``floor x`` the
-    term's global standard deviation, ``scale = max(within_std, floor * std)``. A term whose k images
-    of a group hardly differ (the clamped CLIP score is 0 for every image of a long prompt) would
-    otherwise be divided by ~0 and turn into noise times 10^8 (issue 12). ``floored`` lists the terms
-    the floor lifted. A term with no spread at all (``std == 0``: constant over every calibration
-    image) has no scale: ``check_scales`` refuses it when its weight is non-zero, and ``standardise``
-    gives it z = 0 (dropped) otherwise.
-
-    The mean (the centre) is always the global mean. ``update`` merges a batch with Chan's parallel
-    formula, so running statistics equal the statistics of all data seen; ``fixed`` mode calls it
-    once on a calibration batch.
+    ``update`` merges a batch with Chan's parallel formula (the statistics of all data seen); calibration
+    calls it once.
     """
 
-    def __init__(self, names: tuple[str, ...] | None = None, norm: str = "global", floor: float = 0.0) -> None:
-        if norm not in ("global", "group"):
-            raise ValueError(f"rl.reward_norm: expected 'global' or 'group', got {norm!r}")
+    def __init__(self, names: tuple[str, ...] | None = None, floor: float = 0.0) -> None:
         if not 0.0 <= floor <= 1.0:
-            raise ValueError(f"rl.scale_floor: expected a share of the global std in [0, 1], got {floor}")
+            raise ValueError(f"reward.scale_floor: expected a share of the global std in [0, 1], got {floor}")
         # default: every registered term that needs no model of its own (those are scored only when weighted)
         self.names = tuple((n for n, t in REWARD_TERMS.items() if not t.model) if names is None else names)
-        self.norm = norm
         self.floor = floor
         self.count = 0
         self.mean = {n: 0.0 for n in self.names}
@@ -105,16 +95,14 @@ class TermStats:
         return self.std(name) <= 1e-12 * max(1.0, abs(self.mean[name]))
 
     def scale(self, name: str) -> float:
-        """``std`` (global) or ``max(within_std, floor * std)`` (group); ``inf`` for a constant term (z = 0)."""
+        """``max(within_std, floor * std)``; ``inf`` for a constant term (z = 0)."""
         if self.is_constant(name):
             return math.inf
-        if self.norm == "global":
-            return self.std(name)
         return max(self.within_std(name), self.floor * self.std(name))
 
     def floored(self, name: str) -> bool:
         """The group scale was lifted to the floor (the within-group spread is below ``floor * std``)."""
-        return self.norm == "group" and not self.is_constant(name) and self.within_std(name) < self.floor * self.std(name)
+        return not self.is_constant(name) and self.within_std(name) < self.floor * self.std(name)
 
     def check_scales(self, weights: dict[str, float]) -> None:
         """Refuse a weighted term with no usable scale, naming it and the fixes (``DegenerateTermError``)."""
@@ -124,13 +112,13 @@ class TermStats:
             if self.is_constant(name):
                 raise DegenerateTermError(
                     f"reward term {name!r} is constant ({self.mean[name]:.6g}) over all {self.count} calibration "
-                    f"images, so it has no scale: set rl.reward.{name}: 0 to drop it, raise rl.calibration_prompts"
-                    + (REWARD_TERMS[name].constant_hint if name in REWARD_TERMS else ""))
+                    f"images, so it has no scale: set reward.weights.{name}: 0 to drop it, or raise "
+                    "reward.calibration.prompts")
             if self.scale(name) <= 0.0:
                 raise DegenerateTermError(
                     f"reward term {name!r} has no spread within the calibration groups (within-group std 0, "
-                    f"global std {self.std(name):.3g}) and rl.scale_floor is 0: set rl.scale_floor > 0 (e.g. 0.02), "
-                    f"rl.reward_norm: global, or rl.reward.{name}: 0")
+                    f"global std {self.std(name):.3g}) and reward.scale_floor is 0: set reward.scale_floor > 0 "
+                    f"(e.g. 0.02), or reward.weights.{name}: 0")
 
     def report(self) -> dict[str, float | bool]:
         """Per term: ``mean_<t>``, ``std_<t>`` (global), ``within_std_<t>``, ``scale_<t>`` (what z divides by),
@@ -147,14 +135,13 @@ class TermStats:
         return {n: (terms[n] - self.mean[n]) / self.scale(n) for n in self.names}
 
     def state_dict(self) -> dict:
-        return {"names": list(self.names), "floor": self.floor, "norm": self.norm, "count": self.count,
+        return {"names": list(self.names), "floor": self.floor, "count": self.count,
                 "mean": dict(self.mean), "m2": dict(self.m2), "within_df": self.within_df,
                 "within_ss": dict(self.within_ss)}
 
     def load_state_dict(self, state: dict) -> None:
         self.names = tuple(state["names"])
         self.floor = float(state.get("floor", 0.0))
-        self.norm = state["norm"]
         self.count = int(state["count"])
         self.mean = {k: float(v) for k, v in state["mean"].items()}
         self.m2 = {k: float(v) for k, v in state["m2"].items()}

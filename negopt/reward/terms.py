@@ -2,7 +2,7 @@
 
 A term is a function ``score(batch) -> raw values [N]`` (float, CPU) of one micro-batch of generated
 images (:class:`TermBatch`), registered with :func:`reward_term`. Everything that knows which terms
-exist reads :data:`REWARD_TERMS`: the params schema (``rl.reward.<name>`` is a registered name's weight;
+exist reads :data:`REWARD_TERMS`: the params schema (``reward.weights.<name>`` is a registered name's weight;
 an unknown name fails naming the key), the RL reward and its calibration (``negopt.reward.weighted``), the
 reward statistics and their health warnings, the metrics JSON, the dvclive curves and the model card.
 Adding a term (a preference model, say) is one function here, decorated, plus its weight in
@@ -33,7 +33,7 @@ class TermBatch:
 
     images: uint8 ``[N, 3, H, W]``; prompts: ``N`` strings (the image's own prompt, not the negative);
     scorer: the loaded :class:`negopt.images.scorers.ImageScorer`; marginal: ``[C]`` Inception marginal fixed by
-    calibration (None: the batch mean); clip_term: ``rl.clip_term``. ``shared(fn)`` runs ``fn(batch)``
+    calibration (None: the batch mean). ``shared(fn)`` runs ``fn(batch)``
     once per batch, so terms that read one model pass (the CLIP embedding) compute it once.
     """
 
@@ -41,7 +41,6 @@ class TermBatch:
     prompts: list[str]
     scorer: Any
     marginal: torch.Tensor | None = None
-    clip_term: str = "cosine"
     _shared: dict = field(default_factory=dict, repr=False)
 
     def shared(self, fn: Callable[[TermBatch], Any]) -> Any:
@@ -52,12 +51,10 @@ class TermBatch:
 
 @dataclass(frozen=True)
 class RewardTerm:
-    """A registered term: its scorer, the schema default of its weight, and the fix to print when the
-    term turns out constant over the calibration images (appended to ``DegenerateTermError``)."""
+    """A registered term: its scorer and the schema default of its weight."""
 
     score: Callable[[TermBatch], torch.Tensor]
     default_weight: float = 1.0
-    constant_hint: str = ""
     model: str = ""  # a model of its own the scorer loads only for this term (a preference model), else ""
 
 
@@ -65,22 +62,22 @@ class RewardTerm:
 REWARD_TERMS: dict[str, RewardTerm] = {}
 
 
-def reward_term(name: str, default_weight: float = 1.0, constant_hint: str = "", model: str = ""):
-    """Decorator: register ``score(batch) -> [N]`` as the term ``name`` (weight ``rl.reward.<name>``).
+def reward_term(name: str, default_weight: float = 1.0, model: str = ""):
+    """Decorator: register ``score(batch) -> [N]`` as the term ``name`` (weight ``reward.weights.<name>``).
 
     ``model``: the term needs a model of its own (``negopt.models.loader.load_scorer(preference=...)``);
     such a term is scored only when its weight is non-zero (:func:`scored_weights`).
     """
 
     def register(score: Callable[[TermBatch], torch.Tensor]) -> Callable[[TermBatch], torch.Tensor]:
-        REWARD_TERMS[name] = RewardTerm(score, default_weight, constant_hint, model)
+        REWARD_TERMS[name] = RewardTerm(score, default_weight, model)
         return score
 
     return register
 
 
 def default_weights() -> dict[str, float]:
-    """``{name: default weight}`` of every registered term: the schema default of ``rl.reward``."""
+    """``{name: default weight}`` of every registered term: the schema default of ``reward.weights``."""
     return {name: term.default_weight for name, term in REWARD_TERMS.items()}
 
 
@@ -112,7 +109,7 @@ def score_terms(batch: TermBatch, names: tuple[str, ...]) -> dict[str, torch.Ten
 
 
 def _image_scorer_terms(batch: TermBatch) -> dict[str, torch.Tensor]:
-    return batch.scorer.reward_terms(batch.images, batch.prompts, marginal=batch.marginal, clip=batch.clip_term)
+    return batch.scorer.reward_terms(batch.images, batch.prompts, marginal=batch.marginal)
 
 
 @reward_term("aesthetic")
@@ -121,10 +118,11 @@ def aesthetic(batch: TermBatch) -> torch.Tensor:
     return batch.shared(_image_scorer_terms)["aesthetic"]
 
 
-@reward_term("clip", constant_hint=", or use rl.clip_term: cosine (the clamped CLIP score is 0 for most images "
-                                   "of long prompts)")
+@reward_term("clip")
 def clip(batch: TermBatch) -> torch.Tensor:
-    """Prompt-image alignment: ``100 cos`` (``rl.clip_term: cosine``) or the CLIP score ``max(100 cos, 0)``."""
+    """Prompt-image alignment: ``100 cos`` of the image and prompt embeddings, unclamped. The CLIP *score*
+    ``max(100 cos, 0)`` is evaluate's convention; as a training signal the clamp erases the difference between a
+    bad and a worse image (docs/EXPERIMENTS.md, "A reward that cannot degenerate")."""
     return batch.shared(_image_scorer_terms)["clip"]
 
 

@@ -24,8 +24,9 @@ def write_rl_card(out_dir: str | Path, params, metrics: dict, examples: list[dic
 
 
 def model_card_body(params, metrics: dict, examples: list[dict], seconds: dict) -> str:
-    rl = params.rl
-    weights = rl.reward.scored()  # {term: weight}, every scored term
+    rl, reward = params.rl, params.reward
+    sel = rl.selection
+    weights = reward.weights.scored()  # {term: weight}, every scored term
     rows = "\n".join(f"| {e['prompt']} | {e['sft']} | {e['rl']} |" for e in examples)
     keys = ("reward_test_sft", "reward_test_rl", "reward_test_gain", "reward_test_gain_se", "distinct_negatives_sft",
             "distinct_negatives_rl", "kl_test", "z_test_abs_max")
@@ -36,32 +37,28 @@ def model_card_body(params, metrics: dict, examples: list[dict], seconds: dict) 
         for t, w in weights.items())
     health = "healthy" if metrics["healthy"] else "**NOT healthy**"
     warnings = "".join(f"\n- {w}" for w in metrics["warnings"]) or "\n- none"
-    start = metrics.get("anchor_from_step")
-    anchor = f"on from step {start}" if start else "never on"
-    rule = (f"the diverse step (val negatives >= `rl.select_min_ratio = {rl.select_min_ratio}` x SFT's distinct share) "
-            f"with the largest paired val reward gain over SFT, if >= `rl.select_min_z = {rl.select_min_z}` SE "
-            f"({rl.select_reward_prompts} val prompts x {rl.select_reward_seeds} seeds)" if rl.select_reward_prompts else
-            f"the last step whose validation negatives kept >= `rl.select_min_ratio = {rl.select_min_ratio}` x SFT's "
-            "distinct share")
-    stop = {"stale": f"; stopped early: the kept step was `rl.select_stale_steps = {rl.select_stale_steps}` steps old",
-            "collapse": f"; stopped early: `rl.select_patience = {rl.select_patience}` checks in a row below the bound"
+    rule = (f"the diverse check (val negatives >= `rl.selection.min_ratio = {sel.min_ratio}` x SFT's distinct share) "
+            f"with the largest paired val reward gain over SFT, if >= `rl.selection.min_z = {sel.min_z}` SE "
+            f"({sel.reward_prompts} val prompts x {sel.reward_seeds} seeds)" if sel.by == "val_reward" else
+            "the last step (`rl.selection.by: last_step`)")
+    stop = {"stale": f"; stopped early: the kept step was `rl.selection.stale_steps = {sel.stale_steps}` steps old",
+            "collapse": f"; stopped early: `rl.selection.patience = {sel.patience}` checks in a row below the bound"
             }.get((metrics.get("selection") or {}).get("stop_reason"), "")
-    rollout = (f", rendered with `rl.rollout_inference_steps = {rl.rollout_inference_steps}` denoising steps for training "
-               f"and calibration ({params.active.num_inference_steps} for checkpoint selection and the test)"
-               if rl.rollout_inference_steps else "")
+    rollout = (f", rendered with `reward.rollout_inference_steps = {reward.rollout_inference_steps}` denoising steps "
+               f"for training and calibration ({params.active.num_inference_steps} for checkpoint selection and the test)"
+               if reward.rollout_inference_steps else "")
     return f"""# negopt RL policy
 
 Negative-prompt generator: the SFT model (`{params.paths.sft}`) optimised with {rl.algo.upper()} for
 {metrics.get("steps", rl.steps)} of rl.steps = {rl.steps} steps{stop} ({rl.batch_prompts} prompts x k={rl.k} samples per step) on the reward of images from
-the `{params.profile}` profile's Stable Diffusion pipeline (`{params.active.sd}`){rollout}.
+the `{params.profile}` profile's text-to-image pipeline (`{params.active.sd}`){rollout}.
 
 Reward: `{" + ".join(f"{w} * z({t})" for t, w in weights.items())}`,
-each term centred and scaled by its {rl.reward_norm} standard deviation ("group": across the k negatives of
-one prompt and seed, never below `rl.scale_floor = {rl.scale_floor}` x the global one) from SFT samples
-({rl.reward_stats}); the CLIP term is `{rl.clip_term}` ("cosine": unclamped `100 cos`); KL-to-SFT penalty
-`kl_coef = {rl.kl_coef}` in the reward. The KL penalty is the guard against reward hacking: with the
-tiny profile's random reward nets, a low KL coefficient or a high learning rate lets RL drift to
-degenerate negatives (repeated commas, byte fragments); the default keeps them readable.
+each term centred and scaled by its standard deviation across the negatives of one prompt and seed (never below
+`reward.scale_floor = {reward.scale_floor}` x the global one), fixed from SFT samples before training; the CLIP term
+is the unclamped `100 cos`; KL-to-SFT penalty `rl.kl_coef = {rl.kl_coef}` in the reward. The KL penalty is the guard
+against reward hacking: a low KL coefficient or a high learning rate lets RL drift to degenerate negatives
+(repeated commas, byte fragments); the default keeps them readable.
 
 Calibration scales (raw units; z = (term - mean) / scale):
 
@@ -70,12 +67,11 @@ Calibration scales (raw units; z = (term - mean) / scale):
 {scales}
 
 Deployed weights: step {metrics.get('kept_step', metrics.get('steps'))} of {metrics.get('steps')} of attempt {metrics.get('attempt', 0)}
-(`rl.restarts = {rl.restarts}`; checkpoint selection, `rl.select_every = {rl.select_every}`: {rule}; 0 = the SFT weights).
-SFT anchor (`rl.anchor_coef = {rl.anchor_coef}`, `rl.anchor_when = {rl.anchor_when}`): {anchor}.
+(`rl.restarts = {rl.restarts}`; checkpoint selection: {rule}; 0 = the SFT weights).
 
 Health: {health}. Warnings:{warnings}
 
-Test ({metrics['n_test']} held-out prompts x {rl.eval_seeds_per_prompt} fixed seeds, the deployed decode (`decode` params), paired per prompt):
+Test ({metrics['n_test']} held-out prompts x {rl.test.seeds_per_prompt} fixed seeds, the deployed decode (`decode` params), paired per prompt):
 
 | metric | value |
 |---|---|
@@ -91,5 +87,5 @@ Time (s): {json.dumps({k: round(v, 1) for k, v in seconds.items()})}
 |---|---|---|
 {rows}
 
-Parameters: `{json.dumps(rl.model_dump())}`, seed {params.base.seed}.
+Parameters: `{json.dumps({"rl": rl.model_dump(), "reward": reward.model_dump(), "sampling": params.sampling.model_dump()})}`, seed {params.base.seed}.
 """

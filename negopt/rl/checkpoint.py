@@ -30,34 +30,41 @@ from negopt.rl.live import save_live
 
 
 @dataclass
-class RlState:
-    """What a checkpoint restores besides weights and optimizer."""
+class RunState:
+    """What a run carries from step to step, and a checkpoint restores besides weights and optimizer."""
 
     step: int
     stats: TermStats
     marginal: torch.Tensor  # [C] Inception marginal of the fidelity term
-    attempt: int = 0  # the training run (rl.restarts): 0 first, each restart on its own training stream
+    attempt: int = 0  # the attempt (rl.restarts): 0 first, each restart on its own training stream
     steps_before: int = 0  # steps trained by the earlier attempts (dvclive's step = steps_before + step)
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("sample", "images", "update", "select", "select_images"), 0.0))
 
 
+#: rl settings that do not change the trained weights of a step: a run with other values resumes a checkpoint
+#: (raising rl.steps or the stale stop trains on from the last checkpoint, which keeps the trained weights)
+NOT_TRAINING = {"steps": True, "checkpoint_every": True, "test": True, "health": True,
+                "selection": {"stale_steps"}}
+
+
+def training_settings(params: Params) -> dict:
+    """Every setting that shapes the trained weights: the ``rl`` section (less :data:`NOT_TRAINING`), the whole
+    ``reward`` and ``sampling`` sections (a setting added to any of them is in the fingerprint without an edit
+    here), ``base.seed``, the profile and the SFT model's input format."""
+    return {"rl": params.rl.model_dump(exclude=NOT_TRAINING), "reward": params.reward.model_dump(),
+            "sampling": params.sampling.model_dump(), "seed": params.base.seed, "profile": params.active.model_dump(),
+            "task_prefix": params.sft.task_prefix, "max_source_length": params.sft.max_source_length}
+
+
 def fingerprint(params: Params, sft_dir: str) -> str:
-    """Hash of what makes a checkpoint reusable: RL settings that shape training and the SFT weights.
-
-    Step counts, the stale stop, checkpoint interval, evaluation size and health bounds are left out: raising
-    rl.steps or rl.select_stale_steps resumes (the checkpoint keeps the trained weights, not the kept ones).
-    """
-    rl = params.rl.model_dump(exclude={"steps", "select_stale_steps", "checkpoint_every", "eval_prompts", "eval_seed",
-                                       "health"})
-    settings = {"rl": rl, "seed": params.base.seed, "profile": params.active.model_dump(),
-                "task_prefix": params.sft.task_prefix, "max_source_length": params.sft.max_source_length}
-    return run_fingerprint(settings, file_chunks(sorted(Path(sft_dir).glob("*.safetensors"))))
+    """Whether a checkpoint belongs to this run: :func:`training_settings` and the SFT weights."""
+    return run_fingerprint(training_settings(params), file_chunks(sorted(Path(sft_dir).glob("*.safetensors"))))
 
 
-def save_checkpoint(ckpt_dir: Path, policy, optimizer, state: RlState, fp: str, guard=None,
+def save_checkpoint(ckpt_dir: Path, policy, optimizer, state: RunState, fp: str, selector=None,
                     live_dir: str | Path | None = None) -> None:
     """policy.safetensors, optimizer.pt, tensors.safetensors (marginal, torch RNG), state.json; with a
-    ``guard`` (negopt.rl.selection.DiversityGuard), its history (in state.json) and kept weights
+    ``selector`` (negopt.rl.selection.CheckpointSelector), its checks (in state.json) and kept weights
     (kept_policy.safetensors); with a ``live_dir``, a copy of its dvclive curves (``negopt.rl.live``)."""
     with atomic_dir(ckpt_dir) as tmp:
         save_model(policy, str(tmp / "policy.safetensors"))
@@ -67,9 +74,9 @@ def save_checkpoint(ckpt_dir: Path, policy, optimizer, state: RlState, fp: str, 
         np_state = np.random.get_state()
         meta = {"step": state.step, "attempt": state.attempt, "steps_before": state.steps_before, "fingerprint": fp, "stats": state.stats.state_dict(), "seconds": state.seconds,
                 "python_rng": random.getstate(), "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
-        if guard is not None:
-            save_file(guard.kept, str(tmp / "kept_policy.safetensors"))
-            meta["guard"] = guard.state_dict()
+        if selector is not None:
+            save_file(selector.kept, str(tmp / "kept_policy.safetensors"))
+            meta["selection"] = selector.state_dict()
         if live_dir is not None:
             save_live(live_dir, tmp)
         meta["files"] = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
@@ -90,7 +97,7 @@ def checkpoint_meta(ckpt_dir: Path) -> dict | None:
 
 
 def load_checkpoint(ckpt_dir: Path, policy, optimizer, fp: str, remove_stale: bool = True,
-                    guard=None) -> RlState | None:
+                    selector=None) -> RunState | None:
     """Restore a checkpoint of the same run (same fingerprint); drop one of a different run or a torn one.
 
     Only one process may remove a stale checkpoint (``remove_stale``); the others just ignore it.
@@ -119,7 +126,7 @@ def load_checkpoint(ckpt_dir: Path, policy, optimizer, fp: str, remove_stale: bo
     np.random.set_state((np_rng[0], np.array(np_rng[1], dtype=np.uint32), *np_rng[2:]))
     stats = TermStats()
     stats.load_state_dict(meta["stats"])
-    if guard is not None and "guard" in meta:
-        guard.load_state_dict(meta["guard"], load_file(str(ckpt_dir / "kept_policy.safetensors")))
-    return RlState(step=int(meta["step"]), stats=stats, marginal=tensors["marginal"], seconds=meta["seconds"],
-                   attempt=int(meta.get("attempt", 0)), steps_before=int(meta.get("steps_before", 0)))
+    if selector is not None and "selection" in meta:
+        selector.load_state_dict(meta["selection"], load_file(str(ckpt_dir / "kept_policy.safetensors")))
+    return RunState(step=int(meta["step"]), stats=stats, marginal=tensors["marginal"], seconds=meta["seconds"],
+                    attempt=int(meta["attempt"]), steps_before=int(meta["steps_before"]))

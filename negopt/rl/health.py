@@ -1,7 +1,7 @@
 """Is a finished RL run sane? Named checks on its test metrics, reported in ``metrics/rl.json``.
 
-A reward can degenerate without any error (issue 12: a term scaled by ~0 gave rewards of ~1e7, a
-"significant" gain, and one negative for every prompt), so the stage does not assume a run is sound:
+A reward can degenerate without any error (a term scaled by ~0 once gave rewards of ~1e7, a "significant"
+gain, and one negative for every prompt: docs/EXPERIMENTS.md), so the stage does not assume a run is sound:
 it checks, and ``healthy`` is false when any check fails. Checks (bounds from ``rl.health``):
 
 - ``finite``: every test image's reward is finite;
@@ -32,13 +32,13 @@ def health_checks(metrics: dict, scales: dict, weights: dict[str, float], bounds
     finite = metrics["reward_test_finite"] == 1.0
     if not finite:
         warnings.append(f"non-finite test rewards: only {metrics['reward_test_finite']:.3f} of the images have a "
-                        f"finite reward; check the reward models and rl.scale_floor")
+                        f"finite reward; check the reward models and reward.scale_floor")
     z_max = metrics["z_test_abs_max"]
     bounded = bool(z_max <= bounds.max_abs_z)
     if not bounded:
         warnings.append(f"reward out of range: a test image's weighted term is {z_max:.3g} calibration scales from "
                         f"the calibration mean (bound rl.health.max_abs_z = {bounds.max_abs_z}); a term with "
-                        f"~no within-group spread is being divided by ~0: raise rl.scale_floor or drop the term")
+                        f"~no within-group spread is being divided by ~0: raise reward.scale_floor or drop the term")
     kl = metrics["kl_test"]
     kl_ok = bool(kl <= bounds.max_kl)
     if not kl_ok:
@@ -49,7 +49,7 @@ def health_checks(metrics: dict, scales: dict, weights: dict[str, float], bounds
     if not diverse:
         warnings.append(f"collapsed negatives: RL gives {d_rl:.3f} distinct test negatives vs SFT's {d_sft:.3f} "
                         f"(< rl.health.min_distinct_ratio = {bounds.min_distinct_ratio} x SFT); the gain is not "
-                        f"trustworthy: try rl.select_every, rl.cross_diversity_coef, rl.learning_rate (README: The RL stage)")
+                        f"trustworthy: keep rl.selection.by: val_reward, lower rl.learning_rate or raise rl.kl_coef")
     floored = [t for t, w in weights.items() if w and scales.get(f"floored_{t}")]
     if floored:
         warnings.append("scale floor applied to " + ", ".join(

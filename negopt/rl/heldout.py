@@ -1,6 +1,6 @@
 """SFT vs RL on held-out test prompts: same prompts, same diffusion seeds, greedy decoding.
 
-The comparison is *paired*: each test prompt gets ``rl.eval_seeds_per_prompt`` fixed seeds, used for
+The comparison is *paired*: each test prompt gets ``rl.test.seeds_per_prompt`` fixed seeds, used for
 both models' images, so ``gain_i = mean_seeds R_rl(i) - mean_seeds R_sft(i)`` removes the seeds' effect
 (which dominates a single image's reward). ``reward_test_gain_se`` is the standard error of the mean
 of those per-prompt differences (prompts are the independent units; seeds only average noise out). Both models are
@@ -10,16 +10,15 @@ scored with one reward function (the same term statistics and Inception marginal
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import torch
 
 from negopt.core.params import Params
+from negopt.core.stats import mean_and_se
 from negopt.policy.decode import decode_negatives, format_sources, saved_retrieval
 from negopt.policy.sampling import sample_rollout, sequence_logprobs
 from negopt.reward.weighted import RewardFn, score_triples
-from negopt.rl.advantages import mean_and_se
 
 
 def eval_plan(prompts: list[str], n: int, seed: int, seeds_per_prompt: int = 1) -> tuple[list[str], list[list[int]]]:
@@ -75,101 +74,19 @@ def greedy_negatives(model, tokenizer, prompts: list[str], params: Params) -> li
                             params.sft.max_source_length, retrieval=saved_retrieval(params.paths.sft))
 
 
-def weights_version(model) -> tuple[int, ...]:
-    """A key that changes whenever the model's weights may have: its identity and every parameter's version
-    counter, which torch bumps on each in-place write (optimizer steps, ``load_state_dict``)."""
-    return (id(model), *(p._version for p in model.parameters()))
-
-
-class ValDecode:
-    """The deployed decode (``greedy_negatives``) of val prompts, at most once per prompt and weights.
-
-    A selection check reads the decode twice, for the diversity share of its prompts and for the reward plan's
-    (a subset of them when val has no more prompts than ``rl.eval_prompts``): the second read is free.
-    ``__call__(model, prompts)`` decodes only the prompts this model's current weights have not decoded yet.
-    """
-
-    def __init__(self, tokenizer, params: Params) -> None:
-        self.tokenizer, self.params = tokenizer, params
-        self.key: tuple[int, ...] | None = None
-        self.negatives: dict[str, str] = {}
-        self.decoded = 0  # prompts decoded, over all calls
-
-    def __call__(self, model, prompts: list[str]) -> list[str]:
-        key = weights_version(model)
-        if key != self.key:
-            self.key, self.negatives = key, {}
-        missing = [p for p in dict.fromkeys(prompts) if p not in self.negatives]
-        if missing:
-            self.negatives |= dict(zip(missing, greedy_negatives(model, self.tokenizer, missing, self.params), strict=True))
-            self.decoded += len(missing)
-        return [self.negatives[p] for p in prompts]
-
-
-class ValRewardGain:
-    """Paired val reward gain of a policy's deployed decode over SFT's: checkpoint selection by reward.
-
-    Plan: ``rl.select_reward_prompts`` val prompts (a seeded draw) x ``rl.select_reward_seeds`` diffusion seeds,
-    fixed for the run. SFT's images are rendered once (``bind``, after calibration); at a step, a prompt whose
-    deployed negative equals SFT's has the same images, so its difference is exactly 0 and only the changed
-    prompts are rendered. ``__call__(model) -> (gain, se)``: the mean and standard error over prompts of the
-    per-prompt mean difference, as ``paired_summary`` on the test.
-    """
-
-    def __init__(self, accelerator, pipe, tokenizer, sft_model, val_prompts: list[str], params: Params,
-                 decode: ValDecode | None = None) -> None:
-        rl = params.rl
-        self.accelerator, self.pipe, self.tokenizer, self.params = accelerator, pipe, tokenizer, params
-        self.decode = decode or ValDecode(tokenizer, params)  # shared with the diversity share: one decode a check
-        self.prompts, self.seeds = eval_plan(val_prompts, rl.select_reward_prompts, rl.eval_seed, rl.select_reward_seeds)
-        self.sft_negatives = self.decode(sft_model, self.prompts)
-        self.reward_fn: RewardFn | None = None
-        self.sft_rewards: torch.Tensor | None = None  # [prompt, seed]
-        self.images_rendered = 0
-        self.image_seconds = 0.0  # rendering + scoring, which the loop's anatomy counts with the training images
-
-    def rewards(self, idx: list[int], negatives: list[str]) -> torch.Tensor:
-        """[len(idx), seeds] rewards of the plan's prompts ``idx`` with ``negatives`` (one per index)."""
-        s = len(self.seeds[0])
-        flat_p = [self.prompts[i] for i in idx for _ in range(s)]
-        flat_n = [n for n in negatives for _ in range(s)]
-        flat_s = [x for i in idx for x in self.seeds[i]]
-        start = time.perf_counter()
-        scores = score_triples(self.accelerator, self.pipe, self.params.active, self.reward_fn, flat_p, flat_n, flat_s,
-                               self.params.rl.image_batch_size)
-        self.images_rendered += len(flat_p)
-        self.image_seconds += time.perf_counter() - start
-        return scores["reward"].double().cpu().reshape(len(idx), s)
-
-    def bind(self, reward_fn: RewardFn) -> None:
-        """Fix the reward (the calibrated one, frozen for the run) and render SFT's plan."""
-        self.reward_fn = reward_fn
-        self.sft_rewards = self.rewards(list(range(len(self.prompts))), self.sft_negatives)
-
-    def __call__(self, model) -> tuple[float, float]:
-        if self.sft_rewards is None:
-            raise RuntimeError("ValRewardGain: bind(reward_fn) before scoring a step")
-        negatives = self.decode(model, self.prompts)
-        changed = [i for i, (a, b) in enumerate(zip(negatives, self.sft_negatives, strict=True)) if a != b]
-        diff = torch.zeros(len(self.prompts), dtype=torch.float64)
-        if changed:
-            diff[changed] = (self.rewards(changed, [negatives[i] for i in changed]).mean(1)
-                             - self.sft_rewards[changed].mean(1))
-        return mean_and_se(diff)
-
-
 @torch.no_grad()
 def kl_to_sft(rl_model, sft_model, tokenizer, prompts: list[str], params: Params, batch: int = 64) -> float:
     """``KL(pi_rl || pi_sft)`` on ``prompts``: mean of ``log pi_rl(y|x) - log pi_sft(y|x)`` over ``rl.k``
     negatives sampled from RL per prompt (the k1 estimator the training reward uses, nats per negative)."""
-    rl, sft = params.rl, params.sft
+    sampling, sft = params.sampling, params.sft
     kls = []
     for i in range(0, len(prompts), batch):
         sources = format_sources(prompts[i:i + batch], sft.task_prefix, saved_retrieval(params.paths.sft))
-        ro = sample_rollout(rl_model, tokenizer, sources, rl.k, rl.temperature, rl.top_p, rl.max_new_tokens,
-                            sft.max_source_length, seed=params.rl.eval_seed + i)
+        ro = sample_rollout(rl_model, tokenizer, sources, params.rl.k, sampling.temperature, sampling.top_p,
+                            sampling.max_new_tokens, sft.max_source_length, seed=params.rl.test.seed + i)
         # both teacher-forced (not the rollout's own log-probs): the same model's KL is then exactly 0
-        kls.append(sequence_logprobs(rl_model, ro, rl.temperature)[0] - sequence_logprobs(sft_model, ro, rl.temperature)[0])
+        kls.append(sequence_logprobs(rl_model, ro, sampling.temperature)[0]
+                   - sequence_logprobs(sft_model, ro, sampling.temperature)[0])
     return torch.cat(kls).mean().item()
 
 
@@ -182,22 +99,22 @@ def evaluate_rl(accelerator, sft_model, rl_model, tokenizer, pipe, reward_fn: Re
     ``reward_test_finite`` (share of finite image rewards), ``z_test_abs_max`` (largest ``|z|`` of a weighted
     term over both models' images), ``kl_test`` (``kl_to_sft`` on the test prompts).
     """
-    prompts, seeds = eval_plan(test_prompts, params.rl.eval_prompts, params.rl.eval_seed,
-                               params.rl.eval_seeds_per_prompt)
+    cfg = params.rl.test
+    prompts, seeds = eval_plan(test_prompts, cfg.prompts, cfg.seed, cfg.seeds_per_prompt)
     neg_sft = greedy_negatives(sft_model, tokenizer, prompts, params)
     neg_rl = greedy_negatives(rl_model, tokenizer, prompts, params)
-    n, s = len(prompts), params.rl.eval_seeds_per_prompt
+    n, s = len(prompts), cfg.seeds_per_prompt
     flat_p = [p for p in prompts for _ in range(s)]
     flat_s = [x for row in seeds for x in row]
     flat_sft, flat_rl = [x for x in neg_sft for _ in range(s)], [x for x in neg_rl for _ in range(s)]
     # one sharded job for both models: fewer pipeline calls, same seeds for the pair; a prompt whose RL negative
     # is SFT's renders once (score_triples), its difference exactly 0
     triples = (flat_p + flat_p, flat_sft + flat_rl, flat_s + flat_s)
-    scores = score_triples(accelerator, pipe, params.active, reward_fn, *triples, params.rl.image_batch_size)
+    scores = score_triples(accelerator, pipe, params.active, reward_fn, *triples, params.reward.image_batch_size)
     per_prompt = scores["reward"].reshape(2, n, s).mean(dim=2)  # [model, prompt]: the unit of the paired test
     metrics = paired_summary(per_prompt[0], per_prompt[1])
     metrics["power"] = gain_se_by_seeds(scores["reward"].reshape(2, n, s)[1] - scores["reward"].reshape(2, n, s)[0])
-    weights = params.rl.reward.scored()  # {term: weight}, every scored term
+    weights = params.reward.weights.scored()  # {term: weight}, every scored term
     for t in weights:
         for kind, suffix in (("z", ""), ("raw", "_raw")):
             metrics[f"{t}{suffix}_test_sft"] = scores[f"{kind}/{t}"][: n * s].mean().item()
