@@ -65,11 +65,11 @@ def main() -> None:
     train = read_split(paths.clean, "train")
     rows = read_split(paths.clean, args.split)
     prompts = rows.prompt.tolist()
-    plain = Retrieval(RetrievalIndex(train.prompt.tolist(), train.negative_prompt.tolist()), sft.retrieval_k)
+    plain = Retrieval(RetrievalIndex(train.prompt.tolist(), train.negative_prompt.tolist()), sft.retrieval.k)
     own = decode_negatives(model, tokenizer, prompts, params.decode, sft.task_prefix, sft.max_source_length,
                            retrieval=plain)
     sources = format_sources(prompts, sft.task_prefix, plain)
-    cand = table(model, tokenizer, prompts, sources, [[o] for o in own], plain.index, sft.rerank_neighbours,
+    cand = table(model, tokenizer, prompts, sources, [[o] for o in own], plain.index, sft.rerank.neighbours,
                  sft.max_source_length, params.decode.max_new_tokens, logprob=False)
     r, c = np.nonzero(cand.valid)
     src, tgt = [sources[i] for i in r], [cand.texts[i][j] for i, j in zip(r, c, strict=True)]

@@ -1,4 +1,5 @@
-"""How much of each reward term can a negative prompt move? The measurement behind ``rl.reward_norm``.
+"""How much of each reward term can a negative prompt move? The measurement behind scaling the reward's terms
+by their within-group spread (``negopt.reward.term_stats``; docs/EXPERIMENTS.md).
 
 Scores ``--negatives`` distinct SFT negatives (nucleus samples for random train prompts) on the same
 ``--prompts`` x ``--seeds`` (prompt, seed) contexts, then splits each raw term's [negative, context]
@@ -25,8 +26,10 @@ import torch
 
 from negopt.core.params import load_params
 from negopt.models.loader import load_policy, load_scorer, load_sd_pipeline
+from negopt.policy.decode import format_sources, saved_retrieval
+from negopt.policy.sampling import sample_rollout
+from negopt.reward.calibration import calibrate_rewards
 from negopt.reward.weighted import score_triples, weighted_sum_reward
-from negopt.rl.loop import Components, calibrate_rewards, rollout
 
 
 def decompose(table: np.ndarray) -> dict[str, float]:
@@ -53,21 +56,25 @@ def main() -> None:
     device = torch.device("cpu")
     train = list(dict.fromkeys(pd.read_parquet(f"{params.paths.clean}/train.parquet", columns=["prompt"]).prompt))
     policy, tok = load_policy(params.paths.sft, device)
-    comp = Components(policy, policy, tok, load_sd_pipeline(params.active, device), load_scorer(params.active, device))
+    pipe, scorer = load_sd_pipeline(params.active, device), load_scorer(params.active, device)
     t0 = time.perf_counter()
-    marginal, stats = calibrate_rewards(None, comp, params, train)
+    marginal, stats = calibrate_rewards(None, params, train, policy=policy, tokenizer=tok, sft_dir=params.paths.sft,
+                                        pipe=pipe, scorer=scorer)
 
     rng = np.random.default_rng(args.seed)
     sources = [train[i] for i in rng.choice(len(train), 2 * args.negatives, replace=False)]
-    one = params.model_copy(update={"rl": params.rl.model_copy(update={"k": 1})})
-    negatives = list(dict.fromkeys(rollout(comp, one, sources, args.seed)[0].negatives))[: args.negatives]
+    s = params.sampling
+    inputs = format_sources(sources, params.sft.task_prefix, saved_retrieval(params.paths.sft))
+    sampled = sample_rollout(policy, tok, inputs, 1, s.temperature, s.top_p, s.max_new_tokens,
+                             params.sft.max_source_length, args.seed).negatives
+    negatives = list(dict.fromkeys(sampled))[: args.negatives]
     contexts = [(p, int(s)) for p in (train[i] for i in rng.choice(len(train), args.prompts, replace=False))
                 for s in rng.integers(0, 2**31 - 1, args.seeds)]
     prompts = [p for _ in negatives for p, _ in contexts]
     seeds = [s for _ in negatives for _, s in contexts]
     negs = [n for n in negatives for _ in contexts]
-    reward_fn = weighted_sum_reward(comp.scorer, params.rl.reward.scored(), stats, marginal, params.rl.clip_term)
-    out = score_triples(None, comp.pipe, params.active, reward_fn, prompts, negs, seeds, params.rl.image_batch_size)
+    reward_fn = weighted_sum_reward(scorer, params.reward.weights.scored(), stats, marginal)
+    out = score_triples(None, pipe, params.active, reward_fn, prompts, negs, seeds, params.reward.image_batch_size)
     seconds = time.perf_counter() - t0
 
     shape = (len(negatives), len(contexts))
@@ -80,7 +87,7 @@ def main() -> None:
         ratio = stats.std(t) / stats.within_std(t)
         print(f"| {t} | {d['noise']:.4g} | {d['effect']:.4g} | {d['snr']:.3f} | {d['context']:.4g} | {ratio:.2f} |")
     d = decompose(out["reward"].reshape(shape).numpy())
-    print(f"| total reward (rl.reward_norm={params.rl.reward_norm}) | {d['noise']:.3g} | {d['effect']:.3g} | "
+    print(f"| total reward (within-group scales) | {d['noise']:.3g} | {d['effect']:.3g} | "
           f"{d['snr']:.3f} | {d['context']:.3g} | |")
 
 

@@ -31,10 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.results import append  # noqa: E402
 from negopt.core.params import load_params  # noqa: E402
 from negopt.models.t5 import load_policy  # noqa: E402
+from negopt.policy.decode import format_sources, saved_retrieval  # noqa: E402
 from negopt.policy.sampling import Rollout, encode_sources, generated_mask, sample_rollout, sequence_logprobs  # noqa: E402
 from negopt.rl.heldout import eval_plan, greedy_negatives  # noqa: E402
-from negopt.rl.loop import Components, deployed_sources, step_plan, update  # noqa: E402
-from stages.rl import human_negatives, read_prompts  # noqa: E402
+from negopt.rl.loop import step_plan, update  # noqa: E402
+from stages.rl import read_prompts  # noqa: E402
 
 
 def main() -> None:
@@ -42,14 +43,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     args = ap.parse_args()
     params = load_params()
-    rl, sft = params.rl, params.sft
+    rl, sft, s = params.rl, params.sft, params.sampling
     policy, tokenizer = load_policy(params.paths.sft, torch.device("cpu"))
     ref, _ = load_policy(params.paths.sft, torch.device("cpu"))
     policy.eval()
     ref.eval().requires_grad_(False)
-    comp = Components(policy=policy, ref=ref, tokenizer=tokenizer, pipe=None, scorer=None, sft_dir=params.paths.sft)
-    train = list(human_negatives(params.paths.clean))
-    val, _ = eval_plan(read_prompts(params.paths.clean, "val"), rl.eval_prompts, rl.eval_seed)
+    train = read_prompts(params.paths.clean, "train")
+    val, _ = eval_plan(read_prompts(params.paths.clean, "val"), rl.selection.diversity_prompts, rl.selection.seed)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=rl.learning_rate, weight_decay=0.0)
     parts = ("generate (transformers' top-p)", "logp old (teacher-forced)", "generate", "logp ref", "update",
              "val decode")
@@ -57,21 +57,21 @@ def main() -> None:
     tokens, same = [], 0
     for step in range(args.steps + 1):
         prompts, _, sample_seed = step_plan(params.base.seed, step, train, rl.batch_prompts)
-        sources = deployed_sources(comp, params, prompts)
+        sources = format_sources(prompts, sft.task_prefix, saved_retrieval(params.paths.sft))
         t = [time.perf_counter()]
-        before = transformers_rollout(policy, tokenizer, sources, rl, sft.max_source_length, sample_seed)
+        before = transformers_rollout(policy, tokenizer, sources, rl.k, s, sft.max_source_length, sample_seed)
         t.append(time.perf_counter())
         with torch.no_grad():
-            sequence_logprobs(policy, before, rl.temperature)
+            sequence_logprobs(policy, before, s.temperature)
         t.append(time.perf_counter())
-        ro = sample_rollout(policy, tokenizer, sources, rl.k, rl.temperature, rl.top_p, rl.max_new_tokens,
+        ro = sample_rollout(policy, tokenizer, sources, rl.k, s.temperature, s.top_p, s.max_new_tokens,
                             sft.max_source_length, sample_seed, scored=True)
         t.append(time.perf_counter())
         with torch.no_grad():
-            sequence_logprobs(ref, ro, rl.temperature)
+            sequence_logprobs(ref, ro, s.temperature)
         t.append(time.perf_counter())
         advantages = torch.randn(len(ro.negatives), generator=torch.Generator().manual_seed(step))
-        update(policy, optimizer, ro, advantages, ro.logp, params)
+        update(policy, optimizer, ro, advantages, ro.logp, rl, s.temperature)
         t.append(time.perf_counter())
         greedy_negatives(policy, tokenizer, val, params)
         t.append(time.perf_counter())
@@ -88,7 +88,7 @@ def main() -> None:
     rows += [[n, f"{old[n] * 1000:.0f}", f"{new[n] * 1000:.0f}", ""] for n in parts[3:]]
     rows.append(["**total**", f"**{sum(old.values()) * 1000:.0f}**", f"**{sum(new.values()) * 1000:.0f}**",
                  f"**{sum(new.values()) / sum(old.values()):.2f}x**"])
-    note = (f"{rl.batch_prompts} prompts x k={rl.k}, max_new_tokens {rl.max_new_tokens} (median decoded length "
+    note = (f"{rl.batch_prompts} prompts x k={rl.k}, max_new_tokens {s.max_new_tokens} (median decoded length "
             f"{statistics.median(tokens):.0f} tokens), {len(val)} val prompts, {torch.get_num_threads()} threads, "
             f"profile {params.profile}; medians of {args.steps} steps after one warm-up, both columns from the "
             f"same steps. Before: transformers' top-p warper and a teacher-forced pass for the old log-probs; "
@@ -99,14 +99,14 @@ def main() -> None:
 
 
 @torch.no_grad()
-def transformers_rollout(policy, tokenizer, sources, rl, max_source_length: int, seed: int) -> Rollout:
+def transformers_rollout(policy, tokenizer, sources, k: int, s, max_source_length: int, seed: int) -> Rollout:
     """The rollout as it was: transformers' temperature and top-p warpers, no log-probs kept."""
     input_ids, attention_mask = encode_sources(tokenizer, sources, max_source_length)
-    input_ids, attention_mask = input_ids.repeat_interleave(rl.k, 0), attention_mask.repeat_interleave(rl.k, 0)
+    input_ids, attention_mask = input_ids.repeat_interleave(k, 0), attention_mask.repeat_interleave(k, 0)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         seq = policy.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=True, top_k=0,
-                              temperature=rl.temperature, top_p=rl.top_p, max_new_tokens=rl.max_new_tokens)
+                              temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens)
     return Rollout(input_ids, attention_mask, seq, generated_mask(seq[:, 1:], policy.config.eos_token_id), [])
 
 

@@ -96,7 +96,7 @@ def models_replica(
 @app.command("suggest")
 def suggest_cmd(
     prompt: str = typer.Argument(None, help="the text-to-image prompt (or use --file)"),
-    file: Path = typer.Option(None, "--file", help="a text file of prompts, one per line"),
+    file: Path = typer.Option(None, "--file", help="a prompt file: .txt one per line, or .csv / .jsonl / .parquet with a prompt column"),
     model: Path = typer.Option(None, "--model", help="model folder (default: newest of paths.rl, paths.sft)"),
     num: int = typer.Option(1, "--num", min=1, help="negatives per prompt (beams, or samples if decode.do_sample)"),
     seed: int = typer.Option(0, "--seed", help="sampling seed (used when decode.do_sample is true)"),
@@ -104,12 +104,12 @@ def suggest_cmd(
 ) -> None:
     """Print negative prompts, one per line, in prompt order (``--num`` lines per prompt)."""
     from negopt.core.errors import UserError
-    from negopt.suggest import NoModelError, newest_model, read_params, read_prompt_file, suggest
+    from negopt.suggest import NoModelError, newest_model, read_params, read_prompts, suggest
 
     try:
         if (prompt is None) == (file is None):
             raise UserError("give one PROMPT argument or --file prompts.txt, not both or neither")
-        prompts = [prompt] if prompt is not None else read_prompt_file(file)
+        prompts = [prompt] if prompt is not None else read_prompts(file)
         p = read_params(path)
         candidates = [Path(p.paths.rl), Path(p.paths.sft)] if p else [Path("models/rl"), Path("models/sft")]
         chosen = model if model is not None else newest_model(candidates)
@@ -124,6 +124,31 @@ def suggest_cmd(
         typer.echo(negative.replace("\n", " "))  # one output line per negative, in order
 
 
+@app.command("recipe")
+def recipe_cmd(
+    recipe: Path = typer.Argument(..., help="a recipe file, e.g. recipes/real-pairs.yaml"),
+    name: str = typer.Option(None, "--name", help="the experiment's name"),
+    queue: bool = typer.Option(False, "--queue", help="queue the experiment instead of running it"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the dvc command instead of running it"),
+    path: Path = typer.Option(Path("params.yaml"), "--params", help="the params file the recipe overlays"),
+) -> None:
+    """Run a recipe's settings as one DVC experiment (``dvc exp run -S ...``), after validating them."""
+    import shlex
+    import subprocess
+
+    from negopt.core.errors import ParamsError
+    from negopt.recipes import exp_run_command, load_recipe
+
+    try:
+        cmd = exp_run_command(load_recipe(recipe, path), name=name, queue=queue)
+    except ParamsError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    typer.echo(" ".join(shlex.quote(c) for c in cmd), err=True)
+    if not dry_run:
+        raise typer.Exit(subprocess.run(cmd, check=False).returncode)
+
+
 @app.command("frontier")
 def frontier_cmd(
     out: Path = typer.Option(Path("frontier"), "--out", help="folder for frontier.csv, frontier.md, frontier.png"),
@@ -131,7 +156,7 @@ def frontier_cmd(
     raw: bool = typer.Option(False, "--raw", help="raw term values (<term>_raw_test_rl) instead of z units"),
     workspace: bool = typer.Option(False, "--workspace", help="also list the workspace's uncommitted results"),
 ) -> None:
-    """Per-term test means of each experiment of a rl.reward.* sweep; marks the Pareto-optimal weightings."""
+    """Per-term test means of each experiment of a reward.weights.* sweep; marks the Pareto-optimal weightings."""
     import json
     import subprocess
 

@@ -30,14 +30,14 @@ def read_params(path: str | Path = "params.yaml") -> Params | None:
     return load_params(path) if Path(path).exists() else None
 
 
-def read_prompt_file(path: str | Path) -> list[str]:
-    """One prompt per non-empty line (surrounding whitespace dropped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--file {path}: no such file")
-    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def read_prompts(path: str | Path) -> list[str]:
+    """The prompts of a prompt file (``negopt.data.prompt_files``: .txt one per line, or a table's ``prompt``
+    column), surrounding whitespace dropped."""
+    from negopt.data.prompt_files import read_prompt_file
+
+    prompts = [p.strip() for p in read_prompt_file(path, where=f"--file {path}")["prompt"]]
     if not prompts:
-        raise UserError(f"--file {path}: no prompts (one per line)")
+        raise UserError(f"--file {path}: no prompts (one per line, or a prompt column)")
     return prompts
 
 

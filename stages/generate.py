@@ -13,7 +13,6 @@ from pathlib import Path
 
 from accelerate import PartialState
 
-from negopt.compare.best_of_n import best_of_n_negatives
 from negopt.compare.generate import MANIFEST, generate_all
 from negopt.core.errors import run_stage
 from negopt.core.runtime import resolve_device, start_stage
@@ -27,7 +26,7 @@ def main() -> None:
     if device.type == "cuda":
         device = state.device  # one GPU per process under accelerate launch
     start = time.perf_counter()
-    manifest = generate_all(params, state, device, best_of_n_negatives)
+    manifest = generate_all(params, state, device)
     if manifest is not None:
         seconds = time.perf_counter() - start
         print(

@@ -73,7 +73,7 @@ def main() -> None:
     train_seconds = time.perf_counter() - t0
 
     rerank: dict = {"rerank": False}
-    context_only = retrieval  # the trained model's input (retrieval_k's context, or None), before any rerank
+    context_only = retrieval  # the trained model's input (sft.retrieval's context, or None), before any rerank
     if sft.rerank.neighbours:
         fitted, rerank = fit_rerank(model, tokenizer, val.prompt.tolist(), val.negative_prompt.tolist(),
                                     Retrieval(index, sft.retrieval.k), sft, params.decode, seed)

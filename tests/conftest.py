@@ -1,88 +1,38 @@
+"""The tests' fixtures, all in one place (plain helpers are in helpers.py and rl_fakes.py).
+
+Every test process runs torch on one thread: tiny models gain nothing from a second one, results are
+bit-identical from run to run, and on a loaded 2-core machine OpenMP spin-waits make two threads several times
+slower. Tests that start processes give them ``OMP_NUM_THREADS=1`` for the same reasons (``helpers``).
+
+Markers: ``slow`` (kills and restarts, e2e runs of dvc, the paper replica: minutes), ``e2e`` and ``paper`` (both
+also slow). ``pytest -m "not slow"`` is the development loop; ``pytest`` runs everything, as CI does.
+"""
+
 import os
-import subprocess
 import sys
-import threading
-from collections.abc import Callable
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import torch
 
 # Tests never touch the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
-
-def answering(answer: Callable[[BaseHTTPRequestHandler], None]) -> type[BaseHTTPRequestHandler]:
-    """A handler class whose GETs go to ``answer(handler)``."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's name)
-            answer(self)
-
-        def log_message(self, *args):  # keep pytest output clean
-            pass
-
-    return Handler
+from helpers import RL_NEGATIVES, RL_PROMPTS, TINY_TEXTS  # noqa: E402  (after sys.path: the project first)
 
 
-@contextmanager
-def loopback_server(handler: type[BaseHTTPRequestHandler] | Callable[[BaseHTTPRequestHandler], None]):
-    """An HTTP server on 127.0.0.1 for a handler class (or a GET ``answer`` function); yields its base URL.
-
-    Polls shutdown every 20 ms, handler threads are daemons, and the server is closed on exit: every
-    fixture server of the tests goes through here."""
-    if not isinstance(handler, type):
-        handler = answering(handler)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-class FakeLive:
-    """Records what the RL loop logs: the part of dvclive's ``Live`` that ``run_rl`` uses."""
-
-    def __init__(self, directory) -> None:
-        self.dir, self.step, self.rows = str(directory), 0, []
-
-    def log_metric(self, name: str, value: float) -> None:
-        self.rows.append((self.step, name, value))
-
-    def next_step(self) -> None:
-        self.step += 1
-
-
-def copy_tracked(root: Path, dst: Path) -> None:
-    """Copy the files git tracks in ``root`` (as a fresh clone would hold them) into ``dst``."""
-    import shutil
-
-    files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True)
-    for rel in files.stdout.split():
-        if (root / rel).exists():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(root / rel, dst / rel)
-
-
-def deep_merge(dst: dict, src: dict) -> None:
-    """Overlay nested ``src`` onto ``dst`` in place (a params overlay for the temp-repo dvc tests)."""
-    for key, value in src.items():
-        if isinstance(value, dict):
-            deep_merge(dst.setdefault(key, {}), value)
-        else:
-            dst[key] = value
+def pytest_collection_modifyitems(items):
+    """e2e and paper tests are slow too, so ``-m "not slow"`` leaves them out."""
+    for item in items:
+        if item.get_closest_marker("e2e") or item.get_closest_marker("paper"):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -99,24 +49,12 @@ def shared_pairs() -> Path:
     return path
 
 
-# The crafted retrieval train set (tests/test_retrieval.py works its neighbours out by hand): "a city street"
-# retrieves rows 2 then 3, "a cat oil painting" rows 1 then 0.
-TRAIN_P = ["a portrait of a cat", "a cat oil painting", "a city street", "a street at night"]
-TRAIN_N = ["blurry", "ugly hands", "lowres", "noise"]
-
-
-# --- the tiny model zoo (helper "models"), built once per session and shared by every test ---------------
-TINY_TEXTS = [
-    f"{subject} {style}, {extra}"
-    for subject in ("a portrait of a cat", "a castle on a hill", "a city street at night", "a bowl of fruit 2024")
-    for style in ("oil painting", "photo, 8k, highly detailed", "anime style")
-    for extra in ("ugly, blurry, low quality", "deformed hands, watermark, text", "lowres, jpeg artifacts")
-]
+# --- model zoos, built once per session -------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
 def tiny_zoo(tmp_path_factory) -> Path:
-    """The tiny zoo built from a small text list (seed 0): t5/, sd/, clip/, aesthetic/, inception/."""
+    """The tiny zoo built from a small text list (seed 0): t5/, sd/, clip/, aesthetic/, inception/, ..."""
     from negopt.models.tiny import build_tiny_zoo
 
     out = tmp_path_factory.mktemp("zoo") / "tiny"
@@ -148,55 +86,31 @@ def tiny_params(tiny_zoo):
     return p.model_copy(update=dict(profile="tiny", models=p.models.model_copy(update=dict(tiny=tiny))))
 
 
-@pytest.fixture(scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on a loaded machine OpenMP spin-waits make
-    two threads several times slower; restore the setting for other modules."""
-    import torch
+@pytest.fixture(scope="session")
+def rl_zoo(tmp_path_factory) -> Path:
+    """A tiny zoo on the RL tests' prompts (vocabularies of 300), under a folder ``helpers.rl_params`` runs in."""
+    from negopt.models.tiny import build_tiny_zoo
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    base = tmp_path_factory.mktemp("rl")
+    build_tiny_zoo((RL_PROMPTS + RL_NEGATIVES) * 20, base / "tiny", seed=0, t5_vocab_size=300, sd_vocab_size=300)
+    return base
 
 
-# --- SIGKILL a child at chosen moments and resume it (the kill tests of sft, rl and the writers) ----------
-def one_thread_child(argv: list[str], log: Path) -> subprocess.Popen:
-    """``python argv...`` with one torch thread (bit-identical CPU maths across runs), stderr to ``log``."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), TOKENIZERS_PARALLELISM="false")
-    with open(log, "ab") as err:
-        return subprocess.Popen([sys.executable, *argv], env=env, stdout=subprocess.DEVNULL, stderr=err)
+@pytest.fixture(scope="session")
+def wiring_t5(tmp_path_factory) -> Path:
+    """A tiny T5 on the RL tests' prompts: the real policy of the wiring tests (rl_fakes.make_components)."""
+    from negopt.models.t5 import build_tiny_t5
+
+    return build_tiny_t5((RL_PROMPTS + RL_NEGATIVES) * 10, tmp_path_factory.mktemp("t5") / "t5", vocab_size=300, seed=0)
 
 
-def wait_until(proc: subprocess.Popen, condition: Callable[[], bool], timeout: float = 600) -> None:
-    """Poll every 2 ms until ``condition()`` holds or ``proc`` has exited (bounded by ``timeout``)."""
-    import time
+@pytest.fixture
+def fake_images(monkeypatch):
+    """``rl_fakes.FakeImages`` in place of ``generate_images``: every image encodes its (prompt, negative, seed)."""
+    from rl_fakes import FakeImages
 
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None and not condition() and time.monotonic() < deadline:
-        time.sleep(0.002)
+    import negopt.images.render
 
-
-def kill_and_resume(start: Callable[[], subprocess.Popen], arm: Callable[[subprocess.Popen], None],
-                    kills: int, log: Path) -> int:
-    """Run ``start()`` again and again: the first ``kills`` runs are SIGKILLed once ``arm(proc)`` returns
-    (it waits for the moment), then one runs to the end. Returns the number of kills that landed.
-
-    Every run must end by the kill or with rc 0: a crash of its own (say, a resume from a torn checkpoint)
-    fails with the child's stderr. A run that finished before its kill counts as no kill."""
-    import signal
-
-    landed = runs = 0
-    while True:
-        runs += 1
-        assert runs <= 3 * kills + 2, "the killed run never finished"
-        proc = start()
-        if landed < kills:
-            arm(proc)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                landed += 1
-        rc = proc.wait(timeout=900)
-        if rc == 0:
-            return landed
-        assert rc == -signal.SIGKILL, f"rc {rc}:\n{log.read_text(errors='replace')[-4000:]}"
+    fake = FakeImages()
+    monkeypatch.setattr(negopt.images.render, "generate_images", fake)
+    return fake

@@ -100,3 +100,15 @@ def test_package_init_files_import_nothing_heavy():
         tree = ast.parse(init.read_text())
         top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
         assert not top, f"{init.relative_to(ROOT)} imports at module level"
+
+
+def test_every_schema_method_has_its_function_and_no_function_lacks_a_name():
+    from negopt.compare.methods import METHODS as REGISTERED
+    from negopt.compare.methods import method
+    from negopt.core.params import METHODS
+
+    assert tuple(REGISTERED) == METHODS
+    import pytest
+
+    with pytest.raises(ValueError, match="not in negopt.core.params.METHODS"):
+        method("dalle")

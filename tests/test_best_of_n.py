@@ -11,7 +11,7 @@ import yaml
 
 import negopt.reward.weighted
 from negopt.compare.best_of_n import best_of_n_negatives, pick_best, selection_seeds
-from negopt.compare.generate import prompt_seeds
+from negopt.compare.seeds import prompt_seeds
 from negopt.core.params import validate_params
 
 PROMPTS = ["a portrait of a cat oil painting", "a castle on a hill anime style", "a bowl of fruit 2024 photo"]
@@ -53,7 +53,7 @@ def project(tiny_zoo, tiny_params, tmp_path_factory):
     return validate_params(raw)
 
 
-def test_keeps_the_highest_reward_candidate(project, monkeypatch, one_torch_thread):
+def test_keeps_the_highest_reward_candidate(project, monkeypatch):
     """With a reward known by hand (the negative's length), the kept negative of each prompt is its
     longest candidate; the selection renders use the selection seeds, shared by a prompt's n candidates."""
     from negopt.models.loader import load_sd_pipeline
@@ -76,7 +76,7 @@ def test_keeps_the_highest_reward_candidate(project, monkeypatch, one_torch_thre
     assert report["search_images"] == 17 and report["n"] == 3
 
 
-def test_real_reward_kept_candidate_scores_at_least_the_mean(project, one_torch_thread):
+def test_real_reward_kept_candidate_scores_at_least_the_mean(project):
     """The real RL reward (calibrated as the rl stage does): the kept candidates' mean reward is the
     mean of each prompt's maximum, so at least the mean over all candidates."""
     from negopt.models.loader import load_sd_pipeline
@@ -88,7 +88,7 @@ def test_real_reward_kept_candidate_scores_at_least_the_mean(project, one_torch_
     assert torch.isfinite(torch.tensor(report["reward_best_mean"]))
 
 
-def test_reads_the_rl_stage_calibration_and_only_its_own(project, monkeypatch, one_torch_thread):
+def test_reads_the_rl_stage_calibration_and_only_its_own(project, monkeypatch):
     """best_of_n scores with the calibration the rl stage saved for these SFT weights, prompts and settings
     (the same numbers it would compute itself, so the same kept negatives), and computes its own when the
     saved one is another run's."""

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import TRAIN_N, TRAIN_P
+from helpers import TRAIN_N, TRAIN_P
 from typer.testing import CliRunner
 
 from negopt.core.params import Decode
@@ -22,8 +22,6 @@ from negopt.policy.decode import (
 )
 from negopt.policy.nucleus import NucleusWarper
 from negopt.policy.retrieval import RetrievalIndex
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class _Tok:
@@ -127,7 +125,7 @@ def project(request, tmp_path_factory, tiny_zoo, tiny_params):
 def test_every_consumer_gives_the_same_negative(project, monkeypatch):
     """sft ROUGE / the Python API, the rl test, generate's sft method and `negopt suggest` agree."""
     from negopt.cli import app
-    from negopt.compare.generate import model_negatives
+    from negopt.compare.methods import MethodInputs, negatives_of
     from negopt.rl.heldout import greedy_negatives
 
     root, params = project
@@ -152,7 +150,9 @@ def test_every_consumer_gives_the_same_negative(project, monkeypatch):
 
     greedy_negatives(gen.model, Spy(), prompts, params)
     assert encoded == [gen.sources(prompts)]
-    assert model_negatives(params, "sft", prompts, torch.device("cpu")) == expected
+    paths = params.paths.model_copy(update={"sft": "models/sft", "rl": "models/rl"})
+    inputs = MethodInputs(params.model_copy(update={"paths": paths}), prompts, ["", ""], [[0], [0]], torch.device("cpu"))
+    assert negatives_of("sft", inputs) == negatives_of("rl", inputs) == expected
     (root / "prompts.txt").write_text("\n".join(prompts) + "\n\n")
     result = CliRunner().invoke(app, ["suggest", "--file", "prompts.txt", "--model", "models/rl"])
     assert result.exit_code == 0, result.output

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import copy_tracked, deep_merge
+from helpers import copy_tracked, deep_merge
 
 pytestmark = pytest.mark.e2e
 
@@ -89,7 +89,7 @@ def test_repro_writes_every_declared_output(repo: Path):
 
 
 @pytest.fixture(scope="module")
-def out(repo: Path, one_torch_thread):
+def out(repo: Path):
     """The repro's params (with the FAST overlay) and a reader of its JSON outputs."""
     from negopt.core.params import load_params
 

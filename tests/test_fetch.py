@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import loopback_server
 from fake_hub import serve_hub
+from helpers import loopback_server
 from huggingface_hub import constants
 from safetensors.torch import save_file
 

@@ -17,7 +17,7 @@ def record(rev: str, name: str | None, weights: dict | None, terms: dict | None)
     metrics = {} if terms is None else {"metrics/rl.json": {"data": {
         **{f"{t}_test_rl": v for t, v in terms.items()}, **{f"{t}_raw_test_rl": 10 * v for t, v in terms.items()},
         "reward_test_rl": 0.0}}}
-    params = {"params.yaml": {"data": {"rl": {"reward": weights} if weights else {"steps": 2}}}}
+    params = {"params.yaml": {"data": {"reward": {"weights": weights}} if weights else {"rl": {"steps": 2}}}}
     return {"rev": rev, "name": name, "data": {"rev": rev, "params": params, "metrics": metrics}, "error": None,
             "experiments": None}
 

@@ -20,10 +20,10 @@ from negopt.compare.generate import (
     distinct_items,
     make_batches,
     manifest_frame,
-    method_negatives,
-    prompt_seeds,
     render_batches,
 )
+from negopt.compare.methods import METHODS, MethodInputs, negatives_of
+from negopt.compare.seeds import prompt_seeds
 from negopt.core.params import validate_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,37 +48,34 @@ def test_seeds_deterministic_distinct_and_prefix_stable():
     assert prompt_seeds(1, 4, 3) != a
 
 
-def test_method_negatives():
-    assert method_negatives("none", PROMPTS[:2], GT[:2], "ugly") == ["", ""]
-    assert method_negatives("generic", PROMPTS[:2], GT[:2], "ugly") == ["ugly", "ugly"]
-    assert method_negatives("ground_truth", PROMPTS[:2], GT[:2], "ugly") == GT[:2]
-    calls = []
+def test_the_plain_methods_by_hand(tmp_path):
+    params = validate_params(project_params(tmp_path, ["none"]) | {"generate": {"generic_negative": "ugly"}})
+    inputs = MethodInputs(params, PROMPTS[:2], GT[:2], [[1], [2]])
+    assert negatives_of("none", inputs) == ["", ""]
+    assert negatives_of("generic", inputs) == ["ugly", "ugly"]
+    assert negatives_of("ground_truth", inputs) == GT[:2]
+    with pytest.raises(ValueError, match="unknown method 'best'"):
+        negatives_of("best", inputs)
 
-    def model_fn(method, prompts):
-        calls.append((method, list(prompts)))
-        return [f"{method}:{p[:3]}" for p in prompts]
 
-    assert method_negatives("rl", PROMPTS[:2], GT[:2], "ugly", model_fn) == ["rl:a r", "rl:por"]
-    assert calls == [("rl", PROMPTS[:2])]
-    with pytest.raises(ValueError, match="model_fn"):
-        method_negatives("sft", PROMPTS[:2], GT[:2], "ugly")
-    assert method_negatives("retrieval", PROMPTS[:2], GT[:2], "ugly", model_fn,
-                            lambda p: [f"near:{x[:3]}" for x in p]) == ["near:a r", "near:por"]
-    with pytest.raises(ValueError, match="retrieval_fn"):
-        method_negatives("retrieval", PROMPTS[:2], GT[:2], "ugly", model_fn)
-    with pytest.raises(ValueError, match="unknown method"):
-        method_negatives("best", PROMPTS[:2], GT[:2], "ugly")
+def test_a_method_must_answer_every_prompt(tmp_path, monkeypatch):
+    params = validate_params(project_params(tmp_path, ["none"]))
+    monkeypatch.setitem(METHODS, "generic", lambda inputs: ["one"])
+    with pytest.raises(ValueError, match="'generic' gave 1 negatives for 2 prompts"):
+        negatives_of("generic", MethodInputs(params, PROMPTS[:2], GT[:2], [[1], [2]]))
 
 
 def test_retrieval_method_answers_the_nearest_train_prompts_negative(tmp_path):
     """Fit on train.parquet only: a test prompt never retrieves another test row, however similar."""
-    from negopt.compare.generate import retrieval_negatives
-
+    clean = tmp_path / "data/clean"
+    clean.mkdir(parents=True)
     pd.DataFrame({"prompt": ["a cat on a sofa", "a city street at night"],
-                  "negative_prompt": ["blurry cat", "cars"]}).to_parquet(tmp_path / "train.parquet")
+                  "negative_prompt": ["blurry cat", "cars"]}).to_parquet(clean / "train.parquet")
     pd.DataFrame({"prompt": ["street at night, rain"], "negative_prompt": ["umbrella"]}).to_parquet(
-        tmp_path / "test.parquet")
-    assert retrieval_negatives(tmp_path, ["night street", "cat sofa", "street at night, rain"]) == [
+        clean / "test.parquet")
+    params = validate_params(project_params(tmp_path, ["retrieval"]))
+    prompts = ["night street", "cat sofa", "street at night, rain"]
+    assert negatives_of("retrieval", MethodInputs(params, prompts, [""] * 3, [[1]] * 3)) == [
         "cars", "blurry cat", "cars"]
 
 
@@ -134,7 +131,9 @@ def test_missing_model_is_a_clear_error(tmp_path):
     params = validate_params(project_params(tmp_path, ["none", "rl"]))
     with pytest.raises(FileNotFoundError, match=r"'rl'.*paths\.rl.*dvc repro rl"):
         check_method_models(params, ["none", "rl"])
-    check_method_models(params, ["none", "generic"])  # no model needed
+    with pytest.raises(FileNotFoundError, match=r"'best_of_n'.*paths\.sft.*dvc repro sft"):
+        check_method_models(params, ["best_of_n"])  # its search samples the SFT model
+    check_method_models(params, ["none", "generic", "ground_truth", "retrieval"])  # no model needed
 
 
 def test_render_batches_fake_generator(tmp_path):

@@ -20,8 +20,6 @@ CPU = torch.device("cpu")
 COMPONENTS = ["policy", "sd", "clip", "aesthetic", "inception", "hpsv2", "pickscore"]
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 @pytest.fixture(scope="module")
 def pipe(tiny_params):
@@ -68,7 +66,7 @@ def _tensors(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def test_second_build_with_same_seed_is_identical(tiny_zoo, tmp_path):
-    from conftest import TINY_TEXTS
+    from helpers import TINY_TEXTS
 
     again = tmp_path / "tiny"
     build_tiny_zoo(TINY_TEXTS, again, seed=0)

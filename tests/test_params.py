@@ -1,5 +1,6 @@
 import copy
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -197,3 +198,19 @@ def _get(d: dict, path: tuple):
     for key in path:
         d = d[key]
     return d
+
+
+def test_every_key_in_params_yaml_says_what_it_means_on_its_line():
+    """One line of meaning per key: a key line without a ``#`` comment is a setting nobody can read."""
+    bare = [f"{n}: {line.strip()}" for n, line in enumerate((Path(__file__).resolve().parents[1] / "params.yaml").read_text().splitlines(), 1)
+            if re.match(r"^\s*[\w.-]+:", line) and "#" not in line]
+    assert not bare, "params.yaml keys without a comment:\n" + "\n".join(bare)
+
+
+def test_the_rl_section_reads_as_a_few_settings_and_named_groups():
+    from negopt.core.params import Rl, Section
+
+    plain = [n for n, f in Rl.model_fields.items() if not (isinstance(f.annotation, type)
+                                                          and issubclass(f.annotation, Section))]
+    assert len(plain) <= 20, plain
+    assert {"ppo", "selection", "test", "health"} <= set(Rl.model_fields)

@@ -15,8 +15,6 @@ from negopt.models.loader import load_scorer, load_sd_pipeline, named_preference
 
 CPU = torch.device("cpu")
 PROMPTS = ["a portrait of a cat, oil painting", "a castle on a hill, anime style"]
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 @pytest.fixture(scope="module")
 def sdxl_profile(tiny_params, tiny_zoo):

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
-from conftest import loopback_server
+from helpers import loopback_server
 
 from negopt.core.params import Data, PlaygroundSource
 from negopt.data.playground import PlaygroundClient, PlaygroundError, retry_after_seconds

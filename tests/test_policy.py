@@ -12,8 +12,6 @@ TEXTS = [f"photo of a red car number {i}, sharp focus" for i in range(40)] + \
         [f"cartoon, painting, blurry, (worst quality:1.4) {i}" for i in range(40)]
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 @pytest.fixture(scope="module")
 def t5_dir(tmp_path_factory):

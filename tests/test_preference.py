@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import FakeLive
+from helpers import FakeLive
 
 from negopt.core.errors import UserError
 from negopt.core.params import validate_params
@@ -18,8 +18,6 @@ from negopt.reward.terms import TermBatch, models_needed, score_terms, unused_mo
 
 CPU = torch.device("cpu")
 PROMPTS = ["a portrait of a cat, oil painting", "a castle on a hill, anime style"]
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def images(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import copy_tracked, deep_merge
 from fake_hub import serve_hub
+from helpers import copy_tracked, deep_merge
 
 pytestmark = pytest.mark.paper
 

@@ -8,7 +8,7 @@ import random
 
 import numpy as np
 import pytest
-from conftest import TRAIN_N, TRAIN_P
+from helpers import TRAIN_N, TRAIN_P
 from rouge_score import rouge_scorer
 
 from negopt.policy.decode import CONFIG, NegativePromptGenerator, Retrieval, saved_retrieval
@@ -23,8 +23,6 @@ from negopt.policy.rerank import (
     scores,
 )
 from negopt.policy.retrieval import RetrievalIndex
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _w(**kw) -> RerankWeights:
@@ -147,7 +145,7 @@ def test_every_consumer_applies_the_saved_rerank(reranked, monkeypatch):
     from typer.testing import CliRunner
 
     from negopt.cli import app
-    from negopt.compare.generate import model_negatives
+    from negopt.compare.methods import MethodInputs, negatives_of
     from negopt.rl.heldout import greedy_negatives
 
     root, params = reranked
@@ -162,7 +160,9 @@ def test_every_consumer_applies_the_saved_rerank(reranked, monkeypatch):
     assert gen(prompts) == expected == RetrievalIndex(TRAIN_P, TRAIN_N).predict(prompts)
     assert gen.sources(prompts) == ["negative prompt: a city street at dusk", "negative prompt: a cat oil painting, detailed"]
     assert greedy_negatives(gen.model, gen.tokenizer, prompts, params) == expected
-    assert model_negatives(params, "rl", prompts, __import__("torch").device("cpu")) == expected
+    paths = params.paths.model_copy(update={"rl": "models/rl"})
+    inputs = MethodInputs(params.model_copy(update={"paths": paths}), prompts, ["", ""], [[0], [0]])
+    assert negatives_of("rl", inputs) == expected
     (root / "prompts.txt").write_text("\n".join(prompts) + "\n")
     result = CliRunner().invoke(app, ["suggest", "--file", "prompts.txt", "--model", "models/rl"])
     assert result.exit_code == 0, result.output

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import TRAIN_N, TRAIN_P
+from helpers import TRAIN_N, TRAIN_P
 
 from negopt.policy.retrieval import RetrievalIndex
 from negopt.policy.sft import paired_gain, score_sft

@@ -1,7 +1,7 @@
 """The reward-term registry is the one list of terms: registering a toy term is all it takes for the
 schema, one RL step, its calibration, the step logs, the test metrics and the model card to carry it.
 
-The toy term is the mean pixel value. ``test_rl_wiring.FakeImages`` writes the index ``i`` of each
+The toy term is the mean pixel value. ``rl_fakes.FakeImages`` writes the index ``i`` of each
 (prompt, negative, seed) triple into two pixels of an otherwise black 3x4x4 image (``i % 256`` and
 ``i // 256``), so for ``i < 256`` its brightness is ``i / 48`` by hand.
 """
@@ -12,18 +12,16 @@ import math
 
 import pytest
 import torch
-from conftest import FakeLive
-from test_rl_wiring import (  # noqa: F401  (fixtures: pytest finds them in this module's namespace)
+from helpers import FakeLive
+from rl_fakes import (
     PROMPTS,
     WEIGHTS,
     FakeScorer,
     fake_decode,
-    fake_images,
     hand_terms,
     make_components,
     make_params,
     probs_of,
-    t5_dir,
 )
 
 import negopt.rl.loop as loop
@@ -36,8 +34,6 @@ from negopt.rl.health import health_checks
 
 PIXELS = 3 * 4 * 4
 TOY_WEIGHT = 0.25
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 WITH_TOY = {"reward": {"weights": WEIGHTS | {"brightness": TOY_WEIGHT}}}
 
@@ -70,11 +66,11 @@ def test_a_registered_term_is_a_weight_with_its_default(tmp_path, brightness):
         make_params(tmp_path, {"reward": {"weights": {"sharpness": 1.0}}})
 
 
-def test_one_rl_step_calibrates_logs_and_rewards_the_toy_term(fake_images, t5_dir, tmp_path, monkeypatch,  # noqa: F811
+def test_one_rl_step_calibrates_logs_and_rewards_the_toy_term(fake_images, wiring_t5, tmp_path, monkeypatch,
                                                               brightness):
     k, calib_n = 3, 4 * 3
     params = make_params(tmp_path, WITH_TOY, steps=1, batch_prompts=3, k=k)  # calibration: 4 prompts x 3
-    comp = make_components(t5_dir, fake_images)
+    comp = make_components(wiring_t5, fake_images)
     seen = []
     real = loop.compute_advantages
     monkeypatch.setattr(loop, "compute_advantages", lambda rewards, *a: seen.append(rewards.clone()) or real(rewards, *a))
@@ -116,10 +112,10 @@ def test_one_rl_step_calibrates_logs_and_rewards_the_toy_term(fake_images, t5_di
     assert torch.allclose(seen[0].double(), expected, rtol=1e-4, atol=1e-4)
 
 
-def test_the_toy_term_reaches_the_test_metrics_and_the_model_card(fake_images, t5_dir, tmp_path, monkeypatch,  # noqa: F811
+def test_the_toy_term_reaches_the_test_metrics_and_the_model_card(fake_images, wiring_t5, tmp_path, monkeypatch,
                                                                    brightness):
     params = make_params(tmp_path, WITH_TOY, steps=1, test={"prompts": 4, "seeds_per_prompt": 1})
-    comp = make_components(t5_dir, fake_images)
+    comp = make_components(wiring_t5, fake_images)
     state = loop.run_rl(params, comp, PROMPTS)
     monkeypatch.setattr(rl_evaluate, "decode_negatives", fake_decode([]))
     monkeypatch.setattr(rl_evaluate, "kl_to_sft", lambda *a, **k: 0.0)

@@ -83,7 +83,7 @@ def test_a_floored_weighted_term_warns_but_stays_healthy_and_a_dropped_one_is_si
     assert checks["health_scales_floored"] == 0 and warnings == []
 
 
-def test_kl_to_sft_is_zero_for_the_same_model_and_positive_after_a_change(tiny_zoo, tiny_params, one_torch_thread):
+def test_kl_to_sft_is_zero_for_the_same_model_and_positive_after_a_change(tiny_zoo, tiny_params):
     import torch
 
     from negopt.models.loader import load_policy

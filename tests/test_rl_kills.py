@@ -1,6 +1,6 @@
 """RL SIGKILLed at random moments, some of them inside a checkpoint write, and resumed each time.
 
-A child process (tests/rl_worker.py with dvclive curves) runs 5 RLOO steps of the tiny zoo with a
+A child process (tests/rl_worker.py with dvclive curves) runs 5 RLOO steps of the tiny rl_zoo with a
 checkpoint after every step; its fsyncs are slowed by 4 ms each (a slow disk) so that a kill can land
 inside ``save_checkpoint``. Each killed run first completes one checkpoint (so every run makes progress
 and no kill is spent in start-up), then the test SIGKILLs it at a seeded random moment: either while the
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import kill_and_resume, one_thread_child, wait_until
+from helpers import RL_PROMPTS as PROMPTS
+from helpers import kill_and_resume, one_thread_child, rl_params, wait_until
 from safetensors.torch import load_file
-from test_rl_loop import PROMPTS, rl_params, zoo  # noqa: F401  (zoo: a fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -72,9 +72,9 @@ def _mid_write(ckpt_root: Path) -> bool:
     return any(p.name.startswith(".rl.") and p.name != ".rl.old" for p in ckpt_root.glob(".rl.*"))
 
 
-def test_random_sigkills_resume_to_the_same_weights_and_curves(zoo, tmp_path):  # noqa: F811
+def test_random_sigkills_resume_to_the_same_weights_and_curves(rl_zoo, tmp_path):
     def start_in(run: str):
-        params = rl_params(zoo, run, steps=STEPS)
+        params = rl_params(rl_zoo, run, steps=STEPS)
         spec = tmp_path / f"{run}.json"
         spec.write_text(json.dumps({"params": params.model_dump(), "prompts": PROMPTS}))
         out, live, log = tmp_path / run / "out", tmp_path / run / "live", tmp_path / f"{run}.log"

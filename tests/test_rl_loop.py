@@ -1,4 +1,4 @@
-"""The RL loop on a tiny zoo: a few steps, checkpoint, resume == uninterrupted; the pure helpers by hand."""
+"""The RL loop on a tiny rl_zoo: a few steps, checkpoint, resume == uninterrupted; the pure helpers by hand."""
 
 from __future__ import annotations
 
@@ -7,19 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from conftest import FakeLive
+from helpers import RL_PROMPTS as PROMPTS
+from helpers import FakeLive, assert_same_weights, rl_components, rl_params
 
-from negopt.core.params import validate_params
 from negopt.core.sharding import gather_rows, map_sharded, shard_indices
 from negopt.rl.heldout import distinct_share, eval_plan, paired_summary
 from negopt.rl.live import truncate_live
 from negopt.rl.loop import step_plan
-
-ROOT = Path(__file__).resolve().parents[1]
-PROMPTS = ["a red fox in snow", "portrait of an old sailor", "a castle at dusk", "neon city street",
-           "a bowl of fruit", "a misty forest", "a robot in a garden", "a sailing ship at sea"]
-NEGATIVES = ["blurry", "deformed hands", "low contrast", "watermark", "overexposed", "lowres", "text", "ugly"]
 
 
 def test_shard_indices_by_hand():
@@ -104,90 +98,38 @@ def test_truncate_live_drops_a_row_torn_by_a_kill(tmp_path):
     assert not tsv.exists()
 
 
-# --- the loop on a tiny zoo ------------------------------------------------------------------------
+# --- the loop on a tiny rl_zoo ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
-    from negopt.models.tiny import build_tiny_zoo
-
-    base = tmp_path_factory.mktemp("rl")
-    build_tiny_zoo((PROMPTS + NEGATIVES) * 20, base / "tiny", seed=0, t5_vocab_size=300, sd_vocab_size=300)
-    return base
-
-
-def rl_params(base: Path, run: str, overlay: dict | None = None, **rl):
-    """params.yaml on the zoo's tiny models at 32 px, 2 denoising steps, small RL settings; ``rl`` keys override
-    the rl section, ``overlay`` any section (nested, merged)."""
-    from conftest import deep_merge
-
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    tiny = base / "tiny"
-    raw["models"]["tiny"].update(policy=str(tiny / "t5"), sd=str(tiny / "sd"), aesthetic=str(tiny / "aesthetic/model.safetensors"),
-                                 inception=str(tiny / "inception/weights.pt"), image_size=32, num_inference_steps=2,
-                                 clip_config=str(tiny / "clip/negopt-tiny-clip.json"),
-                                 clip_pretrained=str(tiny / "clip/open_clip_model.safetensors"))
-    raw["paths"].update(sft=str(tiny / "t5"), checkpoints=str(base / run / "checkpoints"))
-    raw["base"].update(device="cpu", seed=3)
-    deep_merge(raw, {"sampling": {"max_new_tokens": 6}, "reward": {"calibration": {"prompts": 4, "samples_per_prompt": 2}},
-                     "rl": {"steps": 3, "batch_prompts": 2, "k": 2, "checkpoint_every": 1, "learning_rate": 1e-3,
-                            "test": {"prompts": 4}}})
-    deep_merge(raw, {"rl": rl} | (overlay or {}))
-    return validate_params(raw)
-
-
-_SHARED: dict = {}
-
-
-def components(params):
-    """Fresh policy and reference; the SD pipeline and scorer are stateless, so loaded once."""
-    from negopt.models.loader import load_policy, load_scorer, load_sd_pipeline
-    from negopt.rl.loop import Components
-
-    dev = torch.device("cpu")
-    if params.paths.sft not in _SHARED:
-        _SHARED[params.paths.sft] = (load_sd_pipeline(params.active, dev), load_scorer(params.active, dev))
-    pipe, scorer = _SHARED[params.paths.sft]
-    policy, tok = load_policy(params.paths.sft, dev)
-    ref, _ = load_policy(params.paths.sft, dev)
-    return Components(policy, ref, tok, pipe, scorer, sft_dir=params.paths.sft)
-
-
-def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
-    """Every tensor of ``a``'s state dict within 1e-6 of ``b``'s (the failing key named)."""
-    for k, v in a.state_dict().items():
-        assert torch.allclose(v, b.state_dict()[k], atol=1e-6), k
-
-
-def test_loop_runs_checkpoints_and_resumes_exactly(zoo):
+def test_loop_runs_checkpoints_and_resumes_exactly(rl_zoo):
     from negopt.rl.loop import run_rl
 
-    full = rl_params(zoo, "full")
-    comp = components(full)
-    live = FakeLive(zoo / "full")
+    full = rl_params(rl_zoo, "full")
+    comp = rl_components(full)
+    live = FakeLive(rl_zoo / "full")
     state = run_rl(full, comp, PROMPTS, live=live)
     assert state.step == 3 and (Path(full.paths.checkpoints) / "rl/state.json").exists()
     names = {n for _, n, _ in live.rows}
     assert {"train/reward", "train/kl", "train/entropy", "train/negative_tokens", "train/aesthetic",
             "train/clip", "train/fidelity", "train/loss"} <= names
     assert sorted({s for s, _, _ in live.rows}) == [0, 1, 2]
-    sft_weights = components(full).policy.state_dict()
+    sft_weights = rl_components(full).policy.state_dict()
     moved = any(not torch.equal(v, sft_weights[k]) for k, v in comp.policy.state_dict().items())
     assert moved  # the update changed the policy
 
     # stop after 2 steps, then resume with fresh objects: same weights as the uninterrupted run
-    part = rl_params(zoo, "part")
-    first = components(part)
+    part = rl_params(rl_zoo, "part")
+    first = rl_components(part)
     assert run_rl(part, first, PROMPTS, stop_after=2).step == 2
-    again = components(part)
+    again = rl_components(part)
     resumed = run_rl(part, again, PROMPTS)
     assert resumed.step == 3
     assert_same_weights(comp.policy, again.policy)
     assert resumed.stats.state_dict() == state.stats.state_dict()
 
     # other settings invalidate the checkpoint instead of resuming it
-    other = rl_params(zoo, "part", kl_coef=0.5)
-    assert run_rl(other, components(other), PROMPTS, stop_after=1).step == 1
+    other = rl_params(rl_zoo, "part", kl_coef=0.5)
+    assert run_rl(other, rl_components(other), PROMPTS, stop_after=1).step == 1
 
 
 def _curves(live_dir: Path) -> dict[str, list[tuple[str, str]]]:
@@ -201,7 +143,7 @@ def _curves(live_dir: Path) -> dict[str, list[tuple[str, str]]]:
     return out
 
 
-def test_a_run_resumed_under_dvc_repro_keeps_the_curves_dvc_deleted(zoo):
+def test_a_run_resumed_under_dvc_repro_keeps_the_curves_dvc_deleted(rl_zoo):
     """dvc repro deletes dvclive/rl/plots before it reruns the stage: a run resumed from its checkpoint (after a
     kill, or finished and rerun for a changed evaluation) puts back the curves up to the checkpoint, so they
     equal an uninterrupted run's, and the stage's plots output exists."""
@@ -214,20 +156,20 @@ def test_a_run_resumed_under_dvc_repro_keeps_the_curves_dvc_deleted(zoo):
     def live_at(path):
         return Live(str(path), dvcyaml=False, save_dvc_exp=False, resume=True)
 
-    whole = rl_params(zoo, "curves-whole")
-    run_rl(whole, components(whole), PROMPTS, live=live_at(zoo / "curves-whole/live"))
-    want = _curves(zoo / "curves-whole/live")
+    whole = rl_params(rl_zoo, "curves-whole")
+    run_rl(whole, rl_components(whole), PROMPTS, live=live_at(rl_zoo / "curves-whole/live"))
+    want = _curves(rl_zoo / "curves-whole/live")
     assert len(want["plots/metrics/train/reward.tsv"]) == 3
 
-    part = rl_params(zoo, "curves-part")
-    live_dir = zoo / "curves-part/live"
-    run_rl(part, components(part), PROMPTS, live=live_at(live_dir), stop_after=2)
+    part = rl_params(rl_zoo, "curves-part")
+    live_dir = rl_zoo / "curves-part/live"
+    run_rl(part, rl_components(part), PROMPTS, live=live_at(live_dir), stop_after=2)
     shutil.rmtree(live_dir / "plots")  # what dvc repro does before it reruns the stage
-    run_rl(part, components(part), PROMPTS, live=live_at(live_dir))
+    run_rl(part, rl_components(part), PROMPTS, live=live_at(live_dir))
     assert _curves(live_dir) == want
 
     shutil.rmtree(live_dir / "plots")  # finished: the rerun resumes at the last step and trains nothing
-    assert run_rl(part, components(part), PROMPTS, live=live_at(live_dir)).step == 3
+    assert run_rl(part, rl_components(part), PROMPTS, live=live_at(live_dir)).step == 3
     assert _curves(live_dir) == want
 
 
@@ -252,73 +194,73 @@ def scripted_selector(policy, shares: list[float], gains=None, **cfg):
     return CheckpointSelector(Selection(**settings), lambda model: next(it), gain, policy)
 
 
-def test_a_stale_kept_step_ends_training_and_a_rerun_stays_stopped(zoo):
+def test_a_stale_kept_step_ends_training_and_a_rerun_stays_stopped(rl_zoo):
     from negopt.rl.loop import run_rl
 
-    one = rl_params(zoo, "stale-1")
-    after_one = components(one)
+    one = rl_params(rl_zoo, "stale-1")
+    after_one = rl_components(one)
     run_rl(one, after_one, PROMPTS, stop_after=1)  # the step-1 weights, for reference
     # SFT 0.5; steps 1, 2, 3: 0.5, 0.1, 0.1: step 1 is kept; 2 steps later (stale_steps 2) training stops at 3 of 5
-    params = rl_params(zoo, "stale", steps=5)
-    comp = components(params)
+    params = rl_params(rl_zoo, "stale", steps=5)
+    comp = rl_components(params)
     selector = scripted_selector(comp.ref, [0.5, 0.5, 0.1, 0.1], stale_steps=2)
     state = run_rl(params, comp, PROMPTS, selector=selector)
     assert (state.step, state.attempt, selector.kept_step, selector.stop_reason()) == (3, 0, 1, "stale")
     assert_same_weights(after_one.policy, comp.policy)
-    again = components(params)  # the checkpoint written at the stop: a rerun trains no further step
+    again = rl_components(params)  # the checkpoint written at the stop: a rerun trains no further step
     rerun = scripted_selector(again.ref, [0.5], stale_steps=2)
     assert run_rl(params, again, PROMPTS, selector=rerun).step == 3 and rerun.kept_step == 1
     assert_same_weights(after_one.policy, again.policy)
     # the stale stop is not part of the checkpoint's fingerprint: turning it off resumes at step 3, not from 0
-    off = rl_params(zoo, "stale", steps=5, selection={"stale_steps": 0})
-    later = components(off)
+    off = rl_params(rl_zoo, "stale", steps=5, selection={"stale_steps": 0})
+    later = rl_components(off)
     resumed = scripted_selector(later.ref, [0.5, 0.5, 0.5])  # SFT, then steps 4 and 5 diverse: 5 is kept
     state = run_rl(off, later, PROMPTS, selector=resumed)
     assert state.step == 5 and [c.step for c in resumed.checks] == [1, 2, 3, 4, 5] and resumed.kept_step == 5
 
 
-def test_an_attempt_that_keeps_sft_for_stale_steps_restarts(zoo):
+def test_an_attempt_that_keeps_sft_for_stale_steps_restarts(rl_zoo):
     from negopt.rl.loop import run_rl
 
     # every check diverse; val gains (SE 0.1): attempt 0 steps 1, 2 below 3 SE, so SFT is kept and at step 2
     # (stale_steps 2) the attempt ends and restarts; attempt 1 keeps step 1 (5 SE), and step 3 ends it (stale)
-    params = rl_params(zoo, "stale-sft", restarts=1, steps=5)
-    comp = components(params)
+    params = rl_params(rl_zoo, "stale-sft", restarts=1, steps=5)
+    comp = rl_components(params)
     selector = scripted_selector(comp.ref, [0.5] * 6, gains=[0.1, 0.2, 0.5, 0.2, 0.3], stale_steps=2)
     state = run_rl(params, comp, PROMPTS, selector=selector)
     assert (state.attempt, state.steps_before, state.step, selector.kept_step) == (1, 2, 3, 1)
     assert [c["step"] for c in selector.past[0]["checks"]] == [1, 2] and selector.stop_reason() == "stale"
 
 
-def test_loop_deploys_the_kept_step_and_a_resumed_run_remembers_it(zoo):
+def test_loop_deploys_the_kept_step_and_a_resumed_run_remembers_it(rl_zoo):
     from negopt.rl.loop import run_rl
 
-    one = rl_params(zoo, "kept-1")
-    after_one = components(one)
+    one = rl_params(rl_zoo, "kept-1")
+    after_one = rl_components(one)
     run_rl(one, after_one, PROMPTS, stop_after=1)  # the step-1 weights, for reference
     # SFT 0.5; steps 1, 2, 3: 0.5, 0.1, 0.1 -> ratios 1, 0.2, 0.2: step 1 is the only diverse check
-    full = rl_params(zoo, "kept-full")
-    comp = components(full)
+    full = rl_params(rl_zoo, "kept-full")
+    comp = rl_components(full)
     selector = scripted_selector(comp.ref, [0.5, 0.5, 0.1, 0.1])
-    live = FakeLive(zoo / "kept-full")
+    live = FakeLive(rl_zoo / "kept-full")
     assert run_rl(full, comp, PROMPTS, live=live, selector=selector).step == 3
     assert selector.kept_step == 1 and [c.step for c in selector.checks] == [1, 2, 3]
     assert {n for _, n, _ in live.rows} >= {"train/val_distinct_ratio", "train/val_reward_gain"}
     assert_same_weights(after_one.policy, comp.policy)
 
     # stopped after step 2 and resumed with a fresh selector: the kept step and weights come from the checkpoint
-    part = rl_params(zoo, "kept-part")
-    run_rl(part, components(part), PROMPTS, stop_after=2,
-           selector=scripted_selector(components(part).ref, [0.5, 0.5, 0.1]))
-    again = components(part)
+    part = rl_params(rl_zoo, "kept-part")
+    run_rl(part, rl_components(part), PROMPTS, stop_after=2,
+           selector=scripted_selector(rl_components(part).ref, [0.5, 0.5, 0.1]))
+    again = rl_components(part)
     resumed = scripted_selector(again.ref, [0.5, 0.1])
     run_rl(part, again, PROMPTS, selector=resumed)
     assert resumed.kept_step == 1 and [c.step for c in resumed.checks] == [1, 2, 3]
     assert_same_weights(after_one.policy, again.policy)
 
     # early stop: patience 1 stops after step 2 (the first failing check) and deploys step 1
-    stop = rl_params(zoo, "kept-stop", checkpoint_every=50)
-    early = components(stop)
+    stop = rl_params(rl_zoo, "kept-stop", checkpoint_every=50)
+    early = rl_components(stop)
     g = scripted_selector(early.ref, [0.5, 0.5, 0.1], patience=1)
     assert run_rl(stop, early, PROMPTS, selector=g).step == 2 and g.stopped() and g.kept_step == 1
     meta = json.loads((Path(stop.paths.checkpoints) / "rl/state.json").read_text())  # checkpoint_every 50: written
@@ -326,13 +268,13 @@ def test_loop_deploys_the_kept_step_and_a_resumed_run_remembers_it(zoo):
     assert_same_weights(after_one.policy, early.policy)
 
 
-def test_ppo_and_evaluation_run(zoo):
+def test_ppo_and_evaluation_run(rl_zoo):
     from negopt.reward.weighted import weighted_sum_reward
     from negopt.rl.heldout import evaluate_rl
     from negopt.rl.loop import run_rl
 
-    params = rl_params(zoo, "ppo", algo="ppo", steps=1, test={"seeds_per_prompt": 2})
-    comp = components(params)
+    params = rl_params(rl_zoo, "ppo", algo="ppo", steps=1, test={"seeds_per_prompt": 2})
+    comp = rl_components(params)
     state = run_rl(params, comp, PROMPTS)
     assert state.stats.count == 4 * 2  # the calibration's 4 prompts x 2 samples; training leaves the statistics
     assert state.stats.within_df == 4  # one degree of freedom per group of 2
@@ -351,14 +293,14 @@ def test_ppo_and_evaluation_run(zoo):
                                                               params.sft.task_prefix, params.sft.max_source_length)
 
 
-def test_calibration_groups_share_prompt_and_seed(zoo, monkeypatch):
+def test_calibration_groups_share_prompt_and_seed(rl_zoo, monkeypatch):
     # the within-group scale is only the negatives' effect if a group's samples share prompt and seed
     import negopt.images.render
     from negopt.reward.calibration import calibrate_rewards
 
-    params = rl_params(zoo, "calib", overlay={"reward": {"calibration": {"prompts": 4, "samples_per_prompt": 3},
+    params = rl_params(rl_zoo, "calib", overlay={"reward": {"calibration": {"prompts": 4, "samples_per_prompt": 3},
                                                           "image_batch_size": 5}})
-    comp = components(params)
+    comp = rl_components(params)
     calls = []
     real = negopt.images.render.generate_images
 
@@ -379,14 +321,14 @@ def test_calibration_groups_share_prompt_and_seed(zoo, monkeypatch):
     assert marginal.shape[0] > 1 and torch.isclose(marginal.sum(), torch.tensor(1.0), atol=1e-4)
 
 
-def test_the_stage_builds_the_selector_from_the_selection_params(zoo):
+def test_the_stage_builds_the_selector_from_the_selection_params(rl_zoo):
     from negopt.rl.heldout import distinct_share, greedy_negatives
     from negopt.rl.selection import checkpoint_selector
 
-    assert checkpoint_selector(rl_params(zoo, "g0", selection={"by": "last_step"}), None, None, PROMPTS) is None
-    params = rl_params(zoo, "g", selection={"every": 2, "min_ratio": 0.6, "patience": 4, "diversity_prompts": 5,
+    assert checkpoint_selector(rl_params(rl_zoo, "g0", selection={"by": "last_step"}), None, None, PROMPTS) is None
+    params = rl_params(rl_zoo, "g", selection={"every": 2, "min_ratio": 0.6, "patience": 4, "diversity_prompts": 5,
                                             "reward_prompts": 3, "stale_steps": 7})
-    comp = components(params)
+    comp = rl_components(params)
     selector = checkpoint_selector(params, comp.tokenizer, comp.ref, PROMPTS, None, comp.pipe)
     assert selector.cfg is params.rl.selection
     # SFT's share is measured on rl.selection.diversity_prompts val prompts with the deployed decode
@@ -396,15 +338,15 @@ def test_the_stage_builds_the_selector_from_the_selection_params(zoo):
     assert selector.gain.prompts == eval_plan(PROMPTS, 3, sel.seed, sel.reward_seeds)[0]
 
 
-def test_selection_by_reward_is_bound_to_the_calibrated_reward_and_scores_each_diverse_check(zoo):
+def test_selection_by_reward_is_bound_to_the_calibrated_reward_and_scores_each_diverse_check(rl_zoo):
     from negopt.rl.loop import run_rl
     from negopt.rl.selection import checkpoint_selector
 
-    params = rl_params(zoo, "by-reward", selection={"every": 1, "min_ratio": 0.01, "reward_prompts": 3,
+    params = rl_params(rl_zoo, "by-reward", selection={"every": 1, "min_ratio": 0.01, "reward_prompts": 3,
                                                     "reward_seeds": 2, "min_z": 0.0})
-    comp = components(params)
+    comp = rl_components(params)
     selector = checkpoint_selector(params, comp.tokenizer, comp.ref, PROMPTS, None, comp.pipe)
-    live = FakeLive(zoo / "by-reward")
+    live = FakeLive(rl_zoo / "by-reward")
     run_rl(params, comp, PROMPTS, live=live, selector=selector)
     assert selector.gain.reward_fn is not None and selector.gain.sft_rewards.shape == (3, 2)
     assert len(selector.checks) == 3 and all(c.gain is not None for c in selector.checks)
@@ -414,7 +356,7 @@ def test_selection_by_reward_is_bound_to_the_calibrated_reward_and_scores_each_d
     assert selector.kept_step == best and selector.report()["by"] == "val_reward"
 
 
-def test_selections_val_images_count_as_images_in_the_steps_anatomy(zoo):
+def test_selections_val_images_count_as_images_in_the_steps_anatomy(rl_zoo):
     """Checkpoint selection's val rendering + scoring is generation, not overhead: the loop logs it as
     ``seconds_select_images`` (the gain measure's own clock) and the rest of the check as ``seconds_select``."""
     from negopt.core.params import Selection
@@ -428,10 +370,10 @@ def test_selections_val_images_count_as_images_in_the_steps_anatomy(zoo):
             self.image_seconds += 2.5
             return 1.0, 0.1
 
-    params = rl_params(zoo, "anatomy")
-    comp = components(params)
+    params = rl_params(rl_zoo, "anatomy")
+    comp = rl_components(params)
     selector = CheckpointSelector(Selection(every=1, min_ratio=0.5, min_z=0.0), lambda model: 0.5, ClockedGain(), comp.ref)
-    live = FakeLive(zoo / "anatomy")
+    live = FakeLive(rl_zoo / "anatomy")
     state = run_rl(params, comp, PROMPTS, live=live, selector=selector)
     rows = {name: [v for _, n, v in live.rows if n == name] for name in ("train/seconds_select_images", "train/seconds_select")}
     assert rows["train/seconds_select_images"] == [2.5] * state.step
@@ -441,15 +383,15 @@ def test_selections_val_images_count_as_images_in_the_steps_anatomy(zoo):
     assert overhead_share(state.seconds) == pytest.approx(overhead_share(moved))
 
 
-def test_warmup_follows_the_step_from_a_fraction_to_the_full_rate(zoo):
+def test_warmup_follows_the_step_from_a_fraction_to_the_full_rate(rl_zoo):
     """rl.warmup_steps 4 at learning_rate 1e-3: 1/4, 2/4, 3/4, 4/4 of it at steps 1-4; 0: the full rate."""
     from negopt.rl.loop import run_rl
 
     rates = {}
     for name, warmup in (("warm", 4), ("cold", 0)):
-        params = rl_params(zoo, name, steps=4, warmup_steps=warmup)
-        live = FakeLive(zoo / name)
-        run_rl(params, components(params), PROMPTS, live=live)
+        params = rl_params(rl_zoo, name, steps=4, warmup_steps=warmup)
+        live = FakeLive(rl_zoo / name)
+        run_rl(params, rl_components(params), PROMPTS, live=live)
         rates[name] = [v for _, n, v in sorted(live.rows) if n == "train/lr"]
     assert rates["warm"] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3]) and rates["cold"] == pytest.approx([1e-3] * 4)
 
@@ -461,14 +403,14 @@ def test_warmup_lr_is_linear_to_the_full_rate_by_hand():
     assert warmup_lr(0.8, 0, 0) == 0.8
 
 
-def test_a_run_that_kept_nothing_restarts_from_sft_on_its_own_stream_and_resumes_alike(zoo):
+def test_a_run_that_kept_nothing_restarts_from_sft_on_its_own_stream_and_resumes_alike(rl_zoo):
     from negopt.rl.loop import run_rl
 
     # SFT 0.5; attempt 0, step 1: 0.1 (fails: stop, nothing kept); attempt 1, steps 1-2: 0.5, 0.5 (kept 2)
-    full = rl_params(zoo, "restart-full", restarts=1, steps=2)
-    comp = components(full)
+    full = rl_params(rl_zoo, "restart-full", restarts=1, steps=2)
+    comp = rl_components(full)
     selector = scripted_selector(comp.ref, [0.5, 0.1, 0.5, 0.5], patience=1)
-    live = FakeLive(zoo / "restart-full")
+    live = FakeLive(rl_zoo / "restart-full")
     state = run_rl(full, comp, PROMPTS, live=live, selector=selector)
     assert (state.attempt, state.steps_before, state.step, selector.kept_step) == (1, 1, 2, 2)
     assert selector.past == [{"checks": [{"step": 1, "share": 0.1, "ratio": pytest.approx(0.2), "gain": None,
@@ -477,8 +419,8 @@ def test_a_run_that_kept_nothing_restarts_from_sft_on_its_own_stream_and_resumes
     assert selector.report()["attempt"] == 1 and len(selector.report()["past_attempts"]) == 1
 
     # without restarts the same script deploys SFT after the first attempt
-    once = rl_params(zoo, "restart-none", steps=2, restarts=0)
-    c0 = components(once)
+    once = rl_params(rl_zoo, "restart-none", steps=2, restarts=0)
+    c0 = rl_components(once)
     g0 = scripted_selector(c0.ref, [0.5, 0.1], patience=1)
     s0 = run_rl(once, c0, PROMPTS, selector=g0)
     assert (s0.attempt, s0.step, g0.kept_step) == (0, 1, 0)
@@ -486,11 +428,11 @@ def test_a_run_that_kept_nothing_restarts_from_sft_on_its_own_stream_and_resumes
         assert torch.equal(v, c0.policy.state_dict()[k]), k
 
     # stopped one step into the restart and resumed with a fresh selector: the same final weights
-    part = rl_params(zoo, "restart-part", restarts=1, steps=2)
-    first = components(part)
+    part = rl_params(rl_zoo, "restart-part", restarts=1, steps=2)
+    first = rl_components(part)
     s1 = run_rl(part, first, PROMPTS, stop_after=1, selector=scripted_selector(first.ref, [0.5, 0.1, 0.5], patience=1))
     assert (s1.attempt, s1.step) == (1, 1)
-    again = components(part)
+    again = rl_components(part)
     resumed = scripted_selector(again.ref, [0.5, 0.5], patience=1)
     s2 = run_rl(part, again, PROMPTS, selector=resumed)
     assert (s2.attempt, s2.steps_before, s2.step, resumed.kept_step) == (1, 1, 2, 2) and resumed.past == selector.past

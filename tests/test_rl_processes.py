@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import RL_PROMPTS as PROMPTS
+from helpers import rl_params
 from safetensors.torch import load_file
-from test_rl_loop import PROMPTS, rl_params, zoo  # noqa: F401  (zoo: a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "rl_worker.py"
@@ -52,11 +53,11 @@ def run_worker(params, out: Path, processes: int) -> tuple[dict, dict]:
     return load_file(str(out / "state.safetensors")), json.loads((out / "run.json").read_text())
 
 
-def test_two_processes_with_equal_threads_train_the_same_weights_as_one(zoo, tmp_path):  # noqa: F811
+def test_two_processes_with_equal_threads_train_the_same_weights_as_one(rl_zoo, tmp_path):
     # 3 prompts x k=2 = 6 images per step in micro-batches of 2: process 0 takes 2 batches, process 1 one
     small = {"reward": {"image_batch_size": 2, "calibration": {"prompts": 3}}}
-    one = rl_params(zoo, "one", small, steps=2, batch_prompts=3, k=2)
-    two = rl_params(zoo, "two", small, steps=2, batch_prompts=3, k=2)
+    one = rl_params(rl_zoo, "one", small, steps=2, batch_prompts=3, k=2)
+    two = rl_params(rl_zoo, "two", small, steps=2, batch_prompts=3, k=2)
     a, run_a = run_worker(one, tmp_path / "one", 1)
     b, run_b = run_worker(two, tmp_path / "two", 2)
     assert (run_a["processes"], run_b["processes"]) == (1, 2) and run_a["threads"] == run_b["threads"] == 1

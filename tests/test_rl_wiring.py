@@ -1,6 +1,7 @@
 """The RL loop's wiring, with a fake diffusion pipeline and a fake scorer whose numbers are known by hand.
 
-``fake_generate`` replaces ``negopt.images.render.generate_images``: each image encodes the index of its
+The ``fake_images`` fixture replaces ``negopt.images.render.generate_images`` (``rl_fakes.FakeImages``): each
+image encodes the index of its
 (prompt, negative, seed) triple in two pixels, so the fake scorer reads back exactly which prompt,
 negative and seed made it. The terms are then known functions of those::
 
@@ -15,153 +16,33 @@ real tiny T5 (sampling and log-probs run for real); the reference is a perturbed
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from helpers import RL_NEGATIVES as NEGATIVES
+from rl_fakes import (
+    PROMPTS,
+    TERMS,
+    WEIGHTS,
+    FakeScorer,
+    Named,
+    fake_decode,
+    hand_terms,
+    hand_z,
+    make_components,
+    make_params,
+    probs_of,
+)
 
-import negopt.images.render
-from negopt.core.params import validate_params
 from negopt.core.stats import mean_and_se
 from negopt.images.render import distinct_triples
-from negopt.images.scorers import inception_kl
 from negopt.policy.sampling import sequence_logprobs
 from negopt.reward.calibration import calibrate_rewards, fit_term_stats
-from negopt.reward.terms import default_weights, scored_weights
 from negopt.reward.weighted import score_triples, weighted_sum_reward
 from negopt.rl import heldout as rl_evaluate
-from negopt.rl.loop import Components, compute_advantages, rollout, run_rl, step_plan, update
-
-ROOT = Path(__file__).resolve().parents[1]
-PROMPTS = ["a red fox in snow", "portrait of an old sailor", "a castle at dusk", "neon city street",
-           "a bowl of fruit", "a misty forest", "a robot in a garden", "a sailing ship at sea"]
-NEGATIVES = ["blurry", "deformed hands", "low contrast", "watermark", "overexposed", "lowres", "text", "ugly"]
-WEIGHTS = {"aesthetic": 2.0, "clip": 0.5, "fidelity": 3.0}
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-TERMS = tuple(scored_weights(default_weights()))  # the terms RL scores at the default weights
-
+from negopt.rl.loop import compute_advantages, rollout, run_rl, step_plan, update
 
 # --- the fakes -------------------------------------------------------------------------------------
-
-
-class FakeImages:
-    """Stands in for ``generate_images``; records every call's (prompt, negative, seed) triples."""
-
-    def __init__(self) -> None:
-        self.triples: list[tuple[str, str, int]] = []
-        self.calls: list[list[tuple[str, str, int]]] = []
-        self.steps: list[int | None] = []  # each call's denoising steps (the profile it was given)
-
-    def __call__(self, pipe, prompts, negatives, seeds, profile, batch_size=32, progress=False):
-        assert len(prompts) == len(negatives) == len(seeds)
-        call = list(zip(prompts, negatives, [int(s) for s in seeds], strict=True))
-        self.calls.append(call)
-        self.steps.append(None if profile is None else profile.num_inference_steps)
-        images = torch.zeros(len(call), 3, 4, 4, dtype=torch.uint8)
-        for j, triple in enumerate(call):
-            idx = len(self.triples)
-            self.triples.append(triple)
-            images[j, 0, 0, 0], images[j, 1, 0, 0] = idx % 256, idx // 256
-        return images
-
-
-def aesthetic_of(neg: str, seed: int) -> float:
-    return len(neg) + seed % 5
-
-
-def clip_of(prompt_given: str, prompt_drawn: str, neg: str) -> float:
-    return 10.0 * (prompt_given == prompt_drawn) + len(neg) % 3
-
-
-def probs_of(neg: str, seed: int) -> torch.Tensor:
-    q = 0.1 + 0.4 * (seed % 1000) / 1000 + 0.08 * (len(neg) % 6)
-    return torch.tensor([q, 1 - q])
-
-
-class FakeScorer:
-    """Reads the triple back from the image; see the module docstring for the formulas."""
-
-    def __init__(self, fake: FakeImages) -> None:
-        self.fake = fake
-
-    def triple(self, img: torch.Tensor) -> tuple[str, str, int]:
-        return self.fake.triples[int(img[0, 0, 0]) + 256 * int(img[1, 0, 0])]
-
-    def inception_probs(self, images):
-        return torch.stack([probs_of(*self.triple(x)[1:]) for x in images])
-
-    def reward_terms(self, images, prompts, marginal=None):
-        assert len(images) == len(prompts)
-        ts = [self.triple(x) for x in images]
-        probs = self.inception_probs(images)
-        q = probs.mean(0) if marginal is None else marginal
-        return {"aesthetic": torch.tensor([aesthetic_of(n, s) for _, n, s in ts]),
-                "clip": torch.tensor([clip_of(p, pd, n) for p, (pd, n, _) in zip(prompts, ts, strict=True)]),
-                "fidelity": inception_kl(probs, q)}
-
-
-def hand_terms(triples, marginal: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The fake scorer's terms computed straight from the triples (prompt given = prompt drawn)."""
-    probs = torch.stack([probs_of(n, s) for _, n, s in triples])
-    return {"aesthetic": torch.tensor([aesthetic_of(n, s) for _, n, s in triples]),
-            "clip": torch.tensor([clip_of(p, p, n) for p, n, _ in triples]),
-            "fidelity": inception_kl(probs, marginal)}
-
-
-def hand_z(raw: dict[str, torch.Tensor], calib: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
-    """(x - calibration mean) / pooled within-group std of the calibration terms (groups of k)."""
-    out = {}
-    for t in TERMS:
-        c = calib[t].double().reshape(-1, k)
-        within = math.sqrt(((c - c.mean(1, keepdim=True)) ** 2).sum().item() / (c.shape[0] * (k - 1)))
-        out[t] = (raw[t].double() - c.mean().item()) / within
-    return out
-
-
-@pytest.fixture
-def fake_images(monkeypatch) -> FakeImages:
-    fake = FakeImages()
-    monkeypatch.setattr(negopt.images.render, "generate_images", fake)
-    return fake
-
-
-@pytest.fixture(scope="module")
-def t5_dir(tmp_path_factory):
-    from negopt.models.t5 import build_tiny_t5
-
-    return build_tiny_t5((PROMPTS + NEGATIVES) * 10, tmp_path_factory.mktemp("t5") / "t5", vocab_size=300, seed=0)
-
-
-def make_params(tmp: Path, overlay: dict | None = None, **rl):
-    """Small settings with weights and a temperature that are not 1; ``rl`` keys override the rl section,
-    ``overlay`` any section (nested, merged)."""
-    from conftest import deep_merge
-
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["paths"].update(checkpoints=str(tmp / "checkpoints"))
-    raw["base"].update(device="cpu", seed=3)
-    deep_merge(raw, {"sampling": {"max_new_tokens": 5, "temperature": 0.7},
-                     "reward": {"weights": WEIGHTS, "calibration": {"prompts": 4, "samples_per_prompt": 3},
-                                "image_batch_size": 4},
-                     "rl": {"steps": 2, "batch_prompts": 3, "k": 3, "checkpoint_every": 10, "learning_rate": 1e-2,
-                            "kl_coef": 0.7, "test": {"prompts": 4, "seeds_per_prompt": 3}}})
-    deep_merge(raw, {"rl": rl} | (overlay or {}))
-    return validate_params(raw)
-
-
-def make_components(t5_dir, fake: FakeImages) -> Components:
-    from negopt.models.loader import load_policy
-
-    policy, tok = load_policy(t5_dir, torch.device("cpu"))
-    ref, _ = load_policy(t5_dir, torch.device("cpu"))
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # the frozen reference differs from the policy, so the KL is not 0 at step 0
-        for p in ref.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=gen))
-    return Components(policy=policy, ref=ref, tokenizer=tok, pipe=None, scorer=FakeScorer(fake), sft_dir=str(t5_dir))
 
 
 # --- the reward: standardised terms, weighted --------------------------------------------------------
@@ -260,9 +141,9 @@ def test_evaluate_rl_renders_a_prompt_once_where_rl_kept_sfts_negative(fake_imag
     assert metrics["reward_test_gain"] == pytest.approx(gain) and metrics["reward_test_gain_se"] == pytest.approx(gain_se)
 
 
-def test_calibration_marginal_is_the_mean_posterior_of_the_calibration_images(fake_images, t5_dir, tmp_path):
+def test_calibration_marginal_is_the_mean_posterior_of_the_calibration_images(fake_images, wiring_t5, tmp_path):
     params = make_params(tmp_path)  # 4 calibration prompts x 3 samples
-    comp = make_components(t5_dir, fake_images)
+    comp = make_components(wiring_t5, fake_images)
     marginal, stats = calibrate_rewards(None, params, PROMPTS, policy=comp.policy, tokenizer=comp.tokenizer,
                                         sft_dir=comp.sft_dir, pipe=comp.pipe, scorer=comp.scorer)
     triples = fake_images.triples
@@ -292,9 +173,9 @@ def test_compute_advantages_subtracts_the_kl_before_the_baseline():
     assert adv.tolist() == [-1.5, 1.5, 5.0, -5.0]
 
 
-def test_rollout_logprobs_use_the_temperature_and_the_frozen_reference(fake_images, t5_dir, tmp_path):
+def test_rollout_logprobs_use_the_temperature_and_the_frozen_reference(fake_images, wiring_t5, tmp_path):
     params = make_params(tmp_path, k=2)  # sampling.temperature 0.7
-    comp = make_components(t5_dir, fake_images)
+    comp = make_components(wiring_t5, fake_images)
     ro, logp_ref = rollout(comp, params, PROMPTS[:3], sample_seed=5)
     assert len(ro.negatives) == 6
     with torch.no_grad():
@@ -307,9 +188,9 @@ def test_rollout_logprobs_use_the_temperature_and_the_frozen_reference(fake_imag
     assert (ro.logp - logp_ref).abs().max() > 1e-2  # reference is not the policy
 
 
-def test_ppo_update_moves_the_ratio_from_the_rollout_logprobs(fake_images, t5_dir, tmp_path):
+def test_ppo_update_moves_the_ratio_from_the_rollout_logprobs(fake_images, wiring_t5, tmp_path):
     params = make_params(tmp_path, algo="ppo", ppo={"epochs": 3, "clip_range": 0.1}, learning_rate=5e-2, k=2)
-    comp = make_components(t5_dir, fake_images)
+    comp = make_components(wiring_t5, fake_images)
     ro, _ = rollout(comp, params, PROMPTS[:2], sample_seed=1)
     optimizer = torch.optim.AdamW(comp.policy.parameters(), lr=params.rl.learning_rate, weight_decay=0.0)
     adv = torch.tensor([1.0, -1.0, 1.0, -1.0])
@@ -322,9 +203,9 @@ def test_ppo_update_moves_the_ratio_from_the_rollout_logprobs(fake_images, t5_di
     assert (moved[adv > 0] > moved[adv < 0].max()).all()  # positive advantages gained probability
 
 
-def test_rloo_update_raises_the_logprob_of_positive_advantages(fake_images, t5_dir, tmp_path):
+def test_rloo_update_raises_the_logprob_of_positive_advantages(fake_images, wiring_t5, tmp_path):
     params = make_params(tmp_path, algo="rloo", learning_rate=1e-2, k=2)
-    comp = make_components(t5_dir, fake_images)
+    comp = make_components(wiring_t5, fake_images)
     ro, _ = rollout(comp, params, PROMPTS[:2], sample_seed=2)
     optimizer = torch.optim.AdamW(comp.policy.parameters(), lr=params.rl.learning_rate, weight_decay=0.0)
     adv = torch.tensor([2.0, -2.0, -2.0, 2.0])
@@ -339,13 +220,13 @@ def test_rloo_update_raises_the_logprob_of_positive_advantages(fake_images, t5_d
 # --- the loop: seed pairing and what reaches the update ------------------------------------------------
 
 
-def test_run_rl_pairs_seeds_and_feeds_weighted_z_rewards_and_kl(fake_images, t5_dir, tmp_path, monkeypatch):
+def test_run_rl_pairs_seeds_and_feeds_weighted_z_rewards_and_kl(fake_images, wiring_t5, tmp_path, monkeypatch):
     import negopt.rl.loop as loop
 
     # training images and the calibration at 3 denoising steps (reward.rollout_inference_steps), not the profile's
     params = make_params(tmp_path, {"reward": {"rollout_inference_steps": 3}}, steps=2, batch_prompts=3, k=3)
     assert params.active.num_inference_steps != 3
-    comp = make_components(t5_dir, fake_images)
+    comp = make_components(wiring_t5, fake_images)
     seen = []
     real = loop.compute_advantages
 
@@ -394,24 +275,6 @@ def test_run_rl_pairs_seeds_and_feeds_weighted_z_rewards_and_kl(fake_images, t5_
 # --- the test evaluation: same seeds for SFT and RL, averaged per prompt ---------------------------------
 
 
-class Named(torch.nn.Module):
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self.name = name
-
-
-def fake_decode(seen: list):
-    """Stands in for ``decode_negatives``: SFT answers 'x' * (i + 1), RL 'y' * (2i + 3) for prompt i."""
-
-    def decode(model, tokenizer, prompts, decode, task_prefix, max_source_length, **kw):
-        seen.append((model.name, decode, task_prefix, max_source_length))
-        if model.name == "sft":
-            return ["x" * (PROMPTS.index(p) + 1) for p in prompts]
-        return ["y" * (2 * PROMPTS.index(p) + 3) for p in prompts]
-
-    return decode
-
-
 def test_evaluate_rl_same_seeds_for_both_models_and_per_prompt_means(fake_images, tmp_path, monkeypatch):
     seen: list = []
     monkeypatch.setattr(rl_evaluate, "decode_negatives", fake_decode(seen))
@@ -451,14 +314,14 @@ def test_evaluate_rl_same_seeds_for_both_models_and_per_prompt_means(fake_images
     assert set(fake_images.steps) == {params.active.num_inference_steps}  # the test renders as users do
 
 
-def test_rl_test_decode_is_the_deployed_decode_with_its_repetition_penalty(t5_dir, tmp_path):
+def test_rl_test_decode_is_the_deployed_decode_with_its_repetition_penalty(wiring_t5, tmp_path):
     from negopt.models.loader import load_policy
     from negopt.policy.decode import decode_negatives
 
     params = make_params(tmp_path)
     params = params.model_copy(update={"decode": params.decode.model_copy(
         update={"repetition_penalty": 3.0, "max_new_tokens": 12})})
-    model, tok = load_policy(t5_dir, torch.device("cpu"))
+    model, tok = load_policy(wiring_t5, torch.device("cpu"))
     got = rl_evaluate.greedy_negatives(model, tok, PROMPTS, params)
     fmt = (params.sft.task_prefix, params.sft.max_source_length)
     assert got == decode_negatives(model, tok, PROMPTS, params.decode, *fmt)

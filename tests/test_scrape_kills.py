@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pandas as pd
 import pytest
-from conftest import loopback_server
+from helpers import loopback_server
 
 pytestmark = pytest.mark.slow
 

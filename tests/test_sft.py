@@ -11,6 +11,11 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from helpers import SFT_FAST as FAST  # noqa: E402
+from helpers import SFT_NEGATIVES as NEGATIVES  # noqa: E402
+from helpers import SFT_PREFIX as PREFIX  # noqa: E402
+from helpers import SFT_PROMPTS as PROMPTS  # noqa: E402
+from helpers import sft_features as features  # noqa: E402
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, TrainerCallback
 
 from negopt.core.params import Decode, Sft
@@ -26,25 +31,10 @@ from negopt.policy.sft import (
     training_contexts,
 )
 
-# A category -> negative mapping the tiny model can learn in a few dozen steps.
-MAPPING = {"photo of a car": "cartoon, painting", "anime girl": "realistic, 3d",
-           "mountain landscape": "people, text", "portrait of a man": "bad anatomy, extra fingers"}
-PROMPTS = [f"{p} {i}" for i in range(12) for p in MAPPING]
-NEGATIVES = [MAPPING[p.rsplit(" ", 1)[0]] for p in PROMPTS]
-PREFIX = "negative prompt: "
-FAST = dict(learning_rate=3e-3, batch_size=8, warmup_steps=0, max_source_length=24, max_target_length=16)
-
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 @pytest.fixture(scope="module")
 def t5_dir(tmp_path_factory):
     return build_tiny_t5(PROMPTS + NEGATIVES, tmp_path_factory.mktemp("t5") / "t5", vocab_size=400, seed=0)
-
-
-def features(tok):
-    return encode_pairs(tok, PROMPTS, NEGATIVES, PREFIX, FAST["max_source_length"], FAST["max_target_length"])
 
 
 def test_format_source_prefixes_and_strips():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import kill_and_resume, one_thread_child, wait_until
+from helpers import kill_and_resume, one_thread_child, wait_until
 from safetensors.torch import load_file
 
 from negopt.models.t5 import build_tiny_t5
@@ -31,7 +31,7 @@ import torch
 torch.set_num_threads(1)
 sys.path.insert(0, sys.argv[4])
 from safetensors.torch import save_file
-from test_sft import FAST, features
+from helpers import SFT_FAST as FAST, sft_features as features
 from negopt.models.t5 import load_policy
 from negopt.core.params import Sft
 from negopt.policy.sft import prepare_checkpoints, train_sft
@@ -49,7 +49,8 @@ def _checkpoints(ckpt: Path) -> set[str]:
 
 
 def test_random_sigkills_resume_to_the_same_weights(tmp_path):
-    from test_sft import NEGATIVES, PROMPTS
+    from helpers import SFT_NEGATIVES as NEGATIVES
+    from helpers import SFT_PROMPTS as PROMPTS
 
     t5_dir = build_tiny_t5(PROMPTS + NEGATIVES, tmp_path / "t5", vocab_size=400, seed=0)
     log = tmp_path / "child.log"

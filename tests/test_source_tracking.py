@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import copy_tracked
+from helpers import copy_tracked
 
 from negopt.data.sources import untracked_file_warning
 

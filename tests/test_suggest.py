@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -18,8 +19,6 @@ MAPPING = {"anime girl": "realistic, 3d", "mountain landscape": "people, text"}
 PROMPTS = [f"{p} {i}" for i in range(16) for p in MAPPING]
 NEGATIVES = [MAPPING[p.rsplit(" ", 1)[0]] for p in PROMPTS]
 
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +79,21 @@ def test_newest_model_prefers_the_most_recent(tmp_path):
     assert newest_model([rl, sft]) == rl  # only trained folders count
     with pytest.raises(NoModelError):
         newest_model([tmp_path / "none"])
+
+
+def test_suggest_file_reads_the_prompt_files_generate_reads(trained, project):
+    """--file takes the same files as generate.prompts: .txt one prompt per line (blank lines skipped), or a
+    table's prompt column; one negative per prompt, in order, the same as asking one by one."""
+    shutil.copytree(trained, project / "models" / "sft")
+    (project / "p.txt").write_text("anime girl 42\n\n  mountain landscape 7  \n")
+    pd.DataFrame({"prompt": ["anime girl 42", "mountain landscape 7"]}).to_csv(project / "p.csv", index=False)
+    one_by_one = [CliRunner().invoke(app, ["suggest", p]).stdout for p in ("anime girl 42", "mountain landscape 7")]
+    for name in ("p.txt", "p.csv"):
+        result = CliRunner().invoke(app, ["suggest", "--file", name])
+        assert result.exit_code == 0, result.output
+        assert result.stdout == "".join(one_by_one)
+    missing = CliRunner().invoke(app, ["suggest", "--file", "nope.txt"])
+    assert missing.exit_code == 1 and "--file nope.txt: no such file" in missing.stderr
+    (project / "empty.txt").write_text("\n \n")
+    empty = CliRunner().invoke(app, ["suggest", "--file", "empty.txt"])
+    assert empty.exit_code == 1 and "no prompts" in empty.stderr

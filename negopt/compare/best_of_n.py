@@ -24,13 +24,12 @@ import time
 
 import torch
 
+from negopt.compare.seeds import image_seed
 from negopt.core.params import Params
 
 
 def selection_seeds(seed: int, num_prompts: int, eval_seeds: list[list[int]]) -> list[int]:
     """One selection seed per prompt from ``generate.best_of_n.selection_seed``; refuses any evaluation seed."""
-    from negopt.compare.generate import image_seed
-
     seeds = [image_seed(seed, i, 0) for i in range(num_prompts)]
     clash = {s for row in eval_seeds for s in row} & set(seeds)
     if clash:

@@ -1,10 +1,10 @@
-"""The reward-weight frontier: per-term test means of each experiment of a ``rl.reward.*`` sweep, and which
+"""The reward-weight frontier: per-term test means of each experiment of a ``reward.weights.*`` sweep, and which
 weightings are Pareto-optimal.
 
 The paper claims that raising one weight optimises its metric "without hurting the others much", from one
-point. A sweep measures the curve: queue experiments over ``rl.reward.<term>`` (README, *The reward
-frontier*), run them, then ``negopt frontier`` reads ``dvc exp show --json`` and, per experiment with an
-``rl.json``, takes the weights (``rl.reward``) and the per-term test means of the RL model
+point. A sweep measures the curve: queue experiments over ``reward.weights.<term>`` (README, *Experiments*),
+run them, then ``negopt frontier`` reads ``dvc exp show --json`` and, per experiment with an
+``rl.json``, takes the weights (``reward.weights``) and the per-term test means of the RL model
 (``<term>_test_rl`` from ``negopt.rl.heldout``: z units of the calibration, which depends on the SFT model
 and ``base.seed`` only, so experiments that share them share units; ``--raw`` reads ``<term>_raw_test_rl``).
 
@@ -46,7 +46,7 @@ def experiments(entries: list[dict], metrics_file: str = RL_METRICS, raw: bool =
         data = node.get("data") or {}
         metrics = ((data.get("metrics") or {}).get(metrics_file) or {}).get("data")
         params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
-        weights = (params.get("rl") or {}).get("reward")
+        weights = (params.get("reward") or {}).get("weights")
         if not metrics or not weights:
             continue
         seen.add(rev)
@@ -71,8 +71,8 @@ def pareto_mask(points: np.ndarray) -> np.ndarray:
 def frontier_table(exps: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """The experiments with a ``pareto`` column, and the term columns (present for every experiment)."""
     if exps.empty:
-        raise ValueError(f"frontier: no experiment with {RL_METRICS} and rl.reward params in `dvc exp show`; "
-                         "run the sweep first (README, The reward frontier)")
+        raise ValueError(f"frontier: no experiment with {RL_METRICS} and reward.weights params in `dvc exp show`; "
+                         "run the sweep first (README, Experiments)")
     terms = [c.removeprefix("w_") for c in exps.columns if c.startswith("w_")]
     terms = [t for t in terms if t in exps.columns and exps[t].notna().all()]
     out = exps.copy()

@@ -1,14 +1,16 @@
-"""Images per method for the comparison: the same test prompts and seeds, only the negative differs.
+"""Images per method for the comparison: the same prompts and seeds, only the negative differs.
 
-Prompts: ``generate.prompts`` (the clean test split, or a file: ``negopt.data.prompt_files``). Methods: ``none``
-(empty negative), ``generic`` (``generate.generic_negative``), ``ground_truth`` (the prompt row's own
-negative; skipped with a notice when the prompts carry none), ``retrieval`` (the negative of the most similar training prompt,
-negopt/policy/retrieval.py), ``best_of_n`` (the best of n SFT samples under the RL reward, negopt/compare/best_of_n.py),
-``sft`` / ``rl`` (the deployed decode of the trained models). The work is a
-flat *plan* of items; its distinct (prompt, negative, seed) items, each rendered once for every method that
-shares it, are cut into fixed batches; accelerate splits the *batches* between processes, so
-every image is generated in the same batch whatever the process count, and a sharded run writes the
-same files as a single process (each image also has its own seeded generator).
+Prompts: ``generate.prompts`` (the clean test split, or a file: ``negopt.data.prompt_files``). Methods: the
+registry of :mod:`negopt.compare.methods` (none, generic, ground_truth, retrieval, best_of_n, sft, rl; a
+prompt file without negatives skips ground_truth with a notice). :func:`generate_all`:
+
+1. **plan** (main process): each method's negatives, then one work item per (method, prompt, seed); broadcast,
+   so every process works from one plan;
+2. **render**: the plan's distinct (prompt, negative, seed) items, each once for every method that shares it, cut
+   into fixed batches that accelerate deals to processes whole, so an image is made in the same batch whatever
+   the process count (and has its own seeded generator): a sharded run writes the same files as one process;
+3. **record** (main process): every file checked, then the manifest written last, so a manifest always
+   describes a whole image set; and what each method's search cost (metrics/generate.json).
 """
 
 from __future__ import annotations
@@ -19,18 +21,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from negopt.compare.manifest import GENERATE_METRICS, MANIFEST
+from negopt.compare.methods import METHODS, MODEL_FOLDERS, MethodInputs, negatives_of
+from negopt.compare.seeds import prompt_seeds
 from negopt.core.errors import MissingInputError
 from negopt.core.io import atomic_path, write_json, write_parquet
-from negopt.core.params import METHODS, Params
+from negopt.core.params import Params
 from negopt.data.prompt_files import has_negatives, load_prompts
-
-MODEL_METHODS = ("sft", "rl")  # methods whose negatives come from a trained model
 
 # generate_fn(prompts, negatives, seeds) -> uint8 [N, 3, H, W]; injectable so the plan is testable without SD.
 GenerateFn = Callable[[list[str], list[str], list[int]], torch.Tensor]
@@ -46,15 +47,6 @@ class WorkItem:
     file: str  # relative to paths.images: <method>/<prompt_idx>_<seed>.png
 
 
-def image_seed(seed: int, prompt_idx: int, j: int) -> int:
-    """The j-th diffusion seed of a prompt: a hash of (seed, prompt_idx, j), stable when counts change."""
-    return int(np.random.SeedSequence([seed, prompt_idx, j]).generate_state(1)[0] & 0x7FFFFFFF)
-
-
-def prompt_seeds(seed: int, num_prompts: int, seeds_per_prompt: int) -> list[list[int]]:
-    return [[image_seed(seed, i, j) for j in range(seeds_per_prompt)] for i in range(num_prompts)]
-
-
 def usable_methods(methods: list[str], prompts: pd.DataFrame, source: str) -> list[str]:
     """``methods`` less ``ground_truth`` when the prompts carry no negatives (a prompt-only file), with a notice."""
     if "ground_truth" in methods and not has_negatives(prompts):
@@ -64,74 +56,21 @@ def usable_methods(methods: list[str], prompts: pd.DataFrame, source: str) -> li
     return methods
 
 
-def method_model_path(params: Params, method: str) -> Path:
-    """The model a method's negatives come from: models/rl for rl, models/sft for sft and best_of_n."""
-    return Path(params.paths.rl if method == "rl" else params.paths.sft)
-
-
 def check_method_models(params: Params, methods: Sequence[str]) -> None:
-    """Fail before any work if a model-based method has no trained model on disk."""
+    """Fail before any work if a method that reads a trained model has none on disk."""
     problems = []
     for method in methods:
-        if method not in (*MODEL_METHODS, "best_of_n"):
+        if method not in MODEL_FOLDERS:
             continue
-        path = method_model_path(params, method)
-        model = "rl" if method == "rl" else "sft"
+        key = MODEL_FOLDERS[method]
+        path = Path(getattr(params.paths, key))
         if not (path / "config.json").exists():
             problems.append(
-                f"generate.methods lists {method!r} but {path} (paths.{model}) holds no trained model: "
-                f"run `dvc repro {model}`, or drop {method!r} from generate.methods"
+                f"generate.methods lists {method!r} but {path} (paths.{key}) holds no trained model: "
+                f"run `dvc repro {key}`, or drop {method!r} from generate.methods"
             )
     if problems:
         raise MissingInputError("\n".join(problems))
-
-
-def model_negatives(params: Params, method: str, prompts: list[str], device: torch.device) -> list[str]:
-    """Negatives from models/sft or models/rl under the deployed decode (``negopt.policy.decode``)."""
-    from negopt.policy.decode import NegativePromptGenerator
-
-    return NegativePromptGenerator.from_params(method_model_path(params, method), params, device)(prompts)
-
-
-def retrieval_negatives(clean_dir: str | Path, prompts: list[str]) -> list[str]:
-    """The ``retrieval`` method: each prompt's nearest training prompt's negative (train split only)."""
-    from negopt.data.splits import read_split
-    from negopt.policy.retrieval import RetrievalIndex
-
-    train = read_split(clean_dir, "train")
-    return RetrievalIndex(train.prompt.tolist(), train.negative_prompt.tolist()).predict(prompts)
-
-
-def method_negatives(
-    method: str,
-    prompts: list[str],
-    ground_truth: list[str],
-    generic: str,
-    model_fn: Callable[[str, list[str]], list[str]] | None = None,
-    retrieval_fn: Callable[[list[str]], list[str]] | None = None,
-    search_fn: Callable[[list[str]], list[str]] | None = None,
-) -> list[str]:
-    """The negative prompt of each prompt under ``method``; ``model_fn(method, prompts)`` serves sft / rl,
-    ``retrieval_fn(prompts)`` the retrieval baseline, ``search_fn(prompts)`` best_of_n (negopt/compare/best_of_n.py)."""
-    if method == "none":
-        return [""] * len(prompts)
-    if method == "generic":
-        return [generic] * len(prompts)
-    if method == "ground_truth":
-        return list(ground_truth)
-    if method == "retrieval":
-        if retrieval_fn is None:
-            raise ValueError("method 'retrieval' needs a retrieval_fn to produce its negatives")
-        return list(retrieval_fn(prompts))
-    if method == "best_of_n":
-        if search_fn is None:
-            raise ValueError("method 'best_of_n' needs a search_fn to produce its negatives")
-        return list(search_fn(prompts))
-    if method in MODEL_METHODS:
-        if model_fn is None:
-            raise ValueError(f"method {method!r} needs a model_fn to produce its negatives")
-        return list(model_fn(method, prompts))
-    raise ValueError(f"unknown method {method!r}: use one of {METHODS}")
 
 
 def build_plan(prompts: list[str], negatives: dict[str, list[str]], seeds: list[list[int]]) -> list[WorkItem]:
@@ -203,88 +142,87 @@ def clear_outputs(images_dir: str | Path) -> None:
             shutil.rmtree(images_dir / method)
 
 
-def generate_all(params: Params, state, device: torch.device, best_of_n: Callable | None = None) -> pd.DataFrame | None:
-    """The whole stage on one of ``state.num_processes`` processes; the main one returns the manifest.
+class Lazy:
+    """A value made on first use (this process's pipeline: a method or a render may need it, or neither)."""
 
-    ``best_of_n``: ``negopt.compare.best_of_n.best_of_n_negatives``, passed in by the stage so that modules reading
-    only ``MANIFEST`` from here (evaluate, compare) do not depend on the RL code it imports.
+    def __init__(self, make: Callable[[], object]) -> None:
+        self.make, self.value = make, None
 
-    The main process builds the plan (negatives need the models) and broadcasts it, so every process
-    works from one plan; each renders its share of whole batches (``negopt.core.sharding.map_sharded``, as RL
-    rollouts do); the main process checks every file
-    exists and writes the manifest last, so a manifest always describes a complete image set.
-    """
-    from accelerate.utils import broadcast_object_list
+    def __call__(self):
+        if self.value is None:
+            self.value = self.make()
+        return self.value
 
-    from negopt.core.sharding import map_sharded
 
+def plan_images(params: Params, device: torch.device, pipeline: Lazy) -> tuple[list[WorkItem], dict[str, dict]]:
+    """Step 1: the prompts, their evaluation seeds and each method's negatives -> the work items; and the reports
+    of the methods that searched (what their search cost)."""
     g = params.generate
-    methods = list(dict.fromkeys(g.methods))
     images_dir = Path(params.paths.images)
-    check_method_models(params, methods)
-    payload: list = [None]
-    profile = params.active
-    loaded: list = []  # the pipeline, loaded on first use by this process
-    search: dict = {}  # best_of_n's report (the images it cost), main process only
+    clear_outputs(images_dir)
+    table = load_prompts(g.prompts, params.paths.clean, g.num_prompts)
+    prompts = table["prompt"].astype(str).tolist()
+    methods = usable_methods(list(dict.fromkeys(g.methods)), table, g.prompts)
+    seeds = prompt_seeds(g.seed, g.num_prompts, g.seeds_per_prompt)
+    inputs = MethodInputs(params, prompts, table["negative_prompt"].fillna("").astype(str).tolist(), seeds, device,
+                          pipeline)
+    negatives = {m: negatives_of(m, inputs) for m in methods}
+    return build_plan(prompts, negatives, seeds), inputs.reports
 
-    def pipeline():
-        from negopt.models.loader import load_sd_pipeline
 
-        if not loaded:
-            loaded.append(load_sd_pipeline(profile, device))  # the loader's one dtype policy, the same as rl's
-        return loaded[0]
+def render_plan(params: Params, state, plan: list[WorkItem], pipeline: Lazy) -> list[int]:
+    """Step 2: this process's share of the distinct items' batches -> PNG files (a shared image under each of
+    its files); returns the indices of every process's batches written (gathered)."""
+    from negopt.core.sharding import map_sharded
+    from negopt.images.render import generate_images
 
-    if state.is_main_process:
-        clear_outputs(images_dir)
-        test = load_prompts(g.prompts, params.paths.clean, g.num_prompts)
-        prompts = test["prompt"].astype(str).tolist()
-        gt = test["negative_prompt"].fillna("").astype(str).tolist()
-        methods = usable_methods(methods, test, g.prompts)
-        seeds = prompt_seeds(g.seed, g.num_prompts, g.seeds_per_prompt)
-
-        def search_fn(p: list[str]) -> list[str]:
-            # on the main process only (accelerator None inside): the search is small next to the renders
-            if best_of_n is None:
-                raise ValueError("method 'best_of_n' needs generate_all(..., best_of_n=negopt.compare.best_of_n."
-                                 "best_of_n_negatives)")
-            kept, search["best_of_n"] = best_of_n(params, p, seeds, pipeline(), device)
-            return kept
-
-        negatives = {
-            m: method_negatives(
-                m, prompts, gt, g.generic_negative, lambda mm, p: model_negatives(params, mm, p, device),
-                lambda p: retrieval_negatives(params.paths.clean, p), search_fn,
-            )
-            for m in methods
-        }
-        payload = [build_plan(prompts, negatives, seeds)]
-    plan: list[WorkItem] = broadcast_object_list(payload)[0]
     distinct, copies = distinct_items(plan)
-    batches = make_batches(distinct, g.batch_size)
+    batches = make_batches(distinct, params.generate.batch_size)
+    if not batches:
+        return []
 
     def render(idx: list[int]) -> dict[str, torch.Tensor]:
-        """This process's share of whole batches -> PNG files; returns the indices of the batches written."""
-        from negopt.images.render import generate_images
-
         pipe = pipeline()
 
         def generate_fn(prompts: list[str], negatives: list[str], seeds: list[int]) -> torch.Tensor:
-            return generate_images(pipe, prompts, negatives, seeds, profile, batch_size=len(prompts))
+            return generate_images(pipe, prompts, negatives, seeds, params.active, batch_size=len(prompts))
 
-        render_batches([batches[i] for i in idx], generate_fn, images_dir, progress=state.is_local_main_process,
-                       copies=copies)
+        render_batches([batches[i] for i in idx], generate_fn, params.paths.images,
+                       progress=state.is_local_main_process, copies=copies)
         return {"batch": torch.tensor(idx, dtype=torch.long)}
 
-    written = map_sharded(state, len(batches), render)["batch"] if batches else torch.empty(0, dtype=torch.long)
+    written = map_sharded(state, len(batches), render)["batch"].tolist()
+    if sorted(set(written)) != list(range(len(batches))):
+        raise RuntimeError(f"generate: planned batches {sorted(set(range(len(batches))) - set(written))[:3]} "
+                           "were not written")
+    return written
+
+
+def generate_all(params: Params, state, device: torch.device) -> pd.DataFrame | None:
+    """The whole stage on one of ``state.num_processes`` processes (the module docstring's three steps); the
+    main process returns the manifest, the others None."""
+    from accelerate.utils import broadcast_object_list
+
+    from negopt.models.loader import load_sd_pipeline
+
+    check_method_models(params, list(dict.fromkeys(params.generate.methods)))
+    pipeline = Lazy(lambda: load_sd_pipeline(params.active, device))  # the loader's one dtype policy, as rl's
+    payload: list = [None]
+    reports: dict[str, dict] = {}
+    if state.is_main_process:  # 1. plan
+        plan, reports = plan_images(params, device, pipeline)
+        payload = [plan]
+    plan = broadcast_object_list(payload)[0]
+    render_plan(params, state, plan, pipeline)  # 2. render
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
-    missing = sorted(set(range(len(batches))) - set(written.tolist()))
-    if missing or not all((images_dir / w.file).exists() for w in plan):
-        raise RuntimeError(f"generate: planned batches {missing[:3]} were not written, or their files are gone")
+    images_dir = Path(params.paths.images)  # 3. record
+    if not all((images_dir / w.file).exists() for w in plan):
+        raise RuntimeError("generate: planned images are missing after rendering")
     manifest = manifest_frame(plan)
     write_parquet(images_dir / MANIFEST, manifest)
-    write_json(Path(params.paths.metrics) / GENERATE_METRICS, generate_metrics(manifest, search))
+    write_json(Path(params.paths.metrics) / GENERATE_METRICS, generate_metrics(manifest, reports))
     return manifest
 
 

@@ -41,6 +41,8 @@ PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 
+#: the comparison's methods, the names generate.methods and compare.* accept; negopt/compare/methods.py implements
+#: each one (a test checks that every name has its function there and no function lacks a name here)
 METHODS = ("none", "generic", "ground_truth", "retrieval", "best_of_n", "sft", "rl")
 
 
@@ -170,7 +172,7 @@ class Profile(Section):
     num_inference_steps: PosInt
     guidance_scale: NonNeg
     # Human-preference scorers (negopt/images/preference.py), "" = not named: evaluate reports a metric for each one
-    # named, and its reward term (rl.reward.hpsv2 / pickscore) may then carry a weight.
+    # named, and its reward term (reward.weights.hpsv2 / pickscore) may then carry a weight.
     hpsv2_name: str  # open_clip architecture of HPSv2 (ViT-H-14)
     hpsv2: str  # its weights: a local .pt / .safetensors, or a hub file "org/repo/file"
     hpsv2_config: str  # an open_clip config file to register first ("" for one open_clip ships)

@@ -85,12 +85,13 @@ class PlaygroundError(RuntimeError):
     """The API failed in a way retries cannot fix; the message says what to change."""
 
 
-class _BadBody(Exception):
-    """A 200 response whose body is refused; ``kind`` (too_large / body_timeout) is counted and retried."""
+class _Transient(Exception):
+    """A failed attempt a retry may fix: ``kind`` is counted in the stats, ``reason`` logged, and ``wait`` (the
+    server's Retry-After, when it gave one) replaces the backoff before the next attempt."""
 
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
+    def __init__(self, kind: str, reason: str, wait: float | None = None) -> None:
+        super().__init__(reason)
+        self.kind, self.reason, self.wait = kind, reason, wait
 
 
 @dataclass
@@ -182,70 +183,74 @@ class PlaygroundClient:
         cap = self.cfg.max_response_bytes
         declared = resp.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > cap:
-            raise _BadBody("too_large", f"response of {declared} bytes over data.playground.max_response_bytes={cap}")
+            raise _Transient("too_large", f"response of {declared} bytes over data.playground.max_response_bytes={cap}")
         chunks, size = [], 0
         # read1 returns what has arrived (iter_content blocks until a whole chunk or the end), so the
         # deadline is checked while a server trickles bytes.
         while chunk := resp.raw.read1(1 << 16, decode_content=True):
             size += len(chunk)
             if size > cap:
-                raise _BadBody("too_large", f"response over data.playground.max_response_bytes={cap}, cut off")
+                raise _Transient("too_large", f"response over data.playground.max_response_bytes={cap}, cut off")
             if time.monotonic() > deadline:
-                raise _BadBody("body_timeout", f"body not finished within data.playground.timeout={self.cfg.timeout} s")
+                raise _Transient("body_timeout", f"body not finished within data.playground.timeout={self.cfg.timeout} s")
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def fetch_page(self, cursor: int | None) -> dict:
-        """One page as ``{"images": list, "cursor": next}``, retrying transient failures."""
-        for attempt in range(self.cfg.max_retries + 1):
-            self._throttle()
-            self.stats.requests += 1
-            wait = self.cfg.backoff_base * 2**attempt
-            deadline = time.monotonic() + self.cfg.timeout
-            try:
-                resp = self.session.get(self.url, params=self.query(cursor), timeout=self.cfg.timeout,
-                                        stream=True, allow_redirects=False)
-            except (requests.Timeout, requests.ConnectionError) as err:
-                reason, kind = f"{type(err).__name__}", "timeout" if isinstance(err, requests.Timeout) else "connection"
-            else:
-                with resp:
-                    if resp.is_redirect or resp.is_permanent_redirect:
-                        self._fail("redirect")
-                        raise PlaygroundError(
-                            f"{self.url} answered HTTP {resp.status_code}, a redirect to "
-                            f"{resp.headers.get('Location')!r}, which is not followed (another host could serve "
-                            f"anything): set data.playground.base_url / endpoint to the final address")
-                    if resp.status_code == 429 or resp.status_code >= 500:
-                        reason, kind = f"HTTP {resp.status_code}", f"http_{resp.status_code}"
-                        after = retry_after_seconds(resp.headers.get("Retry-After"))
-                        wait = wait if after is None else after
-                    elif resp.status_code >= 400:
-                        self._fail(f"http_{resp.status_code}")
-                        raise PlaygroundError(
-                            f"{resp.url} answered HTTP {resp.status_code}: check data.playground.base_url, "
-                            f"endpoint, query and user_id (the API may have changed or need a login)")
-                    else:
-                        try:
-                            data = json.loads(self._read_body(resp, deadline))
-                        except _BadBody as err:
-                            data, reason, kind = None, str(err), err.kind
-                        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as err:
-                            # a stalled or cut body (urllib3's read timeout / IncompleteRead), bad JSON
-                            data, reason, kind = None, f"unreadable body ({type(err).__name__})", "malformed"
-                        else:
-                            if isinstance(data, dict) and isinstance(data.get("images"), list):
-                                return data
-                            reason, kind = "malformed JSON (no 'images' list)", "malformed"
-            self._fail(kind)
-            if attempt == self.cfg.max_retries:
+    def attempt(self, cursor: int | None) -> dict:
+        """One request for the page at ``cursor``: ``{"images": list, "cursor": next}``. Raises ``_Transient`` for
+        what a retry may fix (a timeout, a dropped connection, 429 / 5xx, a body too large, too slow or not the
+        expected JSON) and ``PlaygroundError`` for what it cannot (a redirect, another 4xx)."""
+        self._throttle()
+        self.stats.requests += 1
+        deadline = time.monotonic() + self.cfg.timeout
+        try:
+            resp = self.session.get(self.url, params=self.query(cursor), timeout=self.cfg.timeout,
+                                    stream=True, allow_redirects=False)
+        except (requests.Timeout, requests.ConnectionError) as err:
+            kind = "timeout" if isinstance(err, requests.Timeout) else "connection"
+            raise _Transient(kind, type(err).__name__) from None
+        with resp:
+            if resp.is_redirect or resp.is_permanent_redirect:
+                self._fail("redirect")
                 raise PlaygroundError(
-                    f"{self.url} cursor={cursor}: gave up after {attempt + 1} attempts, last error {reason}. "
-                    f"{self.stats.pages} pages are kept in {self.pages_file}; rerun the stage to resume, "
-                    f"or raise data.playground.max_retries / backoff_base")
-            self.log(f"scrape: cursor={cursor} attempt {attempt + 1} failed ({reason}); retrying in "
-                     f"{min(wait, MAX_WAIT_S):.1f} s")
-            self.stats.retries += 1
-            self.sleep(min(wait, MAX_WAIT_S))
+                    f"{self.url} answered HTTP {resp.status_code}, a redirect to {resp.headers.get('Location')!r}, "
+                    f"which is not followed (another host could serve anything): set data.playground.base_url / "
+                    f"endpoint to the final address")
+            if resp.status_code == 429 or resp.status_code >= 500:
+                raise _Transient(f"http_{resp.status_code}", f"HTTP {resp.status_code}",
+                                 retry_after_seconds(resp.headers.get("Retry-After")))
+            if resp.status_code >= 400:
+                self._fail(f"http_{resp.status_code}")
+                raise PlaygroundError(
+                    f"{resp.url} answered HTTP {resp.status_code}: check data.playground.base_url, "
+                    f"endpoint, query and user_id (the API may have changed or need a login)")
+            try:
+                data = json.loads(self._read_body(resp, deadline))
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as err:
+                # a stalled or cut body (urllib3's read timeout / IncompleteRead), bad JSON
+                raise _Transient("malformed", f"unreadable body ({type(err).__name__})") from None
+        if not (isinstance(data, dict) and isinstance(data.get("images"), list)):
+            raise _Transient("malformed", "malformed JSON (no 'images' list)")
+        return data
+
+    def fetch_page(self, cursor: int | None) -> dict:
+        """One page, retrying transient failures up to ``max_retries`` times, each after the backoff
+        (``backoff_base * 2**attempt`` seconds, or the server's Retry-After)."""
+        for attempt in range(self.cfg.max_retries + 1):
+            try:
+                return self.attempt(cursor)
+            except _Transient as failure:
+                self._fail(failure.kind)
+                if attempt == self.cfg.max_retries:
+                    raise PlaygroundError(
+                        f"{self.url} cursor={cursor}: gave up after {attempt + 1} attempts, last error {failure.reason}. "
+                        f"{self.stats.pages} pages are kept in {self.pages_file}; rerun the stage to resume, "
+                        f"or raise data.playground.max_retries / backoff_base") from None
+                wait = self.cfg.backoff_base * 2**attempt if failure.wait is None else failure.wait
+                self.log(f"scrape: cursor={cursor} attempt {attempt + 1} failed ({failure.reason}); retrying in "
+                         f"{min(wait, MAX_WAIT_S):.1f} s")
+                self.stats.retries += 1
+                self.sleep(min(wait, MAX_WAIT_S))
         raise AssertionError("unreachable")
 
     # -- checkpoint -----------------------------------------------------------------------------

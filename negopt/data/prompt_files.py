@@ -1,4 +1,5 @@
-"""The prompts ``generate`` renders: ``generate.prompts`` = ``test`` (the clean held-out split) or ``file:<path>``.
+"""Prompt files, and the prompts ``generate`` renders: ``generate.prompts`` = ``test`` (the clean held-out split)
+or ``file:<path>``; ``negopt suggest --file`` reads the same files.
 
 A file lets users evaluate on the benchmark prompts they have (DrawBench, PartiPrompts, the HPSv2
 benchmark): ``.txt`` one prompt per line (blank lines skipped), or ``.csv`` / ``.jsonl`` / ``.parquet``
@@ -15,10 +16,11 @@ import pandas as pd
 from negopt.core.errors import ParamsError, require_input
 
 
-def read_prompt_file(path: str | Path) -> pd.DataFrame:
-    """``prompt`` and ``negative_prompt`` (empty where the file has none) of every row, in file order."""
+def read_prompt_file(path: str | Path, where: str = "") -> pd.DataFrame:
+    """``prompt`` and ``negative_prompt`` (empty where the file has none) of every row, in file order; errors
+    name the file as ``where`` says it was given (``generate.prompts=file:<path>`` by default)."""
     path = Path(path)
-    where = f"generate.prompts=file:{path}"
+    where = where or f"generate.prompts=file:{path}"
     if not path.is_file():
         raise ParamsError(f"{where}: no such file (paths are relative to the project root)")
     suffix = path.suffix.lower()

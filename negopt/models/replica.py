@@ -61,7 +61,7 @@ PICKSCORE_REPO, PICKSCORE_PROCESSOR_REPO = "yuvalkirstain/PickScore_v1", "laion/
 AESTHETIC_FILE = "sac+logos+ava1-l14-linearMSE.pth"
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
-# --- SD 1.5's own configs (stable-diffusion-v1-5/stable-diffusion-v1-5, REFERENCE.md) -------------------
+# --- SD 1.5's own configs (the hub repo stable-diffusion-v1-5/stable-diffusion-v1-5) ---------------------------
 _ADDED = {"__type": "AddedToken", "lstrip": False, "normalized": True, "rstrip": False, "single_word": False}
 SD_FILES: dict[str, dict] = {
     "model_index.json": {

@@ -39,7 +39,7 @@ SD_SPECIALS = (
 )  # bos id 0, eos = pad id 1 (eos id 2 would hit a legacy path)
 SD_MAX_LENGTH = 32
 
-# open_clip config for a ~0.2 M-parameter ViT + text transformer (REFERENCE.md "Tiny open_clip").
+# open_clip config for a ~0.2 M-parameter ViT + text transformer: a real open_clip architecture, small enough for CPU tests.
 TINY_CLIP_CONFIG = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 16, "patch_size": 8},

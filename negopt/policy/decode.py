@@ -3,7 +3,7 @@
 Every consumer goes through :func:`decode_negatives` with the ``decode`` params section: the sft
 stage's ROUGE, the rl stage's test reward, generate's ``sft`` / ``rl`` methods, ``negopt suggest``
 and the Python API (:class:`NegativePromptGenerator`). So every number describes the negatives a
-user gets. (RL *rollouts* sample with ``rl.temperature`` / ``rl.top_p``: that is the training
+user gets. (RL *rollouts* sample with ``sampling.temperature`` / ``sampling.top_p``: that is the training
 distribution, whose log-probs the update needs, not the deployed decode.)
 
 The input format (``sft.task_prefix`` + prompt, truncated to ``sft.max_source_length`` tokens) is part

@@ -1,7 +1,7 @@
 """The RL model card (``paths.rl/README.md``): reward, calibration scales, health, test numbers, examples.
 
 Written by ``negopt.core.model_card.write_model_card`` (the SFT card's helper): YAML metadata the hub reads,
-then :func:`model_card_body`. The terms are the run's (``rl.reward``: every registered term).
+then :func:`model_card_body`. The terms are the run's (``reward.weights``: every scored term).
 """
 
 from __future__ import annotations
