@@ -1,10 +1,10 @@
 """evaluate's Inception Score: torch-fidelity's own pass against the formula on the scorer's logits, in one run.
 
-``evaluate`` needs the per-image Inception posteriors (compare's bootstrap) and the IS. It used to run
-torch-fidelity's whole pipeline for the IS and a second Inception pass for the posteriors; now one pass
-(the scorer's) gives both (``negopt.images.scorers.inception_score_from_logits``). This times, per method's
-images, the old pair of passes and the new single one, and reports how far the IS moves (the scorer's
-Inception runs in channels_last, whose logits differ from the contiguous layout's by < 4e-3).
+``evaluate`` needs the per-image Inception posteriors (compare's bootstrap) and the IS. The baseline runs
+torch-fidelity's whole pipeline for the IS and a second Inception pass for the posteriors; ``evaluate`` makes
+one pass (the scorer's) that gives both (``negopt.images.scorers.inception_score_from_logits``). This times,
+per method's images, the pair of passes and the single one, and reports how far the IS moves (the scorer's
+Inception runs in channels_last, whose logits differ slightly from the contiguous layout's).
 
 Run from the repository root (needs models/tiny or the paper weights):
     python bench/bench_evaluate_is.py [--images 128] [--repeat 5] [--threads 2]

@@ -4,7 +4,7 @@ The tiny profile's UNet works on 8x8 latents, so a call's per-op overhead (Pytho
 steps, text encoding) weighs more than its arithmetic; the rl stage renders in micro-batches of
 ``reward.image_batch_size`` and generate in ``generate.batch_size``. Each round renders the same
 ``--images`` (prompt, negative, seed) triples at every batch size, interleaved, so a burst of load hits
-all alike; medians of ``--repeat`` rounds, ratios against batch 16 (the rl default before it was raised).
+all alike; medians of ``--repeat`` rounds, ratios against batch 16 (an RL step's 32 images in two calls).
 The images are equal at every batch size up to float reassociation (checked: max abs difference).
 
 Run from the repository root (needs models/tiny):

@@ -1,9 +1,9 @@
 """The Inception scorer's memory layout: contiguous (NCHW) against channels_last, in one run.
 
 The fidelity term and the Inception Score run the full InceptionV3 on every image (tiny profile: at 75 px,
-a third of an RL step's image work on CPU), so its layout matters. ``build_inception`` returns the model
-in channels_last; this times both layouts on the same uint8 batch (medians of ``--repeat`` interleaved
-rounds) and reports how far the logits move.
+a large share of an RL step's image work on CPU; bench/RESULTS.md), so its layout matters.
+``build_inception`` returns the model in channels_last; this times both layouts on the same uint8 batch
+(medians of ``--repeat`` interleaved rounds) and reports how far the logits move.
 
 Run from the repository root (needs models/tiny or the paper weights):
     python bench/bench_inception.py [--images 32] [--repeat 7] [--threads 1]

@@ -1,6 +1,6 @@
 """Speed of the tiny profile: zoo build, 64x64 generation, reward scoring, Inception Score.
 
-Targets (issue 4): zoo build < 60 s on 2 cores; one 64x64 image well under a second on one core.
+Targets: zoo build < 60 s on 2 cores; one 64x64 image well under a second on one core.
 Run from the repository root:  python bench/bench_models.py [--threads 1] [--texts 2400]
 """
 

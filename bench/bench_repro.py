@@ -1,4 +1,4 @@
-"""Target 1 of issue 16, before vs after in one run: the default `dvc repro` of two revisions, each in a fresh clone.
+"""The default `dvc repro` of two revisions, before vs after in one run, each in a fresh clone.
 
 For ``--rounds`` rounds, alternating, each revision is cloned afresh into a temp folder (no DVC cache, no
 outputs, no checkpoints: what a new user runs) and ``dvc repro`` runs there with this environment's packages

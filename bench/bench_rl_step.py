@@ -4,9 +4,9 @@
 default params, with the SFT weights the pipeline trained, on the steps' own plans (``step_plan``):
 
 - ``generate``: ``sample_rollout``, k negatives per prompt with their log-probs from the sampling pass
-  (``negopt/policy/nucleus.py``'s top-p); beside it, in the same run, the step as it was before: ``generate``
-  with transformers' own top-p warper (an argsort a token) and a second teacher-forced pass for the old
-  log-probs. Both samplers draw the same tokens (counted: ``same samples``);
+  (``negopt/policy/nucleus.py``'s top-p); beside it, in the same run, the baseline: ``generate`` with
+  transformers' own top-p warper (an argsort a token) and a second teacher-forced pass for ``log pi_old``.
+  Both samplers draw the same tokens (counted: ``same samples``);
 - ``logp ref``: the no-grad teacher-forced pass of the reference model;
 - ``update``: the RLOO step (teacher-forced pass with grad, backward, clip, AdamW);
 - ``val decode``: one deployed (greedy) decode of the checkpoint-selection prompts, once per check.
@@ -100,7 +100,7 @@ def main() -> None:
 
 @torch.no_grad()
 def transformers_rollout(policy, tokenizer, sources, k: int, s, max_source_length: int, seed: int) -> Rollout:
-    """The rollout as it was: transformers' temperature and top-p warpers, no log-probs kept."""
+    """The baseline rollout: transformers' temperature and top-p warpers, no log-probs kept."""
     input_ids, attention_mask = encode_sources(tokenizer, sources, max_source_length)
     input_ids, attention_mask = input_ids.repeat_interleave(k, 0), attention_mask.repeat_interleave(k, 0)
     with torch.random.fork_rng():

@@ -1,7 +1,7 @@
 """SFT step time of the tiny T5 with and without dropout, in one run (medians of interleaved rounds).
 
 On CPU ``torch.dropout`` samples a Bernoulli mask per call (25 calls per step of the tiny T5), which
-cProfile put at a quarter of an SFT step; the tiny T5 is built without dropout since (negopt/models/t5.py).
+cProfile put at a large share of an SFT step; the tiny T5 is built without dropout (negopt/models/t5.py).
 This times ``--steps`` training steps (forward, backward, AdamW) on the same length-sorted batches of the
 train split for both settings.
 

@@ -2,9 +2,10 @@
 weightings are Pareto-optimal.
 
 The paper claims that raising one weight optimises its metric "without hurting the others much", from one
-point. A sweep measures the curve: queue experiments over ``reward.weights.<term>`` (README, *Experiments*),
-run them, then ``negopt frontier`` reads ``dvc exp show --json`` and, per experiment with an
-``rl.json``, takes the weights (``reward.weights``) and the per-term test means of the RL model
+point. A sweep measures the curve: queue experiments over ``reward.weights.<term>`` (``dvc exp run --queue rl
+-C checkpoints -S 'reward.weights.aesthetic=0.5,1,3' ...``), run them (``dvc exp run --run-all``), then
+``negopt frontier`` reads ``dvc exp show --json`` and, per experiment with an ``rl.json``, takes the weights
+(``reward.weights``) and the per-term test means of the RL model
 (``<term>_test_rl`` from ``negopt.rl.heldout``: z units of the calibration, which depends on the SFT model
 and ``base.seed`` only, so experiments that share them share units; ``--raw`` reads ``<term>_raw_test_rl``).
 
@@ -72,7 +73,8 @@ def frontier_table(exps: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """The experiments with a ``pareto`` column, and the term columns (present for every experiment)."""
     if exps.empty:
         raise ValueError(f"frontier: no experiment with {RL_METRICS} and reward.weights params in `dvc exp show`; "
-                         "run the sweep first (README, Experiments)")
+                         "run the sweep first (dvc exp run --queue -S 'reward.weights.<term>=a,b', "
+                         "then dvc exp run --run-all)")
     terms = [c.removeprefix("w_") for c in exps.columns if c.startswith("w_")]
     terms = [t for t in terms if t in exps.columns and exps[t].notna().all()]
     out = exps.copy()

@@ -146,7 +146,7 @@ def format_gain(gain: float | None) -> str:
 
 
 def format_value(x: float) -> str:
-    """Six significant digits: enough for IS ~ 1.00001 (random Inception) and IS ~ 25 (real one)."""
+    """Six significant digits: enough for an IS just above 1 (a random Inception) and IS ~ 25 (a real one)."""
     return f"{x:.6g}"
 
 

@@ -89,8 +89,9 @@ def make_batches(plan: list[WorkItem], batch_size: int) -> list[list[WorkItem]]:
 
 def distinct_items(plan: list[WorkItem]) -> tuple[list[WorkItem], dict[str, list[str]]]:
     """The items to render, the first of each (prompt, negative, seed), and per rendered file the plan's later
-    files that are the same image (methods that chose the same negative: on the sample sft and rl agree on
-    most prompts, 114 of 896 images): ``negopt.images.render.distinct_triples``, as RL's scoring."""
+    files that are the same image (methods that chose the same negative, as sft and rl often do:
+    bench/RESULTS.md, "A repeated (prompt, negative, seed) rendered once"):
+    ``negopt.images.render.distinct_triples``, as RL's scoring."""
     from negopt.images.render import distinct_triples
 
     rows, inverse = distinct_triples([w.prompt for w in plan], [w.negative for w in plan], [w.seed for w in plan])

@@ -1,6 +1,7 @@
 """What ``generate`` writes for the stages after it: the image manifest (``<paths.images>/manifest.parquet``,
 one row per image) and the cost metrics file. Kept free of torch so that ``compare``, which only reads
-them, starts without importing it (2-4 s).
+them, starts without importing it: that import is most of a light stage's start-up (bench/RESULTS.md,
+"scrape, clean and compare start without importing torch").
 """
 
 from __future__ import annotations

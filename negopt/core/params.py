@@ -218,7 +218,8 @@ class Sft(Section):
     save_steps: PosInt = 100
     max_eval_samples: PosInt = 512
     max_test_samples: PosInt = 1000
-    # Batches of similar (source + target) length: random batches of the sample pad to ~2x their tokens
+    # Batches of similar (source + target) length: random batches pad far more (docs/EXPERIMENTS.md, "SFT
+    # against two baselines")
     group_by_length: bool = True
     retrieval: SftRetrieval = SftRetrieval()
     rerank: SftRerank = SftRerank()

@@ -20,7 +20,8 @@ def seed_everything(seed: int, uses_torch: bool = True) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     if uses_torch:
-        import torch  # here, not at the top: importing torch costs 2-4 s, all of a data stage's start-up
+        # here, not at the top: importing torch is most of a light stage's start-up (bench/RESULTS.md)
+        import torch
 
         torch.manual_seed(seed)
 

@@ -35,8 +35,8 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 # (`<lora:name:0.8>`) has a ':' right after the name, so it is kept.
 _HTML_TAG = r"</?[A-Za-z][A-Za-z0-9]*(?:[ \t\n\r\f\v][^<>]*)?/?>"
 # Whitespace classes are spelt out: pandas sends patterns with \s (and look-arounds) to Python's
-# re, row by row, which is ~20x slower than pyarrow's RE2 at 256k rows. Only runs and non-space
-# whitespace are matched, so the common single space costs nothing.
+# re, row by row, which is far slower than pyarrow's RE2 at 256k rows (bench/bench_clean.py in
+# bench/RESULTS.md). Only runs and non-space whitespace are matched, so the common single space costs nothing.
 _WS_JUNK = r"[ \t\n\r\f\v]{2,}|[\t\n\r\f\v]"
 # Control and zero-width characters (NUL, BEL, ZWSP, ZWJ, word joiner, BOM) carry nothing a text-to-image
 # model reads and hide duplicates from each other; tab / newline / CR are whitespace (above), not removed.
@@ -289,7 +289,8 @@ def run_clean(raw_file: str | Path, out_dir: str | Path, rules: CleanRules, spli
 
     Same rows as ``split_frame(clean_frame(df)[0], split)``. It stays in Arrow for the 10 columns
     that cleaning does not touch (no pandas round trip), computes prompt keys once, and copies the
-    table once per split: that keeps the 256k-row stage near a bare parquet read + write.
+    table once per split: that keeps the 256k-row stage as near a bare parquet read + write as the grouping
+    allows (bench/bench_clean.py in bench/RESULTS.md).
     """
     table = _read_conformed(raw_file)
     text = table.select(["prompt", "negative_prompt", "likes"]).to_pandas()

@@ -33,8 +33,8 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 
 def distinct(x: np.ndarray) -> np.ndarray:
-    """``np.unique(x)`` for a 1-D array, by sort: numpy 2.4's ``unique`` hashes integers first, 65x slower
-    on 3M int64 keys (3.5 s vs 0.05 s here)."""
+    """``np.unique(x)`` for a 1-D array, by sort: numpy 2.4's ``unique`` hashes integers first, many times
+    slower on millions of int64 keys (bench/bench_clean.py in bench/RESULTS.md)."""
     x = np.sort(x)
     return x[np.r_[True, x[1:] != x[:-1]]] if len(x) else x
 
@@ -42,7 +42,8 @@ def distinct(x: np.ndarray) -> np.ndarray:
 def _words(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(uint64 hash of every word, word count per text): ``text.lower().replace(",", " , ").split()``.
 
-    Arrow end to end (pandas' ``str.split`` is a Python call per text, 0.85 s of 1.9 s at 115k texts).
+    Arrow end to end (pandas' ``str.split`` is a Python call per text, about half of the shingling at the
+    paper's scale: bench/bench_clean.py in bench/RESULTS.md).
     Arrow's ``utf8_split_whitespace`` splits where ``str.split()`` does (the same whitespace characters,
     a run is one separator: tests/test_neardup.py checks every character ``str.isspace`` accepts), but
     keeps an empty piece at a leading or trailing separator, which is dropped here. Each distinct word
@@ -86,7 +87,7 @@ def minhash_signatures(texts: list[str], num_perm: int = 64, n: int = 3, seed: i
     """``[len(texts), num_perm]`` uint64 MinHash signatures of each text's word n-gram set."""
     values, starts = shingled if shingled is not None else shingle_hashes(texts, n)
     # Hash family h_p(x) = (x ^ s_p) * m_p mod 2^64 (m_p odd): a bijection per p, and since x is already a
-    # mixed 64-bit hash, two operations per value suffice (the full mixer per p cost 3x the time).
+    # mixed 64-bit hash, two operations per value suffice (the full mixer per p costs several times more).
     salts = _mix(np.arange(num_perm, dtype=np.uint64) + np.uint64(seed) * np.uint64(1_000_003))
     mults = _mix(salts) | np.uint64(1)
     sig = np.empty((len(texts), num_perm), dtype=np.uint64)
@@ -111,10 +112,10 @@ def exact_jaccard(values: np.ndarray, starts: np.ndarray, a: np.ndarray, b: np.n
                   chunk: int = 1 << 22, sets: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Jaccard of the shingle-hash sets of texts ``a[i]`` and ``b[i]`` (the candidate check: exact, not estimated).
 
-    Vectorised over the pairs (a loop of ``np.intersect1d`` per pair took 61 s of the 256k-row clean for
-    its 1.5M candidate pairs): a pair's intersection is how many of its smaller set's shingles, asked
-    under the other text's id, are found among the sorted keys of ``shingle_sets`` (``sets``, when the
-    caller has them) by one ``searchsorted``. At most ``chunk`` shingles are asked at a time.
+    Vectorised over the pairs (a loop of ``np.intersect1d`` per pair was most of the 256k-row clean:
+    bench/bench_clean.py in bench/RESULTS.md): a pair's intersection is how many of its smaller set's
+    shingles, asked under the other text's id, are found among the sorted keys of ``shingle_sets`` (``sets``,
+    when the caller has them) by one ``searchsorted``. At most ``chunk`` shingles are asked at a time.
     """
     key, first, size = sets if sets is not None else shingle_sets(values, starts)
     a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
@@ -179,7 +180,7 @@ def near_duplicate_groups(texts: list[str], threshold: float = 0.7, num_perm: in
     sets = shingle_sets(*shingled)
     size_a, size_b = sets[2][pairs[:, 0]], sets[2][pairs[:, 1]]
     # J(A, B) <= min(|A|, |B|) / max(|A|, |B|) (and a float quotient keeps that order), so a pair whose set
-    # sizes differ more than that cannot reach the threshold: a quarter of the sample's candidates, none lost.
+    # sizes differ more than that cannot reach the threshold: dropped before the exact check, none lost.
     pairs = pairs[np.minimum(size_a, size_b) / np.maximum(size_a, size_b) >= threshold]
     keep = exact_jaccard(*shingled, pairs[:, 0], pairs[:, 1], sets=sets) >= threshold
     src_all, dst_all = pairs[keep, 0], pairs[keep, 1]

@@ -1,7 +1,7 @@
 """Explicit-content keywords for the optional NSFW filter (``data.clean.nsfw_filter``).
 
-The rule follows ../shared/data/SOURCE.md: a prompt is flagged when it contains one of the explicit
-terms below, case-insensitively, with no ASCII letter or digit glued to either side. So
+A prompt is flagged when it contains one of the explicit terms below, case-insensitively, with no
+ASCII letter or digit glued to either side. So
 ``(nsfw:1.2)``, ``nude_female`` and ``sex,`` match while ``sexy``, ``unisex`` and ``Essex`` do not.
 Suggestive-but-common words (sexy, breasts, bikini, ...) are deliberately not listed.
 """

@@ -72,8 +72,9 @@ def build_inception(weights_path: str, input_size: int, device: torch.device | N
     check_inception_weights(weights_path)
     name, cls = inception_extractor(input_size)
     model = cls(name, ["logits_unbiased"], feature_extractor_weights_path=weights_path)
-    # channels_last: the convolutions' faster layout (tiny profile on CPU: 32 images 1.11 -> 0.78 s; logits
-    # agree to ~3e-3, bench/RESULTS.md); the Inception is a third of an RL step's image work there
+    # channels_last: the convolutions' faster layout, with nearly equal logits (bench/bench_inception.py
+    # in bench/RESULTS.md); on the tiny profile's CPU runs the Inception is a large share of an RL step's
+    # image work
     return model.to(device or torch.device("cpu"), memory_format=torch.channels_last)
 
 

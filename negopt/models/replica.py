@@ -25,7 +25,7 @@ names the loaders read, so the *unchanged* paper profile resolves them offline::
 Use it: ``HF_HUB_CACHE=<out>/hub HF_HUB_OFFLINE=1`` and copy (or link) ``<out>/paper/*`` to
 ``models/paper/``. Deterministic for a seed (each component is built from ``torch.manual_seed``).
 
-Honest differences from the hub (documented in docs/MODELS.md):
+Honest differences from the hub (docs/PAPER.md, "The paper path, tested offline on a full-size replica"):
 - weights are random; SD's are written as the hub's ``fp16`` variant files (``*.fp16.safetensors``, the
   ones negopt loads and fetches), open_clip's ViT-L in fp16 too (open_clip casts on load), and so are the
   two preference models (HPSv2, PickScore: ~2 GB each instead of ~4 GB; the loaders cast them to float32),

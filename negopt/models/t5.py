@@ -25,9 +25,10 @@ from negopt.core.io import atomic_dir
 # T5's id layout: decoder_start = pad = 0, eos = 1, unk = 2 (the model config relies on these ids).
 SPECIALS = ("<pad>", "</s>", "<unk>")
 
-# No dropout: on CPU torch.dropout's mask sampling was 24% of an SFT step (cProfile, sample, 100 steps),
-# and without it SFT scored the same on the sample (test rougeL 0.454 both) and within run-to-run noise on
-# the real pairs (0.252 -> 0.246; bench/RESULTS.md). RL runs the policy in eval mode, without dropout anyway.
+# No dropout: on CPU torch.dropout's mask sampling is a large share of an SFT step, and without it SFT scores
+# the same on the sample and within run-to-run noise on the real pairs (docs/EXPERIMENTS.md, "SFT against two
+# baselines"; bench/bench_sft_step.py in bench/RESULTS.md). RL runs the policy in eval mode, without dropout
+# anyway.
 TINY_T5 = dict(d_model=128, d_ff=512, d_kv=32, num_heads=4, num_layers=3, num_decoder_layers=3,
                feed_forward_proj="relu", dropout_rate=0.0, tie_word_embeddings=True)
 
@@ -40,10 +41,10 @@ def _pre_tokenizer(kind: str):
 
     A negative prompt is a comma-separated list of phrases that users copy whole ("(worst quality,
     low quality:1.4), watermark, ..."), so with ``phrase`` a BPE can learn a frequent phrase with its
-    comma as one token: on the shared real pairs a test negative's median length is 28 tokens (90th
-    percentile 72) at vocabulary 4,000, against 74 (219) for ``word`` at the default 1,000 and 66 (201)
-    at 4,000, so copying a retrieved negative is a short sequence. On the built-in sample it costs most
-    of SFT's ROUGE (README), so ``word`` is the default.
+    comma as one token: on the shared real pairs a test negative is then a fraction of its ``word`` length
+    in tokens, so copying a retrieved negative is a short sequence. On the built-in sample it costs most
+    of SFT's ROUGE, so ``word`` is the default (docs/EXPERIMENTS.md, "Teaching the tiny T5 to copy: the
+    real-pairs recipe").
     """
     if kind == "word":
         return pre_tokenizers.ByteLevel(add_prefix_space=True)

@@ -290,11 +290,12 @@ def random_inception_state_dict(
 ) -> dict[str, torch.Tensor]:
     """A random state dict for torch-fidelity's InceptionV3 whose logits are not degenerate.
 
-    Kaiming-normal convs and an fc with std 0.02 alone give near-uniform posteriors (IS ~1.00001 here):
-    with identity BatchNorms every pooled feature is a mean of positive activations, so all images share
-    one dominant feature direction. A deterministic data-dependent init fixes that: BN statistics from
-    one seeded batch of smooth random images (as the real BNs hold ImageNet statistics), the fc made
-    orthogonal to the mean feature, and scaled so logits have std ``logit_std`` on that batch.
+    Kaiming-normal convs and an fc with std 0.02 alone give near-uniform posteriors, an IS of ~1
+    (docs/MODELS.md, "The tiny Inception"): with identity BatchNorms every pooled feature is a mean of
+    positive activations, so all images share one dominant feature direction. A deterministic data-dependent
+    init fixes that: BN statistics from one seeded batch of smooth random images (as the real BNs hold
+    ImageNet statistics), the fc made orthogonal to the mean feature, and scaled so logits have std
+    ``logit_std`` on that batch.
     """
     gen = torch.Generator().manual_seed(seed)
     net = _inception_shell(input_size)

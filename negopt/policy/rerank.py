@@ -1,9 +1,9 @@
 """Retrieve-and-rerank decode: the model's negative or a neighbour's, chosen per prompt by fitted weights.
 
 On the shared real pairs users copy negatives between similar prompts, so the negatives of a prompt's
-nearest training prompts often contain one closer to its own than any the tiny model writes (ROUGE-L
-of the best of 8 neighbours 0.62 vs the nearest's 0.49 and the model's 0.25); on the built-in sample the
-model's own negative is better (0.45 vs 0.34). So the decode scores each candidate -- the model's
+nearest training prompts often contain one closer to its own than any the tiny model writes (the best
+of them beats the nearest's, which beats the model's); on the built-in sample the model's own negative
+is better (docs/EXPERIMENTS.md, "Why retrieve-and-rerank"). So the decode scores each candidate -- the model's
 negative(s) and the distinct negatives of the prompt's ``neighbours`` nearest training prompts -- by
 
     logprob x mean token log-prob under the model  (the policy's own preference: RL moves it)
@@ -66,8 +66,8 @@ def rouge_tokens(texts: Sequence[str]) -> list[list[str]]:
 @functools.lru_cache(maxsize=1 << 16)
 def _rouge_tokens(text: str) -> tuple[str, ...]:
     """One text's tokens, cached: a decode's candidates are mostly its neighbours' training negatives, the same
-    strings at every selection check, and Porter stemming them again was ~90% of a reranked val decode (the
-    real pairs: 1.5 s a check, 84 of the rl stage's 174 s of training)."""
+    strings at every selection check, and Porter stemming them again was most of a reranked val decode on the
+    real pairs (docs/EXPERIMENTS.md, "How long the default run takes")."""
     return tuple(_rouge_tokenizer().tokenize(text))
 
 
@@ -205,8 +205,10 @@ def fit(c: Candidates, rouge: np.ndarray, neighbours: int, min_z: float) -> tupl
     for values in itertools.product(*GRID.values()):
         w = RerankWeights(neighbours, **dict(zip(GRID, values, strict=True)))
         picked = rouge[np.arange(len(rouge)), np.argmax(scores(c, w), axis=1)]
-        if picked.mean() > best + 1e-12:  # ties: the earlier grid point (near-ties by a larger log-prob weight
-            best, best_rows, best_w = picked.mean(), picked, w  # measured worse on the real pairs' test: 0.482)
+        # ties: the earlier grid point (near-ties broken toward a larger log-prob weight did worse on the real
+        # pairs' test: docs/EXPERIMENTS.md, "Retrieve and rerank")
+        if picked.mean() > best + 1e-12:
+            best, best_rows, best_w = picked.mean(), picked, w
     gain, se = mean_and_se(best_rows - own)
     z = gain / se if se > 0 else (float("inf") if gain > 0 else 0.0)
     keep = bool(gain > 0 and z >= min_z)  # a fit that only ties the model's own keeps the plain decode

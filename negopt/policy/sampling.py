@@ -7,7 +7,7 @@ back from ``generate`` as ``[decoder_start, y_1, ..., y_T]`` with pad after ``eo
 
 The rollout scores its own samples: ``generate`` returns each step's logits, so ``log pi_old(y | x)``
 and the entropy come from the sampling pass itself, not from a second, teacher-forced one (an RL
-step's third decoder pass: 59 of the 366 ms the tiny profile's step spent sampling, bench/RESULTS.md).
+step's third decoder pass; ``bench/bench_rl_step.py`` in bench/RESULTS.md).
 The two agree to float rounding (``tests/test_rl_policy.py``): the cached decoder computes the same sums.
 """
 

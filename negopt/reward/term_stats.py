@@ -20,8 +20,9 @@ class DegenerateTermError(ValueError):
 class TermStats:
     """Centre and scale per reward term, to z-score each term before weighting.
 
-    The reward nets give terms on unrelated scales (the random tiny aesthetic MLP varies by ~5e-4, CLIP by
-    ~1), so without standardisation the weights would not mean what they say. The centre is the term's
+    The reward nets give terms on unrelated scales (on the tiny profile the random aesthetic MLP varies
+    thousands of times less than CLIP: bench/bench_reward_signal.py in bench/RESULTS.md), so without
+    standardisation the weights would not mean what they say. The centre is the term's
     mean over the calibration images; the **scale** is the pooled standard deviation *within* groups of
     ``k`` images that share a prompt and a diffusion seed and differ only in the negative,
     ``sqrt(sum_g sum_i (x_gi - mean_g)^2 / sum_g (k - 1))``: the variation a negative prompt can cause, the

@@ -61,8 +61,8 @@ def score_triples(
     A triple that repeats is rendered and scored once (``distinct_triples``) and its values copied to every
     row that asks for it: per-image generators make it the same image (the pipeline's images do not depend
     on what else is in the batch), and the reward is per image. Repeats are common: the test's SFT and RL
-    negatives agree on about half the sample's prompts, a trained policy's k samples of a prompt (one seed)
-    coincide ~20% of the time.
+    negatives agree on many of the sample's prompts, and a trained policy's k samples of a prompt (one seed)
+    often coincide (bench/RESULTS.md, "A repeated (prompt, negative, seed) rendered once").
 
     The distinct items are cut into micro-batches of ``batch_size`` (one pipeline call and one scoring call
     each) and whole micro-batches are dealt to processes; results are gathered, so every process

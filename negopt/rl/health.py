@@ -1,8 +1,9 @@
 """Is a finished RL run sane? Named checks on its test metrics, reported in ``metrics/rl.json``.
 
-A reward can degenerate without any error (a term scaled by ~0 once gave rewards of ~1e7, a "significant"
-gain, and one negative for every prompt: docs/EXPERIMENTS.md), so the stage does not assume a run is sound:
-it checks, and ``healthy`` is false when any check fails. Checks (bounds from ``rl.health``):
+A reward can degenerate without any error (a term divided by a near-zero scale turns seed noise into a
+"significant" gain and one negative for every prompt: docs/EXPERIMENTS.md, "A reward that cannot
+degenerate"), so the stage does not assume a run is sound: it checks, and ``healthy`` is false when any
+check fails. Checks (bounds from ``rl.health``):
 
 - ``finite``: every test image's reward is finite;
 - ``bounded``: every weighted term of every test image lies within ``max_abs_z`` calibration scales

@@ -7,7 +7,7 @@ RLOO (default, one gradient step per batch)::
 
     L = -mean_i( A_i * log pi(y_i | x_i) )         A_i treated as a constant
 
-PPO-clip (``rl.algo: ppo``, ``rl.ppo_epochs`` steps per batch)::
+PPO-clip (``rl.algo: ppo``, ``rl.ppo.epochs`` steps per batch)::
 
     rho_i = exp(log pi(y_i|x_i) - log pi_old(y_i|x_i))
     L = mean_i( max(-A_i * rho_i, -A_i * clip(rho_i, 1 - eps, 1 + eps)) )
