@@ -61,7 +61,7 @@ def main() -> None:
                  if retrieval is not None else None)
     train_f, val_f = features(train, train_ctx), features(val)
     ckpt_dir = Path(paths.checkpoints) / "sft"
-    fingerprint = run_fingerprint(training_settings(sft, seed, params.active.policy), train_f)
+    fingerprint = run_fingerprint(training_settings(sft, seed, params.active.policy), train_f, val_f)
     resume = prepare_checkpoints(ckpt_dir, fingerprint, sft.max_steps)
     if resume:
         print(f"sft: resuming from {resume}")
@@ -85,7 +85,7 @@ def main() -> None:
                                         retrieval)
     predictions = generator(test.prompt.tolist(), seed=seed, progress=True)
     baselines = {"retrieval": index.predict(test.prompt.tolist())}
-    if rerank["rerank"]:  # the model's own negative, as the deployed decode was before the rerank
+    if rerank["rerank"]:  # the model's own negative (the decode without the rerank) as a baseline
         own = NegativePromptGenerator(model, tokenizer, params.decode, sft.task_prefix, sft.max_source_length,
                                       context_only)
         baselines["model_own"] = own(test.prompt.tolist(), seed=seed)

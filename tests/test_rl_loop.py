@@ -437,3 +437,47 @@ def test_a_run_that_kept_nothing_restarts_from_sft_on_its_own_stream_and_resumes
     s2 = run_rl(part, again, PROMPTS, selector=resumed)
     assert (s2.attempt, s2.steps_before, s2.step, resumed.kept_step) == (1, 1, 2, 2) and resumed.past == selector.past
     assert_same_weights(comp.policy, again.policy)
+
+
+def test_an_attempt_after_a_restart_is_a_fresh_run_on_its_stream(rl_zoo, monkeypatch):
+    """A restart starts fresh: the SFT weights, a new optimizer, the attempt's own draws. Attempt 1 of a run
+    that restarted equals a run started directly as attempt 1 (same calibration): weights, optimizer moments and
+    every step's samples."""
+    from negopt.rl import loop
+    from negopt.rl.checkpoint import RunState, fingerprint
+
+    samples: dict[str, list[list[str]]] = {"restarted": [], "fresh": []}
+    real = loop.sample_rollout
+    current = ["restarted"]
+
+    def spy(*args, **kwargs):
+        ro = real(*args, **kwargs)
+        samples[current[0]].append(list(ro.negatives))
+        return ro
+
+    monkeypatch.setattr(loop, "sample_rollout", spy)
+    # SFT 0.5; attempt 0, step 1: 0.1 (collapse, patience 1: nothing kept, restart); attempt 1: steps 1-3 diverse
+    params = rl_params(rl_zoo, "restart-fresh", restarts=1, steps=3)
+    comp = rl_components(params)
+    selector = scripted_selector(comp.ref, [0.5, 0.1, 0.5, 0.5, 0.5], patience=1)
+    optimizers = []
+    real_new = loop.new_optimizer
+    monkeypatch.setattr(loop, "new_optimizer", lambda *a: optimizers.append(real_new(*a)) or optimizers[-1])
+    state = loop.run_rl(params, comp, PROMPTS, selector=selector)
+    assert (state.attempt, state.step, selector.kept_step) == (1, 3, 3)
+    restarted = samples["restarted"][1:]  # attempt 0's one step first
+
+    current[0] = "fresh"
+    fresh = rl_components(params)
+    run = loop.Run(params, fresh, PROMPTS, Path(params.paths.checkpoints) / "fresh", fingerprint(params, params.paths.sft),
+                   selector=scripted_selector(fresh.ref, [0.5, 0.5, 0.5, 0.5], patience=1))
+    started = RunState(step=0, stats=state.stats, marginal=state.marginal, attempt=1)
+    optimizer = real_new(fresh.policy, params.rl)
+    loop.train_attempt(run, started, optimizer, None)
+    assert samples["fresh"] == restarted and len(restarted) == 3
+    assert_same_weights(fresh.policy, comp.policy)
+    ours, theirs = optimizers[-1].state_dict()["state"], optimizer.state_dict()["state"]
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        assert int(ours[key]["step"]) == int(theirs[key]["step"]) == 3, key
+        assert torch.allclose(ours[key]["exp_avg_sq"], theirs[key]["exp_avg_sq"], atol=1e-9), key

@@ -1,8 +1,9 @@
 """One fingerprint for "is this saved state from the same run?": sft and rl checkpoints, scrape pages.
 
 ``fingerprint(settings, chunks)`` hashes the settings that shape the run (canonical JSON) and the
-bytes of its inputs (training data, parent weights). Each caller leaves out what may change without
-invalidating the state (step counts, eval sizes), so raising ``max_steps`` resumes instead of restarting.
+bytes of its inputs (training data, parent weights). Each caller builds its settings from whole params
+sections less a short, named list of what the saved state never depends on, so a setting added to a section
+is in the fingerprint without an edit (tests/test_cache_keys.py enumerates them from the schema).
 """
 
 from __future__ import annotations

@@ -74,12 +74,12 @@ class LiveCallback(TrainerCallback):
                 self.live.log_metric(name, float(logs[key]))
 
 
-def run_fingerprint(settings: dict[str, Any], train_features: list[dict]) -> str:
-    """Hash of what makes a checkpoint reusable: settings that shape training, and the training data.
-
-    max_steps, eval and save intervals are left out on purpose: raising max_steps must resume.
-    """
-    return fingerprint(settings, (json.dumps([f["input_ids"], f["labels"]]).encode() for f in train_features))
+def run_fingerprint(settings: dict[str, Any], train_features: list[dict], eval_features: list[dict] = ()) -> str:
+    """Hash of what makes a checkpoint reusable: the settings that shape training (:func:`training_settings`),
+    the training pairs and the val pairs its evaluations read."""
+    rows = [*train_features, *eval_features]
+    return fingerprint(settings | {"eval_rows": len(eval_features)},
+                       (json.dumps([f["input_ids"], f["labels"]]).encode() for f in rows))
 
 
 def checkpoint_complete(folder: Path) -> bool:
@@ -113,9 +113,10 @@ def prepare_checkpoints(ckpt_dir: str | Path, run_id: str, max_steps: int | None
     return get_last_checkpoint(str(ckpt_dir))
 
 
-#: sft settings that do not change the weights of a trained step: a run with other values resumes a checkpoint
-#: (raising sft.max_steps trains on from the last one)
-NOT_TRAINING = {"max_steps", "eval_steps", "save_steps", "max_eval_samples", "max_test_samples", "rerank"}
+#: sft settings the training never reads (the test's size and the rerank, both used after training): a run with
+#: other values resumes. Everything else is in the fingerprint: max_steps sets the learning-rate schedule, and an
+#: evaluation (eval_steps) draws a DataLoader seed from the global RNG, which moves every later epoch's order.
+NOT_TRAINING = {"max_test_samples", "rerank"}
 
 
 def training_settings(sft, seed: int, base_model: str) -> dict[str, Any]:
@@ -300,7 +301,8 @@ def training_contexts(retrieval: Retrieval, prompts: Sequence[str], near_duplica
     ``self_share`` (``sft.retrieval.self_share``): that share of the rows, drawn with ``seed``, see their own
     negative (``negatives[i]``) as the first retrieved one instead. A from-scratch model learns to copy
     the retrieved negative only from such rows: a neighbour's negative is a copy of the target too
-    rarely for 400 steps to teach it (README: the real pairs).
+    rarely for a short training run to teach it (docs/EXPERIMENTS.md, "Teaching the tiny T5 to copy: the
+    real-pairs recipe").
     """
     from negopt.data.clean import prompt_groups
 

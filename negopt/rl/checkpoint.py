@@ -41,19 +41,21 @@ class RunState:
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("sample", "images", "update", "select", "select_images"), 0.0))
 
 
-#: rl settings that do not change the trained weights of a step: a run with other values resumes a checkpoint
-#: (raising rl.steps or the stale stop trains on from the last checkpoint, which keeps the trained weights)
-NOT_TRAINING = {"steps": True, "checkpoint_every": True, "test": True, "health": True,
-                "selection": {"stale_steps"}}
+#: rl settings no saved state depends on: where checkpoints fall, the test and health bounds (after training),
+#: and the stale stop (when to stop, not what a step holds): a run with other values resumes. ``rl.steps`` is in
+#: the fingerprint: the last step is always checked, so it shapes the selection's state.
+NOT_TRAINING = {"checkpoint_every": True, "test": True, "health": True, "selection": {"stale_steps"}}
 
 
 def training_settings(params: Params) -> dict:
-    """Every setting that shapes the trained weights: the ``rl`` section (less :data:`NOT_TRAINING`), the whole
-    ``reward`` and ``sampling`` sections (a setting added to any of them is in the fingerprint without an edit
-    here), ``base.seed``, the profile and the SFT model's input format."""
+    """Every setting a checkpoint's state depends on: the ``rl`` section (less :data:`NOT_TRAINING`), the whole
+    ``reward``, ``sampling`` and ``decode`` sections (selection's checks read the deployed decode; a setting added to
+    any of them is in the fingerprint without an edit here), ``base.seed``, the profile and the SFT model's input
+    format."""
     return {"rl": params.rl.model_dump(exclude=NOT_TRAINING), "reward": params.reward.model_dump(),
-            "sampling": params.sampling.model_dump(), "seed": params.base.seed, "profile": params.active.model_dump(),
-            "task_prefix": params.sft.task_prefix, "max_source_length": params.sft.max_source_length}
+            "sampling": params.sampling.model_dump(), "decode": params.decode.model_dump(), "seed": params.base.seed,
+            "profile": params.active.model_dump(), "task_prefix": params.sft.task_prefix,
+            "max_source_length": params.sft.max_source_length}
 
 
 def fingerprint(params: Params, sft_dir: str) -> str:
