@@ -2,7 +2,8 @@
 
 Normalises text, drops bad rows by reason (never crashes on one), splits grouped by normalised
 prompt, and writes ``<paths.metrics>/data.json`` (rows in/out, dropped by reason, split sizes,
-negative-length statistics).
+negative-length statistics, and how prompts and negatives are written: A1111 weights and emphasis, texts past
+CLIP's 75-token window, textual-inversion names).
 """
 
 from __future__ import annotations

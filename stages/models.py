@@ -40,6 +40,10 @@ def check_tiny_paths(params) -> None:
             raise ParamsError(
                 f"models.tiny.{field} = {value!r} is outside paths.tiny_models ({root}); fix params.yaml"
             )
+    for name, value in p.textual_inversions.items():
+        if root not in Path(value).resolve().parents:
+            raise ParamsError(f"models.tiny.textual_inversions.{name} = {value!r} is outside paths.tiny_models "
+                              f"({root}); fix params.yaml")
 
 
 def fetch_if_online(params) -> None:

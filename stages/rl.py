@@ -21,6 +21,7 @@ from dvclive import Live
 
 from negopt.core.errors import run_stage
 from negopt.core.io import atomic_dir, write_json
+from negopt.core.prompt_syntax import unloaded_embeddings, unloaded_warning
 from negopt.core.runtime import start_stage
 from negopt.data.splits import read_split
 from negopt.models.find import require_profile
@@ -83,6 +84,8 @@ def main() -> None:
     reward_fn = weighted_sum_reward(comp.scorer, weights, state.stats, state.marginal)
     metrics, examples = evaluate_rl(accelerator, sft_model, policy, tokenizer, comp.pipe, reward_fn, test, params)
     checks, warnings = health_checks(metrics, state.stats.report(), weights, params.rl.health)
+    unloaded = unloaded_embeddings(metrics["syntax_rl"], params.active.textual_inversions)
+    warnings += [w for w in [unloaded_warning("the RL policy's test negatives", unloaded)] if w]
     metrics |= {"calibration": state.stats.report(), **checks, "warnings": warnings, "steps": state.step,
                 "attempt": state.attempt, "steps_total": state.steps_before + state.step,
                 "train_seconds": round(train_seconds, 1),

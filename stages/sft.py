@@ -2,7 +2,8 @@
 
 Reads paths.clean/{train,val,test}.parquet and the profile's policy; writes paths.sft (model,
 tokenizer, model card), metrics/sft.json, dvclive/sft (loss curves) and resumable checkpoints under
-paths.checkpoints/sft.
+paths.checkpoints/sft. The targets keep their A1111 syntax (a user pastes the output into A1111): sft.json counts
+how the model's test negatives are written (``syntax``) beside the test targets (``syntax_test``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dvclive import Live
 from negopt.core.errors import run_stage
 from negopt.core.io import atomic_dir, write_json
 from negopt.core.model_card import write_model_card
+from negopt.core.prompt_syntax import syntax_counts
 from negopt.core.runtime import resolve_device, start_stage
 from negopt.data.splits import read_split
 from negopt.models.loader import load_policy
@@ -90,7 +92,8 @@ def main() -> None:
                                       context_only)
         baselines["model_own"] = own(test.prompt.tolist(), seed=seed)
     scores = score_sft(predictions, test.negative_prompt.tolist(), train.negative_prompt.tolist(), baselines)
-    metrics = {"eval_loss": result["eval_loss"], **scores, **rerank, "train_loss": result["train_loss"],
+    syntax = {"syntax": syntax_counts(predictions), "syntax_test": syntax_counts(test.negative_prompt.tolist())}
+    metrics = {"eval_loss": result["eval_loss"], **scores, **syntax, **rerank, "train_loss": result["train_loss"],
                "n_train": len(train), "n_val": len(val), "n_test": len(test), "steps": result["global_step"],
                "resumed_from_step": result["resumed_from_step"], "train_seconds": round(train_seconds, 1)}
 

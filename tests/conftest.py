@@ -81,6 +81,7 @@ def tiny_params(tiny_zoo):
             hpsv2_config=str(z / "hpsv2" / "negopt-tiny-hpsv2.json"),
             pickscore=str(z / "pickscore"),
             pickscore_processor=str(z / "pickscore"),
+            textual_inversions={"tiny-negative": str(z / "embeddings" / "tiny-negative.safetensors")},
         )
     )
     return p.model_copy(update=dict(profile="tiny", models=p.models.model_copy(update=dict(tiny=tiny))))

@@ -133,7 +133,8 @@ def rl_params(base: Path, run: str, overlay: dict | None = None, **rl):
     raw["models"]["tiny"].update(policy=str(tiny / "t5"), sd=str(tiny / "sd"), aesthetic=str(tiny / "aesthetic/model.safetensors"),
                                  inception=str(tiny / "inception/weights.pt"), image_size=32, num_inference_steps=2,
                                  clip_config=str(tiny / "clip/negopt-tiny-clip.json"),
-                                 clip_pretrained=str(tiny / "clip/open_clip_model.safetensors"))
+                                 clip_pretrained=str(tiny / "clip/open_clip_model.safetensors"),
+                                 textual_inversions={"tiny-negative": str(tiny / "embeddings/tiny-negative.safetensors")})
     raw["paths"].update(sft=str(tiny / "t5"), checkpoints=str(base / run / "checkpoints"))
     raw["base"].update(device="cpu", seed=3)
     deep_merge(raw, {"sampling": {"max_new_tokens": 6}, "reward": {"calibration": {"prompts": 4, "samples_per_prompt": 2}},

@@ -98,6 +98,8 @@ def changed(params, path: str):
         options = [value * 2 + 0.5, value / 2, min(value + 0.1, 1.0), 0.5, 0.1]
     elif isinstance(value, str):
         options = [*literal_options(params, path, value), value + "x"]
+    elif isinstance(value, dict):  # a mapping setting (textual_inversions): one entry more, or none
+        options = [{**value, "other": "other.safetensors"}, {}]
     else:
         options = []
     for option in options:

@@ -150,13 +150,17 @@ def test_fetch_profile_downloads_exactly_what_the_loaders_read(empty_cache, serv
     profile = empty_cache.model_copy(update={"aesthetic_url": f"{server}/mlp.pth",
                                              "inception_url": f"{server}/inception.pth"})
     hub_calls = []
+
+    def hub(repo, allow_patterns, repo_type=None):
+        hub_calls.append((repo, allow_patterns) if repo_type is None else (repo, allow_patterns, repo_type))
+
     fetched = fetch_profile(
         profile,
-        hub_download=lambda repo, allow_patterns: hub_calls.append((repo, allow_patterns)),
+        hub_download=hub,
         url_download=lambda url, dest, verify: hub_calls.append((url, str(dest), verify.__name__)),
         log=lambda m: None,
     )
-    assert fetched == ["policy", "sd", "clip", "aesthetic", "inception", "hpsv2", "pickscore"]
+    assert fetched == ["policy", "sd", "clip", "aesthetic", "inception", "hpsv2", "pickscore", "textual_inversions"]
     assert hub_calls == [
         ("google-t5/t5-small", HUB_FILES["policy"]),
         ("stable-diffusion-v1-5/stable-diffusion-v1-5", HUB_FILES["sd"]),
@@ -166,6 +170,10 @@ def test_fetch_profile_downloads_exactly_what_the_loaders_read(empty_cache, serv
         ("xswu/HPSv2", ["HPS_v2.1_compressed.pt"]),
         ("yuvalkirstain/PickScore_v1", HUB_FILES["pickscore"]),
         ("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", HUB_FILES["pickscore_processor"]),
+        ("gsdf/EasyNegative", ["EasyNegative.safetensors"], "dataset"),  # the embeddings, one file each
+        ("yesyeahvh/bad-hands-5", ["bad-hands-5.pt"], "model"),
+        ("nick-x-hacker/bad-artist", ["bad-artist.pt"], "model"),
+        ("Nerfgun3/bad_prompt", ["bad_prompt_version2.pt"], "dataset"),
     ]
     sd = HUB_FILES["sd"]
     assert not [f for f in sd if f.endswith((".ckpt", ".bin")) or "safety_checker" in f]
@@ -184,7 +192,11 @@ def test_fetch_profile_url_files_land_where_params_point(empty_cache, server):
 
 def test_offline_message_lists_every_missing_item_with_commands_that_exist(empty_cache):
     how = {s.component: s.how_to for s in check_components(empty_cache)}
-    assert set(how) == {"policy", "sd", "clip", "aesthetic", "inception", "hpsv2", "pickscore"} and all(how.values())
+    assert set(how) == {"policy", "sd", "clip", "aesthetic", "inception", "hpsv2", "pickscore",
+                        "textual_inversions"} and all(how.values())
+    assert "easynegative: `negopt models fetch`, or `hf download gsdf/EasyNegative EasyNegative.safetensors " \
+           "--repo-type dataset`" in how["textual_inversions"]
+    assert "hf download nick-x-hacker/bad-artist bad-artist.pt`" in how["textual_inversions"]
     assert "hf download xswu/HPSv2 HPS_v2.1_compressed.pt" in how["hpsv2"]
     assert "hf download yuvalkirstain/PickScore_v1 config.json model.safetensors" in how["pickscore"]
     assert "hf download laion/CLIP-ViT-H-14-laion2B-s32B-b79K preprocessor_config.json" in how["pickscore"]
@@ -196,7 +208,7 @@ def test_offline_message_lists_every_missing_item_with_commands_that_exist(empty
     # the command we print exists in the installed huggingface_hub, with this argument order
     hf = Path(sys.executable).parent / "hf"
     usage = subprocess.run([str(hf), "download", "--help"], capture_output=True, text=True, timeout=60).stdout
-    assert "Usage: hf download [OPTIONS] REPO_ID [FILENAMES]..." in usage
+    assert "Usage: hf download [OPTIONS] REPO_ID [FILENAMES]..." in usage and "--repo-type" in usage
 
 
 def _models_stage(root: Path):
@@ -257,7 +269,8 @@ def test_fetch_through_a_real_hub_client_takes_only_the_allow_list(empty_cache, 
     # sd and clip are not on this hub: each failure is logged and the rest still arrives
     assert fetched == ["policy", "aesthetic", "inception"]
     assert [m.split(":")[0] for m in logged if "failed" in m] == ["fetch sd failed", "fetch clip failed",
-                                                                  "fetch hpsv2 failed", "fetch pickscore failed"]
+                                                                  "fetch hpsv2 failed", "fetch pickscore failed",
+                                                                  "fetch textual_inversions failed"]
     assert "RepositoryNotFoundError" in next(m for m in logged if m.startswith("fetch sd failed"))
     gets = sorted(r.rsplit(f"/resolve/{commit}/", 1)[1] for r in requests if r.startswith("GET ") and "/resolve/" in r)
     assert gets == sorted(HUB_FILES["policy"])
@@ -266,3 +279,35 @@ def test_fetch_through_a_real_hub_client_takes_only_the_allow_list(empty_cache, 
     assert (snapshot / "README.md").exists() is False and (snapshot / "tokenizer.json").read_text() == "bytes of tokenizer.json"
     policy = next(s for s in check_components(empty_cache) if s.component == "policy")
     assert policy.available and policy.num_params == 6
+
+
+def test_an_embedding_in_a_dataset_repo_arrives_through_a_real_hub_client(empty_cache, tmp_path, monkeypatch):
+    """A textual inversion named ``datasets/org/repo/file`` (EasyNegative lives in a dataset repo): missing, with its
+    `hf download ... --repo-type dataset` line; fetched file alone through snapshot_download; then found."""
+    import functools
+
+    from huggingface_hub import snapshot_download
+
+    from negopt.models.find import component_status
+
+    served = tmp_path / "served"
+    commit = hub_cache.fake_commit("gsdf/EasyNegative", "fetch-test")
+    for rel in ("EasyNegative.safetensors", "README.md", "EasyNegative.pt"):
+        src = tmp_path / rel
+        save_file({"emb_params": torch.ones(2, 4)}, src) if rel.endswith(".safetensors") else src.write_text(rel)
+        hub_cache.add_file(served, "gsdf/EasyNegative", commit, rel, src, repo_type="dataset")
+    hub_cache.set_ref(served, "gsdf/EasyNegative", commit, repo_type="dataset")
+    profile = empty_cache.model_copy(update={
+        "textual_inversions": {"easynegative": "datasets/gsdf/EasyNegative/EasyNegative.safetensors"}})
+    before = component_status(profile, "textual_inversions")
+    assert not before.available and before.hub
+    assert "hf download gsdf/EasyNegative EasyNegative.safetensors --repo-type dataset" in before.how_to
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with serve_hub(served) as (url, requests):
+        fetched = fetch_profile(profile, hub_download=functools.partial(snapshot_download, endpoint=url),
+                                url_download=lambda *a, **k: None, log=lambda m: None)
+    assert "textual_inversions" in fetched
+    gets = [r for r in requests if r.startswith("GET ") and "/resolve/" in r]
+    assert len(gets) == 1 and gets[0].startswith("GET /datasets/gsdf/EasyNegative/resolve/")
+    after = component_status(profile, "textual_inversions")
+    assert after.available and after.num_params == 8 and after.location.startswith(str(tmp_path / "hub"))

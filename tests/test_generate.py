@@ -122,6 +122,7 @@ def project_params(tmp: Path, methods: list[str]) -> dict:
         metrics=str(tmp / "metrics"),
     )
     raw["models"]["tiny"]["sd"] = str(tmp / "models/tiny/sd")
+    raw["models"]["tiny"]["textual_inversions"] = {}  # the mini project builds the tiny SD alone
     raw["generate"].update(methods=methods, num_prompts=3, seeds_per_prompt=2, batch_size=4, seed=3)
     raw["base"]["device"] = "cpu"
     return raw
@@ -299,3 +300,44 @@ def test_prompt_file_renders_its_prompts_and_skips_ground_truth(mini_project, tm
     assert manifest[manifest.method == "none"]["prompt"].tolist() == ["a teapot on a table", "a lighthouse in fog",
                                                                       "three cats"]
     assert "skipping 'ground_truth'" in capsys.readouterr().err
+
+
+def test_generate_reads_the_profiles_prompt_syntax(tiny_params, tmp_path, capsys):
+    """The comparison on the tiny zoo under both syntaxes: texts without syntax render the same images, a ground
+    truth written for A1111 renders differently under a1111; generate.json counts how each method's negatives are
+    written and names the embedding the pipeline has not loaded (with a warning), not the one it has."""
+    import json
+
+    import numpy as np
+    import torch
+    from accelerate import PartialState
+    from PIL import Image
+
+    from negopt.compare.generate import generate_all
+
+    (tmp_path / "clean").mkdir()
+    gt = ["(blurry:1.4), ((lowres))", "easynegative, ugly", "tiny-negative, [text]"]
+    pd.DataFrame({"prompt": PROMPTS[:3], "negative_prompt": gt}).to_parquet(tmp_path / "clean/test.parquet")
+    manifests = {}
+    for syntax in ("literal", "a1111"):
+        raw = tiny_params.model_dump()
+        raw["models"]["tiny"] |= {"prompt_syntax": syntax, "num_inference_steps": 2}
+        raw["paths"] |= {"clean": str(tmp_path / "clean"), "images": str(tmp_path / syntax),
+                         "metrics": str(tmp_path / f"metrics-{syntax}")}
+        raw["generate"] |= {"methods": ["none", "generic", "ground_truth"], "num_prompts": 3, "seeds_per_prompt": 1}
+        manifests[syntax] = generate_all(validate_params(raw), PartialState(), torch.device("cpu"))
+        metrics = json.loads((tmp_path / f"metrics-{syntax}/generate.json").read_text())
+        assert metrics["syntax"]["ground_truth"]["weighted"] == pytest.approx(1 / 3, abs=1e-4)
+        assert metrics["syntax"]["ground_truth"]["embedding_rows"] == {"easynegative": 1, "tiny-negative": 1}
+        assert metrics["unloaded_embeddings"] == {"ground_truth": {"easynegative": 1}}
+        assert "ground_truth negatives name textual-inversion embeddings" in capsys.readouterr().err
+
+    def pixels(syntax, file):
+        return np.asarray(Image.open(tmp_path / syntax / file))
+
+    files = manifests["literal"]["file"].tolist()
+    assert files == manifests["a1111"]["file"].tolist()
+    same = {f: np.array_equal(pixels("literal", f), pixels("a1111", f)) for f in files}
+    with_syntax = {f for f, neg in zip(files, manifests["a1111"]["negative"], strict=True) if "(" in neg or "[" in neg}
+    assert with_syntax == {f for f in files if f.startswith("ground_truth/0_") or f.startswith("ground_truth/2_")}
+    assert all(same[f] != (f in with_syntax) for f in files)  # plain texts render alike, A1111 syntax does not

@@ -68,6 +68,7 @@ def project(base: Path, name: str, zoo: Path, train: pd.DataFrame, val: pd.DataF
     for key in ("policy", "sd", "clip_pretrained", "clip_config", "aesthetic", "inception", "hpsv2", "hpsv2_config",
                 "pickscore", "pickscore_processor"):
         tiny[key] = str(zoo.parent.parent / tiny[key])  # models/tiny/... of the shared zoo
+    tiny["textual_inversions"] = {name: str(zoo.parent.parent / f) for name, f in tiny["textual_inversions"].items()}
     tiny |= {"image_size": 32, "num_inference_steps": 2}
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     return root

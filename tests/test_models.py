@@ -17,7 +17,7 @@ from negopt.models.nets import AestheticMLP
 from negopt.models.tiny import _inception_shell, build_tiny_zoo
 
 CPU = torch.device("cpu")
-COMPONENTS = ["policy", "sd", "clip", "aesthetic", "inception", "hpsv2", "pickscore"]
+COMPONENTS = ["policy", "sd", "clip", "aesthetic", "inception", "hpsv2", "pickscore", "textual_inversions"]
 
 
 
@@ -34,6 +34,7 @@ def test_tiny_zoo_builds_every_component(tiny_zoo, tiny_params):
         "clip/open_clip_model.safetensors",
         "aesthetic/model.safetensors",
         "inception/weights.pt",
+        "embeddings/tiny-negative.safetensors",
     ):
         assert (tiny_zoo / rel).is_file(), rel
     statuses = check_profile(tiny_params, "tiny")
@@ -44,7 +45,8 @@ def test_tiny_zoo_builds_every_component(tiny_zoo, tiny_params):
     assert counts["aesthetic"] == sum(p.numel() for p in AestheticMLP(32).parameters())
     shell = _inception_shell(75).state_dict()  # weight-file counts include BN statistics, not step counters
     assert counts["inception"] == sum(v.numel() for k, v in shell.items() if "num_batches" not in k)
-    assert counts["sd"] == sum(
+    assert counts["textual_inversions"] == 2 * 32  # tiny-negative: two 32-wide vectors
+    assert counts["sd"] + counts["textual_inversions"] == sum(  # the loader adds them to the text encoder
         p.numel()
         for m in ("unet", "vae", "text_encoder")
         for p in getattr(load_sd_pipeline(tiny_params.active, CPU), m).parameters()
@@ -102,8 +104,8 @@ def test_generate_images_equals_the_pipelines_own_text_encoding(pipe, tiny_param
     prompts = ["a cat", "a cat", "a castle", "blurry", "a cat"]
     negatives = ["blurry", "", "blurry", "a cat", "lowres, watermark"]
     seeds = [0, 1, 0, 2, 3]
-    kwargs = text_inputs(pipe, prompts, negatives)
-    assert set(kwargs) == {"prompt_embeds", "negative_prompt_embeds"}
+    ((rows, kwargs),) = text_inputs(pipe, prompts, negatives)  # literal: one call for every row
+    assert rows == [0, 1, 2, 3, 4] and set(kwargs) == {"prompt_embeds", "negative_prompt_embeds"}
     own_pos, own_neg = pipe.encode_prompt(prompts, CPU, 1, True, negatives)
     assert torch.equal(kwargs["prompt_embeds"], own_pos) and torch.equal(kwargs["negative_prompt_embeds"], own_neg)
     ours = generate_images(pipe, prompts, negatives, seeds, prof, batch_size=5)

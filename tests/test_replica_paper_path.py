@@ -117,6 +117,9 @@ def paper_repo(root: Path, replica: Path, hub, tmp_path_factory) -> Path:
     deep_merge(params, {"models": {"paper": {
         "aesthetic_url": f"{url}/url/{AESTHETIC}", "inception_url": f"{url}/url/inception.pth",
         "inception": f"models/paper/{inception_name}"}}})  # fmt: skip
+    # the paper profile's textual inversions are community files the replica does not build (random ones would
+    # test nothing the tiny zoo's embedding does not): none here, while prompt_syntax stays a1111 at full size
+    params["models"]["paper"]["textual_inversions"] = {}
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = _env(base / "hf-cache", url)  # empty: the models stage fetches everything
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "paper@negopt.invalid"],

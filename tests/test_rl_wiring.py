@@ -34,6 +34,7 @@ from rl_fakes import (
     probs_of,
 )
 
+from negopt.core.prompt_syntax import syntax_counts
 from negopt.core.stats import mean_and_se
 from negopt.images.render import distinct_triples
 from negopt.policy.sampling import sequence_logprobs
@@ -312,6 +313,10 @@ def test_evaluate_rl_same_seeds_for_both_models_and_per_prompt_means(fake_images
         float((seed_mean + 2 * idx + 3).mean()))
     assert [e["prompt"] for e in examples] == prompts
     assert set(fake_images.steps) == {params.active.num_inference_steps}  # the test renders as users do
+    # how each model writes, counted on its own negatives (one counting function: negopt.core.prompt_syntax)
+    assert metrics["syntax_sft"] == syntax_counts(["x" * (PROMPTS.index(p) + 1) for p in prompts])
+    assert metrics["syntax_rl"] == syntax_counts(["y" * (2 * PROMPTS.index(p) + 3) for p in prompts])
+    assert metrics["syntax_rl"] != metrics["syntax_sft"]
 
 
 def test_rl_test_decode_is_the_deployed_decode_with_its_repetition_penalty(wiring_t5, tmp_path):

@@ -10,7 +10,10 @@ prompt file without negatives skips ground_truth with a notice). :func:`generate
    into fixed batches that accelerate deals to processes whole, so an image is made in the same batch whatever
    the process count (and has its own seeded generator): a sharded run writes the same files as one process;
 3. **record** (main process): every file checked, then the manifest written last, so a manifest always
-   describes a whole image set; and what each method's search cost (metrics/generate.json).
+   describes a whole image set; and what each method's search cost and how its negatives are written, with a
+   warning for any textual-inversion name the pipeline has not loaded (metrics/generate.json).
+
+Every render reads the text as the profile's ``prompt_syntax`` says (``negopt.images.render.text_inputs``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from negopt.compare.seeds import prompt_seeds
 from negopt.core.errors import MissingInputError
 from negopt.core.io import atomic_path, write_json, write_parquet
 from negopt.core.params import Params
+from negopt.core.prompt_syntax import KNOWN_EMBEDDINGS, syntax_counts, unloaded_embeddings, unloaded_warning
 from negopt.data.prompt_files import has_negatives, load_prompts
 
 # generate_fn(prompts, negatives, seeds) -> uint8 [N, 3, H, W]; injectable so the plan is testable without SD.
@@ -223,16 +227,28 @@ def generate_all(params: Params, state, device: torch.device) -> pd.DataFrame | 
         raise RuntimeError("generate: planned images are missing after rendering")
     manifest = manifest_frame(plan)
     write_parquet(images_dir / MANIFEST, manifest)
-    write_json(Path(params.paths.metrics) / GENERATE_METRICS, generate_metrics(manifest, reports))
+    metrics = generate_metrics(manifest, reports, list(params.active.textual_inversions))
+    for method, missing in metrics["unloaded_embeddings"].items():
+        print(f"generate: WARNING: {unloaded_warning(f'{method} negatives', missing)}", file=sys.stderr)
+    write_json(Path(params.paths.metrics) / GENERATE_METRICS, metrics)
     return manifest
 
 
-def generate_metrics(manifest: pd.DataFrame, search: dict[str, dict]) -> dict:
+def generate_metrics(manifest: pd.DataFrame, search: dict[str, dict], loaded: Sequence[str] = ()) -> dict:
     """metrics/generate.json: per method the evaluation images and the images its search cost beforehand
-    (``search_images``: best_of_n's calibration + selection renders, 0 for the others), and each search's report."""
+    (``search_images``: best_of_n's calibration + selection renders, 0 for the others), and each search's report;
+    how each method's negatives are written (``syntax``, one count per prompt: ``syntax_counts``), and the
+    textual-inversion names they use that the pipeline has not ``loaded`` (``unloaded_embeddings``, methods with
+    none left out)."""
     counts = manifest.groupby("method", sort=False).size()
+    per_prompt = manifest.drop_duplicates(["method", "prompt_idx"])
+    names = [*KNOWN_EMBEDDINGS, *loaded]
+    syntax = {m: syntax_counts(g["negative"].tolist(), names) for m, g in per_prompt.groupby("method", sort=False)}
+    unloaded = {m: missing for m, c in syntax.items() if (missing := unloaded_embeddings(c, loaded))}
     return {
         "methods": {m: {"eval_images": int(n), "search_images": int(search.get(m, {}).get("search_images", 0))}
                     for m, n in counts.items()},
         **search,
+        "syntax": syntax,
+        "unloaded_embeddings": unloaded,
     }

@@ -178,6 +178,25 @@ class Profile(Section):
     hpsv2_config: str  # an open_clip config file to register first ("" for one open_clip ships)
     pickscore: str  # transformers CLIPModel folder or hub id
     pickscore_processor: str  # its CLIPProcessor (image processor + tokenizer): folder or hub id
+    # How every renderer's text reaches the text encoder (negopt/images/render.py::text_inputs): "literal" as diffusers
+    # reads it (brackets are text, tokens past the window cut) | "a1111" as AUTOMATIC1111 reads it (weights, emphasis,
+    # long texts in chunks of the window)
+    prompt_syntax: Literal["literal", "a1111"]
+    # Textual-inversion embeddings the loader puts into the pipeline: {name as a prompt writes it: a local file, or a
+    # hub file "org/repo/file" or "datasets/org/repo/file"}; {} for none
+    textual_inversions: dict[str, str]
+
+    @field_validator("textual_inversions")
+    @classmethod
+    def _token_names(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [name for name in v if not re.fullmatch(r"[^\sA-Z()\[\]:<>]+", name)]
+        if bad:  # CLIP's tokenizer lower-cases the text, so a name with a capital would never be matched
+            raise ValueError(f"textual_inversions: name(s) {bad} must be lower case, without spaces, brackets or "
+                             "colons (the tokenizer lower-cases prompts: EasyNegative is matched as easynegative)")
+        empty = [name for name, ref in v.items() if not ref]
+        if empty:
+            raise ValueError(f"textual_inversions: {empty} name no file: give a path or a hub file org/repo/file")
+        return v
 
 
 class Models(Section):

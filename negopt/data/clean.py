@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from negopt.core.io import atomic_path
 from negopt.core.params import CleanRules, Split
+from negopt.core.prompt_syntax import syntax_counts
 from negopt.data.neardup import distinct, near_duplicate_groups
 from negopt.data.nsfw import nsfw_mask
 from negopt.data.schema import COLUMNS, conform
@@ -257,10 +258,13 @@ def _length_stats(lengths: pd.Series) -> dict[str, float]:
 
 
 def data_report(rows_in: int, dropped: dict[str, int], split_rows: dict[str, int],
-                negative_chars: np.ndarray | pd.Series, unique_prompts: int) -> dict:
-    """The contents of metrics/data.json."""
+                negative_chars: np.ndarray | pd.Series, unique_prompts: int,
+                texts: dict[str, pd.Series] | None = None) -> dict:
+    """The contents of metrics/data.json. ``texts``: the kept ``prompt`` and ``negative_prompt`` columns, whose
+    writing is counted under ``syntax`` (``negopt.core.prompt_syntax.syntax_counts``: A1111 weights and emphasis,
+    texts past CLIP's 75-token window, textual-inversion names)."""
     rows_out = int(sum(split_rows.values()))
-    return {
+    report = {
         "rows_in": int(rows_in),
         "rows_out": rows_out,
         "dropped": dict(dropped),
@@ -269,6 +273,9 @@ def data_report(rows_in: int, dropped: dict[str, int], split_rows: dict[str, int
         "unique_prompts": int(unique_prompts),
         "negative_chars": _length_stats(pd.Series(negative_chars, dtype="float64")),
     }
+    if texts is not None:
+        report["syntax"] = {column: syntax_counts(values.tolist()) for column, values in texts.items()}
+    return report
 
 
 def _read_conformed(raw_file: str | Path) -> pa.Table:
@@ -312,7 +319,8 @@ def run_clean(raw_file: str | Path, out_dir: str | Path, rules: CleanRules, spli
         with atomic_path(Path(out_dir) / f"{name}.parquet") as tmp:
             pq.write_table(table.filter(pa.array(mask)), tmp)
     report = data_report(len(c.alive), c.dropped, split_rows, c.n_len[c.alive],
-                         unique_prompts=len(distinct(c.p_codes[c.alive])))
+                         unique_prompts=len(distinct(c.p_codes[c.alive])),
+                         texts={"prompt": c.prompt[c.alive], "negative_prompt": c.negative[c.alive]})
     report["split"] = {"group_by": split.group_by or "near-duplicate prompt", **groups}
     if report["rows_out"] + report["rows_dropped"] != report["rows_in"]:  # an invariant, not user input
         raise AssertionError(f"row accounting broken: {report}")

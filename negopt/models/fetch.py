@@ -1,7 +1,7 @@
 """Fetch the paper profile's weights: exactly the files the loaders read, verified, never half-written.
 
-- Hub models (SD 1.5, t5-small, open_clip's ViT-L-14/openai repo) go through ``huggingface_hub``
-  into the HF cache with ``allow_patterns`` = :data:`HUB_FILES` (no ``.ckpt``, no ``.bin`` copies, SD's
+- Hub models (SD 1.5, t5-small, open_clip's ViT-L-14/openai repo, the textual-inversion files) go through
+  ``huggingface_hub`` into the HF cache with ``allow_patterns`` = :data:`HUB_FILES` (no ``.ckpt``, no ``.bin`` copies, SD's
   ``fp16`` variant only, since that is what :func:`negopt.models.loader.load_sd_pipeline` reads).
 - The two URL files (LAION aesthetic MLP, torch-fidelity Inception) are streamed to a temporary file
   beside the target with a progress bar, checked (length against ``Content-Length``; the Inception's
@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from negopt.core.params import Profile
-from negopt.models.find import check_components
-from negopt.models.hub import HUB_FILES, clip_hub_file, hub_file_ref
+from negopt.models.find import check_components, textual_inversion_location
+from negopt.models.hub import HUB_FILES, clip_hub_file, hub_file_in, hub_file_ref
 
 # Aesthetic MLP: LAION improved-aesthetic-predictor layout, 768 -> 1024 -> 128 -> 64 -> 16 -> 1.
 AESTHETIC_SHAPES = {
@@ -165,6 +165,11 @@ def _fetch_component(status, profile: Profile, hub_download, url_download, log) 
     elif status.component == "clip" and (hub := clip_hub_file(profile.clip_name, profile.clip_pretrained)):
         log(f"fetch clip: {hub[0]}/{hub[1]}")
         hub_download(hub[0], allow_patterns=[hub[1]])
+    elif status.component == "textual_inversions" and status.hub:
+        for name, ref in profile.textual_inversions.items():
+            if textual_inversion_location(ref) is None and (hub := hub_file_in(ref)):
+                log(f"fetch textual inversion {name}: {'/'.join(hub[:2])} ({hub[2]} repo)")
+                hub_download(hub[0], allow_patterns=[hub[1]], repo_type=hub[2])
     elif status.component == "aesthetic" and profile.aesthetic_url:
         url_download(profile.aesthetic_url, profile.aesthetic, verify=verify_aesthetic)
     elif status.component == "inception" and profile.inception_url:

@@ -3,11 +3,13 @@
 Every component resolves, without downloading, to a :class:`Location` (where it is, which weight files
 it has, how to get it) by one entry of :data:`LOCATORS`; :func:`component_status` turns any location
 into a :class:`ComponentStatus` the same way (available = found with weight files that can be read).
-Three kinds of source cover the five components:
+These kinds of source cover the components:
 
 - an HF folder (``policy``, ``sd``): a local folder with a marker file, or a hub id in the HF cache;
 - a single file with an optional download URL (``aesthetic``, ``inception``);
-- an open_clip ``(name, pretrained)`` pair: a local checkpoint, or the tag's file in the HF cache.
+- an open_clip ``(name, pretrained)`` pair: a local checkpoint, or the tag's file in the HF cache;
+- files that are each a local path or a hub file in the HF cache (``hpsv2``; ``textual_inversions``, found when
+  every embedding is).
 
 :func:`require_profile` fails before any work starts, listing *every* missing item with a one-line
 how-to; nothing here ever substitutes one model for another.
@@ -29,6 +31,7 @@ from negopt.models.hub import (
     HUB_FILES,
     clip_hub_file,
     hub_download_command,
+    hub_file_in,
     hub_file_ref,
     url_download_command,
 )
@@ -45,7 +48,7 @@ class MissingWeightsError(UserError, RuntimeError):
 
 @dataclass(frozen=True)
 class ComponentStatus:
-    component: str  # policy | sd | clip | aesthetic | inception | hpsv2 | pickscore
+    component: str  # policy | sd | clip | aesthetic | inception | hpsv2 | pickscore | textual_inversions
     source: str  # the profile field's value (path, hub id, or open_clip name/tag)
     available: bool
     num_params: (
@@ -216,6 +219,39 @@ def pickscore_folder(p: Profile) -> Location:
     return Location(f"{p.pickscore} + {p.pickscore_processor}", model.where, model.files, how, hub)
 
 
+def textual_inversion_location(ref: str) -> Path | None:
+    """One embedding file: a local path, or the hub file (``hub_file_in``) in the HF cache."""
+    if Path(ref).is_file():
+        return Path(ref)
+    hub = hub_file_in(ref)
+    if hub is None:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    repo, filename, kind = hub
+    hit = try_to_load_from_cache(repo, filename, repo_type=kind)
+    return Path(hit) if isinstance(hit, str) else None
+
+
+def textual_inversion_files(p: Profile) -> Location:
+    """Every embedding of ``textual_inversions``; found only when all are, the how-to naming each missing one."""
+    found, how, hub = [], [], False
+    for name, ref in p.textual_inversions.items():
+        where = textual_inversion_location(ref)
+        ref_hub = hub_file_in(ref)
+        hub |= ref_hub is not None
+        if where is not None:
+            found.append(where)
+        elif ref_hub:
+            how.append(f"{name}: `negopt models fetch`, or `{hub_download_command(ref_hub[0], [ref_hub[1]], ref_hub[2])}`")
+        else:
+            how.append(f"{name}: {ref} is not a file (run `dvc repro models` for the tiny zoo's, or put the embedding "
+                       "there)")
+    complete = bool(found) and not how
+    return Location(", ".join(p.textual_inversions), found[0].parent if complete else None,
+                    found if complete else [], "; ".join(how), hub)
+
+
 #: component -> how it is found, in the order ``models check`` lists them
 LOCATORS: dict[str, Callable[[Profile], Location]] = {
     "policy": lambda p: hf_folder(p.policy, "config.json", weight_files, "policy", "a local folder"),
@@ -225,10 +261,11 @@ LOCATORS: dict[str, Callable[[Profile], Location]] = {
     "inception": lambda p: url_file(p.inception, p.inception_url),
     "hpsv2": hpsv2_checkpoint,
     "pickscore": pickscore_folder,
+    "textual_inversions": textual_inversion_files,
 }
 
-#: components a profile may leave out: listed (and required) only when this profile field is set
-OPTIONAL = {"hpsv2": "hpsv2_name", "pickscore": "pickscore"}
+#: components a profile may leave out: listed (and required) only when this profile field is set (non-empty)
+OPTIONAL = {"hpsv2": "hpsv2_name", "pickscore": "pickscore", "textual_inversions": "textual_inversions"}
 
 
 def named_components(p: Profile) -> list[str]:
@@ -253,8 +290,15 @@ def count_params(files: list[Path]) -> int:
         else:
             state = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
             state = state.get("state_dict", state) if isinstance(state, dict) else state
-            total += sum(v.numel() for k, v in state.items() if torch.is_tensor(v) and "num_batches" not in k)
+            total += _tensor_elements(state)
     return total
+
+
+def _tensor_elements(state: dict) -> int:
+    """Elements of the tensors in a state dict, nested dicts included (an A1111 embedding keeps its vectors under
+    ``string_to_param``); BatchNorm step counters are not parameters."""
+    return sum(v.numel() if torch.is_tensor(v) else _tensor_elements(v) for k, v in state.items()
+               if (torch.is_tensor(v) and "num_batches" not in k) or isinstance(v, dict))
 
 
 def component_status(p: Profile, component: str) -> ComponentStatus:

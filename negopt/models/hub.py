@@ -73,9 +73,19 @@ def hub_file_ref(ref: str) -> tuple[str, str] | None:
     return "/".join(parts[:2]), parts[2]
 
 
-def hub_download_command(repo: str, files: list[str]) -> str:
+def hub_file_in(ref: str) -> tuple[str, str, str] | None:
+    """A hub file as a profile names a textual inversion: ``org/repo/file`` (a model repo) or
+    ``datasets/org/repo/file`` (a dataset repo, where embeddings such as EasyNegative live) -> (repo, file, repo
+    type); None for a local path (:func:`hub_file_ref`'s rule)."""
+    kind, rest = ("dataset", ref.removeprefix("datasets/")) if ref.startswith("datasets/") else ("model", ref)
+    found = hub_file_ref(rest) if not Path(ref).exists() else None
+    return (*found, kind) if found else None
+
+
+def hub_download_command(repo: str, files: list[str], repo_type: str = "model") -> str:
     """The ``hf download`` line that puts ``files`` of ``repo`` in the HF cache (huggingface_hub 2.x CLI)."""
-    return " ".join(["hf download", repo, *files])
+    kind = [] if repo_type == "model" else ["--repo-type", repo_type]
+    return " ".join(["hf download", repo, *files, *kind])
 
 
 def url_download_command(url: str, dest: str) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from negopt.core.errors import ParamsError
 from negopt.core.params import Profile
 from negopt.models.find import (
     OPTIONAL,
@@ -22,6 +23,7 @@ from negopt.models.find import (
     require_component,
     resolve_hf,
     sd_variant,
+    textual_inversion_location,
 )
 from negopt.models.nets import AestheticMLP, register_clip_config
 from negopt.models.t5 import load_policy as load_policy  # re-exported: every stage imports it from here
@@ -52,8 +54,6 @@ def pipeline_class(folder: Path, field: str = "models.<profile>.sd"):
 
     import diffusers
 
-    from negopt.core.errors import ParamsError
-
     name = json.loads((folder / "model_index.json").read_text()).get("_class_name", "")
     cls = getattr(diffusers, name, None)
     call = inspect.signature(cls.__call__).parameters if isinstance(cls, type) else {}
@@ -67,7 +67,8 @@ def pipeline_class(folder: Path, field: str = "models.<profile>.sd"):
 def load_sd_pipeline(profile: Profile, device: torch.device, dtype: torch.dtype | None = None):
     """The profile's text-to-image pipeline (class from its ``model_index.json``, :func:`pipeline_class`) on
     ``device``: pixel guards off (:data:`_PIXEL_GUARDS`), bar off, :func:`default_dtype` unless ``dtype`` is
-    given, PyTorch SDPA attention in the UNet and VAE.
+    given, PyTorch SDPA attention in the UNet and VAE, the profile's textual inversions loaded
+    (:func:`load_textual_inversions`).
     """
     import inspect
 
@@ -85,11 +86,40 @@ def load_sd_pipeline(profile: Profile, device: torch.device, dtype: torch.dtype 
         **{k: v for k, v in _PIXEL_GUARDS.items() if k in takes},
     )
     pipe.set_progress_bar_config(disable=True)
+    load_textual_inversions(pipe, profile)
     # Fused attention (flash / memory-efficient on GPU) set explicitly, so rl and generate run the same
     # kernels and a config or an older default cannot fall back to the slow unfused attention.
     for module in (pipe.unet, pipe.vae):
         module.set_attn_processor(AttnProcessor2_0())
     return pipe.to(device)
+
+
+def load_textual_inversions(pipe, profile: Profile) -> None:
+    """Each of ``profile.textual_inversions`` into the pipeline under its name, with diffusers'
+    ``load_textual_inversion`` (the name becomes a token; a multi-vector embedding adds ``name_1`` ...).
+
+    The file is read by :func:`load_state_dict` (safetensors, or a torch file with ``weights_only``): an A1111 ``.pt``
+    (``string_to_param``) or a one-tensor file loads into the (first) text encoder; an SDXL embedding
+    (``clip_l`` + ``clip_g``) loads each half into its encoder. The global RNG is left as it was: resizing the
+    token embeddings draws the new rows at random before they are overwritten, and a stage's later draws must not
+    depend on whether a profile names an embedding.
+    """
+    if not profile.textual_inversions:
+        return
+    require_component(profile, "textual_inversions")  # a missing file raises, with its `hf download` line
+    with torch.random.fork_rng(devices=[]):
+        for name, ref in profile.textual_inversions.items():
+            state = load_state_dict(textual_inversion_location(ref))
+            if {"clip_l", "clip_g"} <= set(state):
+                if getattr(pipe, "text_encoder_2", None) is None:
+                    raise ParamsError(f"models.<profile>.textual_inversions.{name}: {ref} is an SDXL embedding "
+                                      "(clip_l + clip_g) but the pipeline has one text encoder")
+                pipe.load_textual_inversion(state["clip_l"], token=name, text_encoder=pipe.text_encoder,
+                                            tokenizer=pipe.tokenizer)
+                pipe.load_textual_inversion(state["clip_g"], token=name, text_encoder=pipe.text_encoder_2,
+                                            tokenizer=pipe.tokenizer_2)
+            else:
+                pipe.load_textual_inversion(state, token=name)
 
 
 def load_clip(profile: Profile, device: torch.device):
@@ -170,7 +200,7 @@ PREFERENCE_LOADERS = {"hpsv2": load_hpsv2, "pickscore": load_pickscore}
 
 def named_preference(profile: Profile) -> list[str]:
     """The preference scorers the profile names (``hpsv2_name`` / ``pickscore`` set): evaluate's metrics."""
-    return [c for c in named_components(profile) if c in OPTIONAL]
+    return [c for c in named_components(profile) if c in PREFERENCE_LOADERS]
 
 
 def load_scorer(profile: Profile, device: torch.device, batch_size: int = 64, preference=()):

@@ -17,6 +17,7 @@ Layout written by :func:`build_tiny_zoo` (params.yaml ``models.tiny`` points int
     hpsv2/negopt-tiny-hpsv2.json           HPSv2: open_clip config (the tiny CLIP's architecture) ...
     hpsv2/hps_tiny.pt                      ... and ``{"state_dict": ...}``, the layout of HPS_v2.1_compressed.pt
     pickscore/                             PickScore: transformers CLIPModel + CLIPProcessor (save_pretrained)
+    embeddings/tiny-negative.safetensors   a textual-inversion embedding, A1111's layout (EasyNegative's)
 """
 
 from __future__ import annotations
@@ -200,6 +201,22 @@ def build_tiny_sdxl(texts: Sequence[str], out_dir: str | Path, vocab_size: int =
     out_dir = Path(out_dir)
     pipe.save_pretrained(out_dir, safe_serialization=True)
     return out_dir
+
+
+TINY_EMBEDDING = "tiny-negative"  # the tiny profile's textual inversion (params.yaml models.tiny.textual_inversions)
+
+
+def build_tiny_embedding(out_path: str | Path, width: int = 32, vectors: int = 2, seed: int = 0) -> Path:
+    """A random textual-inversion embedding for the tiny SD's text encoder (``width`` wide), saved as A1111's
+    safetensors embeddings are (``{"emb_params": [vectors, width]}``, EasyNegative's layout), which diffusers'
+    ``load_textual_inversion`` reads. Two vectors, so the name expands to two tokens (``name name_1``) as a real
+    multi-vector embedding does."""
+    from safetensors.torch import save_file
+
+    gen = torch.Generator().manual_seed(seed)
+    with atomic_path(out_path) as tmp:
+        save_file({"emb_params": torch.randn(vectors, width, generator=gen) * 0.5}, str(tmp))
+    return Path(out_path)
 
 
 # --- CLIP, aesthetic head, Inception --------------------------------------------------------------
@@ -426,6 +443,7 @@ def build_tiny_zoo(
         build_inception(tmp / "inception" / "weights.pt", seed=seed, input_size=inception_input_size)
         build_tiny_hpsv2(tmp / "hpsv2", seed=seed + 1)
         build_tiny_pickscore(texts, tmp / "pickscore", vocab_size=sd_vocab_size, seed=seed + 2)
+        build_tiny_embedding(tmp / "embeddings" / f"{TINY_EMBEDDING}.safetensors", seed=seed + 3)
     return {
         "policy": out_dir / "t5",
         "sd": out_dir / "sd",
@@ -437,4 +455,5 @@ def build_tiny_zoo(
         "hpsv2_config": out_dir / "hpsv2" / f"{TINY_HPSV2_NAME}.json",
         "hpsv2": out_dir / "hpsv2" / "hps_tiny.pt",
         "pickscore": out_dir / "pickscore",
+        "textual_inversions": out_dir / "embeddings" / f"{TINY_EMBEDDING}.safetensors",
     }

@@ -158,6 +158,7 @@ class NegativePromptGenerator:
     >>> gen = NegativePromptGenerator.from_pretrained("models/rl")
     >>> gen(["portrait photo of an old fisherman"])          # one negative per prompt
     >>> pipe(**gen.pipeline_kwargs(["a castle on a hill"]))   # any diffusers pipeline with negative_prompt
+    >>> pipe(**gen.pipeline_kwargs(["a castle"], pipe, "a1111"))  # the negatives read as A1111 reads them
     """
 
     def __init__(self, model, tokenizer, decode: Decode | None = None, task_prefix: str = _INPUT.task_prefix,
@@ -216,7 +217,21 @@ class NegativePromptGenerator:
         """The encoder input this generator feeds the model for ``prompts`` (what SFT and RL train on)."""
         return format_sources(list(prompts), self.task_prefix, self.retrieval)
 
-    def pipeline_kwargs(self, prompts: str | Sequence[str]) -> dict[str, list[str]]:
-        """``{"prompt": [...], "negative_prompt": [...]}`` for a diffusers text-to-image pipeline call."""
+    def pipeline_kwargs(self, prompts: str | Sequence[str], pipe=None, syntax: str = "literal") -> dict:
+        """The text arguments of one diffusers text-to-image pipeline call for ``prompts`` and their negatives.
+
+        Without ``pipe``: ``{"prompt": [...], "negative_prompt": [...]}``, the strings, which any pipeline reads
+        literally (brackets as text, tokens past its window cut). With ``pipe``: what negopt's renderers give it,
+        from ``negopt.images.render.text_inputs`` under ``syntax`` (``literal`` | ``a1111``, a profile's
+        ``prompt_syntax``): embeddings for SD 1.x / 2.x, and under ``a1111`` for SDXL too (with its pooled
+        embeddings), every row padded to the longest so that one call takes them all. ``a1111`` needs ``pipe``.
+        """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        return {"prompt": prompts, "negative_prompt": self(prompts)}
+        if pipe is None:
+            if syntax != "literal":
+                raise ValueError(f"pipeline_kwargs(syntax={syntax!r}) embeds the text: pass the pipeline as pipe=")
+            return {"prompt": prompts, "negative_prompt": self(prompts)}
+        from negopt.images.render import text_inputs
+
+        ((_, kwargs),) = text_inputs(pipe, prompts, self(prompts), syntax, one_call=True)
+        return kwargs

@@ -250,7 +250,12 @@ def most_frequent(texts: Sequence[str]) -> str:
 
 
 def rouge_rows(predictions: Sequence[str], references: Sequence[str]) -> dict[str, list[float]]:
-    """ROUGE-1/2/L F-measure in [0, 1] per row (rouge_score, Porter stemming)."""
+    """ROUGE-1/2/L F-measure in [0, 1] per row (rouge_score, Porter stemming), on the text as written.
+
+    Targets keep their A1111 syntax (a user pastes the output into A1111). rouge_score lower-cases and keeps only
+    runs of letters and digits, so brackets and colons are not scored but a weight's digits are words:
+    ``(bad hands:1.4)`` is ``bad hands 1 4``, ``bad hands`` against it scores ROUGE-1 F 0.67, ``(bad hands:1.2)``
+    0.75, and an embedding name (``easynegative``) is one word."""
     if len(predictions) != len(references) or not predictions:
         raise ValueError(f"rouge: need equal, non-zero lengths, got {len(predictions)} and {len(references)}")
     scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from negopt.core.params import Params
+from negopt.core.prompt_syntax import KNOWN_EMBEDDINGS, syntax_counts
 from negopt.core.stats import mean_and_se
 from negopt.policy.decode import decode_negatives, format_sources, saved_retrieval
 from negopt.policy.sampling import sample_rollout, sequence_logprobs
@@ -97,7 +98,8 @@ def evaluate_rl(accelerator, sft_model, rl_model, tokenizer, pipe, reward_fn: Re
     metrics: the ``paired_summary`` keys, ``<term>_test_{sft,rl}`` (z units, the reward's terms),
     ``<term>_raw_test_{sft,rl}``, ``distinct_negatives_{sft,rl}``, ``negative_chars_{sft,rl}``, ``n_test``,
     ``reward_test_finite`` (share of finite image rewards), ``z_test_abs_max`` (largest ``|z|`` of a weighted
-    term over both models' images), ``kl_test`` (``kl_to_sft`` on the test prompts).
+    term over both models' images), ``kl_test`` (``kl_to_sft`` on the test prompts), ``syntax_{sft,rl}`` (how each
+    model's negatives are written: ``negopt.core.prompt_syntax.syntax_counts``).
     """
     cfg = params.rl.test
     prompts, seeds = eval_plan(test_prompts, cfg.prompts, cfg.seed, cfg.seeds_per_prompt)
@@ -128,5 +130,7 @@ def evaluate_rl(accelerator, sft_model, rl_model, tokenizer, pipe, reward_fn: Re
                 "negative_chars_sft": float(np.mean([len(x) for x in neg_sft])),
                 "negative_chars_rl": float(np.mean([len(x) for x in neg_rl])), "n_test": n, "n_test_images": n * s,
                 "test_images_rendered": len(set(zip(*triples, strict=True)))}
+    names = [*KNOWN_EMBEDDINGS, *params.active.textual_inversions]  # how each model writes: weights, names, length
+    metrics |= {"syntax_sft": syntax_counts(neg_sft, names), "syntax_rl": syntax_counts(neg_rl, names)}
     examples = [{"prompt": p, "sft": a, "rl": b} for p, a, b in zip(prompts, neg_sft, neg_rl, strict=True)][:n_examples]
     return metrics, examples
