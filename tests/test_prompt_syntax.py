@@ -102,9 +102,9 @@ def test_an_unloaded_embedding_is_counted_and_reported():
 
 
 def test_loaded_names_are_spelt_as_their_token():
-    text = "(EasyNegative:1.2), EASYNEGATIVE, easynegativev2, bad-artist-anime, Bad-Artist"
+    text = "(EasyNegative:1.2),EASYNEGATIVE, easynegativev2, bad-artist-anime, Bad-Artist"
     assert spell_embeddings(text, ["easynegative", "bad-artist"]) == \
-        "(easynegative:1.2), easynegative, easynegativev2, bad-artist-anime, bad-artist"
+        "(easynegative:1.2),easynegative, easynegativev2, bad-artist-anime, bad-artist"
 
 
 def test_data_json_counts_the_kept_rows(tmp_path):
@@ -290,6 +290,9 @@ def test_a_textual_inversion_changes_its_names_embeddings_once_loaded(pipe, bare
         assert torch.equal(loaded, spelt) and not torch.equal(loaded, plain), syntax
         ugly = _embeds(pipe, ["a cat"], ["ugly"], syntax)["negative_prompt_embeds"]
         assert torch.equal(ugly, _embeds(bare, ["a cat"], ["ugly"], syntax)["negative_prompt_embeds"])
+    # a plain short text embeds alike under both: under a1111 too the name brings both of its vectors
+    both = [_embeds(pipe, ["a cat"], ["ugly, Tiny-Negative"], s)["negative_prompt_embeds"] for s in ("literal", "a1111")]
+    assert torch.equal(*both)
 
 
 def test_loading_leaves_the_rng_alone_and_a_missing_embedding_is_named_with_its_fetch(tiny_params, tmp_path):

@@ -96,8 +96,8 @@ def parse_a1111(text: str) -> list[tuple[str, float]]:
 
 
 def embedding_pattern(*names: str) -> str:
-    """A regex (RE2 and Python) for any of ``names`` as a whole word, any case: not inside a longer name
-    (``bad-artist`` is not found in ``bad-artist-anime``); group 2 is the name."""
+    """A regex (RE2, for Arrow's kernels, and Python) for any of ``names`` as a whole word, any case: not inside a
+    longer name (``bad-artist`` is not found in ``bad-artist-anime``); group 2 is the name."""
     return rf"(?i)(^|[^\w-])({'|'.join(map(re.escape, names))})($|[^\w-])"
 
 
@@ -105,8 +105,8 @@ def spell_embeddings(text: str, names: Iterable[str]) -> str:
     """``text`` with every loaded embedding name spelt as the token it was loaded under (``EasyNegative`` ->
     ``easynegative``): the tokenizer matches a name in any case, but diffusers expands a multi-vector embedding
     (``name name_1 ...``) only where the text spells it exactly, so ``EasyNegative`` would get one vector of eight."""
-    for name in names:
-        text = re.sub(embedding_pattern(name), lambda m, n=name: m.group(1) + n + m.group(3), text)
+    for name in names:  # the boundaries of embedding_pattern as look-arounds: "A,A" spells both
+        text = re.sub(rf"(?i)(?<![\w-]){re.escape(name)}(?![\w-])", name, text)
     return text
 
 
@@ -193,8 +193,8 @@ def syntax_counts(texts: Sequence[str], names: Iterable[str] = KNOWN_EMBEDDINGS)
         "rows": n, "weighted": share(rows(_WEIGHTED)), "emphasis": share(rows(_EMPHASIS)),
         "brackets": share(rows(_BRACKETS)), "extra_networks": share(rows(_EXTRA_NETWORK)),
         "over_window": share(tokens > WINDOW),
-        "tokens_median": float(np.median(tokens)) if n else 0.0,
-        "tokens_p90": float(np.quantile(tokens, 0.9)) if n else 0.0,
+        "tokens_median": round(float(np.median(tokens)), 1) if n else 0.0,
+        "tokens_p90": round(float(np.quantile(tokens, 0.9)), 1) if n else 0.0,
         "embeddings": share(named),
         "embedding_rows": dict(sorted(((k, v) for k, v in per_name.items() if v), key=lambda kv: (-kv[1], kv[0]))),
     }
