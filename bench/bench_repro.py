@@ -6,7 +6,9 @@ and the clone's own code (``PYTHONPATH`` = the clone, so the editable install of
 runs). Per run: wall seconds, peak RSS (the DVC process and its reaped stages, ``os.wait4``), and each stage's
 seconds from the write times of its outputs (``dvc.yaml`` order; the first stage from the clock's start).
 Prints and appends to ``bench/RESULTS.md`` the medians per revision and the after / before ratio of the
-medians. Run it on an idle machine: a second job on 2 cores more than doubles these times.
+medians, and whether the two revisions' ``metrics/*.json`` hold the same values (every leaf but the timings,
+from the first round of each). Run it on an idle machine: a second job on 2 cores more than doubles these
+times (the values do not depend on the load).
 
     python bench/bench_repro.py --before e827697 --after HEAD [--rounds 2]
 """
@@ -14,6 +16,7 @@ medians. Run it on an idle machine: a second job on 2 cores more than doubles th
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -52,6 +55,30 @@ def newest_mtime(path: Path) -> float:
     return max(times) if times else 0.0
 
 
+TIMINGS = ("seconds", "overhead_share")  # metric names that measure the machine, not the run
+
+
+def leaves(obj, prefix: str = "") -> dict[str, object]:
+    """``{dotted path: value}`` of a JSON document. A selection check is one row: a list ``[step, share, ratio,
+    gain, se]`` before 2026-12-07 and a mapping since, so both are read as the mapping."""
+    if isinstance(obj, list) and len(obj) in (3, 5) and prefix.split(".")[-1].startswith(("history[", "checks[")):
+        obj = dict(zip(("step", "share", "ratio", "gain", "se"), [*obj, None, None][:5], strict=True))
+    if isinstance(obj, dict):
+        return {k: v for key, value in obj.items() for k, v in leaves(value, f"{prefix}.{key}" if prefix else key).items()}
+    if isinstance(obj, list):
+        return {k: v for i, value in enumerate(obj) for k, v in leaves(value, f"{prefix}[{i}]").items()}
+    return {prefix: obj}
+
+
+def metric_values(clone: Path) -> dict[str, object]:
+    """Every metric leaf of a finished run (``<file>:<path>``), timings left out."""
+    out: dict[str, object] = {}
+    for f in sorted((clone / "metrics").glob("*.json")):
+        values = leaves(json.loads(f.read_text()))
+        out |= {f"{f.name}:{k}": v for k, v in values.items() if not any(t in k for t in TIMINGS)}
+    return out
+
+
 def run_once(rev: str, workdir: Path) -> dict[str, float]:
     clone = workdir / "clone"
     shutil.rmtree(clone, ignore_errors=True)
@@ -71,7 +98,20 @@ def run_once(rev: str, workdir: Path) -> dict[str, float]:
         done = max((newest_mtime(p) for p in paths if p.exists()), default=previous)
         out[stage] = max(done - previous, 0.0)
         previous = max(done, previous)
+    out["metrics"] = metric_values(clone)
     return out
+
+
+def metrics_note(before: dict[str, object], after: dict[str, object]) -> str:
+    """How the two revisions' metric values compare, naming every leaf that differs or exists in one only."""
+    same = [k for k in before if k in after and before[k] == after[k]]
+    differ = [f"{k}: {before[k]!r} -> {after[k]!r}" for k in before if k in after and before[k] != after[k]]
+    gone, new = sorted(set(before) - set(after)), sorted(set(after) - set(before))
+    parts = [f"Metrics (first round of each, timings left out): {len(same)} of {len(before)} values identical"]
+    parts += [f"differ: {'; '.join(differ)}"] if differ else []
+    parts += [f"only before: {', '.join(gone)}"] if gone else []
+    parts += [f"only after: {', '.join(new)}"] if new else []
+    return "; ".join(parts) + "."
 
 
 def main() -> None:
@@ -90,7 +130,7 @@ def main() -> None:
                 runs[name].append(res)
                 print(f"bench_repro: round {r + 1} {name} ({revs[name]}): {res['wall']:.1f} s, peak RSS {res['rss']:.2f} GB",
                       flush=True)
-    keys = list(runs["before"][0])
+    keys = [k for k in runs["before"][0] if k != "metrics"]
     med = {name: {k: statistics.median(run[k] for run in runs[name]) for k in keys} for name in runs}
     rows = [[k if k not in ("wall", "rss") else {"wall": "**`dvc repro`, wall s**", "rss": "peak RSS GB"}[k],
              f"{med['before'][k]:.1f}" if k != "rss" else f"{med['before'][k]:.2f}",
@@ -98,7 +138,8 @@ def main() -> None:
              f"{med['after'][k] / med['before'][k]:.2f}x" if med["before"][k] > 0 else "-"] for k in keys]
     note = (f"Medians of {args.rounds} fresh clones per revision, alternating; before = {revs['before']}, after = "
             f"{revs['after']}; stage seconds from the write times of each stage's outputs (so each includes its start-up). "
-            "Every run: " + "; ".join(f"{n} " + ", ".join(f"{run['wall']:.1f} s" for run in runs[n]) for n in runs) + ".")
+            "Every run: " + "; ".join(f"{n} " + ", ".join(f"{run['wall']:.1f} s" for run in runs[n]) for n in runs) + ". "
+            + metrics_note(runs["before"][0]["metrics"], runs["after"][0]["metrics"]))
     print(append("tiny `dvc repro`, fresh clones, before vs after (`bench/bench_repro.py`)",
                  ["stage", f"before ({revs['before']}) s", f"after ({revs['after']}) s", "after / before"], rows, note))
 

@@ -187,6 +187,7 @@ def test_every_setting_the_calibration_reads_is_in_its_key(rl_zoo, tmp_path):
 # --- the RL checkpoint --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_every_setting_rl_training_reads_is_in_its_fingerprint(rl_zoo):
     from helpers import rl_components
 
@@ -210,6 +211,7 @@ def test_every_setting_rl_training_reads_is_in_its_fingerprint(rl_zoo):
     assert not {r for r in log if r.startswith(("rl.test", "rl.health"))}
 
 
+@pytest.mark.slow
 def test_the_stale_stop_and_the_checkpoint_interval_leave_a_steps_state_alone(rl_zoo):
     """The exempt settings that training does read change when it stops or saves, never what a step holds: the
     checkpoint of step 2 holds the same weights, optimizer moments and checks (to float rounding: two runs in
