@@ -147,10 +147,14 @@ def test_search_images_column_from_generate_metrics(eval_metrics):
     from negopt.compare.gains import metrics_markdown, search_costs
     from negopt.compare.generate import generate_metrics
 
-    manifest = pd.DataFrame({"method": ["none", "none", "best_of_n", "best_of_n"]})
+    manifest = pd.DataFrame({"method": ["none", "none", "best_of_n", "best_of_n"], "prompt_idx": [0, 0, 0, 0],
+                             "negative": ["", "", "(blurry:1.3), easynegative", "(blurry:1.3), easynegative"]})
     gen = generate_metrics(manifest, {"best_of_n": {"n": 4, "search_images": 17}})
     assert gen["methods"] == {"none": {"eval_images": 2, "search_images": 0},
                               "best_of_n": {"eval_images": 2, "search_images": 17}}
+    # how each method's negatives are written, one count per prompt (not per image); the unloaded embedding named
+    assert gen["syntax"]["best_of_n"]["weighted"] == 1.0 and gen["syntax"]["none"]["weighted"] == 0.0
+    assert gen["unloaded_embeddings"] == {"best_of_n": {"easynegative": 1}}  # prompts naming it
     costs = search_costs(gen)
     md = metrics_markdown(eval_metrics | {"best_of_n": eval_metrics["sft"]}, costs)
     assert md.splitlines()[-1].endswith("| 20 | 17 |") and "| none | 2 ± 0.1 | -4 | 20 | 20 | 0 |" in md
