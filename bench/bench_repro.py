@@ -84,7 +84,9 @@ def run_once(rev: str, workdir: Path) -> dict[str, float]:
     shutil.rmtree(clone, ignore_errors=True)
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     subprocess.run(["git", "checkout", "-q", rev], cwd=clone, check=True)
-    env = dict(os.environ, PYTHONPATH=str(clone), DVC_NO_ANALYTICS="1")
+    # this interpreter's bin first: dvc and the stages' `python` are this environment's, activated or not
+    bin_dir = str(Path(sys.executable).parent)
+    env = dict(os.environ, PYTHONPATH=str(clone), DVC_NO_ANALYTICS="1", PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
     start = time.time()
     t0 = time.perf_counter()
     proc = subprocess.Popen(["dvc", "repro"], cwd=clone, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -102,15 +104,25 @@ def run_once(rev: str, workdir: Path) -> dict[str, float]:
     return out
 
 
+def groups(keys: list[str]) -> str:
+    """``a.b.x, a.b.y, c`` -> ``a.b.* (2), c``: a new section is named once, not leaf by leaf."""
+    counts: dict[str, int] = {}
+    for key in keys:
+        head = key.rsplit(".", 1)[0] + ".*" if "." in key.split(":", 1)[-1] else key
+        counts[head] = counts.get(head, 0) + 1
+    return ", ".join(k if n == 1 and not k.endswith("*") else f"{k} ({n})" for k, n in counts.items())
+
+
 def metrics_note(before: dict[str, object], after: dict[str, object]) -> str:
-    """How the two revisions' metric values compare, naming every leaf that differs or exists in one only."""
+    """How the two revisions' metric values compare, naming every leaf that differs and every group of leaves
+    (the key up to its last dot) that exists in one revision only."""
     same = [k for k in before if k in after and before[k] == after[k]]
     differ = [f"{k}: {before[k]!r} -> {after[k]!r}" for k in before if k in after and before[k] != after[k]]
     gone, new = sorted(set(before) - set(after)), sorted(set(after) - set(before))
     parts = [f"Metrics (first round of each, timings left out): {len(same)} of {len(before)} values identical"]
     parts += [f"differ: {'; '.join(differ)}"] if differ else []
-    parts += [f"only before: {', '.join(gone)}"] if gone else []
-    parts += [f"only after: {', '.join(new)}"] if new else []
+    parts += [f"only before: {groups(gone)}"] if gone else []
+    parts += [f"only after: {groups(new)}"] if new else []
     return "; ".join(parts) + "."
 
 
