@@ -76,6 +76,11 @@ class SampleSource(Section):
     seed: NonNegInt = 0
 
 
+class WorldSource(Section):
+    rows: Annotated[int, Field(ge=2000)] = 3000
+    seed: NonNegInt = 0
+
+
 class HfSource(Section):
     dataset: str = "mikeogezi/negopt_full"
     revision: str = "main"
@@ -133,6 +138,7 @@ class Split(Section):
 class Data(Section):
     source: str = "sample"
     sample: SampleSource = SampleSource()
+    world: WorldSource = WorldSource()
     hf: HfSource = HfSource()
     playground: PlaygroundSource = PlaygroundSource()
     clean: CleanRules = CleanRules()
@@ -141,9 +147,9 @@ class Data(Section):
     @field_validator("source")
     @classmethod
     def _known_source(cls, v: str) -> str:
-        if v in ("sample", "hf", "playground") or (v.startswith("file:") and len(v) > 5):
+        if v in ("sample", "world", "hf", "playground") or (v.startswith("file:") and len(v) > 5):
             return v
-        raise ValueError(f"unknown source {v!r}: use sample, hf, playground or file:<path>")
+        raise ValueError(f"unknown source {v!r}: use sample, world, hf, playground or file:<path>")
 
 
 class TinyBuild(Section):

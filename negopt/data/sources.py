@@ -1,4 +1,4 @@
-"""Where raw pairs come from: ``data.source`` = sample | hf | file:<path> | playground.
+"""Where raw pairs come from: ``data.source`` = sample | world | hf | file:<path> | playground.
 
 Every loader returns the 13-column frame (:func:`negopt.data.schema.conform`) and a stats dict that
 the scrape stage writes to ``metrics/scrape.json``.
@@ -158,6 +158,11 @@ def load_source(
     if source == "sample":
         df = generate_sample(data.sample.rows, data.sample.seed)
         stats["synthetic"] = True
+    elif source == "world":
+        from negopt.world.users import generate_world_pairs  # the world loads only for the source that uses it
+
+        df = generate_world_pairs(data.world.rows, data.world.seed)
+        stats["synthetic"] = True
     elif source == "hf":
         df = conform(load_hf(data.hf))
     elif source.startswith("file:"):
@@ -170,6 +175,6 @@ def load_source(
         df = client.scrape()
         stats.update(client.stats_dict())
     else:  # the params schema already rejects this; kept for direct callers
-        raise SourceError(f"data.source={source!r}: use sample, hf, playground or file:<path>")
+        raise SourceError(f"data.source={source!r}: use sample, world, hf, playground or file:<path>")
     stats["rows_fetched"] = int(len(df))
     return df, stats
