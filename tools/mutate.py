@@ -413,6 +413,22 @@ MUTANTS: list[Mutant] = [
       "generate reports the loaded embedding as missing"),
     M("negopt/rl/heldout.py", '"syntax_rl": syntax_counts(neg_rl, names)', '"syntax_rl": syntax_counts(neg_sft, names)',
       "rl.json counts SFT's negatives as RL's"),
+    # --- the world: its truth, its detectors, its users -------------------------------------------
+    M("negopt/world/defects.py", "out[a] = p[a] * (1 - p[b] * (1 - KEEP_BOTH) / 2)",
+      "out[a] = p[a] * (1 - p[b] * (1 - KEEP_BOTH))", "an exclusive pair's presence rate without the coin flip"),
+    M("negopt/world/defects.py", "return float(0.4 + 0.6 * np.clip(", "return float(0.6 * np.clip(",
+      "a mild present defect costs nothing"),
+    M("negopt/world/quality.py", "return q - ALIGNMENT_WEIGHT * (1.0 - alignment(truth, asked))", "return q",
+      "true quality ignores what the prompt asked"),
+    M("negopt/world/detectors.py", "return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))",
+      "return float((ranks[y].sum() - n_pos * (n_pos - 1) / 2) / (n_pos * n_neg))", "AUC's rank-sum offset off by one"),
+    M("negopt/world/users.py", "seen_defects = {d for _ in range(seen) for d, s in sample_defects(content, rng).items() if s > 0}",
+      "seen_defects = {d for _ in range(seen) for d, s in sample_defects(content, rng).items() if s >= 0}",
+      "observers name every defect, seen or not"),
+    M("negopt/world/oracle.py", "d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)",
+      "d = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)", "paired difference's sign flipped"),
+    M("negopt/data/sources.py", "df = generate_world_pairs(data.world.rows, data.world.seed)",
+      "df = generate_world_pairs(data.world.rows, data.sample.seed)", "the world source reads the sample's seed"),
 ]
 
 # Fast tests per module (first match wins); slow ones (the tiny-zoo loop, SFT training) run in CI only.
@@ -472,7 +488,10 @@ TESTS: list[tuple[str, list[str]]] = [
     ("negopt/models/find.py", ["tests/test_find.py", "tests/test_fetch.py", "tests/test_models.py",
                                "tests/test_pipelines.py", "tests/test_preference.py", "tests/test_prompt_syntax.py",
                                "-k", "not rl_trains"]),
-    ("negopt/data/sources.py", ["tests/test_source_tracking.py", "tests/test_sources.py", "-m", "not e2e"]),
+    ("negopt/data/sources.py", ["tests/test_source_tracking.py", "tests/test_sources.py", "tests/test_world_users.py",
+                                "-m", "not e2e"]),
+    ("negopt/world/", ["tests/test_world_scenes.py", "tests/test_world_quality.py", "tests/test_world_detectors.py",
+                       "tests/test_world_oracle.py", "tests/test_world_users.py"]),
 ]
 
 #: Survivors shown not to change behaviour, with the reason (keyed by the mutant's description).

@@ -159,7 +159,7 @@ def load_source(
         df = generate_sample(data.sample.rows, data.sample.seed)
         stats["synthetic"] = True
     elif source == "world":
-        from negopt.world.users import generate_world_pairs  # the world loads only for the source that uses it
+        from negopt.world.users import generate_world_pairs  # loaded only by the source that uses it
 
         df = generate_world_pairs(data.world.rows, data.world.seed)
         stats["synthetic"] = True
