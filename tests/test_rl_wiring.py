@@ -1,16 +1,8 @@
 """The RL loop's wiring, with a fake diffusion pipeline and a fake scorer whose numbers are known by hand.
 
-The ``fake_images`` fixture replaces ``negopt.images.render.generate_images`` (``rl_fakes.FakeImages``): each
-image encodes the index of its
-(prompt, negative, seed) triple in two pixels, so the fake scorer reads back exactly which prompt,
-negative and seed made it. The terms are then known functions of those::
-
-    aesthetic = len(negative) + (seed % 5)          (a negative and a seed effect)
-    clip      = 10 * [prompt given == prompt drawn] + len(negative) % 3
-    p(y|x)    = (q, 1 - q),  q = 0.1 + 0.4 * (seed % 1000) / 1000 + 0.08 * (len(negative) % 6);   fidelity = KL(p(y|x) || marginal)
-
-Weights and temperatures are never 1, so a loop that ignores them gives other numbers. The policy is a
-real tiny T5 (sampling and log-probs run for real); the reference is a perturbed copy so the KL is not 0.
+The ``fake_images`` fixture replaces ``negopt.images.render.generate_images`` with ``rl_fakes.FakeImages``, whose
+images say which (prompt, negative, seed) made them; ``tests/rl_fakes.py`` gives each reward term as a known
+function of those. Weights and temperatures are never 1, so a loop that ignores them gives other numbers.
 """
 
 from __future__ import annotations
