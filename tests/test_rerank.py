@@ -177,10 +177,11 @@ def test_fitted_rerank_beats_copying_the_nearest_negative_on_real_pairs(shared_p
     import pandas as pd
 
     from negopt.core.params import CleanRules, Data, Split
+    from negopt.core.stats import paired_gain
     from negopt.data.clean import run_clean
     from negopt.data.sources import load_source
     from negopt.models.t5 import load_policy
-    from negopt.policy.sft import fit_rerank, paired_gain, rouge_rows
+    from negopt.policy.sft import fit_rerank, rouge_rows
 
     df, _ = load_source(Data(source=f"file:{shared_pairs}"))
     df.to_parquet(tmp_path / "pairs.parquet")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from helpers import TRAIN_N, TRAIN_P
 
+from negopt.core.stats import paired_gain
 from negopt.policy.retrieval import RetrievalIndex
-from negopt.policy.sft import paired_gain, score_sft
+from negopt.policy.sft import score_sft
 
 
 def test_nearest_training_prompt_by_tfidf_cosine():

@@ -16,3 +16,10 @@ def mean_and_se(x) -> tuple[float, float]:
     if n < 2:
         return float(t.mean()) if n else float("nan"), float("nan")
     return float(t.mean()), float(t.std(unbiased=True) / math.sqrt(n))
+
+
+def paired_gain(model, baseline) -> tuple[float, float]:
+    """Mean of ``model - baseline`` (same rows, same order) and its standard error, by :func:`mean_and_se`."""
+    import numpy as np
+
+    return mean_and_se(np.asarray(model, dtype=np.float64) - np.asarray(baseline, dtype=np.float64))

@@ -31,7 +31,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from negopt.core.fingerprint import fingerprint
 from negopt.core.io import atomic_path, write_json
-from negopt.core.stats import mean_and_se
+from negopt.core.stats import paired_gain
 from negopt.policy.decode import Retrieval, decode_negatives, format_sources
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
@@ -269,11 +269,6 @@ def rouge_rows(predictions: Sequence[str], references: Sequence[str]) -> dict[st
 def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
     """Mean ROUGE-1/2/L F-measure in [0, 1], one pair per row."""
     return {k: float(np.mean(v)) for k, v in rouge_rows(predictions, references).items()}
-
-
-def paired_gain(model: Sequence[float], baseline: Sequence[float]) -> tuple[float, float]:
-    """Mean of ``model - baseline`` over rows and its standard error (``negopt.core.stats.mean_and_se``)."""
-    return mean_and_se(np.asarray(model, dtype=np.float64) - np.asarray(baseline, dtype=np.float64))
 
 
 def score_sft(predictions: Sequence[str], references: Sequence[str], train_negatives: Sequence[str],

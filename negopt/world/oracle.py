@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from negopt.core.stats import mean_and_se
+from negopt.core.stats import paired_gain
 from negopt.world.defects import DEFECTS, DRAW_RATES, SPECS
 from negopt.world.detectors import Calibration, defect_scores, detect, estimate_strengths, read_content
 from negopt.world.grammar import BACKGROUND_GROUP, Content
@@ -57,9 +57,8 @@ class Paired:
 
 def paired(a, b) -> Paired:
     """The paired difference of per-image values ``a`` and ``b`` (same prompts, same seeds)."""
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    n = len(d)
-    mean, se = mean_and_se(d)
+    mean, se = paired_gain(a, b)
+    n = len(a)
     z = mean / se if se > 0 else (0.0 if mean == 0 else float("inf") * np.sign(mean))
     return Paired(mean, se, z, n)
 
