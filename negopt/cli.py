@@ -26,7 +26,7 @@ def params_check(path: Path = typer.Option(Path("params.yaml"), help="params fil
 
 def _load_profile(path: Path, profile: str | None):
     """(params, profile name) for a ``models`` command; a bad params file or profile name exits 2."""
-    from negopt.core.params import ParamsError, load_params
+    from negopt.core.params import PROFILES, ParamsError, load_params
 
     try:
         p = load_params(path)
@@ -34,8 +34,8 @@ def _load_profile(path: Path, profile: str | None):
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from None
     name = profile or p.profile
-    if name not in ("tiny", "paper"):
-        typer.echo(f"--profile: unknown profile {name!r}; use tiny or paper", err=True)
+    if name not in PROFILES:
+        typer.echo(f"--profile: unknown profile {name!r}; use {', '.join(PROFILES)}", err=True)
         raise typer.Exit(2)
     return p, name
 
@@ -53,7 +53,7 @@ def _print_status(p, name: str) -> None:
 
 @models_app.command("check")
 def models_check(
-    profile: str = typer.Option(None, "--profile", help="tiny or paper (default: params.yaml's profile)"),
+    profile: str = typer.Option(None, "--profile", help="tiny, world or paper (default: params.yaml's profile)"),
     path: Path = typer.Option(Path("params.yaml"), help="params file"),
 ) -> None:
     """Print each component of a profile, its source, availability and parameter count (offline only)."""

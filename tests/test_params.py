@@ -171,7 +171,7 @@ def test_every_section_rejects_an_unknown_key_naming_it(raw):
     ("path", "value", "message"),
     [(("sft", "learning_rate"), -1e-3, "greater than 0"), (("rl", "learning_rate"), 0.0, "greater than 0"),
      (("rl", "k"), 1, "greater than or equal to 2"), (("models", "tiny", "image_size"), 60, "multiple of 8"),
-     (("profile",), "huge", "'tiny' or 'paper'"), (("data", "split", "test"), 1.5, "less than or equal to 1"),
+     (("profile",), "huge", "'tiny', 'world' or 'paper'"), (("data", "split", "test"), 1.5, "less than or equal to 1"),
      (("sampling", "top_p"), 0.0, "greater than 0"), (("decode", "repetition_penalty"), 0.5, "greater than or equal to 1"),
      (("base", "device"), "tpu", "'auto', 'cpu' or 'cuda'"), (("generate", "methods"), ["sft", "dalle"], "generate.methods.1"),
      (("rl", "learning_rate"), float("inf"), "finite number"), (("sft", "learning_rate"), float("nan"), "finite number"),
@@ -214,3 +214,11 @@ def test_the_rl_section_reads_as_a_few_settings_and_named_groups():
                                                           and issubclass(f.annotation, Section))]
     assert len(plain) <= 20, plain
     assert {"ppo", "selection", "test", "health"} <= set(Rl.model_fields)
+
+
+def test_the_world_profile_needs_the_worlds_prompts(raw):
+    raw["profile"] = "world"
+    with pytest.raises(ParamsError, match=r"profile: world needs data.source: world \(got data.source: 'sample'\)"):
+        validate_params(raw)
+    raw["data"]["source"] = "world"
+    assert validate_params(raw).active.image_size == 32  # models.world

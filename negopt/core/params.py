@@ -61,6 +61,7 @@ class Paths(Section):
     sources: str = "data/sources"  # where file: sources live (or are linked): scrape's dep, so an edit re-runs it
     clean: str = "data/clean"
     tiny_models: str = "models/tiny"
+    world_models: str = "models/world"
     sft: str = "models/sft"
     rl: str = "models/rl"
     images: str = "data/images"
@@ -161,6 +162,26 @@ class TinyBuild(Section):
     sd_vocab_size: Annotated[int, Field(ge=300)] = 1000
 
 
+class WorldBuild(Section):
+    """How the models stage trains the world zoo (negopt/world/zoo.py). Each model's architecture and
+    optimiser are configs in code (negopt/world/train_*.py), saved beside the zoo as zoo_config.json; these are
+    the sizes a run may trade for time."""
+
+    seed: NonNegInt = 0
+    train_images: Annotated[int, Field(ge=64)] = 24000
+    calibration_images: Annotated[int, Field(ge=200)] = 4000
+    inception_images: Annotated[int, Field(ge=32)] = 8000
+    vae_steps: PosInt = 1000
+    diffusion_steps: PosInt = 1000
+    clip_steps: PosInt = 1200
+    aesthetic_steps: PosInt = 2000
+    inception_steps: PosInt = 600
+    t5_vocab_size: Annotated[int, Field(ge=300)] = 1000
+    # paired prompts of the pipeline's check against the truth (each defect's response to its own word, clean
+    # alignment; negopt/world/checks.py), written to metrics/models.json; 0 = skip it
+    check_prompts: NonNegInt = 128
+
+
 class Profile(Section):
     """Where each component of a profile comes from: a local path or a hub id."""
 
@@ -207,7 +228,9 @@ class Profile(Section):
 
 class Models(Section):
     tiny_build: TinyBuild = TinyBuild()
+    world_build: WorldBuild = WorldBuild()
     tiny: Profile
+    world: Profile
     paper: Profile
 
 
@@ -420,8 +443,11 @@ class Compare(Section):
     confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
 
 
+PROFILES = ("tiny", "world", "paper")
+
+
 class Params(Section):
-    profile: Literal["tiny", "paper"] = "tiny"
+    profile: Literal[PROFILES] = "tiny"  # type: ignore[valid-type]
     base: Base = Base()
     paths: Paths = Paths()
     data: Data = Data()
@@ -434,6 +460,15 @@ class Params(Section):
     generate: Generate = Generate()
     evaluate: Evaluate = Evaluate()
     compare: Compare = Compare()
+
+    @model_validator(mode="after")
+    def _world_reads_its_own_prompts(self) -> Params:
+        # the world's models know only the world's words, and its oracle judges an image against the scene its
+        # prompt names: any other prompt has no truth
+        if self.profile == "world" and self.data.source != "world":
+            raise ValueError(f"profile: world needs data.source: world (got data.source: {self.data.source!r}); "
+                             "run `dvc exp run -S profile=world -S data.source=world`")
+        return self
 
     @property
     def active(self) -> Profile:

@@ -44,8 +44,8 @@ def start_stage(params_path: str = "params.yaml", uses_torch: bool = True) -> Pa
     """
     params = load_params(params_path)
     warn_recommendations(params)
-    if params.profile == "tiny":
-        # The tiny profile is built locally; any hub call would be a bug, so make it fail loudly.
+    if params.profile in ("tiny", "world"):
+        # These profiles are built locally; any hub call would be a bug, so make it fail loudly.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

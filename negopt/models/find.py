@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from negopt.core.errors import UserError
-from negopt.core.params import Params, Profile
+from negopt.core.params import PROFILES, Params, Profile
 from negopt.models.hub import (
     HUB_FILES,
     clip_hub_file,
@@ -154,7 +154,7 @@ def hf_folder(ref: str, marker: str, files_of: Callable[[Path], list[Path]], com
         f"`negopt models fetch`, or `{hub_download_command(ref, HUB_FILES[component])}` "
         f"(or copy an HF cache here / point the {component} field at {local})"
         if hub
-        else "run `dvc repro models` (builds the tiny zoo)"
+        else "run `dvc repro models` (builds the tiny zoo, or trains the world's)"
     )
     return Location(ref, where, files_of(where) if where else [], how, hub)
 
@@ -322,8 +322,8 @@ def check_components(p: Profile) -> list[ComponentStatus]:
 def check_profile(params: Params, profile_name: str | None = None) -> list[ComponentStatus]:
     """Availability of every component of ``profile_name`` (default: the active profile), offline."""
     name = profile_name or params.profile
-    if name not in ("tiny", "paper"):
-        raise ValueError(f"unknown profile {name!r}: use tiny or paper")
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}: use {', '.join(PROFILES)}")
     return check_components(getattr(params.models, name))
 
 
