@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from negopt.compare.gains import gains_markdown, metrics_markdown, save_pngs, search_costs, write_comparison
+from negopt.compare.gains import (
+    gains_markdown,
+    metrics_markdown,
+    oracle_gains_markdown,
+    oracle_markdown,
+    save_pngs,
+    search_costs,
+    write_comparison,
+)
 from negopt.compare.manifest import GENERATE_METRICS, read_manifest
 from negopt.compare.report import render_report, write_report
 from negopt.compare.scores import read_scores
@@ -32,12 +40,18 @@ def main() -> None:
     page = render_report(
         eval_metrics, comparison, read_manifest(paths.images), paths.images, pngs, cfg.grid_prompts,
         profile=params.profile, confidence=cfg.confidence, costs=costs,
+        rl_metrics=read_json(require_input(Path(paths.metrics) / "rl.json", "rl")),
     )
     write_report(Path(paths.report) / "index.html", page)
     print(metrics_markdown(eval_metrics, costs))
     print()
     print(gains_markdown(comparison))
     print(f"(gain [{cfg.confidence:.0%} paired bootstrap interval over prompts]; * = the interval excludes 0)")
+    oracle = oracle_markdown(eval_metrics)
+    if oracle:
+        print("\nThe oracle (the truth read back from each image):\n" + oracle)
+        print("\n" + oracle_gains_markdown(comparison))
+        print("(difference candidate - baseline [paired bootstrap interval]; * = it excludes 0)")
     print(f"\ncompare: report -> {Path(paths.report) / 'index.html'}")
 
 

@@ -132,3 +132,28 @@ def test_intervals_refuse_methods_rendered_on_different_seeds():
 def test_excludes_zero():
     assert excludes_zero((0.1, 2.0)) and excludes_zero((-2.0, -0.1))
     assert not excludes_zero((-0.1, 2.0)) and not excludes_zero((0.0, 1.0)) and not excludes_zero(None)
+
+
+def test_oracle_rates_are_compared_by_their_difference_with_a_paired_interval():
+    """A defect rate whose baseline is 0 has no percent gain, but its difference answers: sft removes the blur
+    of prompts 0-4 of 10 (rate 0.5 -> 0): diff -0.5; the rl rate 0 vs none 0 is exactly 0 in every resample."""
+    from negopt.compare.gains import ORACLE, compared_metrics, oracle_gains_markdown, oracle_markdown
+
+    blur = {"none": np.r_[np.ones(5), np.zeros(5)][:, None], "sft": np.zeros((10, 1)), "rl": np.zeros((10, 1))}
+    scores, probs = scores_for({m: np.zeros((10, 1)) for m in blur})
+    oracle = {k: 0.5 for k in ORACLE}
+    ev = {m: eval_row(np.zeros((10, 1))) | oracle | {"rate_blur": float(b.mean())} for m, b in blur.items()}
+    for k in ORACLE:
+        scores[k] = 0.5
+    for m, b in blur.items():
+        scores.loc[scores["method"] == m, "rate_blur"] = b[:, 0]
+    assert set(ORACLE) <= set(compared_metrics(ev))
+    c = add_intervals(compare_methods(ev, ["sft", "rl"], ["none"]), scores, probs, 500, 0, 0.95)
+    ci = c["sft"]["vs_none"]["ci"]["rate_blur"]
+    assert ci["diff"] == -0.5 and ci["diff_high"] < 0 and ci["diff_excludes_zero"]
+    assert c["sft"]["vs_none"]["rate_blur"] == pytest.approx(-100.0)
+    zero = c["rl"]["vs_none"]["ci"]["true_quality"]
+    assert (zero["diff"], zero["diff_low"], zero["diff_high"], zero["diff_excludes_zero"]) == (0.0, 0.0, 0.0, False)
+    assert "| sft | none |" in oracle_gains_markdown(c) and "-0.500 [" in oracle_gains_markdown(c)
+    assert oracle_markdown(ev).splitlines()[2].startswith("| none | 0.500 | 0.500 |")
+    assert oracle_markdown({m: eval_row(np.zeros((10, 1))) for m in blur}) == ""  # no oracle, no table

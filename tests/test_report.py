@@ -166,3 +166,18 @@ def test_profile_note_and_marked_intervals(setup):
     assert "[n/a]" in gains
     paper = render_report(eval_metrics, comparison, manifest, images_dir, {}, profile="paper")
     assert "paper</b> profile" in paper and "not image quality" not in paper
+
+
+def test_rl_truth_section_sets_the_learned_gain_beside_the_oracles():
+    from negopt.compare.report import rl_truth_section
+
+    m = {"n_test": 40, "reward_test_sft": 0.1, "reward_test_rl": 0.5, "reward_test_gain": 0.4, "reward_test_gain_se": 0.1,
+         "oracle_test_sft": 0.6, "oracle_test_rl": 0.55, "oracle_test_gain": -0.05, "oracle_test_gain_se": 0.025,
+         "oracle_rate_blur_sft": 0.25, "oracle_rate_blur_rl": 0.5, "oracle_true_quality_sft": 0.6}
+    page = rl_truth_section(m)
+    text = re.sub(r"<[^>]+>", " ", page)
+    assert re.search(r"learned reward\s+0\.1000\s+0\.5000\s+\+0\.4000 ± 0\.1000\s+\+4\.0", text.replace("&plusmn;", "±"))
+    assert re.search(r"true quality \(oracle\)\s+0\.6000\s+0\.5500\s+-0\.0500 ± 0\.0250\s+-2\.0",
+                     text.replace("&plusmn;", "±"))
+    assert re.search(r"blur\s+0\.250\s+0\.500", text) and "40 test prompts" in text
+    assert rl_truth_section({"reward_test_gain": 0.4}) == "" and rl_truth_section(None) == ""

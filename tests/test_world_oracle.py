@@ -44,3 +44,29 @@ def test_judge_reads_renders_close_to_their_truth():
     assert judged["alignment"].mean() >= 0.9
     assert np.corrcoef(judged["image_quality"], image_quality(truth))[0, 1] >= 0.85
     assert (judged["true_quality"] <= judged["image_quality"] + 1e-12).all()
+
+
+def test_oracle_scores_are_the_judged_truth_against_each_prompt():
+    """The values evaluate stores: judge's columns for prompts as users write them (weights and filler around the
+    scene), and a prompt naming another foreground colour misaligned on that attribute alone."""
+    from negopt.core.errors import ParamsError
+    from negopt.world.grammar import FOREGROUND
+    from negopt.world.oracle import ORACLE_KEYS, oracle_scores
+
+    scenes = sample_scenes(700, seed=6)
+    calibration = calibrate(render(scenes[:600]), truth_frame(scenes[:600]))
+    held, images = scenes[600:], render(scenes[600:])
+    judged = judge(images, calibration, [s.content for s in held])
+    prompts = [f"masterpiece, (best quality:1.2), {s.content.text()}" for s in held]
+    scores = oracle_scores(images, prompts, calibration)
+    assert tuple(scores) == ORACLE_KEYS
+    np.testing.assert_allclose(scores["true_quality"], judged["true_quality"])
+    for d in DEFECTS:
+        np.testing.assert_array_equal(scores[f"rate_{d}"], judged[f"{d}_found"].astype(float))
+    other = [p.replace(f" {s.content.fg} ", f" {next(c for c in FOREGROUND if c != s.content.fg)} ")
+             for p, s in zip(prompts, held, strict=True)]
+    swapped = oracle_scores(images, other, calibration)
+    np.testing.assert_array_equal(swapped["align_fg"], 0.0 * judged["fg_ok"])  # never the colour asked for
+    np.testing.assert_array_equal(swapped["align_bg"], judged["bg_ok"].astype(float))
+    with pytest.raises(ParamsError, match="data.source: world"):
+        oracle_scores(images[:1], ["a portrait of a cat"], calibration)

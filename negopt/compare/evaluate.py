@@ -59,10 +59,13 @@ def evaluate_method(
     is_splits: int,
     batch_size: int,
     per_image: dict[str, torch.Tensor] | None = None,
+    oracle=None,
 ) -> dict[str, float | int]:
     """The metric row of one method; a ``per_image`` dict receives ``aesthetic``, ``clip_score`` (and each named
     preference score) ``[N]`` and
     the Inception posteriors ``inception_probs [N, C]`` (compare's bootstrap reads them, ``negopt.compare.scores``).
+    ``oracle`` (the world profile): ``oracle(images, prompts) -> {name: [N]}``, the truth read back from each
+    image (negopt.world.oracle.oracle_scores); its means join the row and its values ``per_image``.
 
     One Inception pass (the scorer's) gives both the IS and the posteriors: torch-fidelity's IS formula is
     applied to the scorer's logits (``negopt.images.scorers.inception_score_from_logits``)."""
@@ -85,10 +88,12 @@ def evaluate_method(
     }
     preference = {name: batched_scores(partial(scorer.preference_score, name), images, batch_size, prompts)
                   for name in getattr(scorer, "preference", {})}  # hpsv2, pickscore: each one the profile names
+    truth = {} if oracle is None else {k: torch.from_numpy(v) for k, v in oracle(images.numpy(), prompts).items()}
     if per_image is not None:
-        per_image |= {"aesthetic": aesthetic, "clip_score": clip, **preference,
+        per_image |= {"aesthetic": aesthetic, "clip_score": clip, **preference, **truth,
                       "inception_probs": posteriors(logits)}
-    return row | {name: float(v.mean()) for name, v in preference.items()} | {"n_images": len(images)}
+    means = {name: float(v.double().mean()) for name, v in (preference | truth).items()}
+    return row | means | {"n_images": len(images)}
 
 
 def evaluate_all(
@@ -98,10 +103,11 @@ def evaluate_all(
     is_splits: int,
     batch_size: int,
     per_image: dict[str, dict[str, torch.Tensor]] | None = None,
+    oracle=None,
 ) -> dict[str, dict[str, float | int]]:
     """``{method: metrics}`` in the manifest's method order; a non-finite metric raises NonFiniteMetricError.
 
-    ``per_image``, when given, receives ``{method: per-image values}`` (see ``evaluate_method``)."""
+    ``per_image``, when given, receives ``{method: per-image values}``; ``oracle``: see ``evaluate_method``."""
     out = {}
     methods = list(dict.fromkeys(manifest["method"]))
     for method in tqdm(methods, desc="evaluate", unit="method"):
@@ -114,6 +120,7 @@ def evaluate_all(
             is_splits,
             batch_size,
             None if per_image is None else per_image.setdefault(method, {}),
+            oracle,
         )
         check_finite(method, out[method])  # before the next method: fail as soon as it is known
     return out

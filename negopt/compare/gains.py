@@ -32,13 +32,25 @@ METRICS: dict[str, str] = {
 }
 # Human-preference scores (negopt/images/preference.py), compared when every method in eval.json has them.
 PREFERENCE: dict[str, str] = {"hpsv2": "HPSv2", "pickscore": "PickScore"}
-MEAN_METRICS = ("aesthetic", "clip_score", *PREFERENCE)  # per-image means; the IS is a set statistic
+# The world profile's oracle (negopt/world/oracle.py::oracle_scores): the truth read back from each image, as the
+# share of images with each defect and of images whose content agrees with the prompt.
+ORACLE: dict[str, str] = {
+    "true_quality": "True quality", "rate_blur": "Blur", "rate_grain": "Grain", "rate_washed": "Washed out",
+    "rate_watermark": "Watermark", "align_fg": "Foreground", "align_bg": "Background", "align_shape": "Shape",
+    "align_count": "Count",
+}
+MEAN_METRICS = ("aesthetic", "clip_score", *PREFERENCE, *ORACLE)  # per-image means; the IS is a set statistic
+
+
+def carried(labels: dict[str, str], eval_metrics: dict[str, dict[str, float]]) -> dict[str, str]:
+    """The metrics of ``labels`` that every method of ``eval_metrics`` carries."""
+    rows = list(eval_metrics.values())
+    return {k: v for k, v in labels.items() if rows and all(k in r for r in rows)}
 
 
 def compared_metrics(eval_metrics: dict[str, dict[str, float]]) -> dict[str, str]:
-    """``METRICS`` plus each preference score that every method of ``eval_metrics`` carries."""
-    rows = list(eval_metrics.values())
-    return METRICS | {k: v for k, v in PREFERENCE.items() if rows and all(k in r for r in rows)}
+    """``METRICS`` plus each preference score and oracle value that every method of ``eval_metrics`` carries."""
+    return METRICS | carried(PREFERENCE, eval_metrics) | carried(ORACLE, eval_metrics)
 
 
 def relative_gain(candidate: float, baseline: float) -> float | None:
@@ -176,6 +188,36 @@ def gains_markdown(comparison: dict[str, dict[str, dict[str, float | None]]]) ->
         for key, gains in by_base.items():
             cells = " | ".join(gain_cell(gains, m) for m in metrics)
             rows.append(f"| {cand} | {key.removeprefix('vs_')} | {cells} |")
+    return "\n".join(rows)
+
+
+def format_diff(ci: dict) -> str:
+    """An oracle cell of the gains: the difference ``c - b`` with its interval, ``*`` when it excludes 0."""
+    return (f"{ci['diff']:+.3f} [{ci['diff_low']:+.3f}, {ci['diff_high']:+.3f}]"
+            + ("*" if ci["diff_excludes_zero"] else ""))
+
+
+def oracle_markdown(eval_metrics: dict[str, dict[str, float]]) -> str:
+    """The oracle's values per method (the world profile; empty when eval.json has none)."""
+    labels = carried(ORACLE, eval_metrics)
+    if not labels:
+        return ""
+    rows = ["| method | " + " | ".join(labels.values()) + " |", "|---|" + "---:|" * len(labels)]
+    rows += [f"| {method} | " + " | ".join(f"{m[k]:.3f}" for k in labels) + " |" for method, m in eval_metrics.items()]
+    return "\n".join(rows)
+
+
+def oracle_gains_markdown(comparison: dict[str, dict[str, dict]]) -> str:
+    """Each pair's oracle differences (candidate - baseline) with their paired bootstrap intervals."""
+    first = next((g for by_base in comparison.values() for g in by_base.values()), {})
+    labels = {k: v for k, v in ORACLE.items() if k in first.get("ci", {})}
+    if not labels:
+        return ""
+    rows = ["| candidate | baseline | " + " | ".join(labels.values()) + " |", "|---|---|" + "---:|" * len(labels)]
+    for cand, by_base in comparison.items():
+        for key, gains in by_base.items():
+            rows.append(f"| {cand} | {key.removeprefix('vs_')} | "
+                        + " | ".join(format_diff(gains["ci"][k]) for k in labels) + " |")
     return "\n".join(rows)
 
 

@@ -81,8 +81,9 @@ def gain_interval(candidate: np.ndarray, baseline: np.ndarray, estimate_c: float
     """One pair's interval record: resampled values ``[R]`` of each method and their full-sample values.
 
     ``low`` / ``high`` bound the percent gain, ``diff_low`` / ``diff_high`` the difference ``c - b``;
-    ``estimate`` is the gain of the full sample under the same statistic; ``excludes_zero`` whether the
-    gain interval lies on one side of 0.
+    ``estimate`` is the gain of the full sample under the same statistic and ``diff`` its difference;
+    ``excludes_zero`` whether the gain interval lies on one side of 0 (``diff_excludes_zero``: the difference's,
+    the one that answers for rates whose baseline may be 0).
     """
     gain = interval(percent_gain(candidate, baseline), confidence)
     diff = interval(candidate - baseline, confidence)
@@ -91,7 +92,9 @@ def gain_interval(candidate: np.ndarray, baseline: np.ndarray, estimate_c: float
         "estimate": None if np.isnan(est) else float(est),
         "low": None if gain is None else gain[0],
         "high": None if gain is None else gain[1],
+        "diff": float(estimate_c - estimate_b),
         "diff_low": diff[0] if diff else None,
         "diff_high": diff[1] if diff else None,
         "excludes_zero": excludes_zero(gain),
+        "diff_excludes_zero": excludes_zero(diff),
     }

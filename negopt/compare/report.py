@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from negopt.compare.gains import METRICS, format_gain, format_interval, format_value
+from negopt.compare.gains import (
+    METRICS,
+    ORACLE,
+    carried,
+    format_diff,
+    format_gain,
+    format_interval,
+    format_value,
+)
 from negopt.core.io import write_text
 
 CSS = """
@@ -89,6 +97,67 @@ def gains_table(comparison: dict[str, dict[str, dict[str, float | None]]]) -> st
     return f"<table class='gains'><tr><th>candidate</th><th>baseline</th>{head}</tr>{''.join(rows)}</table>"
 
 
+def oracle_section(eval_metrics: dict[str, dict[str, float]], comparison: dict) -> str:
+    """The world profile's oracle: its values per method and each pair's differences with their intervals
+    (empty when eval.json has no oracle values)."""
+    labels = carried(ORACLE, eval_metrics)
+    if not labels:
+        return ""
+    head = "".join(f"<th>{html.escape(v)}</th>" for v in labels.values())
+    values = "".join(f"<tr><td>{html.escape(method)}</td>" + "".join(f"<td class='num'>{m[k]:.3f}</td>" for k in labels)
+                     + "</tr>" for method, m in eval_metrics.items())
+    diffs = []
+    for cand, by_base in comparison.items():
+        for key, gains in by_base.items():
+            cells = []
+            for k in labels:
+                ci = gains.get("ci", {}).get(k)
+                if not ci:
+                    cells.append("<td class='num'>n/a</td>")
+                    continue
+                good = ci["diff"] > 0 if not k.startswith("rate_") else ci["diff"] < 0  # fewer defects is better
+                cls = "num" + ("" if ci["diff"] == 0 else (" pos" if good else " neg"))
+                cls += " sig" if ci["diff_excludes_zero"] else ""
+                cells.append(f"<td class='{cls}'>{html.escape(format_diff(ci))}</td>")
+            diffs.append(f"<tr><td>{html.escape(cand)}</td><td>{html.escape(key.removeprefix('vs_'))}</td>"
+                         f"{''.join(cells)}</tr>")
+    return f"""<h2>The oracle: what is true about the images</h2>
+<p>Read back from every image by detectors calibrated on the world's renders (metrics/models.json has their AUC)
+and a content checker, against the scene its prompt names: the true quality, the share of images with each
+defect (lower is better) and the share whose content agrees with the prompt.</p>
+<table class='metrics'><tr><th>method</th>{head}</tr>{values}</table>
+<p>Differences candidate &minus; baseline, in brackets the paired bootstrap interval over prompts; green is
+better (more quality or agreement, fewer defects); <code>*</code>: the interval excludes 0.</p>
+<table class='gains'><tr><th>candidate</th><th>baseline</th>{head}</tr>{''.join(diffs)}</table>"""
+
+
+def rl_truth_section(rl_metrics: dict | None) -> str:
+    """RL against SFT on the test prompts, in the learned reward and in the oracle's true quality (the world
+    profile; empty elsewhere): a learned-reward gain the oracle does not share is the reward being gamed."""
+    if not rl_metrics or "oracle_test_gain" not in rl_metrics:
+        return ""
+    m = rl_metrics
+
+    def row(name: str, key: str) -> str:
+        z = m[f"{key}_test_gain"] / m[f"{key}_test_gain_se"] if m[f"{key}_test_gain_se"] > 0 else float("nan")
+        return (f"<tr><td>{name}</td><td class='num'>{m[f'{key}_test_sft']:.4f}</td>"
+                f"<td class='num'>{m[f'{key}_test_rl']:.4f}</td><td class='num'>{m[f'{key}_test_gain']:+.4f} &plusmn; "
+                f"{m[f'{key}_test_gain_se']:.4f}</td><td class='num'>{z:+.1f}</td></tr>")
+
+    defects = [k.removeprefix("oracle_rate_").removesuffix("_rl") for k in m if k.startswith("oracle_rate_") and
+               k.endswith("_rl")]
+    rates = "".join(f"<tr><td>{html.escape(d)}</td><td class='num'>{m[f'oracle_rate_{d}_sft']:.3f}</td>"
+                    f"<td class='num'>{m[f'oracle_rate_{d}_rl']:.3f}</td></tr>" for d in defects)
+    return f"""<h2>Does RL raise the truth, or only its reward?</h2>
+<p>RL against SFT on {int(m['n_test'])} test prompts, the same prompts and diffusion seeds for both (paired; &plusmn; one
+standard error over prompts). The learned reward is what RL optimised (the world's aesthetic MLP, CLIP and
+classifier, in calibrated units); the true quality is the oracle's. Per RL step: dvclive's
+<code>train/val_reward_gain</code> beside <code>train/val_oracle_gain</code>.</p>
+<table class='metrics'><tr><th>measure</th><th>SFT</th><th>RL</th><th>RL &minus; SFT</th><th>z</th></tr>
+{row("learned reward", "reward")}{row("true quality (oracle)", "oracle")}</table>
+<table class='metrics'><tr><th>defect rate</th><th>SFT</th><th>RL</th></tr>{rates}</table>"""
+
+
 def image_grid(manifest: pd.DataFrame, images_dir: str | Path, grid_prompts: int) -> str:
     """Rows = the first ``grid_prompts`` prompts, columns = methods; each cell the prompt's first seed."""
     images_dir = Path(images_dir)
@@ -124,6 +193,10 @@ def profile_note(profile: str | None) -> str:
     if profile == "tiny":
         note += (" Its models are small and randomly initialised: the numbers below describe the machinery"
                  " (that every stage runs and the statistics are computed), not image quality.")
+    elif profile == "world":
+        note += (" Its models were trained by negopt on a procedural world whose truth is known: the learned"
+                 " scores below are the world's CLIP, aesthetic MLP and scene classifier, and the oracle says"
+                 " what is true about each image.")
     return f"<p class='profile'>{note}</p>"
 
 
@@ -138,8 +211,10 @@ def render_report(
     profile: str | None = None,
     confidence: float = 0.95,
     costs: dict[str, int] | None = None,
+    rl_metrics: dict | None = None,
 ) -> str:
-    """The report page as one HTML string with every image inlined; its first lines name the ``profile``."""
+    """The report page as one HTML string with every image inlined; its first lines name the ``profile``;
+    ``rl_metrics`` (metrics/rl.json): RL's gain in the learned reward and in the oracle, where it has both."""
     charts = "".join(
         f"<img src='{data_uri(png)}' alt='{html.escape(METRICS.get(metric, metric))} by method'>"
         for metric, png in chart_pngs.items()
@@ -160,6 +235,8 @@ In brackets: the {confidence:.0%} paired bootstrap interval over prompts (all me
 prompt indices; the Inception Score re-computed per resample from the stored class posteriors, one split).
 <b>Bold</b> with <code>*</code>: the interval excludes 0, a gain distinguishable from zero on these prompts.</p>
 {gains_table(comparison)}
+{oracle_section(eval_metrics, comparison)}
+{rl_truth_section(rl_metrics)}
 <h2>Charts</h2>
 <div class="charts">{charts}</div>
 <h2>Images</h2>

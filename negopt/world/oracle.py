@@ -45,6 +45,43 @@ def judge(images, calibration: Calibration, asked: list[Content] | None = None) 
     return out
 
 
+#: the oracle's per-image values that evaluate stores and compare bootstraps (negopt.compare.gains.ORACLE labels them):
+#: the true quality, each defect's presence and each content attribute's agreement with the prompt
+ORACLE_KEYS = ("true_quality", *(f"rate_{d}" for d in DEFECTS), *(f"align_{a}" for a in CONTENT_ATTRIBUTES))
+
+
+def oracle_scores(images, prompts: list[str], calibration: Calibration) -> dict[str, np.ndarray]:
+    """``{key of ORACLE_KEYS: [N] float}`` for generated ``images`` (uint8 ``[N, 3, H, W]``) of ``prompts``.
+
+    Every prompt must name a scene in the world's grammar (``grammar.parse_content``): the truth to judge an
+    image against; the world profile runs on the world's users' pairs (``data.source: world``)."""
+    from negopt.core.errors import ParamsError
+    from negopt.world.grammar import parse_content
+
+    contents = [parse_content(p) for p in prompts]
+    bad = [p for p, c in zip(prompts, contents, strict=True) if c is None]
+    if bad:
+        raise ParamsError(f"the world oracle cannot judge {len(bad)} prompt(s) that name no scene of the world, "
+                          f"e.g. {bad[0][:80]!r}: the world profile needs data.source: world")
+    judged = judge(np.asarray(images), calibration, contents)
+    out = {"true_quality": judged["true_quality"].to_numpy(np.float64)}
+    out |= {f"rate_{d}": judged[f"{d}_found"].to_numpy(np.float64) for d in DEFECTS}
+    out |= {f"align_{a}": judged[f"{a}_ok"].to_numpy(np.float64) for a in CONTENT_ATTRIBUTES}
+    return out
+
+
+def profile_oracle(params):
+    """``oracle_scores`` with the detectors the models stage calibrated, on the world profile; None on the others
+    (their images have no truth to read back)."""
+    if params.profile != "world":
+        return None
+    from functools import partial
+
+    from negopt.world.layout import zoo_paths
+
+    return partial(oracle_scores, calibration=Calibration.load(zoo_paths(params.paths.world_models)["detectors"]))
+
+
 @dataclass(frozen=True)
 class Paired:
     """A paired difference ``a - b``: its mean, standard error, z = mean / se, and n."""
