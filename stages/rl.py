@@ -35,6 +35,7 @@ from negopt.rl.health import health_checks
 from negopt.rl.heldout import evaluate_rl
 from negopt.rl.loop import Components, overhead_share, run_rl
 from negopt.rl.selection import checkpoint_selector
+from negopt.world.oracle import profile_oracle
 
 LIVE_DIR = "dvclive/rl"
 
@@ -76,13 +77,15 @@ def main() -> None:
 
     live = Live(LIVE_DIR, dvcyaml=False, save_dvc_exp=False, resume=True) if accelerator.is_main_process else None
     t0 = time.perf_counter()
+    oracle = profile_oracle(params)  # the world profile: the truth of every val and test image beside its reward
     selector = checkpoint_selector(params, tokenizer, ref, read_prompts(params.paths.clean, "val"), accelerator,
-                                   comp.pipe)
+                                   comp.pipe, oracle)
     state = run_rl(params, comp, train, accelerator=accelerator, live=live, selector=selector)
     train_seconds = time.perf_counter() - t0
 
     reward_fn = weighted_sum_reward(comp.scorer, weights, state.stats, state.marginal)
-    metrics, examples = evaluate_rl(accelerator, sft_model, policy, tokenizer, comp.pipe, reward_fn, test, params)
+    metrics, examples = evaluate_rl(accelerator, sft_model, policy, tokenizer, comp.pipe, reward_fn, test, params,
+                                    oracle=oracle)
     checks, warnings = health_checks(metrics, state.stats.report(), weights, params.rl.health)
     unloaded = unloaded_embeddings(metrics["syntax_rl"], params.active.textual_inversions)
     warnings += [w for w in [unloaded_warning("the RL policy's test negatives", unloaded)] if w]
@@ -106,8 +109,13 @@ def main() -> None:
               f"those whose negatives kept >= rl.selection.min_ratio = {sel.min_ratio} x SFT's distinct share and "
               f"gained >= rl.selection.min_z = {sel.min_z} SE ({selector.gain.images_rendered} val images)")
     for key in ("reward_test_sft", "reward_test_rl", "reward_test_gain", "reward_test_gain_se", "distinct_negatives_rl",
-                "kl_test", "healthy", "kept_step"):
-        live.summary[key] = metrics[key]
+                "kl_test", "healthy", "kept_step", "oracle_test_gain", "oracle_test_gain_se"):
+        if key in metrics:
+            live.summary[key] = metrics[key]
+    if "oracle_test_gain" in metrics:
+        print(f"rl: test gain in the learned reward {metrics['reward_test_gain']:+.4f} +- "
+              f"{metrics['reward_test_gain_se']:.4f}; in the oracle's true quality {metrics['oracle_test_gain']:+.4f} +- "
+              f"{metrics['oracle_test_gain_se']:.4f} (RL vs SFT, paired over {metrics['n_test']} test prompts)")
     live.end()
     with atomic_dir(params.paths.rl) as tmp:
         NegativePromptGenerator(policy, tokenizer, params.decode, params.sft.task_prefix,

@@ -11,7 +11,7 @@ from helpers import RL_PROMPTS as PROMPTS
 from helpers import FakeLive, assert_same_weights, rl_components, rl_params
 
 from negopt.core.sharding import gather_rows, map_sharded, shard_indices
-from negopt.rl.heldout import distinct_share, eval_plan, paired_summary
+from negopt.rl.heldout import distinct_share, eval_plan, oracle_summary, paired_summary
 from negopt.rl.live import truncate_live
 from negopt.rl.loop import step_plan
 
@@ -63,6 +63,18 @@ def test_paired_summary_by_hand():
     assert s["reward_test_gain"] == pytest.approx(2.0)
     assert s["reward_test_gain_se"] == pytest.approx(3**-0.5)
     assert s["reward_test_sft_se"] == pytest.approx(3**-0.5)  # std 1 over 3 prompts
+
+
+def test_oracle_summary_pairs_per_prompt_means_by_hand():
+    """2 prompts x 2 seeds; rows are SFT's 4 images then RL's, prompt-major (as evaluate_rl scores them)."""
+    scores = {"oracle/true_quality": torch.tensor([0.2, 0.4, 0.5, 0.5, 0.6, 0.4, 0.9, 0.5]),
+              "oracle/rate_blur": torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0])}
+    s = oracle_summary(scores, n=2, s=2)
+    # per-prompt means: SFT [0.3, 0.5], RL [0.5, 0.7]; gains [0.2, 0.2]: mean 0.2, se 0
+    assert s["oracle_test_sft"] == pytest.approx(0.4) and s["oracle_test_rl"] == pytest.approx(0.6)
+    assert s["oracle_test_gain"] == pytest.approx(0.2) and s["oracle_test_gain_se"] == pytest.approx(0.0, abs=1e-6)
+    assert s["oracle_rate_blur_sft"] == 0.5 and s["oracle_rate_blur_rl"] == 0.25
+    assert s["oracle_true_quality_rl"] == pytest.approx(0.6)
 
 
 def test_distinct_share_and_eval_plan():

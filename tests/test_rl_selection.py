@@ -170,8 +170,9 @@ def test_val_reward_gain_renders_only_changed_prompts_and_pairs_by_hand(monkeypa
     monkeypatch.setattr(selection, "greedy_negatives", lambda model, tok, ps, params: [decodes[model](p) for p in ps])
     rendered = []
 
-    def fake_score(acc, pipe, profile, reward_fn, ps, negs, seeds, batch_size):
+    def fake_score(acc, pipe, profile, reward_fn, ps, negs, seeds, batch_size, oracle=None):
         assert profile is params.active  # the profile's own steps, as users render (not the rollouts')
+        assert oracle is None
         assert batch_size == 3  # reward.image_batch_size
         rendered.extend(zip(ps, negs, seeds, strict=True))
         return {"reward": torch.tensor([reward_fn(n, s) for n, s in zip(negs, seeds, strict=True)])}
@@ -193,6 +194,37 @@ def test_val_reward_gain_renders_only_changed_prompts_and_pairs_by_hand(monkeypa
     assert (g, se) == pytest.approx(mean_and_se(want))
     rendered.clear()
     assert gain(sft) == (0.0, 0.0) and rendered == []  # nothing changed: nothing rendered, exactly no gain
+
+
+def test_val_oracle_gain_pairs_the_true_quality_by_hand_and_selection_never_reads_it(monkeypatch):
+    """A gamed reward: the reward grows with the negative's length, the oracle's true quality falls with it. The
+    val reward gain and the oracle gain are each the paired difference of their own values over the same plan."""
+    from types import SimpleNamespace
+
+    from negopt.rl import heldout, selection
+
+    prompts = [f"prompt {i}" for i in range(6)]
+    params = SimpleNamespace(rl=SimpleNamespace(selection=Selection(reward_prompts=4, reward_seeds=2, seed=7)),
+                             reward=SimpleNamespace(image_batch_size=3), active=SimpleNamespace())
+    sft, rl_model = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+    decodes = {sft: lambda p: "ab", rl_model: lambda p: "abcd" if p.endswith(("1", "3", "5")) else "ab"}
+    monkeypatch.setattr(selection, "greedy_negatives", lambda model, tok, ps, params: [decodes[model](p) for p in ps])
+    oracle = object()
+
+    def fake_score(acc, pipe, profile, reward_fn, ps, negs, seeds, batch_size, oracle_fn=None):
+        assert oracle_fn is oracle
+        return {"reward": torch.tensor([float(len(n)) for n in negs]),
+                "oracle/true_quality": torch.tensor([-0.25 * len(n) + 0.01 * (s % 5) for n, s in zip(negs, seeds, strict=True)])}
+
+    monkeypatch.setattr(selection, "score_triples", fake_score)
+    gain = selection.ValRewardGain(None, None, None, sft, prompts, params, oracle=oracle)
+    gain.bind(None)
+    plan, _ = heldout.eval_plan(prompts, 4, 7, 2)
+    changed = [i for i, p in enumerate(plan) if p.endswith(("1", "3", "5"))]
+    g, _ = gain(rl_model)
+    assert g == pytest.approx(2.0 * len(changed) / 4)  # the reward: +2 on each changed prompt
+    assert gain.oracle_gain == pytest.approx(-0.5 * len(changed) / 4)  # the truth: -0.5 on each (seeds cancel)
+    assert gain(sft) == (0.0, 0.0) and gain.oracle_gain == 0.0
 
 
 def test_val_decode_decodes_each_prompt_once_per_weights(monkeypatch):

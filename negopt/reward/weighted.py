@@ -54,7 +54,7 @@ def rollout_profile(params):
 
 def score_triples(
     accelerator, pipe, profile, reward_fn: RewardFn, prompts: list[str], negatives: list[str], seeds: list[int],
-    batch_size: int,
+    batch_size: int, oracle=None,
 ) -> dict[str, torch.Tensor]:
     """Generate one image per (prompt, negative, seed) and score it, sharded over processes.
 
@@ -68,7 +68,8 @@ def score_triples(
     each) and whole micro-batches are dealt to processes; results are gathered, so every process
     returns the full ``reward`` [N] and ``raw/<term>``, ``z/<term>`` [N]. Per-image generators, fixed
     reward statistics and process-independent batch shapes make the result the same for any number
-    of processes.
+    of processes. ``oracle`` (the world profile, negopt.world.oracle.profile_oracle): each image's truth too, as
+    ``oracle/<key>`` [N].
     """
     from negopt.core.sharding import map_micro_batches
     from negopt.images.render import distinct_triples, generate_images
@@ -83,6 +84,9 @@ def score_triples(
         out = {"reward": rewards}
         for kind in ("raw", "z"):
             out.update({f"{kind}/{t}": v for t, v in info.get(kind, {}).items()})
+        if oracle is not None:
+            out.update({f"oracle/{k}": torch.from_numpy(v).to(rewards.device)
+                        for k, v in oracle(images.cpu().numpy(), p).items()})
         return out
 
     out = map_micro_batches(accelerator, len(rows), micro_batch, batch_size)

@@ -91,15 +91,28 @@ def kl_to_sft(rl_model, sft_model, tokenizer, prompts: list[str], params: Params
     return torch.cat(kls).mean().item()
 
 
+def oracle_summary(scores: dict[str, torch.Tensor], n: int, s: int) -> dict[str, float]:
+    """The world oracle's view of the test: SFT's and RL's true quality and RL's paired gain in it (the same
+    prompts and seeds as the reward's: beside ``reward_test_gain``, how much of the learned gain is real), and
+    each oracle value of both models."""
+    per_prompt = scores["oracle/true_quality"].double().reshape(2, n, s).mean(dim=2)
+    out = {k.replace("reward_", "oracle_"): v for k, v in paired_summary(per_prompt[0], per_prompt[1]).items()}
+    for key in (k.removeprefix("oracle/") for k in scores if k.startswith("oracle/")):
+        values = scores[f"oracle/{key}"].double()
+        out[f"oracle_{key}_sft"], out[f"oracle_{key}_rl"] = values[: n * s].mean().item(), values[n * s:].mean().item()
+    return out
+
+
 def evaluate_rl(accelerator, sft_model, rl_model, tokenizer, pipe, reward_fn: RewardFn, test_prompts: list[str],
-                params: Params, n_examples: int = 5) -> tuple[dict[str, float], list[dict[str, str]]]:
+                params: Params, n_examples: int = 5, oracle=None) -> tuple[dict[str, float], list[dict[str, str]]]:
     """Score greedy SFT and RL negatives on the test plan; returns (metrics, examples).
 
     metrics: the ``paired_summary`` keys, ``<term>_test_{sft,rl}`` (z units, the reward's terms),
     ``<term>_raw_test_{sft,rl}``, ``distinct_negatives_{sft,rl}``, ``negative_chars_{sft,rl}``, ``n_test``,
     ``reward_test_finite`` (share of finite image rewards), ``z_test_abs_max`` (largest ``|z|`` of a weighted
     term over both models' images), ``kl_test`` (``kl_to_sft`` on the test prompts), ``syntax_{sft,rl}`` (how each
-    model's negatives are written: ``negopt.core.prompt_syntax.syntax_counts``).
+    model's negatives are written: ``negopt.core.prompt_syntax.syntax_counts``); with an ``oracle`` (the world
+    profile), :func:`oracle_summary`'s keys.
     """
     cfg = params.rl.test
     prompts, seeds = eval_plan(test_prompts, cfg.prompts, cfg.seed, cfg.seeds_per_prompt)
@@ -112,9 +125,12 @@ def evaluate_rl(accelerator, sft_model, rl_model, tokenizer, pipe, reward_fn: Re
     # one sharded job for both models: fewer pipeline calls, same seeds for the pair; a prompt whose RL negative
     # is SFT's renders once (score_triples), its difference exactly 0
     triples = (flat_p + flat_p, flat_sft + flat_rl, flat_s + flat_s)
-    scores = score_triples(accelerator, pipe, params.active, reward_fn, *triples, params.reward.image_batch_size)
+    scores = score_triples(accelerator, pipe, params.active, reward_fn, *triples, params.reward.image_batch_size,
+                           oracle)
     per_prompt = scores["reward"].reshape(2, n, s).mean(dim=2)  # [model, prompt]: the unit of the paired test
     metrics = paired_summary(per_prompt[0], per_prompt[1])
+    if oracle is not None:
+        metrics |= oracle_summary(scores, n, s)
     metrics["power"] = gain_se_by_seeds(scores["reward"].reshape(2, n, s)[1] - scores["reward"].reshape(2, n, s)[0])
     weights = params.reward.weights.scored()  # {term: weight}, every scored term
     for t in weights:

@@ -193,6 +193,9 @@ def selection_check(run: Run, state: RunState, last: int) -> tuple[dict[str, flo
     check = selector.observe(state.step, run.comp.policy)
     images = selector.image_seconds - images_before
     logs = {"val_distinct_ratio": check.ratio} | ({"val_reward_gain": check.gain} if check.gain is not None else {})
+    oracle_gain = getattr(selector.gain, "oracle_gain", None)  # the world profile: the same gain in true quality
+    if check.gain is not None and oracle_gain is not None:
+        logs["val_oracle_gain"] = oracle_gain
     return logs, {"select": time.perf_counter() - t0 - images, "select_images": images}
 
 

@@ -201,38 +201,45 @@ class ValRewardGain:
     for the run. SFT's images are rendered once (``bind``, after calibration); at a check, a prompt whose deployed
     negative equals SFT's has the same images, so its difference is exactly 0 and only the changed prompts are
     rendered. ``__call__(model) -> (gain, se)``: the mean and standard error over prompts of the per-prompt mean
-    difference, as on the test.
+    difference, as on the test. With an ``oracle`` (the world profile), each call also sets ``oracle_gain``: the
+    same paired difference in true quality, for the curves (selection never reads it).
     """
 
     def __init__(self, accelerator, pipe, tokenizer, sft_model, val_prompts: list[str], params: Params,
-                 decode: ValDecode | None = None) -> None:
+                 decode: ValDecode | None = None, oracle=None) -> None:
         cfg = params.rl.selection
         self.accelerator, self.pipe, self.tokenizer, self.params = accelerator, pipe, tokenizer, params
         self.decode = decode or ValDecode(tokenizer, params)  # shared with the diversity share: one decode a check
         self.prompts, self.seeds = eval_plan(val_prompts, cfg.reward_prompts, cfg.seed, cfg.reward_seeds)
         self.sft_negatives = self.decode(sft_model, self.prompts)
         self.reward_fn: RewardFn | None = None
+        self.oracle = oracle
+        self.oracle_gain: float | None = None
         self.sft_rewards: torch.Tensor | None = None  # [prompt, seed]
+        self.sft_truth: torch.Tensor | None = None  # [prompt, seed]: the oracle's true quality
         self.images_rendered = 0
         self.image_seconds = 0.0  # rendering + scoring, which the loop's anatomy counts with the training images
 
-    def rewards(self, idx: list[int], negatives: list[str]) -> torch.Tensor:
-        """[len(idx), seeds] rewards of the plan's prompts ``idx`` with ``negatives`` (one per index)."""
+    def rewards(self, idx: list[int], negatives: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """[len(idx), seeds] rewards of the plan's prompts ``idx`` with ``negatives`` (one per index), and their
+        true quality (None without an oracle)."""
         s = len(self.seeds[0])
         flat_p = [self.prompts[i] for i in idx for _ in range(s)]
         flat_n = [n for n in negatives for _ in range(s)]
         flat_s = [x for i in idx for x in self.seeds[i]]
         start = time.perf_counter()
         scores = score_triples(self.accelerator, self.pipe, self.params.active, self.reward_fn, flat_p, flat_n, flat_s,
-                               self.params.reward.image_batch_size)
+                               self.params.reward.image_batch_size, self.oracle)
         self.images_rendered += len(flat_p)
         self.image_seconds += time.perf_counter() - start
-        return scores["reward"].double().cpu().reshape(len(idx), s)
+        truth = scores.get("oracle/true_quality")
+        return (scores["reward"].double().cpu().reshape(len(idx), s),
+                None if truth is None else truth.double().cpu().reshape(len(idx), s))
 
     def bind(self, reward_fn: RewardFn) -> None:
         """Fix the reward (the calibrated one, frozen for the run) and render SFT's plan."""
         self.reward_fn = reward_fn
-        self.sft_rewards = self.rewards(list(range(len(self.prompts))), self.sft_negatives)
+        self.sft_rewards, self.sft_truth = self.rewards(list(range(len(self.prompts))), self.sft_negatives)
 
     def __call__(self, model) -> tuple[float, float]:
         if self.sft_rewards is None:
@@ -240,14 +247,18 @@ class ValRewardGain:
         negatives = self.decode(model, self.prompts)
         changed = [i for i, (a, b) in enumerate(zip(negatives, self.sft_negatives, strict=True)) if a != b]
         diff = torch.zeros(len(self.prompts), dtype=torch.float64)
+        truth = torch.zeros(len(self.prompts), dtype=torch.float64)
         if changed:
-            diff[changed] = (self.rewards(changed, [negatives[i] for i in changed]).mean(1)
-                             - self.sft_rewards[changed].mean(1))
+            rewards, true_quality = self.rewards(changed, [negatives[i] for i in changed])
+            diff[changed] = rewards.mean(1) - self.sft_rewards[changed].mean(1)
+            if true_quality is not None:
+                truth[changed] = true_quality.mean(1) - self.sft_truth[changed].mean(1)
+        self.oracle_gain = None if self.oracle is None else truth.mean().item()
         return mean_and_se(diff)
 
 
 def checkpoint_selector(params: Params, tokenizer, sft_policy, val_prompts: list[str], accelerator=None,
-                        pipe=None) -> CheckpointSelector | None:
+                        pipe=None, oracle=None) -> CheckpointSelector | None:
     """The run's selector over the val prompts (None with ``rl.selection.by: last_step``): the diversity share of
     ``diversity_prompts`` of them and the val reward gain (on ``pipe``), sharing one decode per check."""
     cfg = params.rl.selection
@@ -259,5 +270,5 @@ def checkpoint_selector(params: Params, tokenizer, sft_policy, val_prompts: list
     def measure(model) -> float:
         return distinct_share(decode(model, prompts))
 
-    gain = ValRewardGain(accelerator, pipe, tokenizer, sft_policy, val_prompts, params, decode)
+    gain = ValRewardGain(accelerator, pipe, tokenizer, sft_policy, val_prompts, params, decode, oracle)
     return CheckpointSelector(cfg, measure, gain, sft_policy)
