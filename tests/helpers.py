@@ -64,6 +64,32 @@ class FakeLive:
         self.step += 1
 
 
+VENV_BIN = Path(sys.executable).parent
+NETGUARD = Path(__file__).resolve().parent / "netguard"
+
+
+def run_guarded(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """Run in the temp repo with every non-loopback connection refused at the socket level
+    (tests/netguard/sitecustomize.py, logged to ../netguard.log) and no HF offline variables: the tiny
+    profile must stay off the network by itself."""
+    env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(NETGUARD), os.environ.get("PYTHONPATH")])),
+               NEGOPT_NETGUARD_LOG=str(cwd.parent / "netguard.log"))
+    for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        env.pop(key, None)
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+# models.world_build for tests: every world trainer a few steps on a few renders (the wiring, in about a minute)
+WORLD_REDUCED = {
+    "train_images": 96, "calibration_images": 300, "inception_images": 64, "vae_steps": 2,
+    "diffusion_steps": 2, "clip_steps": 2, "aesthetic_steps": 5, "inception_steps": 2, "t5_vocab_size": 300,
+    "check_prompts": 2,
+}
+
+
 def copy_tracked(root: Path, dst: Path) -> None:
     """Copy the files git tracks in ``root`` (as a fresh clone would hold them) into ``dst``."""
     import shutil
@@ -73,6 +99,20 @@ def copy_tracked(root: Path, dst: Path) -> None:
         if (root / rel).exists():
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(root / rel, dst / rel)
+
+
+def project_repo(root: Path, dst: Path, overlay: dict) -> Path:
+    """A git repo at ``dst`` holding the project's tracked files with ``overlay`` merged into params.yaml, committed:
+    where the end-to-end tests run the real ``dvc`` commands."""
+    copy_tracked(root, dst)
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    deep_merge(params, overlay)
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for args in (["git", "init", "-q"], ["git", "config", "user.email", "e2e@negopt.invalid"],
+                 ["git", "config", "user.name", "negopt e2e"], ["git", "add", "-A"],
+                 ["git", "commit", "-qm", "e2e baseline"]):
+        run_guarded(args, dst)
+    return dst
 
 
 def deep_merge(dst: dict, src: dict) -> None:

@@ -7,18 +7,14 @@ runs in a few minutes on 2 CPU cores; the default params are what `dvc repro` in
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from helpers import copy_tracked, deep_merge
+from helpers import project_repo
+from helpers import run_guarded as _run
 
 pytestmark = pytest.mark.e2e
-
-VENV_BIN = Path(sys.executable).parent
 
 # Keys overridden in the temp repo only; every stage still runs its full code path.
 FAST = {
@@ -37,35 +33,10 @@ FAST = {
 }
 
 
-NETGUARD = Path(__file__).resolve().parent / "netguard"
-
-
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """Run in the temp repo with every non-loopback connection refused at the socket level
-    (tests/netguard/sitecustomize.py, logged to ../netguard.log) and no HF offline variables: the tiny
-    profile must stay off the network by itself."""
-    env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(NETGUARD), os.environ.get("PYTHONPATH")])),
-               NEGOPT_NETGUARD_LOG=str(cwd.parent / "netguard.log"))
-    for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        env.pop(key, None)
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    return proc
-
-
 @pytest.fixture(scope="module")
 def repo(root: Path, tmp_path_factory) -> Path:
     dst = tmp_path_factory.mktemp("e2e") / "negopt"
-    copy_tracked(root, dst)
-    params = yaml.safe_load((dst / "params.yaml").read_text())
-    deep_merge(params, FAST)
-    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run(["git", "init", "-q"], dst)
-    _run(["git", "config", "user.email", "e2e@negopt.invalid"], dst)
-    _run(["git", "config", "user.name", "negopt e2e"], dst)
-    _run(["git", "add", "-A"], dst)
-    _run(["git", "commit", "-qm", "e2e baseline"], dst)
+    project_repo(root, dst, FAST)
     _run(["dvc", "repro"], dst)
     _run(["git", "add", "-A"], dst)
     _run(["git", "commit", "-qm", "e2e repro"], dst)
@@ -73,8 +44,12 @@ def repo(root: Path, tmp_path_factory) -> Path:
 
 
 def test_repro_writes_every_declared_output(repo: Path):
-    for name in ("scrape", "data", "sft", "rl", "eval", "comparison"):
+    for name in ("scrape", "data", "models", "sft", "rl", "eval", "comparison"):
         assert (repo / "metrics" / f"{name}.json").exists(), name
+    assert json.loads((repo / "metrics/models.json").read_text())["profile"] == "tiny"
+    # the world profile's declared outputs, empty on tiny: a marker and an empty work folder
+    assert [p.name for p in (repo / "models/world").iterdir()] == ["NOT_BUILT.json"]
+    assert (repo / "checkpoints/world").is_dir() and not any((repo / "checkpoints/world").iterdir())
     data = json.loads((repo / "metrics" / "data.json").read_text())
     assert data["rows_in"] == data["rows_out"] + sum(data["dropped"].values())
     for split in ("train", "val", "test"):
