@@ -75,3 +75,31 @@ def test_cli_writes_table_and_plot(tmp_path):
     assert "| exp-aes |" in res.output and (tmp_path / "f/frontier.png").read_bytes()[:4] == b"\x89PNG"
     csv = (tmp_path / "f/frontier.csv").read_text().splitlines()
     assert csv[0].split(",")[-1] == "pareto" and len(csv) == 4
+
+
+def world_record(rev: str, kl: float, aesthetic: float, true_quality: float) -> dict:
+    """A world run's node: one weight, rl.kl_coef, and the oracle's true quality in rl.json."""
+    node = record(rev, f"kl-{kl:g}", {"aesthetic": 1.0}, {"aesthetic": aesthetic})
+    node["data"]["params"]["params.yaml"]["data"]["rl"] = {"kl_coef": kl, "steps": 12}
+    node["data"]["metrics"]["metrics/rl.json"]["data"]["oracle_true_quality_rl"] = true_quality
+    return node
+
+
+def test_world_runs_add_the_oracle_axis_and_the_kl_coef_setting():
+    # a kl_coef sweep: the low-KL run wins the learned term but loses true quality (a gamed reward), the middle
+    # one is dominated on both, so only with the oracle axis is the high-KL run on the frontier
+    nodes = [world_record("a" * 40, 0.1, 0.9, 0.30), world_record("b" * 40, 0.3, 0.5, 0.28),
+             world_record("c" * 40, 1.0, 0.4, 0.40)]
+    exps = experiments(nodes + [{**world_record("d" * 40, 3.0, 0.0, 0.0), "rev": "workspace"}])
+    assert exps["kl_coef"].tolist() == [0.1, 0.3, 1.0]
+    table, terms = frontier_table(exps)
+    assert terms == ["aesthetic", "true_quality"]
+    assert table["pareto"].tolist() == [True, False, True]
+    learned_only, _ = frontier_table(exps.drop(columns="true_quality"))
+    assert learned_only["pareto"].tolist() == [True, False, False]
+    md = frontier_markdown(table, terms)
+    assert md.splitlines()[0] == "| experiment | w_aesthetic | kl_coef | aesthetic (test) | true_quality (test) | pareto |"
+    assert "| kl-1 | 1 | 1 | +0.4000 | +0.4000 | * |" in md
+    # a run without the oracle (tiny profile) leaves the axis out for all
+    mixed = experiments(nodes[:1] + [record("e" * 40, "tiny", {"aesthetic": 1.0}, {"aesthetic": 0.2})])
+    assert frontier_table(mixed)[1] == ["aesthetic"]

@@ -454,6 +454,12 @@ MUTANTS: list[Mutant] = [
       "a difference marked by its percent gain's interval (None for a zero-rate baseline)"),
     M("negopt/compare/gains.py", "return METRICS | carried(PREFERENCE, eval_metrics) | carried(ORACLE, eval_metrics)",
       "return METRICS | carried(PREFERENCE, eval_metrics)", "compare drops the oracle's values"),
+    # --- the frontier's oracle axis and kl_coef setting -----------------------------------------------
+    M("negopt/compare/frontier.py", "terms = [t for t in [*terms, ORACLE_AXIS] if", "terms = [t for t in terms if",
+      "the frontier leaves out the oracle's true quality"),
+    M("negopt/compare/frontier.py", "if k in SETTINGS}", "if k in ()}", "a kl_coef sweep's points are unlabelled"),
+    M("negopt/compare/frontier.py", 'if f"oracle_{ORACLE_AXIS}_rl" in metrics:', "if False:",
+      "a world run's true quality is not read"),
 ]
 
 # Fast tests per module (first match wins); slow ones (the tiny-zoo loop, SFT training) run in CI only.
@@ -506,6 +512,7 @@ TESTS: list[tuple[str, list[str]]] = [
     ("negopt/data/clean.py", ["tests/test_clean.py", "tests/test_prompt_syntax.py"]),
     ("negopt/compare/gains.py", ["tests/test_compare.py", "tests/test_report.py", "tests/test_intervals.py"]),
     ("negopt/compare/intervals.py", ["tests/test_intervals.py", "tests/test_compare.py"]),
+    ("negopt/compare/frontier.py", ["tests/test_frontier.py"]),
     ("negopt/policy/sft.py", _SFT_FAST + ["tests/test_retrieval.py", "tests/test_cache_keys.py"]),
     ("negopt/policy/decode.py", ["tests/test_decode.py", "tests/test_rerank.py"]),
     ("negopt/policy/nucleus.py", ["tests/test_nucleus.py", "tests/test_rl_policy.py"]),

@@ -11,6 +11,11 @@ and ``base.seed`` only, so experiments that share them share units; ``--raw`` re
 
 An experiment is **Pareto-optimal** when no other experiment is at least as good on every term and strictly
 better on one (every term is maximised).
+
+On the world profile each ``rl.json`` also holds the oracle's true quality of the RL model's images
+(``oracle_true_quality_rl``): it joins the axes as ``true_quality``, so the table says whether the weightings the
+learned terms favour are the ones the truth favours. ``rl.kl_coef`` is read beside the weights, so a sweep over it
+(``-S 'rl.kl_coef=0.1,0.3,1'``) is a frontier too.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import numpy as np
 import pandas as pd
 
 RL_METRICS = "metrics/rl.json"
+ORACLE_AXIS = "true_quality"  # the world oracle's mean true quality of the RL model's test images
+SETTINGS = ("kl_coef",)  # rl.* settings read beside the weights (they label each point too)
 
 
 def _nodes(entries: list[dict]) -> Iterator[dict]:
@@ -35,7 +42,9 @@ def _nodes(entries: list[dict]) -> Iterator[dict]:
 def experiments(entries: list[dict], metrics_file: str = RL_METRICS, raw: bool = False,
                 include_workspace: bool = False) -> pd.DataFrame:
     """One row per experiment (or baseline commit) with an ``rl.json``: ``name``, ``rev``, ``w_<term>`` for
-    each weight and ``<term>`` for its test mean; records without the metrics file (queued, failed) are left out.
+    each weight, the :data:`SETTINGS` of ``rl`` that params.yaml holds, ``<term>`` for its test mean and, where the
+    run had the world's oracle, :data:`ORACLE_AXIS`; records without the metrics file (queued, failed) are left
+    out.
 
     The workspace row is left out by default: it repeats the checked-out commit or holds an unfinished run.
     """
@@ -55,7 +64,10 @@ def experiments(entries: list[dict], metrics_file: str = RL_METRICS, raw: bool =
         short = str(rev) if rev == "workspace" else str(rev)[:7]
         row = {"name": node.get("name") or short, "rev": short}
         row |= {f"w_{t}": float(w) for t, w in weights.items()}
+        row |= {k: float(v) for k, v in (params.get("rl") or {}).items() if k in SETTINGS}
         row |= {t: float(metrics[f"{t}{suffix}"]) for t in weights if f"{t}{suffix}" in metrics}
+        if f"oracle_{ORACLE_AXIS}_rl" in metrics:
+            row[ORACLE_AXIS] = float(metrics[f"oracle_{ORACLE_AXIS}_rl"])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -70,21 +82,27 @@ def pareto_mask(points: np.ndarray) -> np.ndarray:
 
 
 def frontier_table(exps: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """The experiments with a ``pareto`` column, and the term columns (present for every experiment)."""
+    """The experiments with a ``pareto`` column, and the axes: the term columns and :data:`ORACLE_AXIS`, each kept
+    where every experiment has it."""
     if exps.empty:
         raise ValueError(f"frontier: no experiment with {RL_METRICS} and reward.weights params in `dvc exp show`; "
                          "run the sweep first (dvc exp run --queue -S 'reward.weights.<term>=a,b', "
                          "then dvc exp run --run-all)")
     terms = [c.removeprefix("w_") for c in exps.columns if c.startswith("w_")]
-    terms = [t for t in terms if t in exps.columns and exps[t].notna().all()]
+    terms = [t for t in [*terms, ORACLE_AXIS] if t in exps.columns and exps[t].notna().all()]
     out = exps.copy()
     out["pareto"] = pareto_mask(out[terms].to_numpy())
     return out, terms
 
 
+def _settings(table: pd.DataFrame) -> list[str]:
+    """The columns that say how each point was made: the weights, then :data:`SETTINGS` present."""
+    return [c for c in table.columns if c.startswith("w_")] + [c for c in SETTINGS if c in table.columns]
+
+
 def frontier_markdown(table: pd.DataFrame, terms: list[str]) -> str:
-    """``| experiment | w_<t>... | <t> test... | pareto |``, Pareto-optimal rows marked ``*``."""
-    weights = [c for c in table.columns if c.startswith("w_")]
+    """``| experiment | w_<t>... [kl_coef] | <t> test... | pareto |``, Pareto-optimal rows marked ``*``."""
+    weights = _settings(table)
     head = "| experiment | " + " | ".join(weights) + " | " + " | ".join(f"{t} (test)" for t in terms) + " | pareto |"
     rows = [head, "|---|" + "---:|" * (len(weights) + len(terms)) + "---|"]
     for _, r in table.iterrows():
@@ -102,7 +120,7 @@ def frontier_png(table: pd.DataFrame, terms: list[str]) -> bytes:
 
     pairs = [(a, b) for i, a in enumerate(terms) for b in terms[i + 1:]] or [(terms[0], terms[0])]
     fig, axes = plt.subplots(1, len(pairs), figsize=(4 * len(pairs), 3.6), dpi=100, squeeze=False)
-    weights = [c for c in table.columns if c.startswith("w_")]
+    weights = _settings(table)
     for ax, (a, b) in zip(axes[0], pairs, strict=True):
         for _, r in table.iterrows():
             ax.scatter(r[a], r[b], s=40, color="#4c72b0" if r["pareto"] else "white", edgecolors="#4c72b0")
@@ -110,7 +128,7 @@ def frontier_png(table: pd.DataFrame, terms: list[str]) -> bytes:
             ax.annotate(label, (r[a], r[b]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel(f"{a} (test)")
         ax.set_ylabel(f"{b} (test)")
-    fig.suptitle("reward-weight frontier (filled: Pareto-optimal; labels: " + "/".join(w[2:] for w in weights) + ")",
+    fig.suptitle("reward-weight frontier (filled: Pareto-optimal; labels: " + "/".join(w.removeprefix("w_") for w in weights) + ")",
                  fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
