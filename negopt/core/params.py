@@ -173,7 +173,7 @@ class WorldBuild(Section):
     inception_images: Annotated[int, Field(ge=32)] = 8000
     vae_steps: PosInt = 1000
     diffusion_steps: PosInt = 1000
-    clip_steps: PosInt = 1200
+    clip_steps: PosInt = 2400
     aesthetic_steps: PosInt = 2000
     inception_steps: PosInt = 600
     t5_vocab_size: Annotated[int, Field(ge=300)] = 1000
