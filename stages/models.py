@@ -79,19 +79,17 @@ def fetch_if_online(params) -> None:
 def build_world(params) -> None:
     """Train (or resume) the world zoo, deploy it with a T5 policy, and check every model against the truth."""
     import shutil
-    from dataclasses import asdict
 
-    from negopt.core.fingerprint import fingerprint
     from negopt.models.t5 import build_tiny_t5
-    from negopt.world.checks import check_zoo
+    from negopt.world.checks import check_setting, check_zoo
     from negopt.world.layout import DEPLOYED, zoo_paths
-    from negopt.world.zoo import build_world_zoo, zoo_config
+    from negopt.world.zoo import build_world_zoo, zoo_config, zoo_key
 
     check_built_paths(params, "world")
     write_marker(params.paths.tiny_models, "profile=world; no tiny zoo built")
     build = params.models.world_build
     cfg = zoo_config(build)
-    work = Path(params.paths.checkpoints) / "world" / fingerprint(asdict(cfg))[:16]
+    work = Path(params.paths.checkpoints) / "world" / zoo_key(cfg)
     print(f"models: training the world zoo in {work} (a rerun resumes at the first model not yet saved)")
     start = time.perf_counter()
     work_paths = build_world_zoo(cfg, work)
@@ -105,9 +103,7 @@ def build_world(params) -> None:
     print(format_table(statuses, "world"))
     if not all(s.available for s in statuses):
         raise MissingWeightsError(f"the world zoo was trained but is incomplete:\n{format_table(statuses, 'world')}")
-    active = params.models.world
-    checks = check_zoo(zoo_paths(params.paths.world_models), prompts=build.check_prompts, seed=build.seed + 1,
-                       guidance_scale=active.guidance_scale, num_inference_steps=active.num_inference_steps)
+    checks = check_zoo(zoo_paths(params.paths.world_models), **check_setting(build, params.models.world))
     checks["train_seconds"] = read_json(work_paths["timings"])
     checks["stage_seconds"] = round(time.perf_counter() - start, 1)
     write_json(Path(params.paths.metrics) / "models.json", {"profile": "world", **checks})

@@ -8,7 +8,6 @@ a models stage's work folder (``checkpoints/world/<fingerprint>``) to check the 
 """
 
 import os
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -26,27 +25,23 @@ MIN_CLASSIFIER_ACCURACY = 0.15  # the Inception scene classifier, 54 classes (ch
 
 @pytest.fixture(scope="session")
 def checks(root: Path) -> dict:
-    from negopt.core.fingerprint import fingerprint
     from negopt.core.io import read_json, write_json
     from negopt.core.params import load_params
-    from negopt.world.checks import check_zoo
-    from negopt.world.zoo import build_world_zoo, zoo_config
+    from negopt.world.checks import check_setting, check_zoo
+    from negopt.world.zoo import build_world_zoo, zoo_config, zoo_key
 
     params = load_params(root / "params.yaml")
-    build, active = params.models.world_build, params.models.world
-    cfg = zoo_config(build)
-    key = fingerprint(asdict(cfg))[:16]
-    out = Path(os.environ.get("NEGOPT_WORLD_ZOO_DIR", Path.home() / ".cache" / "negopt" / f"world-{key}"))
+    cfg = zoo_config(params.models.world_build)
+    out = Path(os.environ.get("NEGOPT_WORLD_ZOO_DIR", Path.home() / ".cache" / "negopt" / f"world-{zoo_key(cfg)}"))
     paths = build_world_zoo(cfg, out, progress=False)
-    setting = {"zoo": key, "prompts": build.check_prompts, "seed": build.seed + 1,
-               "guidance_scale": active.guidance_scale, "num_inference_steps": active.num_inference_steps}
+    kwargs = check_setting(params.models.world_build, params.models.world)
+    setting = {"zoo": zoo_key(cfg), **kwargs}
     cached = out / "checks.json"
-    if cached.is_file() and read_json(cached).get("setting") == setting:
-        return read_json(cached)
-    result = check_zoo(paths, prompts=build.check_prompts, seed=build.seed + 1,
-                       guidance_scale=active.guidance_scale, num_inference_steps=active.num_inference_steps)
-    write_json(cached, {"setting": setting, **result})
-    return {"setting": setting, **result}
+    if cached.is_file() and (found := read_json(cached)).get("setting") == setting:
+        return found
+    result = {"setting": setting, **check_zoo(paths, **kwargs)}
+    write_json(cached, result)
+    return result
 
 
 @pytest.mark.parametrize("defect", DEFECTS)

@@ -106,6 +106,13 @@ def pipeline_checks(paths: dict[str, Path], prompts: int, seed: int, guidance_sc
     }
 
 
+def check_setting(build, active) -> dict:
+    """:func:`check_zoo`'s keyword arguments for a zoo trained at ``build`` (params' ``models.world_build``) and
+    sampled as ``active`` (``models.world``): the models stage's check, which the world's truth tests repeat."""
+    return {"prompts": build.check_prompts, "seed": build.seed + 1, "guidance_scale": active.guidance_scale,
+            "num_inference_steps": active.num_inference_steps}
+
+
 def check_zoo(paths: dict[str, Path], held_out: int = 1000, prompts: int = 0, seed: int = 1,
               guidance_scale: float = 6.0, num_inference_steps: int = 15) -> dict:
     """Every check of the module docstring (the pipeline's only when ``prompts`` > 0)."""

@@ -100,6 +100,14 @@ def build_world_zoo(cfg: ZooConfig, out_dir: str | Path, force: bool = False,
 
 
 
+def zoo_key(cfg: ZooConfig) -> str:
+    """The name of a zoo's work folder: a fingerprint of everything it is trained from, so a changed config
+    trains a new zoo and an unchanged one resumes."""
+    from negopt.core.fingerprint import fingerprint
+
+    return fingerprint(asdict(cfg))[:16]
+
+
 def zoo_config(build) -> ZooConfig:
     """The :class:`ZooConfig` of params.yaml's ``models.world_build`` (its sizes and seed; every other field
     keeps the trainer configs' defaults)."""
